@@ -1,0 +1,35 @@
+# Marsad: `make run` (Airflow + DAGs on the embedded default), `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+UV_VERSION := 0.13.8
+UV := .tools/uv/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install run test test-fast lock clean
+
+install: $(VENV)/.installed
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
+
+# Exactly what uv.lock pins; re-synced when the lock or pyproject changes.
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+run: install
+	$(VENV)/bin/python -m marsad.airflow_env
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+# Skips the tests that start a real Airflow.
+test-fast: install
+	$(VENV)/bin/python -m pytest -m "not airflow"
+
+lock: $(UV)
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) .tools .airflow var

@@ -1,0 +1,239 @@
+"""Deliver queued notifications from the outbox, each exactly once.
+
+A notification moves ``pending -> sending -> sent``. ``sending`` is committed *before*
+the post, so a crash or a retried task between posting and recording leaves it marked;
+the next delivery then looks for the message in the channel's history (every post
+carries Slack message metadata with its notification id) instead of posting again.
+A Slack error that proves nothing was posted (``invalid_auth``, ``channel_not_found``)
+puts the notification back to ``pending`` with the error, so nothing is lost.
+
+Follow-ups (``update``, ``repeat``, ``resolved``) go into the thread of the alert's first
+message, which must have been delivered first.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, Protocol
+
+import duckdb
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from alerts.render import render
+from warehouse.db import transaction
+
+log = logging.getLogger("marsad.delivery")
+METADATA_EVENT = "marsad_alert"
+# Errors after which Slack certainly did not post: fix the setup, the alert stays queued.
+PERMANENT = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "channel_not_found", "not_in_channel", "is_archived", "missing_scope"}
+
+
+@dataclass
+class Posted:
+    channel: str | None
+    ts: str | None
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, certain_not_posted: bool):
+        super().__init__(message)
+        self.certain_not_posted = certain_not_posted
+
+
+class Sink(Protocol):
+    name: str
+
+    def find(self, notification_id: str, channel: str, since: datetime) -> Posted | None: ...
+
+    def post(self, notification_id: str, alert_id: str, channel: str, payload: dict, thread_ts: str | None) -> Posted: ...
+
+
+class LocalSink:
+    """No Slack configured: alerts are logged (and stay recorded in the warehouse)."""
+
+    name = "local"
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream
+
+    def find(self, notification_id, channel, since):
+        return None  # nothing external to double-post to
+
+    def post(self, notification_id, alert_id, channel, payload, thread_ts):
+        text, _ = render(payload)
+        log.warning("ALERT %s %s: %s", channel, payload["state"], text)
+        if self.stream is not None:
+            self.stream.write(f"[{channel}] {payload['state']}: {payload['summary']}\n")
+        return Posted(None, None)
+
+
+class JsonLinesSink:
+    """One JSON line per notification (``marsad replay``'s alert stream)."""
+
+    name = "jsonl"
+
+    def __init__(self, stream: IO[str] = sys.stdout):
+        self.stream = stream
+
+    def find(self, notification_id, channel, since):
+        return None
+
+    def post(self, notification_id, alert_id, channel, payload, thread_ts):
+        line = {
+            "indicator": payload["indicator"],
+            "rule": payload["rule"],
+            "kind": payload["kind"],
+            "state": payload["state"],
+            "at": payload["at"],
+            "evidence": [e.get("guid") or e["article_id"] for e in payload.get("evidence", [])],
+        }
+        self.stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self.stream.flush()
+        return Posted(None, None)
+
+
+def slack_client(token: str, base_url: str | None = None, timeout: int = 15, max_retries: int = 3) -> WebClient:
+    """A WebClient that honours 429 Retry-After and retries 5xx / connection errors (slack-sdk's handlers)."""
+    kw = {"base_url": base_url} if base_url else {}
+    client = WebClient(token=token, timeout=timeout, **kw)
+    client.retry_handlers.extend(
+        [
+            RateLimitErrorRetryHandler(max_retry_count=max_retries),
+            ServerErrorRetryHandler(max_retry_count=max_retries),
+            ConnectionErrorRetryHandler(max_retry_count=max_retries),
+        ]
+    )
+    return client
+
+
+class SlackSink:
+    name = "slack"
+
+    def __init__(self, client: WebClient, run_url: str | None = None):
+        self.client = client
+        self.run_url = run_url
+        self._channel_ids: dict[str, str] = {}
+
+    def _channel_id(self, channel: str) -> str | None:
+        if not channel.startswith("#"):
+            return channel
+        if channel not in self._channel_ids:
+            cursor = None
+            while True:
+                resp = self.client.conversations_list(types="public_channel,private_channel", limit=200, cursor=cursor)
+                for ch in resp.get("channels", []):
+                    self._channel_ids["#" + ch["name"]] = ch["id"]
+                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        return self._channel_ids.get(channel)
+
+    def find(self, notification_id, channel, since):
+        channel_id = self._channel_id(channel)
+        if channel_id is None:
+            return None
+        cursor = None
+        while True:
+            resp = self.client.conversations_history(
+                channel=channel_id, oldest=f"{since.timestamp() - 60:.6f}", include_all_metadata=True, limit=200, cursor=cursor
+            )
+            for msg in resp.get("messages", []):
+                meta = msg.get("metadata") or {}
+                if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get("notification_id") == notification_id:
+                    return Posted(channel_id, msg.get("ts"))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not resp.get("has_more") or not cursor:
+                return None
+
+    def post(self, notification_id, alert_id, channel, payload, thread_ts):
+        text, blocks = render(payload, self.run_url)
+        try:
+            resp = self.client.chat_postMessage(
+                channel=channel,
+                text=text,
+                blocks=blocks,
+                thread_ts=thread_ts,
+                unfurl_links=False,
+                unfurl_media=False,
+                metadata={"event_type": METADATA_EVENT, "event_payload": {"notification_id": notification_id, "alert_id": alert_id}},
+            )
+        except SlackApiError as exc:
+            err = exc.response.get("error", "unknown_error") if exc.response is not None else "unknown_error"
+            status = exc.response.status_code if exc.response is not None else None
+            # A 4xx answer with ok=false means the message was refused; 5xx/429 after retries may be uncertain.
+            certain = err in PERMANENT or (status is not None and 400 <= status < 500 and status != 429)
+            raise DeliveryError(f"Slack refused chat.postMessage: {err}", certain) from None
+        except Exception as exc:  # timeouts, connection resets after the retries
+            raise DeliveryError(f"Slack unreachable: {type(exc).__name__}: {exc}", False) from None
+        return Posted(resp.get("channel"), resp.get("ts"))
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    recovered: int = 0  # found already posted after an interrupted attempt
+    failed: int = 0
+    waiting: int = 0  # follow-ups whose parent message is not delivered yet
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def deliver(con: duckdb.DuckDBPyConnection, sink: Sink, limit: int = 500) -> DeliveryReport:
+    """Send pending notifications in order; safe to run concurrently-retried or after a crash."""
+    report = DeliveryReport()
+    rows = con.execute(
+        """SELECT n.notification_id, n.alert_id, n.seq, n.status, n.channel, n.payload, n.created_at,
+                  p.slack_ts AS parent_ts, p.status AS parent_status
+           FROM notifications n
+           LEFT JOIN notifications p ON p.alert_id = n.alert_id AND p.seq = 1
+           WHERE n.status IN ('pending', 'sending')
+           ORDER BY n.created_at, n.alert_id, n.seq
+           LIMIT ?""",
+        [limit],
+    ).fetchall()
+    blocked_alerts: set[str] = set()
+    for nid, alert_id, seq, status, channel, payload, created_at, parent_ts, parent_status in rows:
+        payload = json.loads(payload) if isinstance(payload, str) else payload
+        if alert_id in blocked_alerts or (seq > 1 and parent_status != "sent"):
+            report.waiting += 1
+            blocked_alerts.add(alert_id)
+            continue
+        thread_ts = parent_ts if seq > 1 else None
+        try:
+            if status == "sending":
+                found = sink.find(nid, channel, created_at)
+                if found is not None:
+                    _mark_sent(con, nid, sink.name, found, thread_ts)
+                    report.recovered += 1
+                    continue
+            with transaction(con):
+                con.execute("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE notification_id = ?", [nid])
+            posted = sink.post(nid, alert_id, channel, payload, thread_ts)
+        except DeliveryError as exc:
+            report.failed += 1
+            blocked_alerts.add(alert_id)  # keep the thread in order
+            new_status = "pending" if exc.certain_not_posted else "sending"
+            con.execute("UPDATE notifications SET status = ?, last_error = ? WHERE notification_id = ?", [new_status, str(exc), nid])
+            log.error("notification %s not delivered: %s", nid, exc)
+            continue
+        _mark_sent(con, nid, sink.name, posted, thread_ts)
+        report.sent += 1
+    return report
+
+
+def _mark_sent(con, nid: str, sink: str, posted: Posted, thread_ts: str | None) -> None:
+    con.execute(
+        """UPDATE notifications SET status = 'sent', sink = ?, sent_at = ?, slack_channel = ?, slack_ts = ?,
+               thread_ts = ?, last_error = NULL WHERE notification_id = ?""",
+        [sink, datetime.now(timezone.utc), posted.channel, posted.ts, thread_ts, nid],
+    )

@@ -1,0 +1,154 @@
+"""The embedded default deployment: Airflow standalone with Marsad's DAGs, inside the repo.
+
+``airflow_env`` is the single definition of how Airflow is configured for Marsad (used by
+``make run`` and by the tests); ``main`` is ``make run``: it prepares the Airflow home,
+starts ``airflow standalone`` in its own process group, prints where the UI is and how
+to log in, and on Ctrl-C stops the whole group so that nothing is left running.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+POOL = "marsad_warehouse"
+
+
+def airflow_env(home: Path, warehouse: Path | None = None, port: int = 8080, base: dict | None = None) -> dict[str, str]:
+    """Environment for every Airflow command Marsad runs (CLI, standalone, tests)."""
+    env = dict(os.environ if base is None else base)
+    venv_bin = str(Path(sys.executable).parent)
+    env.update(
+        {
+            "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # The embedded default polls as soon as it is up.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": env.get("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # Sized for a 2-core machine: 4 concurrent task processes in all.
+            "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": env.get("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "4"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db"),
+            "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+            "MARSAD_WAREHOUSE": str(warehouse or env.get("MARSAD_WAREHOUSE") or REPO / "var" / "marsad.duckdb"),
+        }
+    )
+    return env
+
+
+def airflow(args: list[str], env: dict[str, str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, check=check, **kw)
+
+
+def prepare(env: dict[str, str]) -> None:
+    """Migrate the metadata DB and create the warehouse pool (one writer at a time)."""
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    airflow(["db", "migrate"], env, stdout=subprocess.DEVNULL)
+    airflow(["pools", "set", POOL, "1", "Marsad: one DuckDB writer at a time"], env, stdout=subprocess.DEVNULL)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _password(home: Path) -> str | None:
+    f = home / "simple_auth_manager_passwords.json.generated"
+    try:
+        return json.loads(f.read_text()).get("admin")
+    except (OSError, ValueError):
+        return None
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stop standalone and everything it started: SIGINT to the group, then SIGKILL."""
+    if proc.poll() is not None:
+        _kill_group(proc.pid, signal.SIGKILL)
+        return
+    _kill_group(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    # LocalExecutor workers ignore SIGTERM; make sure nothing of the group survives.
+    time.sleep(0.5)
+    _kill_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    port = int(os.environ.get("MARSAD_UI_PORT", "8080"))
+    home = Path(os.environ.get("MARSAD_AIRFLOW_HOME") or REPO / ".airflow")
+    env = airflow_env(home, port=port)
+    print(f"marsad: preparing Airflow in {home} (SQLite, LocalExecutor, parallelism {env['AIRFLOW__CORE__PARALLELISM']})", flush=True)
+    prepare(env)
+    log = open(home / "standalone.log", "ab")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    stopping = False
+
+    def _stop(signum, frame):
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            print("\nmarsad: stopping Airflow ...", flush=True)
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    deadline = time.monotonic() + 180
+    announced = False
+    try:
+        while not stopping and proc.poll() is None:
+            if not announced and _healthy(port):
+                announced = True
+                pw = _password(home)
+                print(
+                    f"marsad: Airflow is up at http://127.0.0.1:{port}/ — log in as admin / {pw or '(see ' + str(home) + '/simple_auth_manager_passwords.json.generated)'}\n"
+                    f"marsad: DAGs marsad_ingest (every 5 min) and marsad_evaluate (after each load) are running;\n"
+                    f"marsad: warehouse {env['MARSAD_WAREHOUSE']}; logs {home}/standalone.log. Ctrl-C stops everything.",
+                    flush=True,
+                )
+            if not announced and time.monotonic() > deadline:
+                print(f"marsad: Airflow did not become healthy in 180 s; see {home}/standalone.log", file=sys.stderr)
+                break
+            time.sleep(0.5)
+    finally:
+        stop_group(proc)
+        log.close()
+    if not stopping and proc.returncode not in (0, None, -signal.SIGINT, -signal.SIGKILL):
+        print(f"marsad: airflow standalone exited with {proc.returncode}; see {home}/standalone.log", file=sys.stderr)
+        return 1
+    print("marsad: stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The ``marsad`` command. Subcommands call marsad.pipeline, the same code the DAGs run."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _die(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"marsad: {message}".replace("\n", "\n  "), file=sys.stderr)
+    return code
+
+
+def cmd_parse(args) -> int:
+    from datetime import datetime, timezone
+
+    from sources.fetch import FetchRequest, fetch_sync
+    from sources.parse import FeedError, parse_feed
+
+    target = args.target
+    now = datetime.now(timezone.utc)
+    content_type = None
+    if target.startswith(("http://", "https://")):
+        res = fetch_sync([FetchRequest("cli", target)])[0]
+        if res.status != "ok":
+            return _die(f"{target}: {res.error or res.status}")
+        data, content_type = res.body, res.headers.get("content-type")
+    else:
+        try:
+            data = Path(target).read_bytes()
+        except OSError as exc:
+            return _die(f"{target}: {exc.strerror or exc}")
+    source = args.source or (Path(target).stem if not target.startswith("http") else "cli")
+    try:
+        feed = parse_feed(data, source, args.lang, now, content_type)
+    except FeedError as exc:
+        return _die(f"{target}: {exc}")
+    out = sys.stdout
+    for a in feed.articles:
+        d = a.to_dict()
+        if feed.bozo:
+            d["feed_warning"] = feed.bozo[:300]
+        out.write(json.dumps(d, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _settings(args):
+    from marsad.pipeline import Settings
+
+    return Settings.from_env(getattr(args, "db", None))
+
+
+def cmd_classify(args) -> int:
+    from marsad.pipeline import Settings
+
+    clf = Settings.from_env().classifier()
+    fh = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return _die(f"{args.file}:{n}: not JSON: {exc.msg}")
+            if not isinstance(item, dict) or "id" not in item:
+                return _die(f"{args.file}:{n}: each line needs at least id, title, summary")
+            verdicts = clf.classify(item.get("title") or "", item.get("summary") or "")
+            sys.stdout.write(json.dumps({"id": item["id"], "indicators": [v.indicator for v in verdicts]}, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from marsad.pipeline import Settings
+
+    clf = Settings.from_env().classifier()
+    for v in clf.explain(args.text, args.summary or ""):
+        mark = "MATCH" if v.matched else "-"
+        print(f"{mark:6} {v.indicator}")
+        if v.hits:
+            print("         terms: " + ", ".join(sorted({f'{h.group}={h.text}' for h in v.hits})))
+        if v.vetoes:
+            print("         excluded by: " + ", ".join(sorted({f'{h.group}={h.text}' for h in v.vetoes})))
+        if not v.matched and args.verbose:
+            for why in v.near_misses:
+                print(f"         {why}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from marsad.replay import ReplayError, parse_time, replay
+    from sources.configfile import parse_duration
+
+    try:
+        interval = parse_duration(args.poll_interval)
+        start = parse_time(args.start) if args.start else None
+        end = parse_time(args.end) if args.end else None
+        stats = replay(Path(args.file), Path(args.db), interval, start, end, exhaustive=args.exhaustive)
+    except (ReplayError, ValueError, OSError) as exc:
+        return _die(str(exc))
+    print(json.dumps({"replay": stats}), file=sys.stderr)
+    return 0
+
+
+def cmd_run_once(args) -> int:
+    from marsad.pipeline import run_once
+
+    print(json.dumps(run_once(_settings(args), _sink_from_env()), indent=2))
+    return 0
+
+
+def _sink_from_env():
+    """Slack when MARSAD_SLACK_TOKEN is set (CLI use), else the local sink."""
+    from alerts.delivery import LocalSink, SlackSink, slack_client
+
+    token = os.environ.get("MARSAD_SLACK_TOKEN")
+    if not token:
+        return LocalSink(sys.stderr)
+    return SlackSink(slack_client(token, os.environ.get("MARSAD_SLACK_BASE_URL")))
+
+
+def cmd_deliver(args) -> int:
+    from marsad.pipeline import deliver
+
+    print(json.dumps(deliver(_settings(args), _sink_from_env()).as_dict()))
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    from marsad.pipeline import Settings
+    from sources.configfile import ConfigError
+
+    s = Settings.from_env()
+    problems = []
+    for what, fn in (("feeds", s.registry), ("indicators", s.classifier), ("rules", s.rule_pack)):
+        try:
+            obj = fn()
+            n = len(getattr(obj, "feeds", None) or getattr(obj, "indicators", None) or getattr(obj, "rules", []))
+            print(f"ok  {what}: {n}")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            print(f"bad {what}")
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="marsad", description="Marsad: OSINT feed monitoring and alerting")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("parse", help="parse a feed file or URL; one JSON line per normalised article")
+    s.add_argument("target", metavar="FILE_OR_URL")
+    s.add_argument("--source", help="source id to record (default: file name)")
+    s.add_argument("--lang", choices=["ar", "en"], help="language when the feed does not say")
+    s.set_defaults(fn=cmd_parse)
+
+    s = sub.add_parser("classify", help="classify JSON lines {id, title, summary} into indicators")
+    s.add_argument("file", metavar="FILE.jsonl", help="'-' for standard input")
+    s.set_defaults(fn=cmd_classify)
+
+    s = sub.add_parser("explain", help="show which terms and exclusions decide each indicator for a text")
+    s.add_argument("text")
+    s.add_argument("--summary")
+    s.add_argument("-v", "--verbose", action="store_true", help="also say why non-matching indicators failed")
+    s.set_defaults(fn=cmd_explain)
+
+    s = sub.add_parser("replay", help="run the pipeline over captured items in simulated time; prints the alert stream")
+    s.add_argument("file", metavar="FILE.jsonl")
+    s.add_argument("--db", required=True, help="DuckDB file for the simulation (created; never a live warehouse)")
+    s.add_argument("--poll-interval", default="15m")
+    s.add_argument("--from", dest="start", help="ISO time: replay items published from then")
+    s.add_argument("--to", dest="end", help="ISO time: replay items (and polls) until then")
+    s.add_argument("--exhaustive", action="store_true", help="evaluate at every poll, even when nothing can change")
+    s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("run-once", help="one full cycle now: poll due feeds, load, evaluate, deliver")
+    s.add_argument("--db", help="warehouse file (default $MARSAD_WAREHOUSE or ./var/marsad.duckdb)")
+    s.set_defaults(fn=cmd_run_once)
+
+    s = sub.add_parser("deliver", help="send queued notifications (Slack if MARSAD_SLACK_TOKEN is set)")
+    s.add_argument("--db")
+    s.set_defaults(fn=cmd_deliver)
+
+    s = sub.add_parser("config", help="configuration")
+    cs = s.add_subparsers(dest="config_command", required=True)
+    c = cs.add_parser("check", help="validate feeds, indicators and rules; errors name file, line and field")
+    c.set_defaults(fn=cmd_config_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("MARSAD_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a clean one-line error, never a traceback, for the CLI contract
+        from sources.configfile import ConfigError
+
+        if isinstance(exc, ConfigError):
+            return _die(f"configuration error:\n{exc}")
+        if os.environ.get("MARSAD_DEBUG"):
+            raise
+        return _die(f"{type(exc).__name__}: {exc}", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""The pipeline steps. The Airflow DAGs and the ``marsad`` CLI call these, nothing else.
+
+    due_sources   which feeds are due (per-source interval, backoff)       [warehouse read]
+    fetch_stage   fetch + parse feeds, stage articles as files              [no warehouse]
+    load          staged files -> articles, classify, events, source state  [single writer]
+    evaluate      rules -> alerts + outbox                                  [single writer]
+    deliver       outbox -> Slack (or the local sink)                       [single writer]
+
+Every step takes ``now`` so that ``marsad replay`` runs the very same code in simulated time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
+from alerts.evaluate import evaluate as evaluate_rules
+from alerts.matching import Classifier
+from alerts.rules import RulePack, indicators_dir, load_rules, rules_path
+from sources.fetch import FetchRequest, FetchResult, fetch_sync
+from sources.parse import Article, FeedError, parse_feed
+from sources.registry import Registry, feeds_path, load_registry
+from warehouse import db
+from warehouse.events import assign_events
+from warehouse.load import bulk_insert, insert_articles, write_jsonl
+
+log = logging.getLogger("marsad.pipeline")
+MAX_BACKOFF_S = 6 * 3600
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Settings:
+    """Where things are. Defaults suit the embedded setup; admins override with MARSAD_* variables."""
+
+    warehouse: Path
+    staging: Path
+    feeds: Path = field(default_factory=feeds_path)
+    rules: Path = field(default_factory=rules_path)
+    indicators: Path = field(default_factory=indicators_dir)
+
+    @classmethod
+    def from_env(cls, warehouse: str | Path | None = None) -> "Settings":
+        wh = Path(warehouse or db.default_path())
+        staging = Path(os.environ.get("MARSAD_STAGING") or wh.parent / "staging")
+        return cls(warehouse=wh, staging=staging)
+
+    def registry(self) -> Registry:
+        return load_registry(self.feeds)
+
+    def classifier(self) -> Classifier:
+        return Classifier.load(self.indicators)
+
+    def rule_pack(self) -> RulePack:
+        return load_rules(self.rules, indicator_ids=self.classifier().ids)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def sync_sources(con, registry: Registry, now: datetime) -> None:
+    """Mirror the registry into the ``sources`` table (set-based upsert)."""
+    rows = [
+        dict(source_id=f.id, name=f.name, lang=f.lang, url=f.url, interval_s=f.interval, reliability=f.reliability, enabled=f.enabled, updated_at=now)
+        for f in registry.feeds
+    ]
+    upsert_sources(con, rows)
+    listed = [f.id for f in registry.feeds]
+    con.execute("UPDATE sources SET enabled = false WHERE NOT list_contains(?, source_id) AND url NOT LIKE 'replay:%'", [listed])
+
+
+SOURCE_COLUMNS = {
+    "source_id": "VARCHAR", "name": "VARCHAR", "lang": "VARCHAR", "url": "VARCHAR", "interval_s": "INTEGER",
+    "reliability": "VARCHAR", "enabled": "BOOLEAN", "updated_at": "TIMESTAMPTZ",
+}
+
+
+def upsert_sources(con, rows: list[dict]) -> None:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS if c != "source_id")
+    bulk_insert(con, "sources", rows, SOURCE_COLUMNS, conflict=f"(source_id) DO UPDATE SET {sets}")
+
+
+def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
+    """Feeds whose interval (or error backoff) has elapsed, with their conditional-GET validators."""
+    now = now or utcnow()
+    registry = settings.registry()
+    with db.connect(settings.warehouse) as con:
+        with db.transaction(con):
+            sync_sources(con, registry, now)
+        rows = con.execute(
+            """SELECT s.source_id, s.url, s.lang, st.etag, st.last_modified
+               FROM sources s LEFT JOIN source_state st USING (source_id)
+               WHERE s.enabled AND (st.next_due_at IS NULL OR st.next_due_at <= ?)
+               ORDER BY coalesce(st.next_due_at, TIMESTAMPTZ '1970-01-01'), s.source_id""",
+            [now],
+        ).fetchall()
+    return [dict(source_id=r[0], url=r[1], lang=r[2], etag=r[3], last_modified=r[4]) for r in rows]
+
+
+# ----------------------------------------------------------------------------- staging
+
+
+def stage(settings: Settings, meta: dict, articles: list[Article]) -> Path:
+    """Write one fetch's articles and its manifest; the manifest is renamed into place last."""
+    settings.staging.mkdir(parents=True, exist_ok=True)
+    fetch_id = meta.setdefault("fetch_id", f"{meta['started_at'][:19].replace(':', '')}-{meta['source_id']}-{uuid.uuid4().hex[:8]}")
+    data = settings.staging / f"{fetch_id}.jsonl"
+    meta["entries"] = len(articles)
+    meta["articles_file"] = data.name if articles else None
+    if articles:
+        write_jsonl(data, (a.to_dict() for a in articles))
+    manifest = settings.staging / f"{fetch_id}.json"
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    tmp.rename(manifest)
+    return manifest
+
+
+def _fetch_meta(res: FetchResult, error: str | None = None, status: str | None = None) -> dict:
+    return dict(
+        source_id=res.source_id,
+        url=res.url,
+        status=status or res.status,
+        http_status=res.http_status,
+        started_at=res.started_at.isoformat(),
+        finished_at=res.finished_at.isoformat(),
+        etag=res.etag,
+        last_modified=res.last_modified,
+        bytes=len(res.body) if res.body else None,
+        error=error or res.error,
+    )
+
+
+def fetch_stage(settings: Settings, sources: list[dict], **fetch_kw) -> list[str]:
+    """Fetch and parse feeds, staging each result (errors too) for the loader."""
+    reqs = [FetchRequest(s["source_id"], s["url"], s.get("etag"), s.get("last_modified")) for s in sources]
+    langs = {s["source_id"]: s.get("lang") for s in sources}
+    manifests = []
+    for res in fetch_sync(reqs, **fetch_kw):
+        articles: list[Article] = []
+        meta = _fetch_meta(res)
+        if res.status == "ok":
+            try:
+                parsed = parse_feed(res.body, res.source_id, langs.get(res.source_id), res.finished_at, res.headers.get("content-type"))
+                articles = parsed.articles
+                if parsed.bozo:
+                    meta["warning"] = parsed.bozo[:500]
+            except FeedError as exc:
+                meta = _fetch_meta(res, error=str(exc), status="error")
+        if meta["status"] == "error":
+            log.warning("source %s: %s", res.source_id, meta["error"])
+        manifests.append(str(stage(settings, meta, articles)))
+    return manifests
+
+
+# ----------------------------------------------------------------------------- load
+
+
+@dataclass
+class LoadReport:
+    fetches: int = 0
+    new_articles: int = 0
+    classified: int = 0
+    matches: int = 0
+    new_events: int = 0
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+FETCH_COLUMNS = {
+    "fetch_id": "VARCHAR", "source_id": "VARCHAR", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
+    "status": "VARCHAR", "http_status": "INTEGER", "entries": "INTEGER", "new_articles": "INTEGER",
+    "bytes": "BIGINT", "error": "VARCHAR", "staged_file": "VARCHAR",
+}
+STATE_COLUMNS = {
+    "source_id": "VARCHAR", "etag": "VARCHAR", "last_modified": "VARCHAR", "last_attempt_at": "TIMESTAMPTZ",
+    "last_success_at": "TIMESTAMPTZ", "last_status": "VARCHAR", "last_http_status": "INTEGER", "last_error": "VARCHAR",
+    "consecutive_failures": "INTEGER",
+}
+
+
+def load(settings: Settings, now: datetime | None = None, classifier: Classifier | None = None) -> LoadReport:
+    """Load everything staged (this run's fetches and any left by a failed run), then classify
+    new articles and assign them to events. One transaction; staged files are removed after it."""
+    now = now or utcnow()
+    classifier = classifier or settings.classifier()
+    manifests = sorted(settings.staging.glob("*.json")) if settings.staging.is_dir() else []
+    metas = [json.loads(p.read_text(encoding="utf-8")) for p in manifests]
+    report = LoadReport(fetches=len(metas))
+    with db.connect(settings.warehouse) as con, db.transaction(con):
+        data_files = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file")]
+        new = insert_articles(con, data_files)
+        report.new_articles = len(new)
+        per_source: dict[str, int] = {}
+        for _, source_id in new:
+            per_source[source_id] = per_source.get(source_id, 0) + 1
+        _record_fetches(con, metas, per_source)
+        report.classified, report.matches = classify_pending(con, classifier, now)
+        report.new_events = assign_events(con, now)
+    for p in manifests:  # committed: the staged files are no longer needed
+        for f in (p, p.with_suffix(".jsonl")):
+            f.unlink(missing_ok=True)
+    return report
+
+
+def _record_fetches(con, metas: list[dict], new_per_source: dict[str, int]) -> None:
+    if not metas:
+        return
+    log_rows, state = [], {}
+    for m in sorted(metas, key=lambda m: m["started_at"]):
+        log_rows.append(
+            dict(m, new_articles=new_per_source.pop(m["source_id"], 0) if m.get("articles_file") else 0, staged_file=m.get("articles_file"))
+        )
+        prev = state.get(m["source_id"])
+        failures = (prev["consecutive_failures"] if prev else 0) + 1 if m["status"] == "error" else 0
+        ok = m["status"] != "error"
+        state[m["source_id"]] = dict(
+            source_id=m["source_id"],
+            etag=m.get("etag") if ok else (prev or {}).get("etag"),
+            last_modified=m.get("last_modified") if ok else (prev or {}).get("last_modified"),
+            last_attempt_at=m["started_at"],
+            last_success_at=m["finished_at"] if ok else (prev or {}).get("last_success_at"),
+            last_status=m["status"],
+            last_http_status=m.get("http_status"),
+            last_error=m.get("error"),
+            consecutive_failures=failures,
+        )
+    bulk_insert(con, "fetch_log", log_rows, FETCH_COLUMNS)
+    # Errors keep the old validators and add to the failure count; successes reset it.
+    bulk_insert(
+        con,
+        "source_state",
+        list(state.values()),
+        STATE_COLUMNS,
+        conflict="""(source_id) DO UPDATE SET
+            etag = CASE WHEN excluded.last_status = 'error' THEN source_state.etag ELSE excluded.etag END,
+            last_modified = CASE WHEN excluded.last_status = 'error' THEN source_state.last_modified ELSE excluded.last_modified END,
+            last_attempt_at = excluded.last_attempt_at,
+            last_success_at = coalesce(excluded.last_success_at, source_state.last_success_at),
+            last_status = excluded.last_status,
+            last_http_status = excluded.last_http_status,
+            last_error = excluded.last_error,
+            consecutive_failures = CASE WHEN excluded.last_status = 'error'
+                THEN source_state.consecutive_failures + excluded.consecutive_failures ELSE 0 END""",
+    )
+    # Next poll: the source's interval after success; exponential backoff with jitter after errors.
+    con.execute(
+        f"""UPDATE source_state SET next_due_at = source_state.last_attempt_at + to_seconds(
+                CASE WHEN source_state.last_status = 'error'
+                     THEN least(s.interval_s * pow(2, least(source_state.consecutive_failures - 1, 12)), {MAX_BACKOFF_S})
+                          * (0.8 + 0.4 * random())
+                     ELSE s.interval_s END)
+            FROM sources s WHERE s.source_id = source_state.source_id AND list_contains(?, source_state.source_id)""",
+        [list(state)],
+    )
+
+
+def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, int]:
+    """Run the indicator classifier over articles not classified yet."""
+    rows = con.execute("SELECT article_id, title, summary FROM articles WHERE classified_at IS NULL").fetchall()
+    if not rows:
+        return 0, 0
+    matches = []
+    for article_id, title, summary in rows:
+        for v in classifier.classify(title, summary):
+            matches.append(
+                dict(
+                    article_id=article_id,
+                    indicator=v.indicator,
+                    clause=v.clause,
+                    hits=[{"group": h.group, "text": h.text} for h in v.hits],
+                    refs=v.refs,
+                )
+            )
+    bulk_insert(con, "article_indicators", matches, {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON"})
+    con.execute(
+        "UPDATE articles SET classified_at = ? WHERE classified_at IS NULL AND list_contains(?, article_id)",
+        [now, [r[0] for r in rows]],
+    )
+    return len(rows), len(matches)
+
+
+# ----------------------------------------------------------------------------- alerts
+
+
+def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | None = None) -> list[dict]:
+    now = now or utcnow()
+    pack = pack or settings.rule_pack()
+    with db.connect(settings.warehouse) as con:
+        return evaluate_rules(con, pack, now)
+
+
+def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:
+    with db.connect(settings.warehouse) as con:
+        return deliver_outbox(con, sink or LocalSink())
+
+
+def run_once(settings: Settings, sink: Sink | None = None, now: datetime | None = None) -> dict:
+    """One whole cycle, as the two DAGs run it: due -> fetch -> load -> evaluate -> deliver."""
+    now = now or utcnow()
+    due = due_sources(settings, now)
+    fetch_stage(settings, due)
+    loaded = load(settings, utcnow())
+    queued = evaluate(settings, utcnow())
+    delivered = deliver(settings, sink)
+    return {"due": len(due), "load": loaded.as_dict(), "notifications": len(queued), "delivery": delivered.as_dict()}

@@ -1,0 +1,155 @@
+"""Admin-edited YAML files, validated with errors that name file, line and field.
+
+``load_yaml`` keeps the line of every mapping key and sequence item while it builds
+plain Python objects, and ``validate`` runs a pydantic model over the data and turns
+each validation error into ``file:line: field: message``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+Loc = tuple[str | int, ...]
+
+
+class ConfigError(ValueError):
+    """One or more problems in a config file; ``str()`` lists them one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a common silent editing mistake)."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class Document:
+    """Parsed YAML with a map from field path to line number."""
+
+    def __init__(self, path: Path, data: Any, lines: dict[Loc, int]):
+        self.path = path
+        self.data = data
+        self.lines = lines
+
+    def line_of(self, loc: Loc) -> int:
+        """Line of the deepest known ancestor of ``loc`` (1-based)."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+    def error(self, loc: Loc, message: str) -> str:
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        return f"{self.path}:{self.line_of(loc)}: {field}: {message}"
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            _walk(value_node, loc + (key,), lines)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, loc + (i,), lines)
+
+
+def load_yaml(path: str | Path) -> Document:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}:0: (file): cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}:0: (file): not UTF-8: {exc}"]) from None
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ConfigError([f"{path}:{line}: (syntax): {exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}:0: (syntax): {exc}"]) from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return Document(path, data, lines)
+
+
+def validate(doc: Document, model: type[M], data: Any = None, loc_prefix: Loc = ()) -> M:
+    """Validate ``data`` (default: the whole document) against ``model``."""
+    data = doc.data if data is None else data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = loc_prefix + tuple(err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling)"
+            problems.append(doc.error(loc, msg))
+        raise ConfigError(problems) from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds in a duration written as ``90s``, ``15m``, ``72h``, ``14d``, ``2w`` (or a number of seconds)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 15m, 72h or 14d")
+    if isinstance(value, (int, float)):
+        seconds = int(value)
+    else:
+        text = str(value).strip().lower()
+        if not text or text[-1] not in _UNITS or not text[:-1].strip().replace(".", "", 1).isdigit():
+            raise ValueError(f"{value!r} is not a duration like 15m, 72h or 14d")
+        seconds = int(float(text[:-1]) * _UNITS[text[-1]])
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def validate_items(doc: Document, model: type[M], items: list, loc_prefix: Loc) -> tuple[list[M], list[str]]:
+    """Validate each item of a list on its own, so that one bad entry does not hide the others."""
+    valid: list[M] = []
+    problems: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            valid.append(validate(doc, model, item, loc_prefix + (i,)))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return valid, problems

@@ -1,0 +1,116 @@
+"""Text and URL normalisation shared by ingest, dedupe and classification.
+
+Two kinds of text live side by side:
+
+* the *display* text (``title``, ``summary``): HTML stripped, whitespace collapsed,
+  otherwise exactly what the outlet wrote (Arabic diacritics and all);
+* the *folded* text (``fold()``): a matching key. Case, Arabic diacritics, tatweel,
+  alef/hamza variants, alef maqsura, taa marbuta and Arabic-Indic digits are folded,
+  punctuation becomes a space. Rules, dedupe and search run on folded text only.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from urllib.parse import urlsplit, urlunsplit
+
+from bs4 import BeautifulSoup
+from pyarabic import araby
+from w3lib.url import canonicalize_url, url_query_cleaner
+
+_WS = re.compile(r"\s+")
+# Everything that is not a letter or a digit (any script) separates words.
+_NON_WORD = re.compile(r"[^\w]+|_", re.UNICODE)
+_ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF]")
+_LATIN_LETTER = re.compile(r"[A-Za-z]")
+
+_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
+# Letters folded to one form for matching (the originals are kept for display).
+_LETTERS = str.maketrans(
+    {
+        "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا",  # alef variants
+        "ؤ": "و", "ئ": "ي",  # hamza carried on waw / yeh
+        "ى": "ي",  # alef maqsura
+        "ة": "ه",  # taa marbuta
+        "ک": "ك", "ی": "ي", "ڤ": "ف", "گ": "ك", "پ": "ب", "چ": "ج",  # Persian/Kurdish forms
+    }
+)
+
+
+def html_to_text(html: str | None) -> str:
+    """Plain text of an HTML fragment (feed summaries are often HTML), whitespace collapsed."""
+    if not html:
+        return ""
+    if "<" not in html and "&" not in html:
+        return _WS.sub(" ", html).strip()
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript"]):
+        tag.decompose()
+    return _WS.sub(" ", soup.get_text(" ")).strip()
+
+
+def fold(text: str | None) -> str:
+    """Matching key for text in Arabic or English (see module docstring)."""
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFKC", text)
+    text = araby.strip_tashkeel(text)  # harakat, shadda, sukun, tanwin
+    text = araby.strip_tatweel(text)
+    text = text.translate(_LETTERS).translate(_DIGITS)
+    text = text.lower()
+    text = _NON_WORD.sub(" ", text)
+    return _WS.sub(" ", text).strip()
+
+
+def content_hash(title: str, summary: str = "") -> str:
+    """Hash of the folded title and summary: equal for copies that differ only in form."""
+    key = fold(title) + "\x1f" + fold(summary)
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def guess_language(text: str, declared: str | None = None) -> str:
+    """'ar' or 'en' (Marsad's two languages) from the script of the text.
+
+    A declared language ("ar", "ar-IQ", "en-us") wins when it is one of ours; otherwise
+    the share of Arabic letters decides.
+    """
+    if declared:
+        primary = declared.strip().lower().replace("_", "-").split("-")[0]
+        if primary in ("ar", "en"):
+            return primary
+    arabic = len(_ARABIC_LETTER.findall(text or ""))
+    latin = len(_LATIN_LETTER.findall(text or ""))
+    return "ar" if arabic > latin else "en"
+
+
+# Query parameters that identify a campaign or a reader, never the article.
+TRACKING_PARAMS = (
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id",
+    "utm_name", "utm_brand", "utm_social", "utm_social-type",
+    "fbclid", "gclid", "dclid", "msclkid", "yclid", "igshid", "mc_cid", "mc_eid",
+    "_ga", "_gl", "ocid", "cmpid", "ito", "traffic_source", "at_medium", "at_campaign",
+    "rss", "feed", "from", "ref", "ref_src", "smid", "partner", "ns_source", "ns_mchannel",
+)
+
+
+def canonical_url(url: str | None) -> str:
+    """Canonical form of an article URL: tracking parameters stripped, scheme and host
+    lower-cased, default port and fragment dropped, query sorted (w3lib)."""
+    if not url:
+        return ""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return url
+    cleaned = url_query_cleaner(url, parameterlist=TRACKING_PARAMS, remove=True, keep_fragments=False)
+    canon = canonicalize_url(cleaned, keep_fragments=False)
+    parts = urlsplit(canon)
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    netloc = host if port in (None, 80, 443) else f"{host}:{port}"
+    path = parts.path or "/"
+    return urlunsplit((parts.scheme.lower(), netloc, path, parts.query, ""))
