@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Protocol
@@ -22,14 +23,9 @@ from typing import IO, Protocol
 import duckdb
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from alerts.render import render
-from warehouse.db import transaction
 
 log = logging.getLogger("marsad.delivery")
 METADATA_EVENT = "marsad_alert"
@@ -101,18 +97,16 @@ class JsonLinesSink:
         return Posted(None, None)
 
 
-def slack_client(token: str, base_url: str | None = None, timeout: int = 15, max_retries: int = 3) -> WebClient:
-    """A WebClient that honours 429 Retry-After and retries 5xx / connection errors (slack-sdk's handlers)."""
+def retry_handlers(max_retries: int = 5) -> list:
+    """Only 429s are retried inside slack-sdk: Slack refused the call, so re-sending cannot
+    double-post. After a 5xx or a lost connection the post may have landed; those are
+    retried by ``deliver``, which first looks for the message in the channel."""
+    return [RateLimitErrorRetryHandler(max_retry_count=max_retries)]
+
+
+def slack_client(token: str, base_url: str | None = None, timeout: int = 15) -> WebClient:
     kw = {"base_url": base_url} if base_url else {}
-    client = WebClient(token=token, timeout=timeout, **kw)
-    client.retry_handlers.extend(
-        [
-            RateLimitErrorRetryHandler(max_retry_count=max_retries),
-            ServerErrorRetryHandler(max_retry_count=max_retries),
-            ConnectionErrorRetryHandler(max_retry_count=max_retries),
-        ]
-    )
-    return client
+    return WebClient(token=token, timeout=timeout, retry_handlers=retry_handlers(), **kw)
 
 
 class SlackSink:
@@ -188,47 +182,67 @@ class DeliveryReport:
         return self.__dict__.copy()
 
 
-def deliver(con: duckdb.DuckDBPyConnection, sink: Sink, limit: int = 500) -> DeliveryReport:
-    """Send pending notifications in order; safe to run concurrently-retried or after a crash."""
+def deliver(con: duckdb.DuckDBPyConnection, sink: Sink, limit: int = 500, tries: int = 3, backoff_s: float = 1.0) -> DeliveryReport:
+    """Send pending notifications in order; safe to repeat after a crash or a retried task.
+
+    A failure that may have posted (5xx, timeout, lost connection) is retried up to
+    ``tries`` times with exponential backoff, each time checking the channel first.
+    """
     report = DeliveryReport()
     rows = con.execute(
-        """SELECT n.notification_id, n.alert_id, n.seq, n.status, n.channel, n.payload, n.created_at,
-                  p.slack_ts AS parent_ts, p.status AS parent_status
+        """SELECT n.notification_id, n.alert_id, n.seq, n.channel, n.payload, n.created_at
            FROM notifications n
-           LEFT JOIN notifications p ON p.alert_id = n.alert_id AND p.seq = 1
            WHERE n.status IN ('pending', 'sending')
            ORDER BY n.created_at, n.alert_id, n.seq
            LIMIT ?""",
         [limit],
     ).fetchall()
     blocked_alerts: set[str] = set()
-    for nid, alert_id, seq, status, channel, payload, created_at, parent_ts, parent_status in rows:
+    for nid, alert_id, seq, channel, payload, created_at in rows:
         payload = json.loads(payload) if isinstance(payload, str) else payload
-        if alert_id in blocked_alerts or (seq > 1 and parent_status != "sent"):
+        parent = con.execute("SELECT status, slack_ts FROM notifications WHERE alert_id = ? AND seq = 1", [alert_id]).fetchone()
+        if alert_id in blocked_alerts or (seq > 1 and (parent is None or parent[0] != "sent")):
             report.waiting += 1
             blocked_alerts.add(alert_id)
             continue
-        thread_ts = parent_ts if seq > 1 else None
+        thread_ts = parent[1] if seq > 1 else None
+        outcome = _deliver_one(con, sink, nid, alert_id, channel, payload, created_at, thread_ts, tries, backoff_s)
+        if outcome == "failed":
+            report.failed += 1
+            blocked_alerts.add(alert_id)  # keep the thread in order
+        elif outcome == "recovered":
+            report.recovered += 1
+        else:
+            report.sent += 1
+    return report
+
+
+def _deliver_one(con, sink: Sink, nid, alert_id, channel, payload, created_at, thread_ts, tries: int, backoff_s: float) -> str:
+    for attempt in range(tries):
+        status = con.execute("SELECT status FROM notifications WHERE notification_id = ?", [nid]).fetchone()[0]
         try:
-            if status == "sending":
+            if status == "sending":  # an earlier attempt may have posted: look before posting again
                 found = sink.find(nid, channel, created_at)
                 if found is not None:
                     _mark_sent(con, nid, sink.name, found, thread_ts)
-                    report.recovered += 1
-                    continue
-            with transaction(con):
-                con.execute("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE notification_id = ?", [nid])
+                    return "recovered"
+            con.execute("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE notification_id = ?", [nid])
             posted = sink.post(nid, alert_id, channel, payload, thread_ts)
         except DeliveryError as exc:
-            report.failed += 1
-            blocked_alerts.add(alert_id)  # keep the thread in order
             new_status = "pending" if exc.certain_not_posted else "sending"
             con.execute("UPDATE notifications SET status = ?, last_error = ? WHERE notification_id = ?", [new_status, str(exc), nid])
-            log.error("notification %s not delivered: %s", nid, exc)
-            continue
-        _mark_sent(con, nid, sink.name, posted, thread_ts)
-        report.sent += 1
-    return report
+            log.error("notification %s not delivered (attempt %d): %s", nid, attempt + 1, exc)
+            if exc.certain_not_posted:
+                return "failed"  # configuration problem: retrying now cannot help
+        except Exception as exc:  # e.g. history lookup failed: leave as is, try again later
+            con.execute("UPDATE notifications SET last_error = ? WHERE notification_id = ?", [f"{type(exc).__name__}: {exc}", nid])
+            log.error("notification %s: %s", nid, exc)
+        else:
+            _mark_sent(con, nid, sink.name, posted, thread_ts)
+            return "sent"
+        if attempt + 1 < tries:
+            time.sleep(backoff_s * (2**attempt))
+    return "failed"
 
 
 def _mark_sent(con, nid: str, sink: str, posted: Posted, thread_ts: str | None) -> None:

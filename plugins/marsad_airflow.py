@@ -20,13 +20,7 @@ def alert_sink():
     from airflow.providers.slack.hooks.slack import SlackHook
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
-    from slack_sdk.http_retry.builtin_handlers import (
-        ConnectionErrorRetryHandler,
-        RateLimitErrorRetryHandler,
-        ServerErrorRetryHandler,
-    )
-
-    from alerts.delivery import LocalSink, SlackSink
+    from alerts.delivery import LocalSink, SlackSink, retry_handlers
 
     try:
         BaseHook.get_connection(SLACK_CONN_ID)
@@ -36,10 +30,6 @@ def alert_sink():
     hook = SlackHook(
         slack_conn_id=SLACK_CONN_ID,
         timeout=15,
-        retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=3),
-            ServerErrorRetryHandler(max_retry_count=3),
-            ConnectionErrorRetryHandler(max_retry_count=3),
-        ],
+        retry_handlers=retry_handlers(),
     )
     return SlackSink(hook.client)

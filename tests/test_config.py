@@ -119,4 +119,4 @@ def test_config_check_command(tmp_path):
         [sys.executable, "-m", "marsad.cli", "config", "check"], capture_output=True, text=True, env={**os.environ, "MARSAD_FEEDS": str(bad)}
     )
     assert res.returncode == 1
-    assert f"{bad}:5: feeds.0.lang:" in res.stderr
+    assert f"{bad}:4: feeds.0.lang:" in res.stderr

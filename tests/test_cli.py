@@ -1,0 +1,154 @@
+"""The marsad CLI contract (parse, classify, replay), run as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPORA, TESTS, rss
+
+MARSAD = [sys.executable, "-m", "marsad.cli"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*MARSAD, *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def test_parse_file_prints_normalised_articles(tmp_path):
+    f = tmp_path / "feed.xml"
+    f.write_text(rss([
+        {"title": "هجوم على قاعدة عين الأسد", "link": "https://ar.example/1?utm_campaign=x", "guid": "g1",
+         "description": "<b>نص</b> الخبر", "pubDate": "Mon, 05 Jan 2026 10:00:00 +0300"},
+        {"title": "No date", "link": "https://ar.example/2", "guid": "g2", "description": "x"},
+    ], lang="ar"), encoding="utf-8")
+    res = run("parse", f)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == 2
+    a = lines[0]
+    assert a["canonical_url"] == "https://ar.example/1" and a["summary"] == "نص الخبر"
+    assert a["published_at"] == "2026-01-05T07:00:00+00:00" and a["lang"] == "ar"
+    assert {"title", "summary", "url", "canonical_url", "published_at", "lang", "source_id"} <= set(a)
+    assert lines[1]["published_flag"] == "missing"
+
+
+def test_parse_url_from_a_local_server(feed_server):
+    url = feed_server.serve("/f.xml", rss([{"title": "Hello", "link": "https://e.example/1", "guid": "1"}]))
+    res = run("parse", url)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["title"] == "Hello"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a feed at all", b"<html><body>page</body></html>", b"\x00\xff\xfe binary"])
+def test_parse_bad_input_is_one_line_exit_2(tmp_path, content):
+    f = tmp_path / "bad.xml"
+    f.write_bytes(content)
+    res = run("parse", f)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert res.stdout == ""
+
+
+def test_parse_missing_file_and_dead_url():
+    for target in ("/nonexistent/feed.xml", "http://127.0.0.1:9/feed.xml"):
+        res = run("parse", target)
+        assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_feedparser_corpus_parses_without_tracebacks():
+    """Every file of feedparser's own corpus: entries or a clean FeedError, never a crash."""
+    from datetime import datetime, timezone
+
+    from sources.parse import FeedError, parse_feed
+
+    files = [p for p in (CORPORA / "feedparser").rglob("*") if p.is_file() and p.name != "LICENSE"]
+    assert len(files) > 2000
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    entries = errors = 0
+    for p in files:
+        try:
+            entries += len(parse_feed(p.read_bytes(), "corpus", None, now).articles)
+        except FeedError:
+            errors += 1
+    assert entries > 500
+    assert errors < len(files) / 2
+
+
+def test_classify_contract(tmp_path):
+    f = tmp_path / "in.jsonl"
+    items = [
+        {"id": 1, "lang": "en", "title": "Drone attack targets US troops at Ain al-Asad air base in Iraq", "summary": ""},
+        {"id": "b", "lang": "ar", "title": "هجوم بطائرة مسيّرة على قاعدة عين الأسد التي تضم قوات أمريكية", "summary": ""},
+        {"id": "c", "lang": "en", "title": "Football scores from the weekend", "summary": "", "extra": "ignored"},
+    ]
+    f.write_text("\n".join(json.dumps(i, ensure_ascii=False) for i in items) + "\n", encoding="utf-8")
+    res = run("classify", f)
+    assert res.returncode == 0, res.stderr
+    out = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [o["id"] for o in out] == [1, "b", "c"]
+    assert out[0]["indicators"] == ["militia_attack_us_forces"]
+    assert out[1]["indicators"] == ["militia_attack_us_forces"]
+    assert out[2]["indicators"] == []
+
+
+def test_classify_bad_line_is_a_clean_error(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"id": 1, "title": "x", "summary": ""}\nnot json\n', encoding="utf-8")
+    res = run("classify", f)
+    assert res.returncode == 2 and f"{f}:2: not JSON" in res.stderr
+
+
+REPLAY = TESTS / "fixtures" / "replay_militia.jsonl"
+
+
+def _alerts(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_replay_quiet_spell_and_resumption_exact_times(tmp_path):
+    """Three attacks in 72 h, then 22 quiet days, then a resumption; a later attack 7 days on is no resumption."""
+    res = run("replay", REPLAY, "--db", tmp_path / "r.duckdb", "--poll-interval", "15m")
+    assert res.returncode == 0, res.stderr
+    got = [(a["rule"], a["kind"], a["state"], a["at"], sorted(a["evidence"])) for a in _alerts(res.stdout) if a["indicator"] == "militia_attack_us_forces"]
+    assert got == [
+        # the syndicated copy t-05 joins t-04's event: three events, four reports
+        ("militia-attack-campaign", "threshold", "firing", "2026-01-03T06:00:00+00:00", ["t-01", "t-03", "t-04", "t-05"]),
+        ("militia-attack-campaign", "threshold", "repeat", "2026-01-04T06:00:00+00:00", ["t-01", "t-03", "t-04", "t-05"]),
+        # t-01 (10:05) leaves the 72 h window; the 10:15 poll sees only two events
+        ("militia-attack-campaign", "threshold", "resolved", "2026-01-04T10:15:00+00:00", ["t-01", "t-03", "t-04", "t-05"]),
+        # 22 days after the last attack, with more than 14 days watched: resumption
+        ("militia-attacks-resume", "resumption", "firing", "2026-01-25T14:45:00+00:00", ["t-07"]),
+        ("militia-attacks-resume", "resumption", "resolved", "2026-01-28T14:45:00+00:00", ["t-07"]),
+    ]
+    # The first attack (no history yet) and t-08 (7 days after t-07) never fire a resumption.
+    assert all("t-01" not in a["evidence"] or a["rule"] != "militia-attacks-resume" for a in _alerts(res.stdout))
+    others = {a["indicator"] for a in _alerts(res.stdout)} - {"militia_attack_us_forces"}
+    assert others <= {"nuclear_talks"}  # the 30-day flatline: no talks reporting in the timeline
+
+
+def test_replay_skipping_idle_polls_changes_nothing(tmp_path):
+    args = ["replay", REPLAY, "--poll-interval", "1h", "--to", "2026-01-05T00:00:00Z"]
+    fast = run(*args, "--db", tmp_path / "a.duckdb")
+    full = run(*args, "--db", tmp_path / "b.duckdb", "--exhaustive")
+    assert fast.returncode == full.returncode == 0
+    assert fast.stdout == full.stdout and fast.stdout.count("\n") == 3
+    assert json.loads(fast.stderr.splitlines()[-1])["replay"]["evaluations"] < json.loads(full.stderr.splitlines()[-1])["replay"]["evaluations"]
+
+
+def test_replay_refuses_a_live_warehouse_and_bad_input(tmp_path, settings):
+    from marsad import pipeline
+    from sources.parse import make_article
+    from datetime import datetime, timezone
+
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    pipeline.stage(settings, dict(source_id="s", url="x", status="ok", started_at=t.isoformat(), finished_at=t.isoformat()),
+                   [make_article("s", "en", "t", "s", None, "g", t, None, t)])
+    pipeline.load(settings, t)
+    res = run("replay", REPLAY, "--db", settings.warehouse)
+    assert res.returncode == 2 and "not a replay database" in res.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "source": "s", "published": "yesterday", "title": "t"}\n')
+    res = run("replay", bad, "--db", tmp_path / "n.duckdb")
+    assert res.returncode == 2 and "bad.jsonl:1: published" in res.stderr and "Traceback" not in res.stderr

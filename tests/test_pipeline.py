@@ -1,0 +1,149 @@
+"""Ingest against feeds served on loopback, into a real DuckDB file."""
+from datetime import datetime, timedelta, timezone
+
+from conftest import rss, write_feeds_yaml
+from marsad import pipeline
+from warehouse import db
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _pub(minutes_ago: int) -> str:
+    return (NOW - timedelta(minutes=minutes_ago)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+AR_ITEMS = [
+    {"title": "هجوم بطائرة مسيّرة على قاعدة عين الأسد غربي العراق", "link": "https://ar.example/n/1?utm_source=rss",
+     "guid": "ar-1", "description": "<p>استهدفت طائرة مسيرة قاعدة عين الأسد التي تضم قوات أمريكية</p>", "pubDate": _pub(50)},
+    {"title": "افتتاح معرض الكتاب في بغداد", "link": "https://ar.example/n/2", "guid": "ar-2",
+     "description": "معرض", "pubDate": _pub(40)},
+]
+EN_ITEMS = [
+    {"title": "Rockets target US forces at Harir base in Iraq's Kurdistan region", "link": "https://en.example/a/1",
+     "guid": "en-1", "description": "No group claimed the attack on the base hosting US troops.", "pubDate": _pub(30)},
+    {"title": "Football results", "link": "https://en.example/a/2", "guid": "en-2", "description": "scores", "pubDate": _pub(20)},
+]
+
+
+def setup_feeds(tmp_path, feed_server, extra=()):
+    feeds = [
+        {"id": "test-ar", "name": "Test Arabic", "lang": "ar", "url": feed_server.serve("/ar.xml", rss(AR_ITEMS, "ar")), "interval": "5m"},
+        {"id": "test-en", "name": "Test English", "lang": "en", "url": feed_server.serve("/en.xml", rss(EN_ITEMS)), "interval": "5m"},
+        *extra,
+    ]
+    return write_feeds_yaml(tmp_path / "feeds.yaml", feeds)
+
+
+def counts(settings):
+    with db.connect(settings.warehouse, read_only=True) as con:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("articles", "fetch_log", "events", "article_indicators")}
+
+
+def test_poll_twice_and_reload_add_no_duplicates(tmp_path, feed_server, settings):
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    due = pipeline.due_sources(settings, NOW)
+    assert {d["source_id"] for d in due} == {"test-ar", "test-en"}
+    pipeline.fetch_stage(settings, due)
+    rep = pipeline.load(settings, NOW)
+    assert rep.new_articles == 4 and rep.fetches == 2
+    first = counts(settings)
+    assert first["articles"] == 4
+
+    # Nothing is due again before the interval; forcing a poll re-reads with validators (304).
+    assert pipeline.due_sources(settings, NOW + timedelta(minutes=1)) == []
+    due = pipeline.due_sources(settings, NOW + timedelta(minutes=6))
+    assert all(d["etag"] for d in due)
+    pipeline.fetch_stage(settings, due)
+    assert feed_server.hits_for("/ar.xml")[-1].get("if-none-match")
+    assert pipeline.load(settings, NOW + timedelta(minutes=6)).new_articles == 0
+    with db.connect(settings.warehouse, read_only=True) as con:
+        statuses = [r[0] for r in con.execute("SELECT status FROM fetch_log ORDER BY started_at").fetchall()]
+    assert statuses[-2:] == ["not_modified", "not_modified"]
+
+    # A changed feed fetched in full again still adds only what is new.
+    feed_server.serve("/en.xml", rss(EN_ITEMS + [{"title": "New item", "guid": "en-3", "link": "https://en.example/a/3", "description": "x", "pubDate": _pub(5)}]))
+    due = pipeline.due_sources(settings, NOW + timedelta(minutes=12))
+    pipeline.fetch_stage(settings, due)
+    assert pipeline.load(settings, NOW + timedelta(minutes=12)).new_articles == 1
+    assert counts(settings)["articles"] == 5
+
+
+def test_same_staged_files_loaded_twice_add_nothing(tmp_path, feed_server, settings):
+    """A load task retried after it committed but before it cleaned up."""
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    manifests = pipeline.fetch_stage(settings, pipeline.due_sources(settings, NOW))
+    saved = {p: open(p, "rb").read() for m in manifests for p in (m, m.replace(".json", ".jsonl"))}
+    pipeline.load(settings, NOW)
+    before = counts(settings)
+    for p, data in saved.items():
+        open(p, "wb").write(data)
+    pipeline.load(settings, NOW)
+    assert counts(settings) == before
+
+
+def test_articles_are_normalised(tmp_path, feed_server, settings):
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    pipeline.fetch_stage(settings, pipeline.due_sources(settings, NOW))
+    pipeline.load(settings, NOW)
+    with db.connect(settings.warehouse, read_only=True) as con:
+        row = con.execute(
+            "SELECT title, summary, canonical_url, lang, published_at, source_id FROM articles WHERE guid = 'ar-1'"
+        ).fetchone()
+    title, summary, canon, lang, published, source = row
+    assert title == AR_ITEMS[0]["title"]  # display text kept as written
+    assert summary.startswith("استهدفت طائرة") and "<p>" not in summary
+    assert canon == "https://ar.example/n/1"
+    assert lang == "ar" and source == "test-ar"
+    assert published == NOW - timedelta(minutes=50)
+
+
+def test_broken_and_slow_sources_do_not_stop_the_others(tmp_path, feed_server, settings):
+    extra = [
+        {"id": "gone", "name": "Gone", "lang": "en", "url": feed_server.url("/missing.xml")},
+        {"id": "html", "name": "HTML page", "lang": "en", "url": feed_server.serve("/page.html", "<html><body>hi</body></html>", content_type="text/html")},
+        {"id": "slow", "name": "Slow", "lang": "en", "url": feed_server.serve("/slow.xml", rss(EN_ITEMS), delay=3)},
+        {"id": "dead-port", "name": "Dead", "lang": "en", "url": "http://127.0.0.1:9/feed.xml"},
+    ]
+    settings.feeds = setup_feeds(tmp_path, feed_server, extra)
+    due = pipeline.due_sources(settings, NOW)
+    pipeline.fetch_stage(settings, due, total_timeout=1.0)
+    rep = pipeline.load(settings, NOW)
+    assert rep.new_articles == 4  # both good feeds landed
+    with db.connect(settings.warehouse, read_only=True) as con:
+        state = dict(con.execute("SELECT source_id, last_status FROM source_state").fetchall())
+        errors = dict(con.execute("SELECT source_id, error FROM fetch_log WHERE status = 'error'").fetchall())
+        failures = dict(con.execute("SELECT source_id, consecutive_failures FROM source_state").fetchall())
+    assert state["test-ar"] == state["test-en"] == "ok"
+    assert set(errors) == {"gone", "html", "slow", "dead-port"}
+    assert "HTTP 404" in errors["gone"] and "not a feed" in errors["html"] and "timed out" in errors["slow"]
+    assert failures["gone"] == 1 and failures["test-en"] == 0
+
+
+def test_failing_source_backs_off(tmp_path, feed_server, settings):
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "gone", "name": "Gone", "lang": "en", "url": feed_server.url("/nope"), "interval": "5m"}])
+    t = NOW
+    for _ in range(3):
+        due = pipeline.due_sources(settings, t)
+        assert [d["source_id"] for d in due] == ["gone"]
+        pipeline.fetch_stage(settings, due)
+        pipeline.load(settings, t)
+        with db.connect(settings.warehouse, read_only=True) as con:
+            next_due, failures, attempted = con.execute("SELECT next_due_at, consecutive_failures, last_attempt_at FROM source_state").fetchone()
+        t = next_due
+    # 3rd failure waits about 4 x the interval (with +-20 % jitter)
+    assert failures == 3
+    assert timedelta(minutes=15) < next_due - attempted < timedelta(minutes=25)
+
+
+def test_full_cycle_alerts_locally_without_slack(tmp_path, feed_server, settings):
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    out = pipeline.run_once(settings)
+    assert out["load"]["new_articles"] == 4
+    with db.connect(settings.warehouse, read_only=True) as con:
+        matched = {r[0] for r in con.execute("SELECT a.guid FROM article_indicators JOIN articles a USING (article_id) WHERE indicator = 'militia_attack_us_forces'").fetchall()}
+        alerts = con.execute("SELECT rule_id, state FROM alerts").fetchall()
+        sent = con.execute("SELECT sink, status FROM notifications").fetchall()
+    assert matched == {"ar-1", "en-1"}
+    # Two attacks in the last hour: no threshold (needs 3) and no resumption (no 14 days of history).
+    assert all(rule != "militia-attack-campaign" for rule, _ in alerts)
+    assert all(s == ("local", "sent") for s in sent)
