@@ -78,8 +78,14 @@ def cmd_classify(args) -> int:
 def cmd_explain(args) -> int:
     from marsad.pipeline import Settings
 
-    clf = Settings.from_env().classifier()
-    for v in clf.explain(args.text, args.summary or ""):
+    settings = Settings.from_env(args.db)
+    clf = settings.classifier()
+    title, summary = args.text, args.summary or ""
+    found = _article_by_id(settings, args.text)
+    if found:
+        title, summary, source = found
+        print(f"article {args.text} ({source}): {title}")
+    for v in clf.explain(title, summary):
         mark = "MATCH" if v.matched else "-"
         print(f"{mark:6} {v.indicator}")
         if v.hits:
@@ -92,8 +98,32 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _article_by_id(settings, ref: str):
+    """(title, summary, source) of the article whose id or guid is ``ref``, if the warehouse has it."""
+    from warehouse import db
+
+    if not settings.warehouse.exists() or len(ref) > 200 or " " in ref.strip():
+        return None
+    with db.connect(settings.warehouse, read_only=True) as con:
+        return con.execute(
+            "SELECT title, summary, source_id FROM articles WHERE article_id = ? OR guid = ? LIMIT 1", [ref, ref]
+        ).fetchone()
+
+
+def cmd_eval(args) -> int:
+    from marsad.evaluation import evaluate_file, print_report
+    from marsad.pipeline import Settings
+
+    try:
+        rep = evaluate_file(Settings.from_env().classifier(), Path(args.file), Path(args.labels) if args.labels else None)
+    except (ValueError, OSError) as exc:
+        return _die(str(exc))
+    print_report(rep, sys.stdout, show_misses=not args.no_misses)
+    return 0
+
+
 def cmd_replay(args) -> int:
-    from marsad.replay import ReplayError, parse_time, replay
+    from marsad.replay import ReplayError, parse_time, print_summary, replay
     from sources.configfile import parse_duration
 
     try:
@@ -103,6 +133,8 @@ def cmd_replay(args) -> int:
         stats = replay(Path(args.file), Path(args.db), interval, start, end, exhaustive=args.exhaustive)
     except (ReplayError, ValueError, OSError) as exc:
         return _die(str(exc))
+    # stdout stays pure JSON lines (the alert stream); the summary goes to stderr.
+    print_summary(stats.pop("rules"), sys.stderr)
     print(json.dumps({"replay": stats}), file=sys.stderr)
     return 0
 
@@ -164,14 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", metavar="FILE.jsonl", help="'-' for standard input")
     s.set_defaults(fn=cmd_classify)
 
-    s = sub.add_parser("explain", help="show which terms and exclusions decide each indicator for a text")
-    s.add_argument("text")
+    s = sub.add_parser("eval", help="precision, recall and F1 per indicator and language on labelled items")
+    s.add_argument("file", metavar="FILE.jsonl", help="items {id, title, summary, labels[, ok, lang]}")
+    s.add_argument("--labels", metavar="LABELS.jsonl", help="gold labels in a separate file, joined by id")
+    s.add_argument("--no-misses", action="store_true", help="do not list the misses")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("explain", help="show which terms and exclusions decide each indicator for a text or an article id")
+    s.add_argument("text", help="a headline, or an article id / guid in the warehouse")
+    s.add_argument("--db", help="warehouse to look article ids up in")
     s.add_argument("--summary")
     s.add_argument("-v", "--verbose", action="store_true", help="also say why non-matching indicators failed")
     s.set_defaults(fn=cmd_explain)
 
     s = sub.add_parser("replay", help="run the pipeline over captured items in simulated time; prints the alert stream")
-    s.add_argument("file", metavar="FILE.jsonl")
+    s.add_argument("file", metavar="FILE.jsonl|DIR", help="JSON lines, or a directory of captured feed files")
     s.add_argument("--db", required=True, help="DuckDB file for the simulation (created; never a live warehouse)")
     s.add_argument("--poll-interval", default="15m")
     s.add_argument("--from", dest="start", help="ISO time: replay items published from then")

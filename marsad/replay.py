@@ -43,6 +43,38 @@ class Item:
     url: str | None
 
 
+FEED_SUFFIXES = {".xml", ".rss", ".atom", ".rdf", ".feed"}
+
+
+def read_feed_dir(directory: Path) -> list[Item]:
+    """Items from a directory of captured feed files; each file's name (stem) is its source.
+
+    Entries without a usable date cannot be placed in time and are left out (counted on stderr).
+    """
+    from sources.parse import FeedError, parse_feed
+
+    items: list[Item] = []
+    skipped = 0
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in FEED_SUFFIXES)
+    if not files:
+        raise ReplayError(f"{directory}: no feed files ({', '.join(sorted(FEED_SUFFIXES))})")
+    for path in files:
+        source = path.stem.split(".")[0] or path.stem
+        try:
+            feed = parse_feed(path.read_bytes(), source)
+        except FeedError as exc:
+            print(f"marsad: {path}: {exc} (skipped)", file=sys.stderr)
+            continue
+        for a in feed.articles:
+            if a.published_flag:
+                skipped += 1
+                continue
+            items.append(Item(a.guid or a.article_id, source, a.lang, parse_time(a.published_at), a.title, a.summary, a.url))
+    if skipped:
+        print(f"marsad: {skipped} entries without a usable date left out", file=sys.stderr)
+    return items
+
+
 def parse_time(value: str) -> datetime:
     dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     if dt.tzinfo is None:
@@ -125,7 +157,7 @@ def replay(
     out: IO[str] = sys.stdout,
     exhaustive: bool = False,
 ) -> dict:
-    items = read_items(items_path)
+    items = read_feed_dir(items_path) if Path(items_path).is_dir() else read_items(items_path)
     if start:
         items = [i for i in items if i.published >= start]
     if end:
@@ -179,7 +211,34 @@ def replay(
                 pending = _boundaries(con, pack, last)
         prev_t = t
         t += step
+    with db.connect(db_path, read_only=True) as con:
+        stats["rules"] = summary(con)
     return stats
+
+
+def summary(con) -> list[dict]:
+    """Per rule: notifications by state, first and last firing, events counted."""
+    rows = con.execute(
+        """SELECT a.rule_id, a.indicator, a.kind,
+                  count(DISTINCT a.alert_id) AS alerts,
+                  count(n.notification_id) AS notifications,
+                  min(a.started_at) AS first_firing, max(a.started_at) AS last_firing,
+                  (SELECT count(DISTINCT ae.event_id) FROM alert_events ae JOIN alerts x USING (alert_id) WHERE x.rule_id = a.rule_id) AS events
+           FROM alerts a LEFT JOIN notifications n USING (alert_id)
+           GROUP BY ALL ORDER BY first_firing"""
+    ).fetchall()
+    keys = ("rule", "indicator", "kind", "alerts", "notifications", "first_firing", "last_firing", "events")
+    return [dict(zip(keys, r)) for r in rows]
+
+
+def print_summary(rules: list[dict], out: IO[str]) -> None:
+    out.write(f"\n{'rule':<30} {'kind':<10} {'alerts':>6} {'notes':>5} {'events':>6}  {'first firing':<20} {'last firing':<20}\n")
+    for r in rules:
+        first = r["first_firing"].strftime("%Y-%m-%d %H:%M") if r["first_firing"] else "-"
+        last = r["last_firing"].strftime("%Y-%m-%d %H:%M") if r["last_firing"] else "-"
+        out.write(f"{r['rule']:<30} {r['kind']:<10} {r['alerts']:>6} {r['notifications']:>5} {r['events']:>6}  {first:<20} {last:<20}\n")
+    if not rules:
+        out.write("(no alerts)\n")
 
 
 def _article(item: Item, polled_at: datetime) -> Article:

@@ -108,7 +108,8 @@ def _alerts(stdout: str) -> list[dict]:
 
 
 def test_replay_quiet_spell_and_resumption_exact_times(tmp_path):
-    """Three attacks in 72 h, then 22 quiet days, then a resumption; a later attack 7 days on is no resumption."""
+    """Three months: three attacks in 72 h, 22 quiet days and a resumption, an attack 7 days
+    later (no resumption), 37 quiet days and a second resumption, then follow-up reports."""
     res = run("replay", REPLAY, "--db", tmp_path / "r.duckdb", "--poll-interval", "15m")
     assert res.returncode == 0, res.stderr
     got = [(a["rule"], a["kind"], a["state"], a["at"], sorted(a["evidence"])) for a in _alerts(res.stdout) if a["indicator"] == "militia_attack_us_forces"]
@@ -121,11 +122,79 @@ def test_replay_quiet_spell_and_resumption_exact_times(tmp_path):
         # 22 days after the last attack, with more than 14 days watched: resumption
         ("militia-attacks-resume", "resumption", "firing", "2026-01-25T14:45:00+00:00", ["t-07"]),
         ("militia-attacks-resume", "resumption", "resolved", "2026-01-28T14:45:00+00:00", ["t-07"]),
+        # 37 quiet days after t-08: the second resumption; the arrest report (t-10) and the
+        # "no attacks since" report (t-11) are not attacks and change nothing
+        ("militia-attacks-resume", "resumption", "firing", "2026-03-10T12:00:00+00:00", ["t-09"]),
+        ("militia-attacks-resume", "resumption", "resolved", "2026-03-13T12:00:00+00:00", ["t-09"]),
     ]
     # The first attack (no history yet) and t-08 (7 days after t-07) never fire a resumption.
     assert all("t-01" not in a["evidence"] or a["rule"] != "militia-attacks-resume" for a in _alerts(res.stdout))
     others = {a["indicator"] for a in _alerts(res.stdout)} - {"militia_attack_us_forces"}
     assert others <= {"nuclear_talks"}  # the 30-day flatline: no talks reporting in the timeline
+    summary = res.stderr
+    assert "militia-attacks-resume" in summary and "2026-01-25 14:45" in summary and "2026-03-10 12:00" in summary
+
+
+def test_replay_a_directory_of_captured_feed_files(tmp_path):
+    cap = tmp_path / "captures"
+    cap.mkdir()
+    (cap / "wire.xml").write_text(rss([
+        {"title": "Drone attack targets US forces at Harir air base in northern Iraq", "guid": "w1", "link": "https://w.example/1",
+         "description": "The drone was downed near the base hosting US troops.", "pubDate": "Thu, 01 Jan 2026 10:05:00 +0000"},
+        {"title": "Rockets fired at US base at al-Tanf garrison in Syria", "guid": "w2", "link": "https://w.example/2",
+         "description": "Rockets were launched at the base where US forces are stationed.", "pubDate": "Sat, 03 Jan 2026 06:00:00 +0000"},
+    ]), encoding="utf-8")
+    (cap / "outlet.rss").write_text(rss([
+        {"title": "هجوم بطائرة مسيّرة على قاعدة عين الأسد التي تضم قوات أمريكية", "guid": "o1", "link": "https://o.example/1",
+         "description": "سقطت طائرة مسيرة داخل القاعدة.", "pubDate": "Fri, 02 Jan 2026 08:00:00 +0000"},
+    ], "ar"), encoding="utf-8")
+    res = run("replay", cap, "--db", tmp_path / "r.duckdb", "--to", "2026-01-03T12:00:00Z")
+    assert res.returncode == 0, res.stderr
+    (alert,) = _alerts(res.stdout)
+    assert (alert["rule"], alert["state"], alert["at"], sorted(alert["evidence"])) == (
+        "militia-attack-campaign", "firing", "2026-01-03T06:00:00+00:00", ["o1", "w1", "w2"])
+    assert "militia-attack-campaign" in res.stderr and "first firing" in res.stderr
+
+
+def test_eval_prints_scores_per_indicator_and_language_with_misses(tmp_path):
+    f = tmp_path / "gold.jsonl"
+    rows = [
+        {"id": "p1", "title": "Drone attack targets US troops at Ain al-Asad air base in Iraq", "summary": "", "labels": ["militia_attack_us_forces"]},
+        {"id": "p2", "lang": "ar", "title": "هجوم بطائرة مسيّرة على قاعدة عين الأسد التي تضم قوات أمريكية", "summary": "", "labels": ["militia_attack_us_forces"]},
+        {"id": "m1", "title": "Something vague happened somewhere", "summary": "", "labels": ["hormuz_threat"]},
+        {"id": "n1", "title": "Football scores", "summary": "", "labels": []},
+    ]
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    res = run("eval", f)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    row = next(l for l in lines if l.startswith("militia_attack_us_forces")).split()
+    assert row[1:4] == ["2", "0", "0"] and row[4:] == ["1.00", "1.00", "1.00"]
+    assert next(l for l in lines if l.startswith("hormuz_threat")).split()[1:4] == ["0", "0", "1"]
+    assert any(l.startswith("ar ") for l in lines) and any(l.startswith("en ") for l in lines)
+    assert any("missed" in l and "m1" in l for l in lines)
+    assert "0 of 1 (0.00%)" in res.stdout
+
+
+def test_explain_a_text_and_an_article_id(tmp_path, settings):
+    res = run("explain", "Drone attack targets US troops at Ain al-Asad air base in Iraq")
+    assert res.returncode == 0
+    line = next(l for l in res.stdout.splitlines() if "militia_attack_us_forces" in l)
+    assert line.startswith("MATCH")
+    from datetime import datetime, timezone
+
+    from marsad import pipeline
+    from sources.parse import make_article
+
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    art = make_article("s", "en", "A year after the drone attack on Tower 22 that killed US soldiers, families remember", "", None, "g-1", t, None, t)
+    pipeline.stage(settings, dict(source_id="s", url="x", status="ok", started_at=t.isoformat(), finished_at=t.isoformat()), [art])
+    pipeline.load(settings, t)
+    res = run("explain", "g-1", "--db", settings.warehouse, "-v")
+    assert res.returncode == 0, res.stderr
+    assert "article g-1 (s)" in res.stdout
+    line = [l for l in res.stdout.splitlines() if l.endswith("militia_attack_us_forces")][0]
+    assert not line.startswith("MATCH") and "excluded by" in res.stdout
 
 
 def test_replay_skipping_idle_polls_changes_nothing(tmp_path):

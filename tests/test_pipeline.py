@@ -49,9 +49,12 @@ def test_poll_twice_and_reload_add_no_duplicates(tmp_path, feed_server, settings
     first = counts(settings)
     assert first["articles"] == 4
 
-    # Nothing is due again before the interval; forcing a poll re-reads with validators (304).
-    assert pipeline.due_sources(settings, NOW + timedelta(minutes=1)) == []
-    due = pipeline.due_sources(settings, NOW + timedelta(minutes=6))
+    # Nothing is due again before the interval (fetch times are wall-clock); then both are,
+    # and they are re-read with their validators (304).
+    fetched = datetime.now(timezone.utc)
+    assert pipeline.due_sources(settings, fetched + timedelta(minutes=1)) == []
+    due = pipeline.due_sources(settings, fetched + timedelta(minutes=6))
+    assert {d["source_id"] for d in due} == {"test-ar", "test-en"}
     assert all(d["etag"] for d in due)
     pipeline.fetch_stage(settings, due)
     assert feed_server.hits_for("/ar.xml")[-1].get("if-none-match")
@@ -62,7 +65,8 @@ def test_poll_twice_and_reload_add_no_duplicates(tmp_path, feed_server, settings
 
     # A changed feed fetched in full again still adds only what is new.
     feed_server.serve("/en.xml", rss(EN_ITEMS + [{"title": "New item", "guid": "en-3", "link": "https://en.example/a/3", "description": "x", "pubDate": _pub(5)}]))
-    due = pipeline.due_sources(settings, NOW + timedelta(minutes=12))
+    due = pipeline.due_sources(settings, datetime.now(timezone.utc) + timedelta(minutes=12))
+    assert "test-en" in {d["source_id"] for d in due}
     pipeline.fetch_stage(settings, due)
     assert pipeline.load(settings, NOW + timedelta(minutes=12)).new_articles == 1
     assert counts(settings)["articles"] == 5
