@@ -25,6 +25,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from alerts.digest import chart_png, render_digest
 from alerts.render import render
 
 log = logging.getLogger("marsad.delivery")
@@ -52,6 +53,8 @@ class Sink(Protocol):
 
     def post(self, notification_id: str, alert_id: str, channel: str, payload: dict, thread_ts: str | None) -> Posted: ...
 
+    def update(self, channel: str | None, ts: str | None, payload: dict, resolved_at: str) -> None: ...
+
 
 class LocalSink:
     """No Slack configured: alerts are logged (and stay recorded in the warehouse)."""
@@ -70,6 +73,9 @@ class LocalSink:
         if self.stream is not None:
             self.stream.write(f"[{channel}] {payload['state']}: {payload['summary']}\n")
         return Posted(None, None)
+
+    def update(self, channel, ts, payload, resolved_at):
+        return None
 
 
 class JsonLinesSink:
@@ -96,6 +102,9 @@ class JsonLinesSink:
         self.stream.flush()
         return Posted(None, None)
 
+    def update(self, channel, ts, payload, resolved_at):
+        return None
+
 
 def retry_handlers(max_retries: int = 5) -> list:
     """Only 429s are retried inside slack-sdk: Slack refused the call, so re-sending cannot
@@ -113,6 +122,7 @@ class SlackSink:
     name = "slack"
 
     def __init__(self, client: WebClient, run_url: str | None = None):
+        """``run_url``: link to the Airflow run that delivers (shown in each message's context line)."""
         self.client = client
         self.run_url = run_url
         self._channel_ids: dict[str, str] = {}
@@ -149,7 +159,10 @@ class SlackSink:
                 return None
 
     def post(self, notification_id, alert_id, channel, payload, thread_ts):
-        text, blocks = render(payload, self.run_url)
+        if payload.get("state") == "digest":
+            text, blocks = render_digest(payload)
+        else:
+            text, blocks = render(payload, self.run_url)
         try:
             resp = self.client.chat_postMessage(
                 channel=channel,
@@ -168,7 +181,32 @@ class SlackSink:
             raise DeliveryError(f"Slack refused chat.postMessage: {err}", certain) from None
         except Exception as exc:  # timeouts, connection resets after the retries
             raise DeliveryError(f"Slack unreachable: {type(exc).__name__}: {exc}", False) from None
-        return Posted(resp.get("channel"), resp.get("ts"))
+        posted = Posted(resp.get("channel"), resp.get("ts"))
+        if payload.get("state") == "digest":
+            self._attach_chart(posted, payload)
+        return posted
+
+    def _attach_chart(self, posted: Posted, payload: dict) -> None:
+        """Upload the digest chart into the digest's thread (files API v2). A failed upload
+        does not undo the digest, which says everything the chart shows."""
+        try:
+            self.client.files_upload_v2(
+                channel=posted.channel,
+                thread_ts=posted.ts,
+                content=chart_png(payload),
+                filename=f"marsad-digest-{payload['at'][:10]}.png",
+                title="Events per indicator, last 24 hours",
+                alt_txt="Bar chart of events per indicator in the last 24 hours",
+            )
+        except Exception as exc:
+            log.error("digest chart upload failed: %s", exc)
+
+    def update(self, channel, ts, payload, resolved_at):
+        """Edit the alert's first message so the channel shows at a glance that it is over."""
+        if not (channel and ts):
+            return
+        text, blocks = render(payload, self.run_url, resolved_at=resolved_at)
+        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
 
 @dataclass
@@ -176,7 +214,8 @@ class DeliveryReport:
     sent: int = 0
     recovered: int = 0  # found already posted after an interrupted attempt
     failed: int = 0
-    waiting: int = 0  # follow-ups whose parent message is not delivered yet
+    waiting: int = 0  # follow-ups waiting for an earlier message of their alert
+    silenced: int = 0  # held back by a silence
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -187,10 +226,12 @@ def deliver(con: duckdb.DuckDBPyConnection, sink: Sink, limit: int = 500, tries:
 
     A failure that may have posted (5xx, timeout, lost connection) is retried up to
     ``tries`` times with exponential backoff, each time checking the channel first.
+    Notifications created inside an active silence are kept back (``silenced``).
     """
     report = DeliveryReport()
+    _hold_silenced(con, report)
     rows = con.execute(
-        """SELECT n.notification_id, n.alert_id, n.seq, n.channel, n.payload, n.created_at
+        """SELECT n.notification_id, n.alert_id, n.seq, n.state, n.channel, n.payload, n.created_at
            FROM notifications n
            WHERE n.status IN ('pending', 'sending')
            ORDER BY n.created_at, n.alert_id, n.seq
@@ -198,23 +239,67 @@ def deliver(con: duckdb.DuckDBPyConnection, sink: Sink, limit: int = 500, tries:
         [limit],
     ).fetchall()
     blocked_alerts: set[str] = set()
-    for nid, alert_id, seq, channel, payload, created_at in rows:
+    for nid, alert_id, seq, state, channel, payload, created_at in rows:
         payload = json.loads(payload) if isinstance(payload, str) else payload
-        parent = con.execute("SELECT status, slack_ts FROM notifications WHERE alert_id = ? AND seq = 1", [alert_id]).fetchone()
-        if alert_id in blocked_alerts or (seq > 1 and (parent is None or parent[0] != "sent")):
-            report.waiting += 1
+        earlier_unsent = con.execute(
+            "SELECT count(*) FROM notifications WHERE alert_id = ? AND seq < ? AND status IN ('pending', 'sending')", [alert_id, seq]
+        ).fetchone()[0]
+        if alert_id in blocked_alerts or earlier_unsent:
+            report.waiting += 1  # keep the thread in order
             blocked_alerts.add(alert_id)
             continue
-        thread_ts = parent[1] if seq > 1 else None
+        root = _thread_root(con, alert_id)
+        if root is None and state == "resolved":
+            # Nobody was told it fired (all silenced): a lone "resolved" would only confuse.
+            con.execute("UPDATE notifications SET status = 'silenced' WHERE notification_id = ?", [nid])
+            report.silenced += 1
+            continue
+        thread_ts = root[1] if root else None
         outcome = _deliver_one(con, sink, nid, alert_id, channel, payload, created_at, thread_ts, tries, backoff_s)
         if outcome == "failed":
             report.failed += 1
-            blocked_alerts.add(alert_id)  # keep the thread in order
-        elif outcome == "recovered":
+            blocked_alerts.add(alert_id)
+            continue
+        if outcome == "recovered":
             report.recovered += 1
         else:
             report.sent += 1
+        if state == "resolved" and root is not None:
+            _mark_parent_resolved(con, sink, root, payload)
     return report
+
+
+def _hold_silenced(con, report: "DeliveryReport") -> None:
+    held = con.execute(
+        """UPDATE notifications SET status = 'silenced'
+           WHERE status = 'pending' AND EXISTS (
+               SELECT 1 FROM silences s
+               WHERE notifications.created_at >= s.starts_at AND notifications.created_at < s.ends_at
+                 AND ((s.matcher = 'indicator' AND s.value = (notifications.payload->>'indicator'))
+                   OR (s.matcher = 'rule' AND s.value = (notifications.payload->>'rule'))))
+           RETURNING notification_id"""
+    ).fetchall()
+    report.silenced += len(held)
+
+
+def _thread_root(con, alert_id: str) -> tuple | None:
+    """(notification_id, slack_ts, slack_channel, payload) of the alert's first posted message."""
+    return con.execute(
+        """SELECT notification_id, slack_ts, slack_channel, payload FROM notifications
+           WHERE alert_id = ? AND status = 'sent' ORDER BY seq LIMIT 1""",
+        [alert_id],
+    ).fetchone()
+
+
+def _mark_parent_resolved(con, sink: Sink, root: tuple, resolved: dict) -> None:
+    nid, ts, channel, payload = root
+    payload = json.loads(payload) if isinstance(payload, str) else payload
+    try:
+        sink.update(channel, ts, payload, resolved_at=resolved["at"])
+    except Exception as exc:  # the reply in the thread already says it; the edit is cosmetic
+        log.error("could not mark the first message of %s resolved: %s", nid, exc)
+        return
+    con.execute("UPDATE notifications SET parent_updated = true WHERE notification_id = ?", [nid])
 
 
 def _deliver_one(con, sink: Sink, nid, alert_id, channel, payload, created_at, thread_ts, tries: int, backoff_s: float) -> str:

@@ -174,6 +174,21 @@ def _summary(rule: Rule, cond: Condition, state: str) -> str:
     return f"{rule.indicator}: {f['events']} events in {f['window']} vs {f['expected']} expected from the baseline"
 
 
+def _days_since_previous(con, indicator: str, event_ids: list[str], now: datetime) -> float | None:
+    """Days between the earliest event of this alert and the event before it (any age)."""
+    if not event_ids:
+        return None
+    row = con.execute(
+        """WITH first AS (SELECT min(first_report_at) AS t FROM events WHERE list_contains(?, event_id))
+           SELECT (SELECT t FROM first), max(first_report_at) FROM events
+           WHERE indicator = ? AND first_seen_at <= ? AND first_report_at < (SELECT t FROM first)""",
+        [event_ids, indicator, now],
+    ).fetchone()
+    if not row or row[1] is None:
+        return None
+    return round((row[0] - row[1]).total_seconds() / 86400, 1)
+
+
 def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> list[dict]:
     """Evaluate every enabled rule at ``now``; returns the notifications queued."""
     queued: list[dict] = []
@@ -182,12 +197,14 @@ def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> l
         open_alerts = {
             r[0]: r
             for r in con.execute(
-                "SELECT rule_id, alert_id, last_notified_at, started_at FROM alerts WHERE state = 'firing'"
+                "SELECT rule_id, alert_id, last_notified_at, started_at, acked_at FROM alerts WHERE state = 'firing'"
             ).fetchall()
         }
         new_alerts, alert_events, notes = [], [], []
         for rule in pack.active():
             cond = condition(con, rule, now, watched)
+            if cond.active and "days_since_previous" not in cond.facts:
+                cond.facts["days_since_previous"] = _days_since_previous(con, rule.indicator, cond.event_ids, now)
             current = open_alerts.get(rule.id)
             channel = pack.channel_for(rule)
             if current is None and cond.active:
@@ -203,7 +220,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> l
                 continue
             if current is None:
                 continue
-            _, alert_id, last_notified, _started = current
+            _, alert_id, last_notified, _started, acked_at = current
             seq = con.execute("SELECT count(*) FROM notifications WHERE alert_id = ?", [alert_id]).fetchone()[0] + 1
             if not cond.active:
                 told = [r[0] for r in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()]
@@ -216,7 +233,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> l
             fresh = [e for e in cond.event_ids if e not in told]
             if fresh:
                 state, ev_ids = "update", fresh
-            elif now - last_notified >= timedelta(seconds=rule.repeat):
+            elif acked_at is None and now - last_notified >= timedelta(seconds=rule.repeat):
                 state, ev_ids = "repeat", cond.event_ids
             else:
                 continue

@@ -28,14 +28,19 @@ def link(url: str | None, label: str) -> str:
     return f"<{safe}|{label}>"
 
 
-def render(payload: dict, run_url: str | None = None) -> tuple[str, list[dict]]:
+def render(payload: dict, run_url: str | None = None, resolved_at: str | None = None) -> tuple[str, list[dict]]:
+    """Message for a notification; with ``resolved_at``, the alert's first message edited to show it is over."""
     state = payload["state"]
     icon = _STATE_ICON.get(state, "")
     head = f"{payload['indicator']} · {payload['severity']}" + ("" if state == "firing" else f" · {state}")
     text = f"{icon} [{payload['severity'].upper()}] {escape(payload['summary'])}"
+    if resolved_at:
+        icon = _STATE_ICON["resolved"]
+        head = f"RESOLVED · {payload['indicator']} · {payload['severity']}"
+        text = f"{icon} ~{escape(payload['summary'])}~ — resolved {resolved_at[:16].replace('T', ' ')} UTC"
     facts = payload.get("facts") or {}
     fields = [f"*Rule*\n{escape(payload['rule'])} ({payload['kind']})"]
-    for key in ("window", "events", "threshold", "quiet", "days_since_previous", "baseline_events", "minimum"):
+    for key in ("window", "events", "threshold", "quiet", "baseline", "baseline_events", "expected", "minimum", "days_since_previous"):
         if facts.get(key) is not None:
             fields.append(f"*{key.replace('_', ' ').capitalize()}*\n{escape(str(facts[key]))}")
     corro = payload.get("corroboration") or {}

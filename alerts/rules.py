@@ -73,6 +73,11 @@ class Rule(BaseModel):
 class RuleDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
     channel: str = "#marsad-alerts"
+    # Per-severity channels, used when a rule names no channel of its own.
+    routes: dict[Severity, str] = Field(default_factory=dict)
+    # Where the daily digest and source-health notices go (default: channel).
+    digest_channel: str | None = None
+    ops_channel: str | None = None
     repeat: Duration = 86400
     severity: Severity = "medium"
 
@@ -83,7 +88,7 @@ class RulePack(BaseModel):
     rules: list[Rule]
 
     def channel_for(self, rule: Rule) -> str:
-        return rule.channel or self.defaults.channel
+        return rule.channel or self.defaults.routes.get(rule.severity) or self.defaults.channel
 
     def active(self) -> list[Rule]:
         return [r for r in self.rules if r.enabled]

@@ -1,13 +1,12 @@
 """Evaluate the rule pack and deliver alerts, whenever the ingest DAG has loaded articles."""
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, dag, task
+from marsad_airflow import WAREHOUSE_POOL, notify_failure, retries
 
 ARTICLES = Asset("marsad_articles")
-WAREHOUSE_POOL = os.environ.get("MARSAD_WAREHOUSE_POOL", "marsad_warehouse")
 
 
 @dag(
@@ -16,7 +15,7 @@ WAREHOUSE_POOL = os.environ.get("MARSAD_WAREHOUSE_POOL", "marsad_warehouse")
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 3, "retry_delay": timedelta(seconds=20), "pool": WAREHOUSE_POOL},
+    default_args={"retries": retries(3), "retry_delay": timedelta(seconds=20), "pool": WAREHOUSE_POOL, "on_failure_callback": notify_failure},
     tags=["marsad"],
     doc_md=__doc__,
 )
@@ -30,13 +29,9 @@ def marsad_evaluate():
     # Delivery is idempotent (outbox + Slack message metadata): retries never double-post.
     @task(retry_exponential_backoff=2.0)
     def deliver(queued: int) -> dict:
-        from marsad.pipeline import Settings, deliver
-        from marsad_airflow import alert_sink
+        from marsad_airflow import deliver_outbox
 
-        report = deliver(Settings.from_env(), alert_sink())
-        if report.failed:  # still queued; fail so Airflow retries and the run shows red
-            raise RuntimeError(f"{report.failed} notification(s) not delivered yet: {report.as_dict()}")
-        return report.as_dict()
+        return deliver_outbox()
 
     deliver(evaluate())
 

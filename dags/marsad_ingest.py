@@ -8,9 +8,9 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, dag, task
+from marsad_airflow import WAREHOUSE_POOL, notify_failure, retries
 
 ARTICLES = Asset("marsad_articles")
-WAREHOUSE_POOL = os.environ.get("MARSAD_WAREHOUSE_POOL", "marsad_warehouse")
 
 
 @dag(
@@ -20,7 +20,7 @@ WAREHOUSE_POOL = os.environ.get("MARSAD_WAREHOUSE_POOL", "marsad_warehouse")
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=20),
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args={"retries": retries(2), "retry_delay": timedelta(seconds=30), "on_failure_callback": notify_failure},
     tags=["marsad"],
     doc_md=__doc__,
 )

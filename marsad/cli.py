@@ -163,6 +163,78 @@ def cmd_deliver(args) -> int:
     return 0
 
 
+def _user() -> str:
+    import getpass
+
+    return os.environ.get("MARSAD_USER") or getpass.getuser()
+
+
+def cmd_silence(args) -> int:
+    from alerts.lifecycle import LifecycleError, add_silence, expire_silence, list_silences
+    from marsad.pipeline import utcnow
+    from sources.configfile import parse_duration
+    from warehouse import db
+
+    settings = _settings(args)
+    now = utcnow()
+    with db.connect(settings.warehouse) as con:
+        try:
+            if args.silence_command == "add":
+                matcher, value = ("indicator", args.indicator) if args.indicator else ("rule", args.rule)
+                sid = add_silence(con, matcher, value, parse_duration(args.duration), args.reason, args.by or _user(), now)
+                print(f"silence {sid}: {matcher} {value} until {(now + __import__('datetime').timedelta(seconds=parse_duration(args.duration))).isoformat(timespec='minutes')}")
+            elif args.silence_command == "expire":
+                expire_silence(con, args.silence_id, now)
+                print(f"silence {args.silence_id} expired")
+            else:
+                rows = list_silences(con, now, active_only=not args.all)
+                for sid, m, v, start, end, reason, by in rows:
+                    print(f"{sid}  {m}={v}  {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC  by {by}: {reason}")
+                if not rows:
+                    print("no active silences" if not args.all else "no silences")
+        except (LifecycleError, ValueError) as exc:
+            return _die(str(exc))
+    return 0
+
+
+def cmd_ack(args) -> int:
+    from alerts.lifecycle import LifecycleError, ack
+    from marsad.pipeline import utcnow
+    from warehouse import db
+
+    with db.connect(_settings(args).warehouse) as con:
+        try:
+            ack(con, args.alert_id, args.by or _user(), args.note, utcnow())
+        except LifecycleError as exc:
+            return _die(str(exc))
+    print(f"alert {args.alert_id} acknowledged: no more repeats; new evidence and the resolution are still posted")
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from alerts.lifecycle import list_alerts
+    from warehouse import db
+
+    with db.connect(_settings(args).warehouse, read_only=True) as con:
+        rows = list_alerts(con, firing_only=args.firing, limit=args.limit)
+    for aid, rule, ind, sev, state, started, resolved, acked_by, summary in rows:
+        extra = f" acked by {acked_by}" if acked_by else ""
+        print(f"{aid}  {state:<8} {sev:<8} {rule:<28} {started:%Y-%m-%d %H:%M}{extra}  {summary}")
+    if not rows:
+        print("no alerts")
+    return 0
+
+
+def cmd_digest(args) -> int:
+    from marsad.pipeline import deliver, queue_digest
+
+    settings = _settings(args)
+    d = queue_digest(settings)
+    print(d["summary"])
+    print(json.dumps(deliver(settings, _sink_from_env()).as_dict()))
+    return 0
+
+
 def cmd_config_check(args) -> int:
     from marsad.pipeline import Settings
     from sources.configfile import ConfigError
@@ -225,6 +297,39 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("deliver", help="send queued notifications (Slack if MARSAD_SLACK_TOKEN is set)")
     s.add_argument("--db")
     s.set_defaults(fn=cmd_deliver)
+
+    s = sub.add_parser("silence", help="hold back alerts of an indicator or rule for a while (with a reason)")
+    s.add_argument("--db")
+    ss = s.add_subparsers(dest="silence_command", required=True)
+    a = ss.add_parser("add")
+    who = a.add_mutually_exclusive_group(required=True)
+    who.add_argument("--indicator")
+    who.add_argument("--rule")
+    a.add_argument("--for", dest="duration", required=True, help="how long, e.g. 6h, 2d")
+    a.add_argument("--reason", required=True)
+    a.add_argument("--by", help="who (default $MARSAD_USER or the login name)")
+    a = ss.add_parser("list")
+    a.add_argument("--all", action="store_true", help="include expired silences")
+    a = ss.add_parser("expire")
+    a.add_argument("silence_id")
+    s.set_defaults(fn=cmd_silence)
+
+    s = sub.add_parser("ack", help="acknowledge a firing alert (stops its repeats)")
+    s.add_argument("alert_id")
+    s.add_argument("--by")
+    s.add_argument("--note")
+    s.add_argument("--db")
+    s.set_defaults(fn=cmd_ack)
+
+    s = sub.add_parser("alerts", help="list alerts")
+    s.add_argument("--firing", action="store_true")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--db")
+    s.set_defaults(fn=cmd_alerts)
+
+    s = sub.add_parser("digest", help="queue and send the daily digest now")
+    s.add_argument("--db")
+    s.set_defaults(fn=cmd_digest)
 
     s = sub.add_parser("config", help="configuration")
     cs = s.add_subparsers(dest="config_command", required=True)

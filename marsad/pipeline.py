@@ -304,6 +304,25 @@ def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:
         return deliver_outbox(con, sink or LocalSink())
 
 
+def queue_digest(settings: Settings, now: datetime | None = None, channel: str | None = None) -> dict:
+    """Queue today's digest in the outbox (once per day: a re-run queues nothing new)."""
+    from alerts.digest import build
+    from alerts.evaluate import NOTIFICATION_COLUMNS
+
+    now = now or utcnow()
+    pack = settings.rule_pack()
+    channel = channel or pack.defaults.digest_channel or pack.defaults.channel
+    with db.connect(settings.warehouse) as con:
+        payload = build(con, now, settings.classifier().ids)
+        day = now.date().isoformat()
+        bulk_insert(
+            con, "notifications",
+            [dict(notification_id=f"digest:{day}:1", alert_id=f"digest:{day}", seq=1, state="digest", created_at=now, channel=channel, payload=payload)],
+            NOTIFICATION_COLUMNS,
+        )
+    return payload
+
+
 def run_once(settings: Settings, sink: Sink | None = None, now: datetime | None = None) -> dict:
     """One whole cycle, as the two DAGs run it: due -> fetch -> load -> evaluate -> deliver."""
     now = now or utcnow()

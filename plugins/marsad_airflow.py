@@ -1,7 +1,8 @@
-"""What only Airflow needs: Slack from the Airflow connection, and the shared DAG settings.
+"""What only Airflow needs: Slack through the Airflow connection, delivery as a task, and
+failure notifications through the Slack provider's notifier.
 
-Imported lazily by task code (the plugins folder is on the task's ``sys.path``); the domain
-packages never import Airflow.
+Imported by DAG files at parse time, so this module imports nothing heavy at the top;
+the domain packages never import Airflow.
 """
 from __future__ import annotations
 
@@ -12,24 +13,70 @@ log = logging.getLogger("marsad.airflow")
 
 SLACK_CONN_ID = os.environ.get("MARSAD_SLACK_CONN_ID", "slack_api_default")
 WAREHOUSE_POOL = os.environ.get("MARSAD_WAREHOUSE_POOL", "marsad_warehouse")
+OPS_CHANNEL = os.environ.get("MARSAD_OPS_CHANNEL", "#marsad-ops")
 
 
-def alert_sink():
-    """Slack via the Airflow Slack connection (apache-airflow-providers-slack) when it exists,
-    else the local sink (log + warehouse table), so the embedded default works end to end."""
-    from airflow.providers.slack.hooks.slack import SlackHook
+def retries(default: int) -> int:
+    """Task retries; MARSAD_TASK_RETRIES overrides every DAG's default (0 in tests)."""
+    return int(os.environ.get("MARSAD_TASK_RETRIES", default))
+
+
+def _slack_connection_exists() -> bool:
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
-    from alerts.delivery import LocalSink, SlackSink, retry_handlers
 
     try:
         BaseHook.get_connection(SLACK_CONN_ID)
+        return True
     except AirflowNotFoundException:
+        return False
+
+
+def run_url(context) -> str | None:
+    base = os.environ.get("AIRFLOW__API__BASE_URL")
+    if not base or not context:
+        return None
+    return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{context['run_id']}"
+
+
+def alert_sink(context=None):
+    """Slack via the Airflow Slack connection (apache-airflow-providers-slack) when it exists,
+    else the local sink (log + warehouse table), so the embedded default works end to end."""
+    from alerts.delivery import LocalSink, SlackSink, retry_handlers
+
+    if not _slack_connection_exists():
         log.warning("no Airflow connection %r: alerts go to the local sink", SLACK_CONN_ID)
         return LocalSink()
-    hook = SlackHook(
-        slack_conn_id=SLACK_CONN_ID,
-        timeout=15,
-        retry_handlers=retry_handlers(),
-    )
-    return SlackSink(hook.client)
+    from airflow.providers.slack.hooks.slack import SlackHook
+
+    hook = SlackHook(slack_conn_id=SLACK_CONN_ID, timeout=15, retry_handlers=retry_handlers())
+    return SlackSink(hook.client, run_url=run_url(context))
+
+
+def deliver_outbox() -> dict:
+    """Task body shared by the DAGs that deliver: send the outbox, fail (and retry) if anything is left."""
+    from airflow.sdk import get_current_context
+
+    from marsad.pipeline import Settings, deliver
+
+    report = deliver(Settings.from_env(), alert_sink(get_current_context()))
+    if report.failed:  # still queued; fail so Airflow retries and the run shows red
+        raise RuntimeError(f"{report.failed} notification(s) not delivered yet: {report.as_dict()}")
+    return report.as_dict()
+
+
+def notify_failure(context) -> None:
+    """on_failure_callback: tell ops in Slack with the provider's SlackNotifier (if Slack is set up)."""
+    if not _slack_connection_exists():
+        log.error("task failed and no Slack connection %r to notify ops", SLACK_CONN_ID)
+        return
+    from airflow.providers.slack.notifications.slack import SlackNotifier
+
+    ti = context.get("ti") or context.get("task_instance")
+    what = f"{context['dag'].dag_id}.{ti.task_id}" if ti else context["dag"].dag_id
+    url = run_url(context)
+    text = f":x: Marsad task failed: {what} (run {context.get('run_id')})" + (f" <{url}|open the run>" if url else "")
+    exc = context.get("exception")
+    if exc is not None:
+        text += f"\n> {str(exc)[:300].replace('<', '&lt;').replace('>', '&gt;')}"
+    SlackNotifier(slack_conn_id=SLACK_CONN_ID, channel=OPS_CHANNEL, text=text).notify(context)

@@ -30,6 +30,7 @@ class SlackState:
     messages: dict[str, list[dict]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     failures: dict[str, list] = field(default_factory=dict)
+    uploads: dict[str, dict] = field(default_factory=dict)  # file id -> {filename, length, data}
     clock: float = 1_700_000_000.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,7 +81,10 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test)
 
     def do_GET(self):
         self._handle("GET")
@@ -91,6 +95,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, http: str) -> None:
         state = self.server.state
         path = urlsplit(self.path).path
+        if path.startswith("/upload/"):  # step 2 of files_upload_v2: raw bytes to the upload URL
+            fid = path.rsplit("/", 1)[-1]
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with state.lock:
+                state.requests.append(Request("upload", http, dict(self.headers), {"file_id": fid, "bytes": len(data)}))
+                if fid not in state.uploads:
+                    return self._reply(404, {"ok": False})
+                state.uploads[fid]["data"] = data
+            return self._reply(200, {"ok": True})
         if not path.startswith("/api/"):
             return self._reply(404, {"ok": False, "error": "unknown_method"})
         method = path[len("/api/"):]
@@ -105,9 +118,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(failure[1])})
             if kind == "server_error":
                 return self._reply(failure[1] if isinstance(failure, tuple) else 500, {"ok": False, "error": "fatal_error"})
-            if kind == "stall":
+            if kind == "stall":  # do the work, then answer too late (the client has timed out)
+                result = self._dispatch(method, params)
                 time.sleep(failure[1])
-                return self._reply(200, {"ok": False, "error": "request_timeout"})
+                return self._reply(200, result)
             if kind == "drop":  # accept the call, post, but never answer (crash between post and record)
                 self._dispatch(method, params)
                 self.close_connection = True
@@ -138,6 +152,25 @@ class _Handler(BaseHTTPRequestHandler):
                         msg.update(text=p.get("text", msg["text"]), blocks=p.get("blocks", msg["blocks"]), edited=True)
                         return {"ok": True, "channel": cid, "ts": msg["ts"]}
                 return {"ok": False, "error": "message_not_found"}
+            if method == "files.getUploadURLExternal":
+                fid = f"F{len(state.uploads) + 1:06d}"
+                state.uploads[fid] = {"filename": p.get("filename"), "length": int(p.get("length") or 0), "data": None}
+                port = self.server.server_address[1]
+                return {"ok": True, "file_id": fid, "upload_url": f"http://127.0.0.1:{port}/upload/{fid}"}
+            if method == "files.completeUploadExternal":
+                files = p.get("files")
+                files = json.loads(files) if isinstance(files, str) else files
+                cid = state.channel_id(p.get("channel_id", ""))
+                if cid is None:
+                    return {"ok": False, "error": "channel_not_found"}
+                for f in files:
+                    up = state.uploads.get(f["id"])
+                    if up is None or up["data"] is None or len(up["data"]) != up["length"]:
+                        return {"ok": False, "error": "file_upload_incomplete"}
+                msg = {"type": "message", "ts": state.next_ts(), "text": p.get("initial_comment", ""), "thread_ts": p.get("thread_ts"),
+                       "files": [{"id": f["id"], "title": f.get("title"), "name": state.uploads[f["id"]]["filename"]} for f in files]}
+                state.messages.setdefault(cid, []).append(msg)
+                return {"ok": True, "files": msg["files"]}
             if method == "conversations.list":
                 return {"ok": True, "channels": [{"id": c, "name": n} for c, n in state.channels.items()], "response_metadata": {"next_cursor": ""}}
             if method == "conversations.history":

@@ -50,7 +50,7 @@ print(json.dumps(dict(errors={{k: str(v) for k, v in bag.import_errors.items()}}
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["errors"] == {}
-    assert info["dags"] == ["marsad_evaluate", "marsad_ingest"]
+    assert info["dags"] == ["marsad_digest", "marsad_evaluate", "marsad_ingest"]
     assert info["heavy"] == [], "DAG files must not import the pipeline at parse time"
     assert info["load_outlets"] == ["marsad_articles"]
     assert info["evaluate_schedule"] == ["marsad_articles"]
@@ -109,6 +109,34 @@ def test_ingest_and_evaluate_dags_post_to_slack_exactly_once(af_home, tmp_path, 
     # Re-running evaluate-and-deliver (as a retry would) never posts the same alert twice.
     dags_test("marsad_evaluate")
     assert len(slack.posts()) == len(posts)
+
+
+def _dags_test(env, dag_id, expect="success"):
+    res = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert f"state={expect}" in out, out[-4000:]
+    return out
+
+
+def test_digest_dag_posts_with_a_chart(af_home, tmp_path, slack):
+    conn = json.dumps({"conn_type": "slack", "password": slack.state.token, "extra": {"base_url": slack.base_url}})
+    env = _env(af_home, tmp_path, AIRFLOW_CONN_SLACK_API_DEFAULT=conn)
+    _dags_test(env, "marsad_digest")
+    (post,) = slack.posts()
+    assert "Marsad daily digest" in json.dumps(post["blocks"])
+    (upload,) = slack.state.uploads.values()
+    assert upload["data"].startswith(b"\x89PNG")
+
+
+def test_task_failure_notifies_ops_through_the_slack_notifier(af_home, tmp_path, slack):
+    bad_rules = tmp_path / "rules.yaml"
+    bad_rules.write_text("rules:\n  - id: broken-rule\n    indicator: nuclear_talks\n    kind: threshold\n    rationale: missing its count and window\n")
+    conn = json.dumps({"conn_type": "slack", "password": slack.state.token, "extra": {"base_url": slack.base_url}})
+    env = _env(af_home, tmp_path, AIRFLOW_CONN_SLACK_API_DEFAULT=conn, MARSAD_RULES=str(bad_rules), MARSAD_TASK_RETRIES="0")
+    _dags_test(env, "marsad_evaluate", expect="failed")
+    (post,) = slack.posts()
+    assert post["channel"] == "#marsad-ops"
+    assert "marsad_evaluate.evaluate" in post["text"] and "a threshold rule needs count, window" in post["text"]
 
 
 def _free_port() -> int:

@@ -1,0 +1,105 @@
+"""The daily digest: the last 24 hours per indicator, with a chart, and the unhealthy sources.
+
+``build`` reads the warehouse and returns plain data; the digest is queued in the alert
+outbox like any notification (so it is delivered exactly once), and the Slack sink renders
+it with ``render_digest`` and uploads ``chart_png`` into its thread with the files API.
+"""
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta
+
+import duckdb
+
+from alerts.render import escape, link
+
+UNHEALTHY_AFTER = timedelta(hours=6)
+
+
+def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str]) -> dict:
+    since = now - timedelta(hours=24)
+    rows = con.execute(
+        """SELECT e.indicator, count(DISTINCT e.event_id), count(DISTINCT a.article_id), count(DISTINCT a.source_id)
+           FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
+           WHERE e.first_report_at > ? AND e.first_report_at <= ?
+           GROUP BY e.indicator""",
+        [since, now],
+    ).fetchall()
+    counts = {ind: {"events": 0, "articles": 0, "outlets": 0} for ind in indicators}
+    for ind, ev, arts, outs in rows:
+        counts[ind] = {"events": ev, "articles": arts, "outlets": outs}
+    top = con.execute(
+        """SELECT e.indicator, e.title, a.url, coalesce(s.name, a.source_id), e.first_report_at
+           FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
+           LEFT JOIN sources s USING (source_id)
+           WHERE e.first_report_at > ? AND e.first_report_at <= ? AND ea.how = 'first'
+           ORDER BY e.first_report_at DESC LIMIT 8""",
+        [since, now],
+    ).fetchall()
+    unhealthy = con.execute(
+        """SELECT s.source_id, s.name, st.last_status, st.consecutive_failures, st.last_success_at, st.last_error
+           FROM sources s JOIN source_state st USING (source_id)
+           WHERE s.enabled AND (st.consecutive_failures > 0 AND (st.last_success_at IS NULL OR st.last_success_at < ?))
+           ORDER BY st.consecutive_failures DESC, s.source_id""",
+        [now - UNHEALTHY_AFTER],
+    ).fetchall()
+    return {
+        "indicator": "digest",
+        "rule": "daily-digest",
+        "kind": "digest",
+        "state": "digest",
+        "severity": "info",
+        "at": now.isoformat(),
+        "since": since.isoformat(),
+        "summary": f"Marsad digest: {sum(c['events'] for c in counts.values())} events in the last 24 hours",
+        "counts": counts,
+        "top": [
+            {"indicator": i, "title": t, "url": u, "source": s, "at": at.isoformat()} for i, t, u, s, at in top
+        ],
+        "unhealthy": [
+            {"source_id": sid, "name": name, "status": st, "failures": f, "last_success": ls.isoformat() if ls else None, "error": (err or "")[:200]}
+            for sid, name, st, f, ls, err in unhealthy
+        ],
+        "evidence": [],
+    }
+
+
+def render_digest(d: dict) -> tuple[str, list[dict]]:
+    text = escape(d["summary"])
+    lines = [f"`{ind}` {c['events']} event(s), {c['articles']} report(s), {c['outlets']} outlet(s)" for ind, c in sorted(d["counts"].items()) if c["events"]]
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Marsad daily digest", "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": text + "\n" + ("\n".join(lines) or "_No indicator events in the last 24 hours._")}},
+    ]
+    if d["top"]:
+        top = "\n".join(f"• `{e['indicator']}` {link(e['url'], e['title'])} — {escape(e['source'])}" for e in d["top"])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": ("*Latest events*\n" + top)[:3000]}})
+    if d["unhealthy"]:
+        bad = "\n".join(f"• {escape(s['name'])} (`{s['source_id']}`): {s['failures']} failure(s), {escape(s['error'])}" for s in d["unhealthy"])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": ("*:warning: Unhealthy sources*\n" + bad)[:3000]}})
+    else:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "All sources healthy."}]})
+    return text, blocks
+
+
+def chart_png(d: dict) -> bytes:
+    """Bar chart of events per indicator over the digest's 24 hours (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    names = sorted(d["counts"])
+    values = [d["counts"][n]["events"] for n in names]
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    try:
+        ax.barh(names, values, color="#b03a2e")
+        ax.set_xlabel("events (last 24 h)")
+        ax.set_title(f"Marsad — events per indicator, to {d['at'][:16].replace('T', ' ')} UTC")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)

@@ -1,0 +1,37 @@
+"""Post the daily digest: the last 24 hours per indicator, a chart, and unhealthy sources."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import dag, task
+from marsad_airflow import WAREHOUSE_POOL, notify_failure, retries
+
+
+@dag(
+    dag_id="marsad_digest",
+    schedule=os.environ.get("MARSAD_DIGEST_SCHEDULE", "0 6 * * *"),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": retries(3), "retry_delay": timedelta(minutes=2), "pool": WAREHOUSE_POOL, "on_failure_callback": notify_failure},
+    tags=["marsad"],
+    doc_md=__doc__,
+)
+def marsad_digest():
+    @task
+    def queue_digest() -> str:
+        from marsad.pipeline import Settings, queue_digest
+
+        return queue_digest(Settings.from_env())["summary"]
+
+    @task(retry_exponential_backoff=2.0)
+    def deliver(summary: str) -> dict:
+        from marsad_airflow import deliver_outbox
+
+        return deliver_outbox()
+
+    deliver(queue_digest())
+
+
+marsad_digest()

@@ -1,0 +1,159 @@
+"""The alert lifecycle against the local Slack Web API server: fire, thread, resolve (edit the
+parent), repeat, silences, acknowledgements, routing, and the daily digest with its chart."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from alerts.delivery import SlackSink, deliver, slack_client
+from alerts.evaluate import evaluate
+from alerts.lifecycle import LifecycleError, ack, add_silence, expire_silence
+from alerts.rules import Rule, RuleDefaults, RulePack
+from warehouse import db
+from warehouse.events import EVENT_COLUMNS
+from warehouse.load import bulk_insert
+
+T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def con(tmp_path):
+    with db.connect(tmp_path / "wh.duckdb") as c:
+        c.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's1', ?, ?, 'ok')", [T0, T0])
+        c.execute("INSERT INTO sources VALUES ('s1', 'Outlet One', 'ar', 'http://x', 900, 'B', true, ?)", [T0])
+        yield c
+
+
+def add_event(con, eid, t, indicator="ind", title="هجوم بطائرة مسيرة على قاعدة حرير"):
+    bulk_insert(con, "events", [dict(event_id=eid, indicator=indicator, first_report_at=t, first_seen_at=t, title=title, created_at=t)], EVENT_COLUMNS)
+    con.execute("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, fetched_at, title_folded, text_folded, content_hash) "
+                "VALUES (?, 's1', ?, ?, ?, ?, '', 'ar', ?, ?, '', '', ?)", [eid + "-a", eid, f"https://o.example/{eid}", f"https://o.example/{eid}", title, t, t, eid])
+    con.execute("INSERT INTO event_articles VALUES (?, ?, 'first')", [eid, eid + "-a"])
+
+
+def pack(severity="high", routes=None, **kw):
+    return RulePack(defaults=RuleDefaults(routes=routes or {}), rules=[Rule(id="r1", indicator="ind", rationale="a rule for the test", severity=severity, **kw)])
+
+
+def cycle(con, p, t, sink):
+    evaluate(con, p, t)
+    return deliver(con, sink)
+
+
+@pytest.fixture
+def sink(slack):
+    return SlackSink(slack_client(slack.state.token, slack.base_url, timeout=2), run_url="http://127.0.0.1:8080/dags/marsad_evaluate/runs/r1")
+
+
+def test_fire_thread_resolve_edits_the_parent(con, slack, sink):
+    p = pack(kind="tripwire", window="6h")
+    add_event(con, "e1", T0 + timedelta(hours=1))
+    cycle(con, p, T0 + timedelta(hours=1), sink)
+    add_event(con, "e2", T0 + timedelta(hours=2))
+    cycle(con, p, T0 + timedelta(hours=2), sink)
+    cycle(con, p, T0 + timedelta(hours=9), sink)  # both events out of the 6 h window
+    msgs = slack.state.messages["C0ALERTS"]
+    parent, update, resolved = msgs
+    assert parent["thread_ts"] is None and update["thread_ts"] == parent["ts"] and resolved["thread_ts"] == parent["ts"]
+    assert "هجوم بطائرة مسيرة" in str(update["blocks"])  # new evidence, Arabic as written
+    (edit,) = slack.calls("chat.update")
+    assert edit.params["ts"] == parent["ts"] and edit.params["channel"] == "C0ALERTS"
+    assert parent.get("edited") and parent["blocks"][0]["text"]["text"].startswith("RESOLVED")
+    assert "dags/marsad_evaluate/runs/r1" in str(slack.posts()[0]["blocks"][-1])  # context line links the Airflow run
+    assert con.execute("SELECT state FROM alerts").fetchone()[0] == "resolved"
+
+
+def test_fields_show_rule_window_count_and_days_since_previous(con, slack, sink):
+    add_event(con, "old", T0 + timedelta(hours=1))
+    add_event(con, "e1", T0 + timedelta(days=5))
+    add_event(con, "e2", T0 + timedelta(days=5, hours=1))
+    cycle(con, pack(kind="threshold", count=2, window="24h"), T0 + timedelta(days=5, hours=2), sink)
+    fields = " ".join(f["text"] for f in slack.posts()[0]["blocks"][2]["fields"])
+    for expected in ("*Rule*\nr1 (threshold)", "*Window*\n1d", "*Events*\n2", "*Threshold*\n2", "*Days since previous*\n5.0", "*Corroboration*\n1 outlet(s), ar"):
+        assert expected in fields, fields
+    assert "reliability B" in str(slack.posts()[0]["blocks"])
+
+
+def test_routing_by_severity(con, slack, sink):
+    add_event(con, "e1", T0 + timedelta(hours=1))
+    cycle(con, pack(kind="tripwire", severity="critical", routes={"critical": "#marsad-ops"}), T0 + timedelta(hours=1), sink)
+    assert slack.posts()[0]["channel"] == "#marsad-ops"
+    assert "C0OPS" in slack.state.messages
+
+
+def test_ack_stops_repeats_but_not_resolution(con, slack, sink):
+    p = pack(kind="tripwire", window="3d", repeat="12h")
+    add_event(con, "e1", T0 + timedelta(hours=1))
+    cycle(con, p, T0 + timedelta(hours=1), sink)
+    cycle(con, p, T0 + timedelta(hours=13), sink)
+    assert [m.get("thread_ts") is not None for m in slack.state.messages["C0ALERTS"]] == [False, True]  # one repeat
+    alert_id = con.execute("SELECT alert_id FROM alerts").fetchone()[0]
+    ack(con, alert_id, "ops-oncall", "looking into it", T0 + timedelta(hours=14))
+    cycle(con, p, T0 + timedelta(hours=25), sink)
+    cycle(con, p, T0 + timedelta(hours=37), sink)
+    assert len(slack.state.messages["C0ALERTS"]) == 2  # no more repeats
+    cycle(con, p, T0 + timedelta(hours=74), sink)
+    assert len(slack.state.messages["C0ALERTS"]) == 3  # the resolution still posts
+    with pytest.raises(LifecycleError, match="resolved, not firing"):
+        ack(con, alert_id, "x", None, T0 + timedelta(hours=75))
+
+
+def test_silence_holds_back_and_keeps_the_record(con, slack, sink):
+    p = pack(kind="tripwire", window="6h")
+    sid = add_silence(con, "indicator", "ind", 4 * 3600, "planned exercise", "analyst", T0)
+    add_event(con, "e1", T0 + timedelta(hours=1))
+    rep = cycle(con, p, T0 + timedelta(hours=1), sink)
+    assert rep.silenced == 1 and slack.posts() == []
+    # After the silence: new evidence for the same alert is posted as the first message
+    add_event(con, "e2", T0 + timedelta(hours=5))
+    cycle(con, p, T0 + timedelta(hours=5), sink)
+    (post,) = slack.posts()
+    assert post.get("thread_ts") is None
+    assert dict(con.execute("SELECT seq, status FROM notifications").fetchall()) == {1: "silenced", 2: "sent"}
+    with pytest.raises(LifecycleError):
+        expire_silence(con, sid, T0 + timedelta(hours=6))  # already over
+
+
+def test_fully_silenced_alert_does_not_post_a_lone_resolution(con, slack, sink):
+    p = pack(kind="tripwire", window="2h")
+    add_silence(con, "rule", "r1", 10 * 3600, "noisy source being fixed", "admin", T0)
+    add_event(con, "e1", T0 + timedelta(hours=1))
+    cycle(con, p, T0 + timedelta(hours=1), sink)
+    cycle(con, p, T0 + timedelta(hours=12), sink)  # resolves after the silence ended
+    assert slack.posts() == []
+    assert {r[0] for r in con.execute("SELECT status FROM notifications").fetchall()} == {"silenced"}
+
+
+def test_daily_digest_posts_counts_unhealthy_sources_and_a_chart(con, slack, sink, tmp_path):
+    from marsad.pipeline import Settings, queue_digest
+
+    add_event(con, "e1", T0 + timedelta(hours=20), indicator="militia_attack_us_forces")
+    con.execute("INSERT INTO sources VALUES ('s2', 'Dead Outlet', 'en', 'http://y', 900, 'C', true, ?)", [T0])
+    con.execute("INSERT INTO source_state (source_id, last_status, consecutive_failures, last_error) VALUES ('s2', 'error', 7, 'HTTP 503')")
+    con.close()
+    settings = Settings.from_env(tmp_path / "wh.duckdb")
+    now = T0 + timedelta(hours=23)
+    queue_digest(settings, now)
+    queue_digest(settings, now + timedelta(minutes=5))  # the same day: nothing new is queued
+    with db.connect(settings.warehouse) as c:
+        rep = deliver(c, sink)
+    assert rep.sent == 1
+    (post,) = slack.posts()
+    body = str(post["blocks"])
+    assert "militia_attack_us_forces` 1 event(s)" in body and "Dead Outlet" in body and "HTTP 503" in body
+    (upload,) = slack.state.uploads.values()
+    assert upload["data"][:8] == b"\x89PNG\r\n\x1a\n" and upload["filename"].endswith(".png")
+    chart_msg = slack.state.messages["C0ALERTS"][-1]
+    assert chart_msg["files"] and chart_msg["thread_ts"] == slack.state.messages["C0ALERTS"][0]["ts"]
+    assert [c.method for c in slack.state.requests if c.method.startswith(("files.", "upload"))] == [
+        "files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+
+
+def test_timeout_after_slack_posted_is_recovered_not_reposted(con, slack):
+    add_event(con, "e1", T0 + timedelta(hours=1))
+    evaluate(con, pack(kind="tripwire"), T0 + timedelta(hours=1))
+    slow = SlackSink(slack_client(slack.state.token, slack.base_url, timeout=1))
+    slack.fail_next("chat.postMessage", ("stall", 2))
+    rep = deliver(con, slow, backoff_s=0.01)
+    assert rep.recovered == 1 and rep.sent == 0
+    assert len(slack.state.messages["C0ALERTS"]) == 1 and len(slack.calls("chat.postMessage")) == 1
+    assert len(slack.calls("conversations.history")) == 1
