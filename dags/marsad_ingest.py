@@ -20,6 +20,7 @@ ARTICLES = Asset("marsad_articles")
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=20),
+    on_failure_callback=notify_failure,  # a run that times out fails with no task failing
     default_args={"retries": retries(2), "retry_delay": timedelta(seconds=30), "on_failure_callback": notify_failure},
     tags=["marsad"],
     doc_md=__doc__,
