@@ -6,7 +6,7 @@ UV := .tools/uv/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test test-fast lock clean
+.PHONY: install run test test-fast bench lock clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ test: install
 # Skips the tests that start a real Airflow.
 test-fast: install
 	$(VENV)/bin/python -m pytest -m "not airflow"
+
+# Benchmarks against same-run baselines; results with machine details go to bench/results/.
+bench: install
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 lock: $(UV)
 	$(UV) lock

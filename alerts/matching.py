@@ -28,10 +28,8 @@ of an Arabic term also matches behind the clitics و ف ب ك ل and the article
 """
 from __future__ import annotations
 
-import bisect
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -40,44 +38,134 @@ from sources.configfile import ConfigError, Document, load_yaml, validate
 from sources.normalize import fold
 
 _ARABIC = re.compile(r"[\u0600-\u06FF]")
-# Optional conjunction, then preposition and/or article, before an Arabic word.
-_AR_CLITICS = r"(?:[وف]?(?:[بك]?ال|لل|[بكل])?)"
-_AR_CLITICS_WITH_ARTICLE = r"(?:[وف]?(?:[بك]?ال|لل))"
+# Clitics an Arabic word may carry in front: a conjunction, then a preposition and/or the
+# article (و ف, then ب ك ل, ال, بال, كال, لل). Forms that carry the article are marked.
+_CONJ = ("", "و", "ف")
+_PREP = (("", False), ("ب", False), ("ك", False), ("ل", False), ("ال", True), ("بال", True), ("كال", True), ("لل", True))
 
 
-def term_pattern(term: str) -> str:
-    """Regex (over folded text) for one analyst-written term."""
-    words: list[str] = []
+@dataclass(frozen=True)
+class Word:
+    text: str
+    wild: bool  # ``*``: any continuation
+
+
+@dataclass(frozen=True)
+class Term:
+    """One analyst-written term, folded into words."""
+
+    words: tuple[Word, ...]
+    arabic: bool  # the first word is Arabic: it may carry clitics
+    needs_article: bool  # written with ال: the text must have the article (or لل)
+
+
+def parse_term(term: str) -> Term:
+    words: list[Word] = []
     for raw in term.split():
         wild = raw.endswith("*")
         sub = fold(raw.rstrip("*")).split()  # "al-Asad" folds to two words
-        if sub and wild:
-            sub[-1] += "*"
-        words.extend(sub)
+        if not sub:
+            if wild:
+                raise ValueError(f"a lone '*' in term {term!r}")
+            continue
+        words += [Word(w, False) for w in sub[:-1]] + [Word(sub[-1], wild)]
     if not words:
         raise ValueError(f"empty term {term!r}")
-    parts = []
-    for i, word in enumerate(words):
-        wild = word.endswith("*")
-        core = re.escape(word.rstrip("*"))
-        if not core:
-            raise ValueError(f"a lone '*' in term {term!r}")
-        piece = core + (r"\w*" if wild else "")
-        if i == 0 and _ARABIC.match(word):
-            if word.startswith("ال") and len(word.rstrip("*")) > 3:
-                piece = _AR_CLITICS_WITH_ARTICLE + re.escape(word.rstrip("*")[2:]) + (r"\w*" if wild else "")
-            else:
-                piece = _AR_CLITICS + piece
-        parts.append(piece)
-    return " ".join(parts)
+    first = words[0]
+    arabic = bool(_ARABIC.match(first.text))
+    needs_article = arabic and first.text.startswith("ال") and len(first.text) > 3
+    if needs_article:
+        words[0] = Word(first.text[2:], first.wild)
+    return Term(tuple(words), arabic, needs_article)
 
 
-def compile_terms(terms: list[str]) -> re.Pattern[str] | None:
-    if not terms:
-        return None
-    # Longest first so that a phrase wins over its own first word in the reported hit.
-    alts = sorted({term_pattern(t) for t in terms}, key=len, reverse=True)
-    return re.compile(r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)")
+def _forms(token: str) -> list[tuple[str, bool, bool]]:
+    """(core, has_article, stripped) readings of a token: itself, and for Arabic without clitics."""
+    out = [(token, False, False)]
+    if not _ARABIC.match(token):
+        return out
+    for conj in _CONJ:
+        if conj and not token.startswith(conj):
+            continue
+        rest = token[len(conj):]
+        for prep, article in _PREP:
+            if (conj or prep) and rest.startswith(prep) and len(rest) > len(prep) + 1:
+                out.append((rest[len(prep):], article, True))
+    return out
+
+
+class TermIndex:
+    """Every term of every group, looked up word by word in one pass over the text."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, list[tuple[int, Term, str | None]]] = {}
+        self.prefix: dict[str, list[tuple[int, Term, str | None]]] = {}
+        self.prefix_lengths: list[int] = []  # the lengths that occur among wildcard first words
+        self.groups = 0
+        self._by_token: dict[str, tuple[dict[str, list], list]] = {}
+
+    def new_group(self) -> int:
+        self.groups += 1
+        return self.groups
+
+    def add(self, group: int, term: Term, ref: str | None) -> None:
+        self._by_token.clear()
+        first = term.words[0]
+        if first.wild:
+            self.prefix.setdefault(first.text, []).append((group, term, ref))
+            if len(first.text) not in self.prefix_lengths:
+                self.prefix_lengths = sorted(self.prefix_lengths + [len(first.text)])
+        else:
+            self.exact.setdefault(first.text, []).append((group, term, ref))
+
+    def _starting(self, token: str) -> tuple[dict[str, list], list]:
+        """Terms whose first word this token can be (clitics and article rules applied),
+        split into those whose second word is a plain word (keyed by it) and the rest.
+        Cached per token, since news vocabulary repeats."""
+        cached = self._by_token.get(token)
+        if cached is not None:
+            return cached
+        by_next: dict[str, list] = {}
+        other: list = []
+        for core, article, stripped in _forms(token):
+            cands = self.exact.get(core, [])
+            for k in self.prefix_lengths:
+                if k > len(core):
+                    break
+                more = self.prefix.get(core[:k])
+                if more:
+                    cands = cands + more
+            for entry in cands:
+                term = entry[1]
+                if (stripped and not term.arabic) or (term.needs_article and not article):
+                    continue  # clitics belong to Arabic terms; an ال-term needs the article
+                if len(term.words) > 1 and not term.words[1].wild:
+                    by_next.setdefault(term.words[1].text, []).append(entry)
+                else:
+                    other.append(entry)
+        cached = (by_next, other)
+        if len(self._by_token) < 200_000:
+            self._by_token[token] = cached
+        return cached
+
+    def hits(self, tokens: list[str]) -> dict[int, list["Hit"]]:
+        found: dict[int, dict[tuple[int, int], Hit]] = {}
+        n = len(tokens)
+        for i, token in enumerate(tokens):
+            by_next, other = self._starting(token)
+            cands = other
+            if by_next and i + 1 < n:
+                cands = cands + by_next.get(tokens[i + 1], [])
+            for group, term, ref in cands:
+                end = i + len(term.words)
+                if end > n or not all(
+                    tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(term.words[1:], 1)
+                ):
+                    continue
+                key = (i, end)
+                if key not in found.setdefault(group, {}):
+                    found[group][key] = Hit("", " ".join(tokens[i:end]), i, ref)
+        return {g: sorted(h.values(), key=lambda h: h.position) for g, h in found.items()}
 
 
 # --------------------------------------------------------------------------- gazetteers
@@ -172,31 +260,18 @@ class Hit:
 
 
 class Group:
-    def __init__(self, spec: GroupSpec, gaz: Gazetteers):
+    def __init__(self, spec: GroupSpec, gaz: Gazetteers, index: TermIndex):
         self.name = spec.name
-        self.refs: dict[str, str] = {}  # folded alias -> gazetteer entry id
-        terms = list(spec.en) + list(spec.ar)
+        self.uid = index.new_group()
+        terms: list[tuple[str, str | None]] = [(t, None) for t in list(spec.en) + list(spec.ar)]
         for ref in spec.gazetteer:
             for entry in gaz.resolve(ref):
-                for alias in entry.en + entry.ar:
-                    terms.append(alias)
-                    self.refs[fold(alias)] = entry.id
-        self.regex = compile_terms(terms)
-        self._ref_regexes = [(re.compile(r"(?<!\w)" + term_pattern(a) + r"(?!\w)"), eid) for a, eid in self.refs.items()]
+                terms += [(alias, entry.id) for alias in entry.en + entry.ar]
+        for text, ref in terms:
+            index.add(self.uid, parse_term(text), ref)
 
-    def hits(self, text: str, starts: list[int]) -> list[Hit]:
-        out = []
-        if self.regex is None:
-            return out
-        for m in self.regex.finditer(text):
-            ref = None
-            if self.refs:
-                for rx, eid in self._ref_regexes:
-                    if rx.fullmatch(m.group(0)):
-                        ref = eid
-                        break
-            out.append(Hit(self.name, m.group(0), bisect.bisect_right(starts, m.start()) - 1, ref))
-        return out
+    def hits(self, found: dict[int, list[Hit]]) -> list[Hit]:
+        return [Hit(self.name, h.text, h.position, h.ref) for h in found.get(self.uid, ())]
 
 
 def _window_ok(per_group: list[list[Hit]], within: int | None) -> bool:
@@ -237,20 +312,24 @@ class Verdict:
 
 
 class Indicator:
-    def __init__(self, spec: IndicatorSpec, gaz: Gazetteers):
+    def __init__(self, spec: IndicatorSpec, gaz: Gazetteers, index: TermIndex | None = None):
         self.spec = spec
         self.id = spec.id
-        self.clauses = [
-            ([Group(g, gaz) for g in c.all], c.within, [Group(g, gaz) for g in c.none]) for c in spec.match
-        ]
-        self.none = [Group(g, gaz) for g in spec.none]
+        self.index = index or TermIndex()
 
-    def evaluate(self, folded: str) -> Verdict:
-        starts = [0] + [i + 1 for i, ch in enumerate(folded) if ch == " "]
+        def group(g: GroupSpec) -> Group:
+            return Group(g, gaz, self.index)
+
+        self.clauses = [([group(g) for g in c.all], c.within, [group(g) for g in c.none]) for c in spec.match]
+        self.none = [group(g) for g in spec.none]
+
+    def evaluate(self, folded: str, found: dict[int, list[Hit]] | None = None) -> Verdict:
+        if found is None:
+            found = self.index.hits(folded.split())
         verdict = Verdict(self.id, False)
-        vetoes = [h for g in self.none for h in g.hits(folded, starts)]
+        vetoes = [h for g in self.none for h in g.hits(found)]
         for ci, (groups, within, nones) in enumerate(self.clauses):
-            per_group = [g.hits(folded, starts) for g in groups]
+            per_group = [g.hits(found) for g in groups]
             missing = [g.name for g, hs in zip(groups, per_group) if not hs]
             if missing:
                 verdict.near_misses.append(f"clause {ci + 1}: no {', '.join(missing)}")
@@ -258,7 +337,7 @@ class Indicator:
             if not _window_ok(per_group, within):
                 verdict.near_misses.append(f"clause {ci + 1}: groups not within {within} words")
                 continue
-            clause_vetoes = vetoes + [h for g in nones for h in g.hits(folded, starts)]
+            clause_vetoes = vetoes + [h for g in nones for h in g.hits(found)]
             if clause_vetoes:
                 verdict.vetoes = clause_vetoes
                 verdict.hits = [h for hs in per_group for h in hs]
@@ -274,10 +353,13 @@ class Indicator:
 
 
 class Classifier:
-    """All indicators of a pack; ``classify(title, summary)`` → matched indicator ids."""
+    """All indicators of a pack; ``classify(title, summary)`` → matched indicator ids.
 
-    def __init__(self, indicators: list[Indicator]):
+    The indicators share one term index, so a text is scanned once for all of them."""
+
+    def __init__(self, indicators: list[Indicator], index: TermIndex | None = None):
         self.indicators = indicators
+        self.index = index or (indicators[0].index if indicators else TermIndex())
 
     @classmethod
     def load(cls, directory: str | Path) -> "Classifier":
@@ -286,6 +368,7 @@ class Classifier:
         indicators: list[Indicator] = []
         problems: list[str] = []
         seen: dict[str, Path] = {}
+        index = TermIndex()
         for path in sorted(directory.glob("*.yaml")):
             try:
                 doc: Document = load_yaml(path)
@@ -295,14 +378,14 @@ class Classifier:
                 if spec.id in seen:
                     raise ConfigError([doc.error(("id",), f"duplicate indicator id (also in {seen[spec.id]})")])
                 seen[spec.id] = path
-                indicators.append(_build(doc, spec, gaz))
+                indicators.append(_build(doc, spec, gaz, index))
             except ConfigError as exc:
                 problems.extend(exc.problems)
         if problems:
             raise ConfigError(problems)
         if not indicators:
             raise ConfigError([f"{directory}:0: (directory): no indicator files (*.yaml)"])
-        return cls(indicators)
+        return cls(indicators, index)
 
     @property
     def ids(self) -> list[str]:
@@ -310,16 +393,28 @@ class Classifier:
 
     def explain(self, title: str, summary: str = "") -> list[Verdict]:
         folded = fold(f"{title} . {summary}")
-        return [ind.evaluate(folded) for ind in self.indicators]
+        found = self.index.hits(folded.split())
+        return [ind.evaluate(folded, found) for ind in self.indicators]
 
     def classify(self, title: str, summary: str = "") -> list[Verdict]:
-        return [v for v in self.explain(title, summary) if v.matched]
+        folded = fold(f"{title} . {summary}")
+        found = self.index.hits(folded.split())
+        # An indicator none of whose clauses has a hit for its first group cannot match.
+        return [
+            v
+            for ind in self.indicators
+            if any(groups[0].uid in found for groups, _, _ in ind.clauses)
+            for v in (ind.evaluate(folded, found),)
+            if v.matched
+        ]
 
 
-def _build(doc: Document, spec: IndicatorSpec, gaz: Gazetteers) -> Indicator:
+def _build(doc: Document, spec: IndicatorSpec, gaz: Gazetteers, index: TermIndex) -> Indicator:
     """Compile, turning bad terms or gazetteer references into file:line errors."""
     try:
-        return Indicator(spec, gaz)
+        # Check every group on a scratch index first, so a bad file adds nothing to the shared one.
+        Indicator(spec, gaz)
+        return Indicator(spec, gaz, index)
     except (KeyError, ValueError, re.error) as exc:
         # Find the first offending group to point at its line.
         for ci, clause in enumerate(spec.match):
@@ -327,12 +422,12 @@ def _build(doc: Document, spec: IndicatorSpec, gaz: Gazetteers) -> Indicator:
                 key = "all" if gi < len(clause.all) else "none"
                 idx = gi if key == "all" else gi - len(clause.all)
                 try:
-                    Group(g, gaz)
+                    Group(g, gaz, TermIndex())
                 except (KeyError, ValueError, re.error) as inner:
                     raise ConfigError([doc.error(("match", ci, key, idx), str(inner).strip('"'))]) from None
         for gi, g in enumerate(spec.none):
             try:
-                Group(g, gaz)
+                Group(g, gaz, TermIndex())
             except (KeyError, ValueError, re.error) as inner:
                 raise ConfigError([doc.error(("none", gi), str(inner).strip('"'))]) from None
         raise ConfigError([doc.error((), str(exc))]) from None

@@ -282,10 +282,8 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
                 )
             )
     bulk_insert(con, "article_indicators", matches, {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON"})
-    con.execute(
-        "UPDATE articles SET classified_at = ? WHERE classified_at IS NULL AND list_contains(?, article_id)",
-        [now, [r[0] for r in rows]],
-    )
+    # The load holds the only write connection, so the unclassified rows are exactly those read above.
+    con.execute("UPDATE articles SET classified_at = ? WHERE classified_at IS NULL", [now])
     return len(rows), len(matches)
 
 

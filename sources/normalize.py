@@ -15,16 +15,20 @@ import re
 import unicodedata
 from urllib.parse import urlsplit, urlunsplit
 
-from bs4 import BeautifulSoup
 from pyarabic import araby
+from w3lib.html import remove_tags, remove_tags_with_content, replace_entities
 from w3lib.url import canonicalize_url, url_query_cleaner
 
 _WS = re.compile(r"\s+")
+_BLOCK = re.compile(r"<\s*/?\s*(?:p|br|div|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|section|article)\b[^>]*>", re.I)
 # Everything that is not a letter or a digit (any script) separates words.
 _NON_WORD = re.compile(r"[^\w]+|_", re.UNICODE)
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF]")
 _LATIN_LETTER = re.compile(r"[A-Za-z]")
 
+# Diacritics (harakat, tanwin, shadda, sukun) and tatweel, as pyarabic defines them, deleted
+# in one str.translate (pyarabic's own strip functions walk the text a character at a time).
+_STRIP = {ord(c): None for c in (*araby.TASHKEEL, araby.TATWEEL, "\u0670")}
 _DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
 # Letters folded to one form for matching (the originals are kept for display).
 _LETTERS = str.maketrans(
@@ -39,15 +43,19 @@ _LETTERS = str.maketrans(
 
 
 def html_to_text(html: str | None) -> str:
-    """Plain text of an HTML fragment (feed summaries are often HTML), whitespace collapsed."""
+    """Plain text of an HTML fragment (feed summaries are often HTML), whitespace collapsed.
+
+    w3lib's tag and entity removal (fast, regex-based) handles the fragments feeds carry;
+    block-level tags become spaces so words on either side do not run together."""
     if not html:
         return ""
-    if "<" not in html and "&" not in html:
-        return _WS.sub(" ", html).strip()
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "noscript"]):
-        tag.decompose()
-    return _WS.sub(" ", soup.get_text(" ")).strip()
+    if "<" in html:
+        html = remove_tags_with_content(html, which_ones=("script", "style", "noscript"))
+        html = _BLOCK.sub(" ", html)
+        html = remove_tags(html)
+    if "&" in html:
+        html = replace_entities(html)
+    return _WS.sub(" ", html).strip()
 
 
 def fold(text: str | None) -> str:
@@ -55,18 +63,17 @@ def fold(text: str | None) -> str:
     if not text:
         return ""
     text = unicodedata.normalize("NFKC", text)
-    text = araby.strip_tashkeel(text)  # harakat, shadda, sukun, tanwin
-    text = araby.strip_tatweel(text)
-    text = text.translate(_LETTERS).translate(_DIGITS)
+    text = text.translate(_STRIP).translate(_LETTERS).translate(_DIGITS)
     text = text.lower()
     text = _NON_WORD.sub(" ", text)
     return _WS.sub(" ", text).strip()
 
 
-def content_hash(title: str, summary: str = "") -> str:
-    """Hash of the folded title and summary: equal for copies that differ only in form."""
-    key = fold(title) + "\x1f" + fold(summary)
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+def content_hash(title: str, summary: str = "", folded: tuple[str, str] | None = None) -> str:
+    """Hash of the folded title and summary: equal for copies that differ only in form.
+    ``folded``: the two already folded, when the caller has them."""
+    ft, fs = folded or (fold(title), fold(summary))
+    return hashlib.sha1((ft + "\x1f" + fs).encode("utf-8")).hexdigest()
 
 
 def guess_language(text: str, declared: str | None = None) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import feedparser
@@ -36,7 +36,7 @@ class Article:
     content_hash: str
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(self.__dict__)  # flat fields: no need for asdict's deep copy
 
 
 def article_id(source_id: str, key: str) -> str:
@@ -77,6 +77,7 @@ def make_article(
     summary = html_to_text(summary)
     canon = canonical_url(url) or None
     key = guid or canon or f"{title}\x1f{published_at.isoformat()}"
+    title_folded, summary_folded = fold(title), fold(summary)
     return Article(
         article_id=article_id(source_id, key),
         source_id=source_id,
@@ -89,9 +90,9 @@ def make_article(
         published_at=_iso(published_at),
         published_flag=published_flag,
         fetched_at=_iso(fetched_at),
-        title_folded=fold(title),
-        text_folded=fold(f"{title} . {summary}"),
-        content_hash=content_hash(title, summary),
+        title_folded=title_folded,
+        text_folded=f"{title_folded} {summary_folded}".strip(),  # == fold(title + " . " + summary)
+        content_hash=content_hash(title, summary, (title_folded, summary_folded)),
     )
 
 

@@ -1,0 +1,295 @@
+"""Marsad benchmarks: every figure beside a baseline measured in the same run, as a ratio.
+
+    make bench                      # the suite (a few minutes)
+    .venv/bin/python -m bench.run --quick           # smaller sizes, for a smoke run
+    .venv/bin/python -m bench.run --airflow         # also alert latency and memory under airflow standalone
+
+Results are printed and written, with machine details, to bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+os.environ.setdefault("MARSAD_ALLOW_PRIVATE_FEEDS", "1")  # the feed farm is on loopback
+
+
+@dataclass
+class Row:
+    bench: str
+    measure: str
+    marsad: float
+    baseline: float | None
+    unit: str
+    ratio: float | None
+    target: str
+    met: bool | None
+    note: str = ""
+
+
+def _timed(fn, *a, **kw):
+    t = time.perf_counter()
+    out = fn(*a, **kw)
+    return time.perf_counter() - t, out
+
+
+def _settings(tmp: Path, feeds: Path | None = None):
+    from marsad.pipeline import Settings
+
+    s = Settings.from_env(tmp / "wh.duckdb")
+    s.staging = tmp / "staging"
+    if feeds:
+        s.feeds = feeds
+    return s
+
+
+def bench_ingest(n_feeds: int) -> list[Row]:
+    """parse + normalise + classify + dedupe + load, against feedparser alone on the same bytes."""
+    import feedparser
+
+    from bench.feeds import feed_xml
+    from marsad import pipeline
+    from sources.parse import parse_feed
+
+    blobs = [feed_xml(i) for i in range(n_feeds)]
+    base_s, counts = _timed(lambda: [len(feedparser.parse(b).entries) for b in blobs])
+    entries = sum(counts)
+    with tempfile.TemporaryDirectory() as d:
+        s = _settings(Path(d))
+        clf = s.classifier()
+        now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+
+        def marsad():
+            for i, b in enumerate(blobs):
+                feed = parse_feed(b, f"bench-{i}", None, now)
+                meta = dict(source_id=f"bench-{i}", url="bench", status="ok", started_at=now.isoformat(), finished_at=now.isoformat())
+                pipeline.stage(s, meta, feed.articles)
+            return pipeline.load(s, now, clf)
+
+        m_s, rep = _timed(marsad)
+        assert rep.new_articles == entries, (rep, entries)
+    base_rate, m_rate = entries / base_s, entries / m_s
+    return [Row("ingest", f"{entries} entries: parse+normalise+classify+dedupe+load", round(m_rate), round(base_rate), "entries/s",
+                round(m_rate / base_rate, 3), ">= 0.5 x feedparser", m_rate / base_rate >= 0.5,
+                f"{rep.matches} indicator matches, {rep.new_events} events")]
+
+
+def bench_poll(n_feeds: int, entries: int) -> list[Row]:
+    """A poll cycle of n feeds: all new, then all 304, against a sequential feedparser.parse(url) loop."""
+    import feedparser
+    import yaml
+
+    from bench.feeds import FeedFarm
+    from marsad import pipeline
+
+    rows = []
+    with FeedFarm(n_feeds, entries) as farm, tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        feeds = tmp / "feeds.yaml"
+        feeds.write_text(yaml.safe_dump({"feeds": [
+            {"id": f"bench-{i}", "name": f"Bench {i}", "lang": "ar" if i % 2 else "en", "url": farm.url(i), "interval": "5m"}
+            for i in range(n_feeds)]}), encoding="utf-8")
+        s = _settings(tmp, feeds)
+        clf = s.classifier()
+
+        def cycle(now):
+            due = pipeline.due_sources(s, now)
+            # One host serves every bench feed: lift the per-host politeness limit to the overall one.
+            pipeline.fetch_stage(s, due, concurrency=32, per_host=32)
+            return len(due), pipeline.load(s, datetime.now(timezone.utc), clf)
+
+        now = datetime.now(timezone.utc)
+        t_new, (n_due, rep) = _timed(cycle, now)
+        assert n_due == n_feeds and rep.new_articles == n_feeds * entries, rep
+        t_304, (n_due2, rep2) = _timed(cycle, datetime.now(timezone.utc) + timedelta(minutes=10))
+        assert n_due2 == n_feeds and rep2.new_articles == 0
+        base_s, parsed = _timed(lambda: [len(feedparser.parse(farm.url(i)).entries) for i in range(n_feeds)])
+        assert sum(parsed) == n_feeds * entries
+    rows.append(Row("poll", f"{n_feeds} feeds x {entries} entries, all new", round(t_new, 2), round(base_s, 2), "s",
+                    round(t_new / base_s, 3), "<= 15 s", t_new <= 15, "baseline: sequential feedparser.parse(url), no load"))
+    rows.append(Row("poll", f"{n_feeds} feeds, all 304 Not Modified", round(t_304, 2), round(base_s, 2), "s",
+                    round(t_304 / base_s, 3), "<= 2 s", t_304 <= 2))
+    return rows
+
+
+_DEDUPE_CHILD = r"""
+import json, resource, sys, time, tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from warehouse import db
+from warehouse.events import assign_events
+n = int(sys.argv[1])
+with tempfile.TemporaryDirectory() as d, db.connect(Path(d) / "wh.duckdb") as con:
+    # n reports over 90 days; every 5th is a verbatim copy of an earlier one (same content hash)
+    con.execute('''INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, 'https://x.example/' || i, 'https://x.example/' || i,
+        't' || i, '', CASE WHEN i % 2 = 0 THEN 'ar' ELSE 'en' END,
+        TIMESTAMPTZ '2026-01-01' + to_seconds(i * (90 * 86400 // ?)), NULL, TIMESTAMPTZ '2026-01-01' + to_seconds(i * (90 * 86400 // ?)),
+        '', '', md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-04-01' FROM range(?) t(i)''', [n, n, n])
+    con.execute("INSERT INTO article_indicators SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    opened = assign_events(con, datetime(2026, 4, 1, tzinfo=timezone.utc))
+    took = time.perf_counter() - t
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"n": n, "seconds": took, "events": opened, "peak_rss_mb": rss1 / 1024, "rss_before_mb": rss0 / 1024}))
+"""
+
+
+def bench_dedupe(sizes: list[int]) -> list[Row]:
+    """Event assignment at growing sizes: time and memory; linear growth means constant per-article cost."""
+    out = []
+    for n in sizes:
+        res = subprocess.run([sys.executable, "-c", _DEDUPE_CHILD, str(n)], capture_output=True, text=True, cwd=REPO, timeout=3600)
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr[-2000:])
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    rows = []
+    base = out[0]
+    for r in out:
+        per = r["seconds"] / r["n"] * 1e6
+        base_per = base["seconds"] / base["n"] * 1e6
+        rows.append(Row("dedupe", f"assign_events, {r['n']:,} reports", round(per, 2), round(base_per, 2), "µs/report",
+                        round(per / base_per, 2), "near-linear (ratio ~1)", per / base_per < 2.0,
+                        f"{r['seconds']:.1f} s, {r['events']:,} events, peak RSS {r['peak_rss_mb']:.0f} MB"))
+    return rows
+
+
+def bench_rules(n_events: int) -> list[Row]:
+    """The whole rule pack over a warehouse of n events (and as many reports)."""
+    from alerts.evaluate import evaluate
+    from warehouse import db
+
+    with tempfile.TemporaryDirectory() as d:
+        s = _settings(Path(d))
+        pack = s.rule_pack()
+        ids = s.classifier().ids
+        with db.connect(s.warehouse) as con:
+            con.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's', TIMESTAMPTZ '2024-01-01', TIMESTAMPTZ '2024-01-01', 'ok')")
+            con.execute(
+                """INSERT INTO events SELECT 'e' || i, (?)[1 + (i % ?)], TIMESTAMPTZ '2024-01-01' + to_seconds(i * (730 * 86400 // ?)),
+                          TIMESTAMPTZ '2024-01-01' + to_seconds(i * (730 * 86400 // ?)), 'title ' || i, now() FROM range(?) t(i)""",
+                [ids, len(ids), n_events, n_events, n_events],
+            )
+            con.execute(
+                """INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, NULL, NULL, 't', '', 'en', first_report_at, NULL,
+                          first_report_at, '', '', md5(CAST(i AS VARCHAR)), first_report_at
+                   FROM (SELECT i, TIMESTAMPTZ '2024-01-01' + to_seconds(i * (730 * 86400 // ?)) AS first_report_at FROM range(?) t(i))""",
+                [n_events, n_events],
+            )
+            con.execute("INSERT INTO event_articles SELECT 'e' || i, 'a' || i, 'first' FROM range(?) t(i)", [n_events])
+            now = datetime(2025, 12, 30, tzinfo=timezone.utc)
+            times = []
+            for k in range(5):  # state changes after the first; later runs are the steady state
+                t, _ = _timed(evaluate, con, pack, now + timedelta(minutes=15 * k))
+                times.append(t)
+            # Baseline: one aggregate over the same table (the least any evaluation must do).
+            base, _ = _timed(lambda: con.execute("SELECT indicator, count(*) FROM events WHERE first_report_at > ? GROUP BY ALL", [now - timedelta(days=30)]).fetchall())
+    steady = statistics.median(times[1:])
+    return [Row("rules", f"{len(pack.active())} rules over {n_events:,} events", round(steady, 3), round(base, 4), "s",
+                round(steady / base, 1), "<= 1 s", steady <= 1.0, f"first evaluation (opens alerts) {times[0]:.3f} s")]
+
+
+def bench_dag_parse(repeats: int = 5) -> list[Row]:
+    """Parse time of each DAG file in a fresh interpreter, against an empty one-task DAG file."""
+    code = r"""
+import sys, time, importlib.util
+import airflow.sdk  # paid by any DAG file
+path = sys.argv[1]
+t = time.perf_counter()
+spec = importlib.util.spec_from_file_location("d", path)
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+print(time.perf_counter() - t)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    with tempfile.TemporaryDirectory() as d:
+        trivial = Path(d) / "trivial.py"
+        trivial.write_text("from airflow.sdk import dag, task\n@dag(schedule=None)\ndef trivial():\n    @task\n    def t():\n        pass\n    t()\ntrivial()\n")
+
+        def parse(p: Path) -> float:
+            ts = [float(subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, env=env, check=True).stdout) for _ in range(repeats)]
+            return statistics.median(ts)
+
+        base = parse(trivial)
+        rows = []
+        for dag in sorted((REPO / "dags").glob("*.py")):
+            t = parse(dag)
+            rows.append(Row("airflow", f"parse {dag.name}", round(t, 4), round(base, 4), "s", round(t / base, 2), "<= 0.5 s", t <= 0.5))
+    return rows
+
+
+def machine() -> dict:
+    import duckdb
+
+    mem = ""
+    try:
+        mem = next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split(":")[1].strip()
+    except (OSError, StopIteration):
+        pass
+    cpu = ""
+    try:
+        cpu = next(line for line in open("/proc/cpuinfo") if line.startswith("model name")).split(":")[1].strip()
+    except (OSError, StopIteration):
+        pass
+    return {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count(), "cpu": cpu, "memory": mem,
+            "duckdb": duckdb.__version__, "load_average": os.getloadavg(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def report(rows: list[Row], info: dict) -> str:
+    lines = [f"Marsad benchmarks — {info['at']} — {info['cpus']} cores, {info['memory']}, {info['cpu']}, Python {info['python']}, DuckDB {info['duckdb']}",
+             f"load average at start: {', '.join(f'{x:.2f}' for x in info['load_average'])}", "",
+             f"| bench | measure | marsad | baseline | unit | ratio | target | met | note |", "|---|---|---:|---:|---|---:|---|---|---|"]
+    for r in rows:
+        met = {True: "yes", False: "NO", None: "-"}[r.met]
+        lines.append(f"| {r.bench} | {r.measure} | {r.marsad} | {r.baseline if r.baseline is not None else '-'} | {r.unit} | {r.ratio if r.ratio is not None else '-'} | {r.target} | {met} | {r.note} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.run")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--only", nargs="*", help="ingest poll dedupe rules parse airflow")
+    ap.add_argument("--airflow", action="store_true", help="also alert latency and memory under airflow standalone (several minutes)")
+    args = ap.parse_args(argv)
+    q = args.quick
+    plan = {
+        "ingest": lambda: bench_ingest(40 if q else 200),
+        "poll": lambda: bench_poll(100 if q else 1000, 50),
+        "dedupe": lambda: bench_dedupe([2_000, 20_000] if q else [10_000, 100_000, 1_000_000]),
+        "rules": lambda: bench_rules(50_000 if q else 1_000_000),
+        "parse": lambda: bench_dag_parse(3 if q else 5),
+    }
+    if args.airflow:
+        from bench.latency import bench_airflow
+
+        plan["airflow"] = bench_airflow
+    info = machine()
+    rows: list[Row] = []
+    for name, fn in plan.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        rows += fn()
+    text = report(rows, info)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"{stamp}{'-quick' if q else ''}.md").write_text(text, encoding="utf-8")
+    (RESULTS / f"{stamp}{'-quick' if q else ''}.json").write_text(json.dumps({"machine": info, "rows": [asdict(r) for r in rows]}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
