@@ -10,6 +10,7 @@ Every step takes ``now`` so that ``marsad replay`` runs the very same code in si
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from sources.parse import Article, FeedError, parse_feed
 from sources.registry import Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
-from warehouse.load import bulk_insert, insert_articles, write_jsonl
+from warehouse.load import bulk_insert, insert_articles, read_json_sql, write_jsonl
 
 log = logging.getLogger("marsad.pipeline")
 MAX_BACKOFF_S = 6 * 3600
@@ -57,10 +58,20 @@ class Settings:
         return load_registry(self.feeds)
 
     def classifier(self) -> Classifier:
-        return Classifier.load(self.indicators)
+        return _classifier(self.indicators, _mtimes(self.indicators, self.indicators.parent / "gazetteers"))
 
     def rule_pack(self) -> RulePack:
         return load_rules(self.rules, indicator_ids=self.classifier().ids)
+
+
+def _mtimes(*dirs: Path) -> tuple:
+    return tuple((str(p), p.stat().st_mtime_ns) for d in dirs if d.is_dir() for p in sorted(d.glob("*.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(directory: Path, mtimes: tuple) -> Classifier:
+    """One compiled pack per process, rebuilt when an indicator or gazetteer file changes."""
+    return Classifier.load(directory)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -108,15 +119,31 @@ def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
 # ----------------------------------------------------------------------------- staging
 
 
-def stage(settings: Settings, meta: dict, articles: list[Article]) -> Path:
-    """Write one fetch's articles and its manifest; the manifest is renamed into place last."""
+def _matches(classifier: Classifier, a: Article) -> list[dict]:
+    return [
+        dict(indicator=v.indicator, clause=v.clause, hits=[{"group": h.group, "text": h.text} for h in v.hits], refs=v.refs)
+        for v in classifier.classify(a.title, a.summary)
+    ]
+
+
+def stage(settings: Settings, meta: dict, articles: list[Article], classifier: Classifier | None = None) -> Path:
+    """Write one fetch's articles and its manifest; the manifest is renamed into place last.
+
+    With a classifier, each article is staged with its indicator verdicts: classification
+    is per-article work, done here in the parallel fetch tasks rather than in the single
+    writer. Articles staged without verdicts are classified by ``load``.
+    """
     settings.staging.mkdir(parents=True, exist_ok=True)
     fetch_id = meta.setdefault("fetch_id", f"{meta['started_at'][:19].replace(':', '')}-{meta['source_id']}-{uuid.uuid4().hex[:8]}")
     data = settings.staging / f"{fetch_id}.jsonl"
     meta["entries"] = len(articles)
     meta["articles_file"] = data.name if articles else None
+    meta["classified"] = classifier is not None
     if articles:
-        write_jsonl(data, (a.to_dict() for a in articles))
+        if classifier is None:
+            write_jsonl(data, (a.to_dict() for a in articles))
+        else:
+            write_jsonl(data, ({**a.to_dict(), "matches": _matches(classifier, a)} for a in articles))
     manifest = settings.staging / f"{fetch_id}.json"
     tmp = manifest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
@@ -139,8 +166,8 @@ def _fetch_meta(res: FetchResult, error: str | None = None, status: str | None =
     )
 
 
-def fetch_stage(settings: Settings, sources: list[dict], **fetch_kw) -> list[str]:
-    """Fetch and parse feeds, staging each result (errors too) for the loader."""
+def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier | None = None, **fetch_kw) -> list[str]:
+    """Fetch, parse and classify feeds, staging each result (errors too) for the loader."""
     reqs = [FetchRequest(s["source_id"], s["url"], s.get("etag"), s.get("last_modified")) for s in sources]
     langs = {s["source_id"]: s.get("lang") for s in sources}
     manifests = []
@@ -151,13 +178,15 @@ def fetch_stage(settings: Settings, sources: list[dict], **fetch_kw) -> list[str
             try:
                 parsed = parse_feed(res.body, res.source_id, langs.get(res.source_id), res.finished_at, res.headers.get("content-type"))
                 articles = parsed.articles
+                if articles and classifier is None:
+                    classifier = settings.classifier()
                 if parsed.bozo:
                     meta["warning"] = parsed.bozo[:500]
             except FeedError as exc:
                 meta = _fetch_meta(res, error=str(exc), status="error")
         if meta["status"] == "error":
             log.warning("source %s: %s", res.source_id, meta["error"])
-        manifests.append(str(stage(settings, meta, articles)))
+        manifests.append(str(stage(settings, meta, articles, classifier)))
     return manifests
 
 
@@ -200,11 +229,14 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
         data_files = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file")]
         new = insert_articles(con, data_files)
         report.new_articles = len(new)
+        classified = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file") and m.get("classified")]
+        report.matches = insert_staged_matches(con, classified, now)
         per_source: dict[str, int] = {}
         for _, source_id in new:
             per_source[source_id] = per_source.get(source_id, 0) + 1
         _record_fetches(con, metas, per_source)
-        report.classified, report.matches = classify_pending(con, classifier, now)
+        report.classified, late = classify_pending(con, classifier, now)
+        report.matches += late
         report.new_events = assign_events(con, now)
     for p in manifests:  # committed: the staged files are no longer needed
         for f in (p, p.with_suffix(".jsonl")):
@@ -262,6 +294,29 @@ def _record_fetches(con, metas: list[dict], new_per_source: dict[str, int]) -> N
             FROM sources s WHERE s.source_id = source_state.source_id AND list_contains(?, source_state.source_id)""",
         [list(state)],
     )
+
+
+MATCHES_TYPE = "STRUCT(indicator VARCHAR, clause INTEGER, hits JSON, refs JSON)[]"
+
+
+def insert_staged_matches(con, files: list[Path], now: datetime) -> int:
+    """Verdicts staged by the fetch tasks -> article_indicators, for articles not classified yet."""
+    if not files:
+        return 0
+    src, params = read_json_sql(files, {"article_id": "VARCHAR", "matches": MATCHES_TYPE})
+    n = con.execute(
+        f"""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
+            SELECT DISTINCT ON (s.article_id, m.indicator) s.article_id, m.indicator, m.clause, m.hits, m.refs
+            FROM (SELECT article_id, unnest(matches) AS m FROM {src}) s(article_id, m)
+            JOIN articles a ON a.article_id = s.article_id AND a.classified_at IS NULL
+            ON CONFLICT DO NOTHING RETURNING 1""",
+        params,
+    ).fetchall()
+    con.execute(
+        f"UPDATE articles SET classified_at = ? WHERE classified_at IS NULL AND article_id IN (SELECT article_id FROM {src})",
+        [now, *params],
+    )
+    return len(n)
 
 
 def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, int]:

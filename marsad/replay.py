@@ -201,7 +201,7 @@ def replay(
                 arts = [_article(i, t) for i in visible if i.source == source_id]
                 meta = dict(source_id=source_id, url=f"replay:{source_id}", status="ok", http_status=200,
                             started_at=t.isoformat(), finished_at=t.isoformat())
-                pipeline.stage(settings, meta, arts)
+                pipeline.stage(settings, meta, arts, classifier)
             pipeline.load(settings, t, classifier)
         if visible or due_boundary or exhaustive:
             stats["evaluations"] += 1

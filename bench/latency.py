@@ -1,0 +1,140 @@
+"""Alert latency and memory under ``airflow standalone`` at the default schedule.
+
+A feed on loopback gains an attack report at t0; latency is t0 until the local Slack
+server receives the alert. Memory is the proportional set size (PSS) of every process of
+standalone's group, at rest and at its peak while the DAGs run.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+
+class _Feed:
+    def __init__(self):
+        self.items: list[str] = []
+        self.lock = threading.Lock()
+
+    def add(self, title: str, summary: str) -> None:
+        uid = f"lat-{len(self.items)}"
+        now = format_datetime(datetime.now(timezone.utc))
+        with self.lock:
+            self.items.append(f"<item><title>{title}</title><guid>{uid}</guid><link>https://lat.example/{uid}</link>"
+                              f"<description>{summary}</description><pubDate>{now}</pubDate></item>")
+
+    def body(self) -> bytes:
+        with self.lock:
+            return ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>latency</title>'
+                    + "".join(self.items) + "</channel></rss>").encode()
+
+
+def _serve_feed(feed: _Feed) -> ThreadingHTTPServer:
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = feed.body()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def group_pss_mb(pgid: int) -> float:
+    total = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(p.name)) != pgid:
+                continue
+            for line in (p / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except (OSError, ProcessLookupError, ValueError):
+            continue
+    return total / 1024
+
+
+def bench_airflow(timeout_s: int = 900):
+    import duckdb
+    import yaml
+
+    from bench.run import Row
+    from marsad.airflow_env import airflow_env, prepare, stop_group
+    from slack_server import SlackServer
+
+    feed = _Feed()
+    fsrv = _serve_feed(feed)
+    slack = SlackServer().start()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        feeds = tmp / "feeds.yaml"
+        feeds.write_text(yaml.safe_dump({"feeds": [{"id": "latency", "name": "Latency feed", "lang": "en",
+                                                     "url": f"http://127.0.0.1:{fsrv.server_address[1]}/feed.xml", "interval": "5m"}]}))
+        port = 18080 + os.getpid() % 1000
+        env = airflow_env(tmp / "airflow", warehouse=tmp / "wh.duckdb", port=port)
+        env.update({
+            "MARSAD_FEEDS": str(feeds), "MARSAD_ALLOW_PRIVATE_FEEDS": "1",
+            "AIRFLOW_CONN_SLACK_API_DEFAULT": f'{{"conn_type": "slack", "password": "{slack.state.token}", "extra": {{"base_url": "{slack.base_url}"}}}}',
+        })
+        prepare(env)
+        log = open(tmp / "standalone.log", "wb")
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout_s
+            # Wait for the first ingest run to have polled the (empty) feed.
+            while time.monotonic() < deadline:
+                time.sleep(5)
+                try:
+                    con = duckdb.connect(str(tmp / "wh.duckdb"), read_only=True)
+                    polled = con.execute("SELECT count(*) FROM source_state").fetchone()[0]
+                    con.close()
+                    if polled:
+                        break
+                except (duckdb.Error, OSError):
+                    continue
+            time.sleep(20)
+            rest = group_pss_mb(proc.pid)
+            t0 = time.monotonic()
+            feed.add("Drone attack targets US forces at Ain al-Asad air base in Iraq", "The drone struck the base hosting US troops.")
+            peak, latency = rest, None
+            while time.monotonic() < deadline:
+                peak = max(peak, group_pss_mb(proc.pid))
+                if any("Ain al-Asad" in str(p.get("blocks")) for p in slack.posts()):
+                    latency = time.monotonic() - t0
+                    break
+                time.sleep(2)
+        finally:
+            stop_group(proc)
+            log.close()
+            slack.stop()
+            fsrv.shutdown()
+    target = 5 * 60 + 60
+    if latency is None:
+        rows.append(Row("latency", "feed item -> Slack post under standalone", -1, target, "s", None, "<= poll interval + 60 s", False, "no alert arrived in time"))
+    else:
+        rows.append(Row("latency", "feed item -> Slack post under standalone (*/5 schedule, 5m interval)", round(latency, 1), target, "s",
+                        round(latency / target, 2), "<= poll interval + 60 s", latency <= target, "baseline: the target itself"))
+    rows.append(Row("airflow", "standalone PSS at rest", round(rest), None, "MB", None, "-", None, "all processes of the group"))
+    rows.append(Row("airflow", "standalone PSS peak during ingest+evaluate", round(peak), round(rest), "MB", round(peak / rest, 2), "-", None, "ratio vs at rest"))
+    return rows
