@@ -5,7 +5,7 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
-from marsad_airflow import WAREHOUSE_POOL, notify_failure, retries
+from marsad_airflow import WAREHOUSE_POOL, default_args
 
 
 @dag(
@@ -14,7 +14,7 @@ from marsad_airflow import WAREHOUSE_POOL, notify_failure, retries
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": retries(3), "retry_delay": timedelta(minutes=2), "pool": WAREHOUSE_POOL, "on_failure_callback": notify_failure},
+    default_args=default_args(3, timedelta(minutes=2), WAREHOUSE_POOL),
     tags=["marsad"],
     doc_md=__doc__,
 )

@@ -8,7 +8,7 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, dag, task
-from marsad_airflow import WAREHOUSE_POOL, notify_failure, retries
+from marsad_airflow import WAREHOUSE_POOL, default_args, notify_failure
 
 ARTICLES = Asset("marsad_articles")
 
@@ -21,7 +21,7 @@ ARTICLES = Asset("marsad_articles")
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=20),
     on_failure_callback=notify_failure,  # a run that times out fails with no task failing
-    default_args={"retries": retries(2), "retry_delay": timedelta(seconds=30), "on_failure_callback": notify_failure},
+    default_args=default_args(2, timedelta(seconds=30)),
     tags=["marsad"],
     doc_md=__doc__,
 )

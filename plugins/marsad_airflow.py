@@ -21,6 +21,14 @@ def retries(default: int) -> int:
     return int(os.environ.get("MARSAD_TASK_RETRIES", default))
 
 
+def default_args(retries_default: int, retry_delay, pool: str | None = None) -> dict:
+    """Task defaults every Marsad DAG shares: retries, failure notices to ops, optional pool."""
+    args = {"retries": retries(retries_default), "retry_delay": retry_delay, "on_failure_callback": notify_failure}
+    if pool:
+        args["pool"] = pool
+    return args
+
+
 def _slack_connection_exists() -> bool:
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
