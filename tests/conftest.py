@@ -101,7 +101,10 @@ class _FeedHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def feed_server():
+def feed_server(monkeypatch):
+    """A feed server on 127.0.0.1. Feeds on private and loopback addresses are refused unless
+    allowed, so this allows exactly 127.0.0.1 (tests of the refusal change the setting)."""
+    monkeypatch.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.1/32")
     srv = FeedServer()
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
