@@ -24,12 +24,12 @@ def cmd_parse(args) -> int:
 
     target = args.target
     now = datetime.now(timezone.utc)
-    content_type = None
+    content_type = base_url = None
     if target.startswith(("http://", "https://")):
         res = fetch_sync([FetchRequest("cli", target)])[0]
         if res.status != "ok":
             return _die(f"{target}: {res.error or res.status}")
-        data, content_type = res.body, res.headers.get("content-type")
+        data, content_type, base_url = res.body, res.headers.get("content-type"), res.final_url
     else:
         try:
             data = Path(target).read_bytes()
@@ -37,7 +37,7 @@ def cmd_parse(args) -> int:
             return _die(f"{target}: {exc.strerror or exc}")
     source = args.source or (Path(target).stem if not target.startswith("http") else "cli")
     try:
-        feed = parse_feed(data, source, args.lang, now, content_type)
+        feed = parse_feed(data, source, args.lang, now, content_type, base_url)
     except FeedError as exc:
         return _die(f"{target}: {exc}")
     out = sys.stdout
