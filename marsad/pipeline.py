@@ -21,6 +21,7 @@ from pathlib import Path
 from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
+from alerts.ops import evaluate_source_health
 from alerts.rules import RulePack, indicators_dir, load_rules, rules_path
 from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
 from sources.parse import Article, FeedError, parse_feed
@@ -303,7 +304,9 @@ def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | N
     now = now or utcnow()
     pack = pack or settings.rule_pack()
     with db.connect(settings.warehouse) as con:
-        return evaluate_rules(con, pack, now)
+        queued = evaluate_rules(con, pack, now)
+        # Sources that are down or silent page ops through the same outbox.
+        return queued + evaluate_source_health(con, now, lambda: settings.registry().health)
 
 
 def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:
