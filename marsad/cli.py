@@ -40,6 +40,8 @@ def cmd_parse(args) -> int:
         feed = parse_feed(data, source, args.lang, now, content_type, base_url)
     except FeedError as exc:
         return _die(f"{target}: {exc}")
+    if feed.bozo:  # ill-formed but readable: say so once, even when no entry is left to carry it
+        print(f"marsad: warning: {target}: {' '.join(feed.bozo.split())[:300]}", file=sys.stderr)
     out = sys.stdout
     for a in feed.articles:
         d = a.to_dict()

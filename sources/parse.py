@@ -202,6 +202,8 @@ def parse_feed(
             continue  # nothing to read or match
         published, flag = _published(entry, fetched_at)
         article = make_article(source_id, entry.get("language") or feed_lang, title, summary, link, guid, published, flag, fetched_at)
+        if not (article.title or article.summary):
+            continue  # only markup: nothing left to read or match once HTML is stripped
         if article.article_id in seen:
             duplicates += 1  # the same GUID (or URL) twice in one feed: the first one counts
             continue
