@@ -265,31 +265,23 @@ def test_loopback_feeds_are_refused_unless_allowed(feed_server, monkeypatch):
     assert fetch(url).status == "ok"
 
 
-def test_redirect_to_a_private_address_is_refused(feed_server):
+def test_redirect_to_a_private_address_is_refused(feed_server, monkeypatch):
     """127.0.0.1 is allowed (by the fixture), 127.0.0.2 is not: the redirect's target is checked."""
-    inner = _server_on("127.0.0.2")
+    inner = FeedServer("127.0.0.2")
+    threading.Thread(target=inner.serve_forever, daemon=True).start()
     try:
-        target = f"http://127.0.0.2:{inner.server_address[1]}/secret.xml"
-        inner.serve("/secret.xml", FEED)
+        target = inner.serve("/secret.xml", FEED)
         feed_server.serve("/hop", b"", status=302, headers={"Location": target})
         res = fetch(feed_server.url("/hop"))
         assert res.status == "error" and res.error.startswith("refused '127.0.0.2': it resolves to the non-public address 127.0.0.2")
         assert inner.hits == []
+        # the server is there: allowing 127.0.0.0/8, the same redirect is followed
+        monkeypatch.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.0/8")
+        res = fetch(feed_server.url("/hop"))
+        assert res.status == "ok" and res.final_url == target and len(inner.hits) == 1
     finally:
         inner.shutdown()
         inner.server_close()
-
-
-def _server_on(host: str) -> FeedServer:
-    from http.server import ThreadingHTTPServer
-
-    from conftest import _FeedHandler
-
-    srv = FeedServer.__new__(FeedServer)
-    ThreadingHTTPServer.__init__(srv, (host, 0), _FeedHandler)
-    srv.routes, srv.hits = {}, []
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
 
 
 @pytest.mark.parametrize(
