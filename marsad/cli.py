@@ -24,12 +24,12 @@ def cmd_parse(args) -> int:
 
     target = args.target
     now = datetime.now(timezone.utc)
-    content_type = None
+    content_type = base_url = None
     if target.startswith(("http://", "https://")):
         res = fetch_sync([FetchRequest("cli", target)])[0]
         if res.status != "ok":
             return _die(f"{target}: {res.error or res.status}")
-        data, content_type = res.body, res.headers.get("content-type")
+        data, content_type, base_url = res.body, res.headers.get("content-type"), res.final_url
     else:
         try:
             data = Path(target).read_bytes()
@@ -37,9 +37,11 @@ def cmd_parse(args) -> int:
             return _die(f"{target}: {exc.strerror or exc}")
     source = args.source or (Path(target).stem if not target.startswith("http") else "cli")
     try:
-        feed = parse_feed(data, source, args.lang, now, content_type)
+        feed = parse_feed(data, source, args.lang, now, content_type, base_url)
     except FeedError as exc:
         return _die(f"{target}: {exc}")
+    if feed.bozo:  # ill-formed but readable: say so once, even when no entry is left to carry it
+        print(f"marsad: warning: {target}: {' '.join(feed.bozo.split())[:300]}", file=sys.stderr)
     out = sys.stdout
     for a in feed.articles:
         d = a.to_dict()
@@ -254,6 +256,47 @@ def cmd_config_check(args) -> int:
     return 1 if problems else 0
 
 
+def cmd_sources_status(args) -> int:
+    from marsad.pipeline import sync_sources, utcnow
+    from sources.health import format_table, source_health
+    from warehouse import db
+
+    s = _settings(args)
+    now = utcnow()
+    registry = s.registry()
+    with db.connect(s.warehouse) as con:
+        with db.transaction(con):
+            sync_sources(con, registry, now)  # feeds added since the last poll show up as new
+        rows = source_health(con, now, registry.health)
+    print(format_table(rows, now))
+    return 0
+
+
+def cmd_sources_import(args) -> int:
+    from sources.opml import OpmlError, import_opml
+
+    feeds = _settings(args).feeds
+    try:
+        report = import_opml(args.file, feeds, args.lang)
+    except OpmlError as exc:
+        return _die(str(exc))
+    for line in report.skipped:
+        print(f"skipped {line}")
+    print(f"added {len(report.added)} feed(s) to {feeds}" + (": " + ", ".join(report.added) if report.added else ""))
+    return 0
+
+
+def cmd_sources_export(args) -> int:
+    from sources.opml import export_opml
+
+    text = export_opml(_settings(args).registry(), include_disabled=args.all)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="marsad", description="Marsad: OSINT feed monitoring and alerting")
     sub = p.add_subparsers(dest="command", required=True)
@@ -335,6 +378,20 @@ def build_parser() -> argparse.ArgumentParser:
     cs = s.add_subparsers(dest="config_command", required=True)
     c = cs.add_parser("check", help="validate feeds, indicators and rules; errors name file, line and field")
     c.set_defaults(fn=cmd_config_check)
+
+    s = sub.add_parser("sources", help="feed sources: health, OPML import and export")
+    ss = s.add_subparsers(dest="sources_command", required=True)
+    c = ss.add_parser("status", help="per-source health table; unhealthy sources are marked !!")
+    c.add_argument("--db", help="warehouse file (default $MARSAD_WAREHOUSE or ./var/marsad.duckdb)")
+    c.set_defaults(fn=cmd_sources_status)
+    c = ss.add_parser("import", help="append the feeds of an OPML file to feeds.yaml (validated; comments kept)")
+    c.add_argument("file", metavar="FILE.opml")
+    c.add_argument("--lang", choices=["ar", "en"], help="language of feeds whose outline does not say")
+    c.set_defaults(fn=cmd_sources_import)
+    c = ss.add_parser("export", help="write the registry as OPML 2.0")
+    c.add_argument("-o", "--output", help="file to write (default: standard output)")
+    c.add_argument("--all", action="store_true", help="include disabled feeds")
+    c.set_defaults(fn=cmd_sources_export)
     return p
 
 

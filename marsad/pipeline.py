@@ -22,8 +22,9 @@ from pathlib import Path
 from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
+from alerts.ops import evaluate_source_health
 from alerts.rules import RulePack, indicators_dir, load_rules, rules_path
-from sources.fetch import FetchRequest, FetchResult, fetch_sync
+from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
 from sources.parse import Article, FeedError, parse_feed
 from sources.registry import Registry, feeds_path, load_registry
 from warehouse import db
@@ -163,6 +164,7 @@ def _fetch_meta(res: FetchResult, error: str | None = None, status: str | None =
         last_modified=res.last_modified,
         bytes=len(res.body) if res.body else None,
         error=error or res.error,
+        wait_s=wait_hint(res),  # Retry-After / Cache-Control max-age: the server's wish for the next poll
     )
 
 
@@ -176,7 +178,9 @@ def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier 
         meta = _fetch_meta(res)
         if res.status == "ok":
             try:
-                parsed = parse_feed(res.body, res.source_id, langs.get(res.source_id), res.finished_at, res.headers.get("content-type"))
+                parsed = parse_feed(
+                    res.body, res.source_id, langs.get(res.source_id), res.finished_at, res.headers.get("content-type"), res.final_url
+                )
                 articles = parsed.articles
                 if articles and classifier is None:
                     classifier = settings.classifier()
@@ -247,8 +251,9 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
 def _record_fetches(con, metas: list[dict], new_per_source: dict[str, int]) -> None:
     if not metas:
         return
-    log_rows, state = [], {}
+    log_rows, state, wait = [], {}, {}
     for m in sorted(metas, key=lambda m: m["started_at"]):
+        wait[m["source_id"]] = m.get("wait_s")
         log_rows.append(
             dict(m, new_articles=new_per_source.pop(m["source_id"], 0) if m.get("articles_file") else 0, staged_file=m.get("articles_file"))
         )
@@ -284,15 +289,18 @@ def _record_fetches(con, metas: list[dict], new_per_source: dict[str, int]) -> N
             consecutive_failures = CASE WHEN excluded.last_status = 'error'
                 THEN source_state.consecutive_failures + excluded.consecutive_failures ELSE 0 END""",
     )
-    # Next poll: the source's interval after success; exponential backoff with jitter after errors.
+    # Next poll: the source's interval after success; exponential backoff with jitter after errors;
+    # never sooner than the server asked (Retry-After on 429/503, Cache-Control max-age).
     con.execute(
-        f"""UPDATE source_state SET next_due_at = source_state.last_attempt_at + to_seconds(
+        f"""UPDATE source_state SET next_due_at = source_state.last_attempt_at + to_seconds(greatest(
                 CASE WHEN source_state.last_status = 'error'
                      THEN least(s.interval_s * pow(2, least(source_state.consecutive_failures - 1, 12)), {MAX_BACKOFF_S})
                           * (0.8 + 0.4 * random())
-                     ELSE s.interval_s END)
-            FROM sources s WHERE s.source_id = source_state.source_id AND list_contains(?, source_state.source_id)""",
-        [list(state)],
+                     ELSE s.interval_s END,
+                coalesce(h.wait_s, 0)))
+            FROM sources s, (SELECT unnest(?::VARCHAR[]) AS source_id, unnest(?::DOUBLE[]) AS wait_s) h
+            WHERE s.source_id = source_state.source_id AND h.source_id = source_state.source_id""",
+        [list(wait), list(wait.values())],
     )
 
 
@@ -349,7 +357,9 @@ def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | N
     now = now or utcnow()
     pack = pack or settings.rule_pack()
     with db.connect(settings.warehouse) as con:
-        return evaluate_rules(con, pack, now)
+        queued = evaluate_rules(con, pack, now)
+        # Sources that are down or silent page ops through the same outbox.
+        return queued + evaluate_source_health(con, now, lambda: settings.registry().health)
 
 
 def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:

@@ -80,7 +80,9 @@ def guess_language(text: str, declared: str | None = None) -> str:
     """'ar' or 'en' (Marsad's two languages) from the script of the text.
 
     A declared language ("ar", "ar-IQ", "en-us") wins when it is one of ours; otherwise
-    the share of Arabic letters decides.
+    the share of Arabic letters decides. Marsad's two languages use different scripts, so
+    this is exact where statistical detectors are not: langdetect is random unless seeded
+    and unreliable on headline-length text, and fastText-based detectors need a model file.
     """
     if declared:
         primary = declared.strip().lower().replace("_", "-").split("-")[0]

@@ -5,17 +5,66 @@ import calendar
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urljoin
 
 import feedparser
+from bs4 import BeautifulSoup
+from charset_normalizer import from_bytes
 
 from sources.normalize import canonical_url, content_hash, fold, guess_language, html_to_text
+from sources.safety import refuse_entity_declarations
 
 # A date further ahead than this is treated as wrong and clamped to the fetch time.
 FUTURE_TOLERANCE = timedelta(minutes=15)
 
 
 class FeedError(ValueError):
-    """The bytes are not a feed we can read (with a one-line reason)."""
+    """The bytes are not a feed we can read (with a one-line reason).
+
+    ``feed_links`` lists the feeds an HTML page advertises, when the bytes were such a page.
+    """
+
+    def __init__(self, message: str, feed_links: list[str] | None = None):
+        super().__init__(message)
+        self.feed_links = feed_links or []
+
+
+FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/rdf+xml", "application/feed+json")
+
+
+def discover_feed_links(data: bytes, base_url: str | None = None) -> list[str]:
+    """Feeds an HTML page advertises with <link rel="alternate" type="application/rss+xml" href=...>."""
+    soup = BeautifulSoup(data, "html.parser")
+    links = []
+    for tag in soup.find_all("link", href=True):
+        rel = [r.lower() for r in (tag.get("rel") or [])]
+        if "alternate" in rel and (tag.get("type") or "").split(";")[0].strip().lower() in FEED_TYPES:
+            href = urljoin(base_url, tag["href"].strip()) if base_url else tag["href"].strip()
+            if href not in links:
+                links.append(href)
+    return links
+
+
+def _looks_like_html(data: bytes) -> bool:
+    head = data[:2048].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head
+
+
+# feedparser falls back to these when the declared charset does not decode the bytes.
+_FALLBACK_ENCODINGS = ("windows-1252", "iso-8859-2")
+
+
+def _redetect_charset(data: bytes, d) -> str | None:
+    """A better charset when feedparser had to fall back (e.g. cp1256 or ISO-8859-6 Arabic
+    served with a wrong or missing charset), detected by charset_normalizer."""
+    if not d.get("bozo") or type(d.get("bozo_exception")).__name__ not in ("CharacterEncodingOverride", "CharacterEncodingUnknown"):
+        return None
+    if (d.get("encoding") or "").lower() not in _FALLBACK_ENCODINGS:
+        return None
+    best = from_bytes(data).best()
+    if best is None or best.encoding.replace("_", "-").lower() in ("cp1252", "windows-1252", "iso8859-2", "iso-8859-2"):
+        return None
+    return best.encoding
 
 
 @dataclass
@@ -101,8 +150,9 @@ class ParsedFeed:
     articles: list[Article]
     title: str | None
     lang: str | None
-    bozo: str | None  # feedparser's complaint about ill-formed input, if any
+    bozo: str | None  # feedparser's complaint about ill-formed input (or a charset fix), if any
     version: str | None
+    duplicates: int = 0  # entries dropped because their GUID/URL repeated an earlier entry
 
 
 def parse_feed(
@@ -111,20 +161,37 @@ def parse_feed(
     lang: str | None = None,
     fetched_at: datetime | None = None,
     content_type: str | None = None,
+    base_url: str | None = None,
 ) -> ParsedFeed:
     """Parse feed bytes. Raises FeedError when the input is not a feed at all."""
     fetched_at = fetched_at or datetime.now(timezone.utc)
-    headers = {"content-type": content_type} if content_type else {}
     try:
-        d = feedparser.parse(data, response_headers=headers, sanitize_html=True, resolve_relative_uris=True)
-    except Exception as exc:  # feedparser is lenient, but never let it crash a poll
-        raise FeedError(f"feedparser failed: {type(exc).__name__}: {exc}") from None
+        refuse_entity_declarations(data)
+    except ValueError as exc:
+        raise FeedError(f"not a feed we read: {exc}") from None
+    d = _feedparser(data, content_type)
+    charset_note = None
+    detected = _redetect_charset(data, d)
+    if detected:
+        media = (content_type or "application/xml").split(";")[0].strip()
+        if not media.endswith("xml"):
+            media = "application/xml"
+        charset_note = f"charset: the declared or default charset did not decode; detected {detected}"
+        d = _feedparser(data, f"{media}; charset={detected}")
     bozo = str(d.get("bozo_exception")) if d.get("bozo") else None
+    if charset_note:
+        bozo = charset_note
     if not d.get("version") and not d.entries:
+        if _looks_like_html(data):
+            links = discover_feed_links(data, base_url)
+            hint = f"; it advertises a feed at {links[0]}" if links else "; it advertises no feed"
+            raise FeedError(f"not a feed: an HTML page{hint}", links)
         reason = bozo or "no RSS, Atom or RDF feed found"
         raise FeedError(f"not a feed: {reason}")
     feed_lang = lang or d.feed.get("language")
     articles = []
+    seen: set[str] = set()
+    duplicates = 0
     for entry in d.entries:
         title = entry.get("title") or ""
         summary = entry.get("summary") or ""
@@ -135,7 +202,20 @@ def parse_feed(
         if not (title.strip() or summary.strip()):
             continue  # nothing to read or match
         published, flag = _published(entry, fetched_at)
-        articles.append(
-            make_article(source_id, entry.get("language") or feed_lang, title, summary, link, guid, published, flag, fetched_at)
-        )
-    return ParsedFeed(articles, d.feed.get("title"), feed_lang, bozo, d.get("version") or None)
+        article = make_article(source_id, entry.get("language") or feed_lang, title, summary, link, guid, published, flag, fetched_at)
+        if not (article.title or article.summary):
+            continue  # only markup: nothing left to read or match once HTML is stripped
+        if article.article_id in seen:
+            duplicates += 1  # the same GUID (or URL) twice in one feed: the first one counts
+            continue
+        seen.add(article.article_id)
+        articles.append(article)
+    return ParsedFeed(articles, d.feed.get("title"), feed_lang, bozo, d.get("version") or None, duplicates)
+
+
+def _feedparser(data: bytes, content_type: str | None):
+    headers = {"content-type": content_type} if content_type else {}
+    try:
+        return feedparser.parse(data, response_headers=headers, sanitize_html=True, resolve_relative_uris=True)
+    except Exception as exc:  # feedparser is lenient, but never let it crash a poll
+        raise FeedError(f"feedparser failed: {type(exc).__name__}: {exc}") from None

@@ -51,9 +51,22 @@ class Defaults(BaseModel):
     reliability: Literal["A", "B", "C", "D", "E", "F"] = "F"
 
 
+class HealthSettings(BaseModel):
+    """When a source's health pages ops (the ``health:`` section of feeds.yaml; see sources/health.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    down_after: Duration = 6 * 3600  # every poll failing for this long: source down
+    silent_factor: float = Field(default=8.0, gt=1)  # nothing new for this many times its usual gap: silent
+    silent_min: Duration = 12 * 3600  # ... and never sooner than this
+    min_items: int = Field(default=10, ge=2)  # items in 30 days needed to know a source's usual rate
+    channel: str = "#marsad-ops"
+    repeat: Duration = 86400
+
+
 class Registry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     defaults: Defaults = Field(default_factory=Defaults)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     feeds: list[Feed]
 
     def enabled(self) -> list[Feed]:
@@ -84,11 +97,16 @@ def load_registry(path: str | Path | None = None) -> Registry:
             {**{k: v for k, v in defaults.items() if k in ("interval", "reliability")}, **f} if isinstance(f, dict) else f
             for f in data["feeds"]
         ]
-    extra = sorted(set(data) - {"defaults", "feeds"})
+    extra = sorted(set(data) - {"defaults", "health", "feeds"})
     problems = [doc.error((k,), "unknown field (check the spelling)") for k in extra]
     if not isinstance(data.get("feeds"), list):
         raise ConfigError(problems + [doc.error(("feeds",), "expected a list of feeds")])
     defaults_model = validate(doc, Defaults, data.get("defaults") or {}, ("defaults",))
+    try:
+        health = validate(doc, HealthSettings, data.get("health") or {}, ("health",))
+    except ConfigError as exc:
+        problems += exc.problems
+        health = HealthSettings()
     feeds, bad = validate_items(doc, Feed, data["feeds"], ("feeds",))
     problems += bad
     seen: dict[str, int] = {}
@@ -100,4 +118,4 @@ def load_registry(path: str | Path | None = None) -> Registry:
             seen[fid] = i
     if problems:
         raise ConfigError(problems)
-    return Registry(defaults=defaults_model, feeds=feeds)
+    return Registry(defaults=defaults_model, health=health, feeds=feeds)

@@ -36,13 +36,13 @@ class FeedServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _FeedHandler)
+    def __init__(self, host: str = "127.0.0.1"):
+        super().__init__((host, 0), _FeedHandler)
         self.routes: dict[str, Route] = {}
         self.hits: list[tuple[str, dict]] = []
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+        return f"http://{self.server_address[0]}:{self.server_address[1]}{path}"
 
     def serve(self, path: str, body: bytes | str, **kw) -> str:
         if isinstance(body, str):
@@ -101,7 +101,10 @@ class _FeedHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def feed_server():
+def feed_server(monkeypatch):
+    """A feed server on 127.0.0.1. Feeds on private and loopback addresses are refused unless
+    allowed, so this allows exactly 127.0.0.1 (tests of the refusal change the setting)."""
+    monkeypatch.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.1/32")
     srv = FeedServer()
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()

@@ -40,3 +40,12 @@ def test_guess_language():
     assert guess_language("Drone attack on Ain al-Asad") == "en"
     assert guess_language("whatever", "ar-IQ") == "ar"
     assert guess_language("هجوم", "fr") == "ar"  # not one of ours: detect
+
+
+def test_guess_language_on_mixed_and_sparse_text():
+    # Arabic headlines full of Latin acronyms and digits stay Arabic; English with an Arabic name stays English.
+    assert guess_language("قال مسؤولون في CENTCOM إن 3 صواريخ أطلقت على قاعدة Harir") == "ar"
+    assert guess_language("IRGC commander killed in strike near دمشق, officials say") == "en"
+    assert guess_language("٣ صواريخ") == "ar"
+    assert guess_language("2026-01-05 12:00") == "en"  # no letters at all: the default
+    assert guess_language("", "AR_iq") == "ar"

@@ -41,10 +41,12 @@ def counts(settings):
 
 def test_poll_twice_and_reload_add_no_duplicates(tmp_path, feed_server, settings):
     settings.feeds = setup_feeds(tmp_path, feed_server)
-    due = pipeline.due_sources(settings, NOW)
+    # Fetches record the real clock, so poll times count from now, not from import time.
+    T = datetime.now(timezone.utc)
+    due = pipeline.due_sources(settings, T)
     assert {d["source_id"] for d in due} == {"test-ar", "test-en"}
     pipeline.fetch_stage(settings, due)
-    rep = pipeline.load(settings, NOW)
+    rep = pipeline.load(settings, T)
     assert rep.new_articles == 4 and rep.fetches == 2
     first = counts(settings)
     assert first["articles"] == 4
@@ -58,7 +60,7 @@ def test_poll_twice_and_reload_add_no_duplicates(tmp_path, feed_server, settings
     assert all(d["etag"] for d in due)
     pipeline.fetch_stage(settings, due)
     assert feed_server.hits_for("/ar.xml")[-1].get("if-none-match")
-    assert pipeline.load(settings, NOW + timedelta(minutes=6)).new_articles == 0
+    assert pipeline.load(settings, T + timedelta(minutes=6)).new_articles == 0
     with db.connect(settings.warehouse, read_only=True) as con:
         statuses = [r[0] for r in con.execute("SELECT status FROM fetch_log ORDER BY started_at").fetchall()]
     assert statuses[-2:] == ["not_modified", "not_modified"]
@@ -68,7 +70,7 @@ def test_poll_twice_and_reload_add_no_duplicates(tmp_path, feed_server, settings
     due = pipeline.due_sources(settings, datetime.now(timezone.utc) + timedelta(minutes=12))
     assert "test-en" in {d["source_id"] for d in due}
     pipeline.fetch_stage(settings, due)
-    assert pipeline.load(settings, NOW + timedelta(minutes=12)).new_articles == 1
+    assert pipeline.load(settings, T + timedelta(minutes=12)).new_articles == 1
     assert counts(settings)["articles"] == 5
 
 
