@@ -278,6 +278,7 @@ class Classifier:
 
     def __init__(self, indicators: list[Indicator]):
         self.indicators = indicators
+        self.gazetteers = Gazetteers()
 
     @classmethod
     def load(cls, directory: str | Path) -> "Classifier":
@@ -302,7 +303,9 @@ class Classifier:
             raise ConfigError(problems)
         if not indicators:
             raise ConfigError([f"{directory}:0: (directory): no indicator files (*.yaml)"])
-        return cls(indicators)
+        out = cls(indicators)
+        out.gazetteers = gaz  # event assignment tags places and actors with the same names
+        return out
 
     @property
     def ids(self) -> list[str]:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
+from alerts.entities import EntityTagger, tag_articles
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
 from alerts.rules import RulePack, indicators_dir, load_rules, rules_path
@@ -282,6 +283,9 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
                 )
             )
     bulk_insert(con, "article_indicators", matches, {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON"})
+    matched = {m["article_id"] for m in matches}
+    if matched:  # places, actors, weapons and cues named anywhere: what event assignment compares
+        tag_articles(con, EntityTagger(classifier.gazetteers), [r for r in rows if r[0] in matched])
     con.execute(
         "UPDATE articles SET classified_at = ? WHERE classified_at IS NULL AND list_contains(?, article_id)",
         [now, [r[0] for r in rows]],
