@@ -123,3 +123,56 @@ def test_alerts_count_events_and_show_corroboration(militia_replay):
     assert corro["articles"] == len(payload["evidence"]) and corro["languages"] == ["ar", "en"]
     first = corro["events"][0]
     assert first["n_articles"] == 7 and first["languages"] == ["ar", "en"] and first["n_outlets"] == 6
+
+
+def _load(settings, now, items):
+    """Stage one poll of (source, lang, title, summary, url, guid, published) items and load it."""
+    from marsad import pipeline
+    from sources.parse import make_article
+
+    for source in sorted({i[0] for i in items}):
+        arts = [make_article(s, lang, t, summ, url, guid, pub, None, now) for s, lang, t, summ, url, guid, pub in items if s == source]
+        meta = dict(source_id=source, url=f"replay:{source}", status="ok", http_status=200, started_at=now.isoformat(), finished_at=now.isoformat())
+        pipeline.stage(settings, meta, arts)
+    return pipeline.load(settings, now)
+
+
+def _links(settings):
+    with db.connect(settings.warehouse, read_only=True) as con:
+        return con.execute(
+            """SELECT a.guid, ea.how, e.first_report_at FROM event_articles ea JOIN events e USING (event_id)
+               JOIN articles a USING (article_id) ORDER BY a.guid"""
+        ).fetchall()
+
+
+def test_exact_copies_late_reports_and_followups_across_polls(settings):
+    t = lambda d, h, m=0: datetime(2026, 3, d, h, m, tzinfo=timezone.utc)  # noqa: E731
+    first = ("shafaq-ar", "ar", "هجوم بطائرة مسيّرة يستهدف قاعدة عين الأسد غربي الأنبار", "طائرة مسيرة استهدفت القاعدة التي تضم قوات أمريكية.",
+             "https://shafaq.example/ar/1?utm_source=rss", "shafaq-1", t(3, 22, 10))
+    assert _load(settings, t(3, 22, 15), [first]).new_events == 1
+    rep = _load(settings, t(4, 8, 0), [
+        # the same story under the same URL (tracking stripped) from an aggregator
+        ("agg-ar", "ar", "عاجل: هجوم بطائرة مسيرة على قاعدة عين الأسد", "التفاصيل لاحقا", "https://shafaq.example/ar/1", "agg-9", t(3, 23, 0)),
+        # a wire entry carried by two outlets with its GUID
+        ("wire-en", "en", "Drone attack targets Ain al-Asad air base in Iraq", "A drone targeted the base hosting US troops.",
+         "https://wire.example/1", "urn:wire:2026:0304:ain", t(4, 7, 0)),
+        ("paper-en", "en", "Drone targets US troops at Ain al-Asad", "The base in Anbar was targeted by a drone.",
+         "https://paper.example/x", "urn:wire:2026:0304:ain", t(4, 7, 30)),
+        # a report published before Shafaq's (its feed was late): the event's time moves back
+        ("rudaw-en", "en", "Drone attack reported at Ain al-Asad base", "A drone was launched at the air base hosting US forces.",
+         "https://rudaw.example/1", "rudaw-1", t(3, 22, 0)),
+    ])
+    assert rep.new_events == 0
+    # a week later: a follow-up attaches, and the event's time stays the first report
+    _load(settings, t(10, 15, 0), [
+        ("ap-en", "en", "Satellite images show damage from last week's drone attack on Ain al-Asad air base",
+         "A hangar at the base hosting US troops was damaged.", "https://ap.example/s", "ap-s", t(10, 14, 0)),
+    ])
+    links = _links(settings)
+    assert sorted((g, h) for g, h, _ in links) == [
+        ("agg-9", "same_url"), ("ap-s", "followup"), ("rudaw-1", "same_place"), ("shafaq-1", "first"),
+        ("urn:wire:2026:0304:ain", "same_guid"), ("urn:wire:2026:0304:ain", "same_place"),
+    ]
+    assert {f for _, _, f in links} == {t(3, 22, 0)}  # one event, first reported at 22:00 (Rudaw, late)
+    with db.connect(settings.warehouse, read_only=True) as con:
+        assert con.execute("SELECT n_articles, n_outlets, languages FROM events_v").fetchall() == [(6, 6, ["ar", "en"])]

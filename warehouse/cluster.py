@@ -19,8 +19,8 @@ An event carries the union of its reports' places, actors, weapons and cues.
 
 Decision rules, in this order (``how`` in ``event_articles`` records which one joined):
 
-1. ``same_url`` / ``same_content``: an exact copy (same canonical URL, or the same folded
-   title and summary) of a report of an event of the same indicator first reported within
+1. ``same_url`` / ``same_guid`` / ``same_content``: an exact copy (same canonical URL, same
+   feed entry id, or the same folded title and summary) of a report of an event of the same indicator first reported within
    ``EXACT_HORIZON`` (7 days). Copies join whatever else they say.
 2. Candidates: events of the same indicator first reported within ``WINDOW`` (36 h) of the
    report, either side. A candidate that names specific places none of which the report
@@ -79,6 +79,7 @@ class Report:
     url: str | None
     content_hash: str
     folded: str
+    guid: str | None
     sketch: MinHash
     entities: set[tuple[str, str, str]] = field(default_factory=set)  # (gazetteer, id, kind)
 
@@ -106,7 +107,9 @@ class Report:
         return self._ids("cues")
 
     def keys(self) -> list[tuple[str, str]]:
-        return ([("u:" + self.url, "same_url")] if self.url else []) + [("h:" + self.content_hash, "same_content")]
+        keys = [("u:" + self.url, "same_url")] if self.url else []
+        keys += [("g:" + self.guid, "same_guid")] if self.guid else []
+        return keys + [("h:" + self.content_hash, "same_content")]
 
 
 @dataclass

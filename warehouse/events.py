@@ -20,7 +20,7 @@ from warehouse.load import bulk_insert
 LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
 _REPORT_SQL = """SELECT {sel} a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
-                        a.text_folded, s.minhash,
+                        a.text_folded, a.guid, s.minhash,
                         coalesce((SELECT list({{'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind}})
                                   FROM article_entities x WHERE x.article_id = a.article_id), [])
                  FROM {src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"""
@@ -42,9 +42,9 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _report(indicator: str, row: tuple) -> Report:
-    article_id, published, fetched, title, url, chash, folded, minhash, ents = row
+    article_id, published, fetched, title, url, chash, folded, guid, minhash, ents = row
     return Report(
-        article_id, indicator, published, fetched, title, url or None, chash, folded,
+        article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
         neardup.from_signature(minhash), {(e["g"], e["i"], e["k"]) for e in ents},
     )
 
