@@ -134,6 +134,17 @@ def evidence(con: duckdb.DuckDBPyConnection, event_ids: list[str]) -> list[dict]
     return out
 
 
+def corroboration(ev: list[dict]) -> list[dict]:
+    """Per event, over all its reports: how many articles, outlets and languages (as ``events_v``)."""
+    per: dict[str, list[dict]] = {}
+    for e in ev:
+        per.setdefault(e["event_id"], []).append(e)
+    return [
+        {"event_id": k, "n_articles": len(v), "n_outlets": len({e["source_id"] for e in v}), "languages": sorted({e["lang"] for e in v})}
+        for k, v in sorted(per.items(), key=lambda kv: (kv[1][0]["published_at"], kv[0]))
+    ]
+
+
 def _alert_id(rule: Rule, first_event: str | None, now: datetime) -> str:
     return hashlib.sha1(f"{rule.id}\x1f{first_event}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
 
@@ -152,7 +163,7 @@ def _payload(rule: Rule, state: str, now: datetime, cond: Condition, ev: list[di
         "rationale": rule.rationale,
         "facts": cond.facts,
         "events": sorted({e["event_id"] for e in ev}),
-        "corroboration": {"outlets": len(outlets), "languages": langs},
+        "corroboration": {"articles": len(ev), "outlets": len(outlets), "languages": langs, "events": corroboration(ev)},
         "evidence": ev,
     }
 

@@ -357,9 +357,10 @@ class Classifier:
 
     The indicators share one term index, so a text is scanned once for all of them."""
 
-    def __init__(self, indicators: list[Indicator], index: TermIndex | None = None):
+    def __init__(self, indicators: list[Indicator], index: TermIndex | None = None, gazetteers: Gazetteers | None = None):
         self.indicators = indicators
         self.index = index or (indicators[0].index if indicators else TermIndex())
+        self.gazetteers = gazetteers or Gazetteers()  # event assignment tags places and actors with them
 
     @classmethod
     def load(cls, directory: str | Path) -> "Classifier":
@@ -385,7 +386,7 @@ class Classifier:
             raise ConfigError(problems)
         if not indicators:
             raise ConfigError([f"{directory}:0: (directory): no indicator files (*.yaml)"])
-        return cls(indicators, index)
+        return cls(indicators, index, gaz)
 
     @property
     def ids(self) -> list[str]:

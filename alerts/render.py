@@ -45,7 +45,8 @@ def render(payload: dict, run_url: str | None = None, resolved_at: str | None = 
             fields.append(f"*{key.replace('_', ' ').capitalize()}*\n{escape(str(facts[key]))}")
     corro = payload.get("corroboration") or {}
     if corro.get("outlets"):
-        fields.append(f"*Corroboration*\n{corro['outlets']} outlet(s), {', '.join(corro.get('languages', []))}")
+        reports = f"{corro['articles']} report(s) from " if corro.get("articles") else ""
+        fields.append(f"*Corroboration*\n{reports}{corro['outlets']} outlet(s), {', '.join(corro.get('languages', []))}")
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},

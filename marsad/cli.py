@@ -141,6 +141,23 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_dedupe_eval(args) -> int:
+    from marsad.dedupe_eval import evaluate_ans, evaluate_fixture
+    from marsad.replay import ReplayError
+    from sources.configfile import parse_duration
+
+    try:
+        out = {"ans": evaluate_ans(Path(args.ans), tuple(args.ans_split or ["test"]))} if args.ans else {}
+        for f in args.file:
+            out.setdefault("fixtures", []).append(evaluate_fixture(Path(f), parse_duration(args.poll_interval)))
+    except (ReplayError, ValueError, OSError, KeyError) as exc:
+        return _die(str(exc))
+    if not out:
+        return _die("dedupe-eval: give a labelled FILE.jsonl and/or --ans DIR")
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_run_once(args) -> int:
     from marsad.pipeline import run_once
 
@@ -332,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", dest="end", help="ISO time: replay items (and polls) until then")
     s.add_argument("--exhaustive", action="store_true", help="evaluate at every poll, even when nothing can change")
     s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("dedupe-eval", help="pairwise precision/recall of event assignment on labelled items (and near-duplicates on ANS)")
+    s.add_argument("file", metavar="FILE.jsonl", nargs="*", help="replay-format items with an 'event' label")
+    s.add_argument("--ans", metavar="DIR", help="ANS stance corpus directory (stance-<split>.csv)")
+    s.add_argument("--ans-split", action="append", default=None, help="ANS split(s) to score (default: test)")
+    s.add_argument("--poll-interval", default="15m")
+    s.set_defaults(fn=cmd_dedupe_eval)
 
     s = sub.add_parser("run-once", help="one full cycle now: poll due feeds, load, evaluate, deliver")
     s.add_argument("--db", help="warehouse file (default $MARSAD_WAREHOUSE or ./var/marsad.duckdb)")

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
+from alerts.entities import EntityTagger, tag_articles
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
 from alerts.ops import evaluate_source_health
@@ -241,6 +242,7 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
         _record_fetches(con, metas, per_source)
         report.classified, late = classify_pending(con, classifier, now)
         report.matches += late
+        tag_new_matches(con, classifier, now)
         report.new_events = assign_events(con, now)
     for p in manifests:  # committed: the staged files are no longer needed
         for f in (p, p.with_suffix(".jsonl")):
@@ -325,6 +327,21 @@ def insert_staged_matches(con, files: list[Path], now: datetime) -> int:
         [now, *params],
     )
     return len(n)
+
+
+def tag_new_matches(con, classifier: Classifier, now: datetime) -> int:
+    """Places, actors, weapons and cue words named in the articles that matched an indicator in
+    this load (however they were classified): what event assignment compares."""
+    rows = con.execute(
+        """SELECT a.article_id, a.title, a.summary FROM articles a
+           WHERE a.classified_at = ? AND EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = a.article_id)""",
+        [now],
+    ).fetchall()
+    if not rows:
+        return 0
+    if getattr(classifier, "_entity_tagger", None) is None:
+        classifier._entity_tagger = EntityTagger(classifier.gazetteers)
+    return tag_articles(con, classifier._entity_tagger, rows)
 
 
 def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, int]:

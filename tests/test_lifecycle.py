@@ -68,7 +68,7 @@ def test_fields_show_rule_window_count_and_days_since_previous(con, slack, sink)
     add_event(con, "e2", T0 + timedelta(days=5, hours=1))
     cycle(con, pack(kind="threshold", count=2, window="24h"), T0 + timedelta(days=5, hours=2), sink)
     fields = " ".join(f["text"] for f in slack.posts()[0]["blocks"][2]["fields"])
-    for expected in ("*Rule*\nr1 (threshold)", "*Window*\n1d", "*Events*\n2", "*Threshold*\n2", "*Days since previous*\n5.0", "*Corroboration*\n1 outlet(s), ar"):
+    for expected in ("*Rule*\nr1 (threshold)", "*Window*\n1d", "*Events*\n2", "*Threshold*\n2", "*Days since previous*\n5.0", "*Corroboration*\n2 report(s) from 1 outlet(s), ar"):
         assert expected in fields, fields
     assert "reliability B" in str(slack.posts()[0]["blocks"])
 

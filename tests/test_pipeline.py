@@ -1,15 +1,26 @@
 """Ingest against feeds served on loopback, into a real DuckDB file."""
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from conftest import rss, write_feeds_yaml
 from marsad import pipeline
 from warehouse import db
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
+ITEMS_AT = NOW  # the feed items' pubDates count back from here (import time)
+
+
+@pytest.fixture(autouse=True)
+def _now_is_the_clock():
+    """Fetches stamp the real clock, so each test's NOW starts from it, not from import time
+    (minutes earlier when other tests ran first: then nothing was due at NOW + 6 min)."""
+    global NOW
+    NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def _pub(minutes_ago: int) -> str:
-    return (NOW - timedelta(minutes=minutes_ago)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    return (ITEMS_AT - timedelta(minutes=minutes_ago)).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
 AR_ITEMS = [
@@ -100,7 +111,7 @@ def test_articles_are_normalised(tmp_path, feed_server, settings):
     assert summary.startswith("استهدفت طائرة") and "<p>" not in summary
     assert canon == "https://ar.example/n/1"
     assert lang == "ar" and source == "test-ar"
-    assert published == NOW - timedelta(minutes=50)
+    assert published == ITEMS_AT - timedelta(minutes=50)
 
 
 def test_broken_and_slow_sources_do_not_stop_the_others(tmp_path, feed_server, settings):

@@ -1,88 +1,100 @@
 """Events: one real-world occurrence per indicator, however many reports it has.
 
-``assign_events`` links every classified (article, indicator) pair to an event. Reports
-that are exact copies (same canonical URL or same folded title and summary) of a report
-already in an event of that indicator join it; every other report opens an event. The
-event's time is its earliest report. (Near-duplicate and cross-lingual clustering plug
-in here: they only change how a report finds its event.)
+``assign_events`` links every classified (article, indicator) pair to an event: exact
+copies, near-duplicates and reports of the same occurrence in another outlet or language
+join one event; everything else opens one. The decision rules are in ``warehouse.cluster``;
+this module reads what they need from the warehouse and writes the result set-based.
+The event's time is its earliest report; ``events_v`` shows each event's corroboration
+(reports, outlets, languages).
 """
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
+from warehouse import neardup
+from warehouse.cluster import EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW, Clusterer, Event, Report
 from warehouse.load import bulk_insert
 
-# How far back a copy may look for the event it belongs to.
-JOIN_HORIZON = timedelta(days=7)
+LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
+
+_REPORT_SQL = """SELECT {sel} a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
+                        a.text_folded, a.guid, s.minhash,
+                        coalesce((SELECT list({{'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind}})
+                                  FROM article_entities x WHERE x.article_id = a.article_id), [])
+                 FROM {src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"""
 
 
-def _event_id(indicator: str, article_id: str) -> str:
-    return hashlib.sha1(f"{indicator}\x1f{article_id}".encode()).hexdigest()[:20]
+def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
+    """MinHash every classified article that has none yet (once per article)."""
+    rows = con.execute(
+        """SELECT a.article_id, a.text_folded FROM articles a
+           WHERE EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = a.article_id)
+             AND NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = a.article_id)"""
+    ).fetchall()
+    bulk_insert(
+        con,
+        "article_sketches",
+        [dict(article_id=a, minhash=neardup.signature(t)) for a, t in rows],
+        {"article_id": "VARCHAR", "minhash": "UBIGINT[]"},
+    )
+
+
+def _report(indicator: str, row: tuple) -> Report:
+    article_id, published, fetched, title, url, chash, folded, guid, minhash, ents = row
+    return Report(
+        article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
+        neardup.from_signature(minhash), {(e["g"], e["i"], e["k"]) for e in ents},
+    )
 
 
 def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     """Link unlinked (article, indicator) pairs to events; returns how many events were opened."""
+    _sketch_pending(con)
     pending = con.execute(
-        """SELECT ai.article_id, ai.indicator, a.canonical_url, a.content_hash, a.published_at, a.fetched_at, a.title
-           FROM article_indicators ai JOIN articles a USING (article_id)
-           WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
-                             WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)
-           ORDER BY a.published_at, ai.article_id"""
+        _REPORT_SQL.format(sel="ai.indicator,", src="article_indicators ai")
+        + """ WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
+                                WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)
+              ORDER BY a.published_at, a.article_id, ai.indicator"""
     ).fetchall()
     if not pending:
         return 0
-    indicators = sorted({p[1] for p in pending})
-    oldest = min(p[4] for p in pending) - JOIN_HORIZON
-    keys: dict[tuple[str, str], str] = {}
-    for indicator, event_id, url, chash in con.execute(
-        """SELECT e.indicator, e.event_id, a.canonical_url, a.content_hash
-           FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
-           WHERE list_contains(?, e.indicator) AND e.first_report_at >= ?""",
-        [indicators, oldest],
+    reports = [_report(p[0], p[1:]) for p in pending]
+    indicators = sorted({r.indicator for r in reports})
+    lo = min(r.published for r in reports) - LOOKBACK
+    hi = max(r.published for r in reports) + WINDOW
+
+    clusterer = Clusterer()
+    for event_id, indicator, first_report, first_seen, title in con.execute(
+        """SELECT event_id, indicator, first_report_at, first_seen_at, title FROM events
+           WHERE list_contains(?, indicator) AND first_report_at BETWEEN ? AND ?""",
+        [indicators, lo, hi],
     ).fetchall():
-        if url:
-            keys.setdefault((indicator, "u:" + url), event_id)
-        keys.setdefault((indicator, "h:" + chash), event_id)
+        clusterer.add_event(Event(event_id, indicator, first_report, first_seen, title))
+    for row in con.execute(
+        _REPORT_SQL.format(sel="e.event_id, e.indicator,", src="events e JOIN event_articles ea USING (event_id)")
+        + " WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ? ORDER BY a.published_at",
+        [indicators, lo, hi],
+    ).fetchall():
+        clusterer.add_member(row[0], _report(row[1], row[2:]))
 
-    new_events: dict[str, dict] = {}
-    links: list[dict] = []
-    earlier: dict[str, tuple[datetime, datetime]] = {}  # existing events that gain an earlier report
-    for article_id, indicator, url, chash, published, fetched, title in pending:
-        cand = [("u:" + url, "same_url")] if url else []
-        cand.append(("h:" + chash, "same_content"))
-        event_id = how = None
-        for key, why in cand:
-            if (indicator, key) in keys:
-                event_id, how = keys[(indicator, key)], why
-                break
-        if event_id is None:
-            event_id, how = _event_id(indicator, article_id), "first"
-            new_events[event_id] = dict(
-                event_id=event_id, indicator=indicator, first_report_at=published, first_seen_at=fetched, title=title, created_at=now
-            )
-        elif event_id in new_events:
-            ev = new_events[event_id]
-            ev["first_report_at"] = min(ev["first_report_at"], published)
-            ev["first_seen_at"] = min(ev["first_seen_at"], fetched)
-        else:
-            prev = earlier.get(event_id)
-            earlier[event_id] = (min(published, prev[0]) if prev else published, min(fetched, prev[1]) if prev else fetched)
-        for key, _ in cand:
-            keys.setdefault((indicator, key), event_id)
-        links.append(dict(event_id=event_id, article_id=article_id, how=how))
+    links = []
+    for r in reports:
+        event_id, how = clusterer.assign(r)
+        links.append(dict(event_id=event_id, article_id=r.article_id, how=how))
 
-    bulk_insert(con, "events", list(new_events.values()), EVENT_COLUMNS)
+    new = [e for e in clusterer.events.values() if e.new]
+    bulk_insert(con, "events", [dict(e.__dict__, created_at=now) for e in new], EVENT_COLUMNS)
     bulk_insert(con, "event_articles", links, {"event_id": "VARCHAR", "article_id": "VARCHAR", "how": "VARCHAR"})
-    for event_id, (published, fetched) in earlier.items():
-        con.execute(
-            """UPDATE events SET first_report_at = least(first_report_at, ?), first_seen_at = least(first_seen_at, ?)
-               WHERE event_id = ?""",
-            [published, fetched, event_id],
-        )
-    return len(new_events)
+    moved = [dict(e.__dict__, created_at=now) for e in clusterer.events.values() if e.changed]
+    # Existing events that gained an earlier report (a late-arriving first report).
+    bulk_insert(
+        con, "events", moved, EVENT_COLUMNS,
+        conflict="(event_id) DO UPDATE SET first_report_at = least(events.first_report_at, excluded.first_report_at), "
+        "first_seen_at = least(events.first_seen_at, excluded.first_seen_at)",
+    )
+    return len(new)
 
 
 EVENT_COLUMNS = {
