@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     cs = s.add_subparsers(dest="config_command", required=True)
     c = cs.add_parser("check", help="validate feeds, indicators and rules; errors name file, line and field")
     c.set_defaults(fn=cmd_config_check)
+
+    from marsad.warehouse_cli import add_commands
+
+    add_commands(sub)  # search, query, publish, prune, export
     return p
 
 
