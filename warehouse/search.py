@@ -35,14 +35,13 @@ STEMMER = "porter"
 # start ordinary words ("بغداد") and cannot simply be dropped. Searching "عين الأسد" then
 # finds "بعين الأسد" while "بغداد" still finds "بغداد".
 LIGHT_MACROS = [
-    r"""CREATE OR REPLACE MACRO marsad_light_word(w) AS
-        regexp_replace(regexp_replace(w, '^و(.{3,})$', '\1'), '^(ال|بال|كال|فال|لل)(.{2,})$', '\2')""",
+    r"""CREATE OR REPLACE MACRO marsad_light_word(w) AS CASE WHEN left(w, 1) IN ('و', 'ا', 'ب', 'ك', 'ف', 'ل')
+        THEN regexp_replace(regexp_replace(w, '^و(.{3,})$', '\1'), '^(ال|بال|كال|فال|لل)(.{2,})$', '\2') ELSE w END""",
     """CREATE OR REPLACE MACRO marsad_light(t) AS
         array_to_string(list_transform(string_split(t, ' '), w -> marsad_light_word(w)), ' ')""",
     r"""CREATE OR REPLACE MACRO marsad_index_text(t) AS
-        array_to_string(list_transform(string_split(t, ' '), w -> marsad_light_word(w)
-            || CASE WHEN regexp_matches(marsad_light_word(w), '^[بلكف].{3,}$')
-                    THEN ' ' || substr(marsad_light_word(w), 2) ELSE '' END), ' ')""",
+        array_to_string(list_transform(list_transform(string_split(t, ' '), w -> marsad_light_word(w)),
+            w -> CASE WHEN left(w, 1) IN ('ب', 'ل', 'ك', 'ف') AND length(w) >= 4 THEN w || ' ' || substr(w, 2) ELSE w END), ' ')""",
 ]
 
 
@@ -68,9 +67,11 @@ def build_index(con: duckdb.DuckDBPyConnection, stemmer: str = STEMMER) -> int:
     con.execute(
         f"CREATE OR REPLACE TABLE {SEARCH_TABLE} AS SELECT article_id, marsad_index_text(text_folded) AS body FROM articles"
     )
+    # The default ignore pattern keeps only a-z (it would drop every Arabic word), and the
+    # default English stopword list holds "us" (as in "US forces"): neither suits us.
     con.execute(
         f"PRAGMA create_fts_index('{SEARCH_TABLE}', 'article_id', 'body', stemmer = '{stemmer}', "
-        r"ignore = '[^\p{L}\p{N}]+', overwrite = 1)"
+        r"ignore = '[^\p{L}\p{N}]+', stopwords = 'none', overwrite = 1)"
     )
     return con.execute(f"SELECT count(*) FROM {SEARCH_TABLE}").fetchone()[0]
 
