@@ -1,8 +1,11 @@
 """A small populated warehouse for the analyst tests: our own Arabic and English reports,
 fetched from loopback feeds and run through the real pipeline (load, evaluate, publish)."""
+import threading
 from datetime import datetime, timedelta, timezone
 
-from conftest import rss, write_feeds_yaml
+import pytest
+
+from conftest import FeedServer, rss, write_feeds_yaml
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -52,3 +55,19 @@ def populate(settings, feed_server, tmp_path) -> None:
     pipeline.evaluate(settings, now)
     pipeline.deliver(settings)
     pipeline.publish_read_copy(settings)  # deliver does not publish; analysts see sent notifications
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One populated warehouse (per test module) for the tests that only read it."""
+    from marsad import pipeline
+
+    srv = FeedServer()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    tmp = tmp_path_factory.mktemp("analyst")
+    settings = pipeline.Settings.from_env(tmp / "wh.duckdb")
+    settings.staging = tmp / "staging"
+    populate(settings, srv, tmp)
+    yield settings
+    srv.shutdown()
+    srv.server_close()

@@ -5,35 +5,18 @@ import io
 import json
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 
 import duckdb
 import pytest
 
-from analyst_data import NOW, populate
-from conftest import FeedServer
-from marsad.pipeline import Settings
+from analyst_data import NOW, populate, shared  # noqa: F401  (shared is a fixture)
 from warehouse import db
 from warehouse.publish import open_read_copy
 from warehouse.retention import prune_fetch_log
 from warehouse.search import search
 
 MARSAD = [sys.executable, "-m", "marsad.cli"]
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    """One populated warehouse for the tests that only read it."""
-    srv = FeedServer()
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    tmp = tmp_path_factory.mktemp("analyst")
-    settings = Settings.from_env(tmp / "wh.duckdb")
-    settings.staging = tmp / "staging"
-    populate(settings, srv, tmp)
-    yield settings
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.fixture
