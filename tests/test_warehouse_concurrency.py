@@ -1,6 +1,7 @@
 """Analysts query while the pipeline writes: neither side waits on, breaks or loses the other."""
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from conftest import TESTS, rss, write_feeds_yaml
 from marsad import pipeline
 from test_pipeline import AR_ITEMS, EN_ITEMS
 from warehouse import db
-from warehouse.publish import open_read_copy
+from warehouse.publish import open_read_copy, publish
 
 
 def _feeds(tmp_path, feed_server, with_en: bool):
@@ -111,3 +112,15 @@ def test_a_failed_publish_is_logged_and_the_step_still_succeeds(tmp_path, feed_s
     with db.connect(settings.warehouse, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 2
     assert not list((tmp_path).glob("**/*.tmp"))
+
+
+def test_publish_clears_what_a_killed_publisher_left(tmp_path, feed_server, settings):
+    settings.feeds = _feeds(tmp_path, feed_server, with_en=False)
+    _cycle(settings)
+    stale = settings.read_copy.with_name(f".{settings.read_copy.name}.99999-deadbeef.tmp")
+    fresh = settings.read_copy.with_name(f".{settings.read_copy.name}.99998-cafecafe.tmp")
+    stale.write_bytes(b"half a database")
+    fresh.write_bytes(b"another publisher at work")
+    os.utime(stale, (time.time() - 2 * 3600,) * 2)
+    publish(settings.warehouse, settings.read_copy)
+    assert not stale.exists() and fresh.exists()

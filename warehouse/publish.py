@@ -57,6 +57,7 @@ def publish(warehouse: str | Path, target: str | Path | None = None) -> PublishR
     warehouse = Path(warehouse)
     target = Path(target or read_copy_path(warehouse))
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    _remove_stale(target)
     t0 = time.perf_counter()
     try:
         con = db.open_db(warehouse, read_only=True)
@@ -85,6 +86,17 @@ def publish(warehouse: str | Path, target: str | Path | None = None) -> PublishR
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
     return PublishReport(str(target), n, round(t1 - t0, 3), round(t2 - t1, 3), round(time.perf_counter() - t0, 3))
+
+
+def _remove_stale(target: Path, older_than_s: float = 3600) -> None:
+    """Temporary files left by a publisher that was killed mid-way (a live one is never that old)."""
+    cutoff = time.time() - older_than_s
+    for leftover in target.parent.glob(f".{target.name}.*.tmp*"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def open_read_copy(path: str | Path) -> duckdb.DuckDBPyConnection:
