@@ -416,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="file to write (default: standard output)")
     c.add_argument("--all", action="store_true", help="include disabled feeds")
     c.set_defaults(fn=cmd_sources_export)
+
+    from marsad.warehouse_cli import add_commands
+
+    add_commands(sub)  # search, query, publish, prune, export
     return p
 
 

@@ -31,6 +31,8 @@ from sources.registry import Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
 from warehouse.load import bulk_insert, insert_articles, read_json_sql, write_jsonl
+from warehouse.publish import publish, read_copy_path
+from warehouse.retention import fetch_log_retention, prune_fetch_log
 
 log = logging.getLogger("marsad.pipeline")
 MAX_BACKOFF_S = 6 * 3600
@@ -49,12 +51,14 @@ class Settings:
     feeds: Path = field(default_factory=feeds_path)
     rules: Path = field(default_factory=rules_path)
     indicators: Path = field(default_factory=indicators_dir)
+    read_copy: Path | None = None  # the analysts' copy published after load and evaluate; None: no publishing
+    fetch_log_retention: int = field(default_factory=fetch_log_retention)  # seconds
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> "Settings":
         wh = Path(warehouse or db.default_path())
         staging = Path(os.environ.get("MARSAD_STAGING") or wh.parent / "staging")
-        return cls(warehouse=wh, staging=staging)
+        return cls(warehouse=wh, staging=staging, read_copy=read_copy_path(wh))
 
     def registry(self) -> Registry:
         return load_registry(self.feeds)
@@ -244,9 +248,11 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
         report.matches += late
         tag_new_matches(con, classifier, now)
         report.new_events = assign_events(con, now)
+        prune_fetch_log(con, now, settings.fetch_log_retention)
     for p in manifests:  # committed: the staged files are no longer needed
         for f in (p, p.with_suffix(".jsonl")):
             f.unlink(missing_ok=True)
+    publish_read_copy(settings)
     return report
 
 
@@ -376,7 +382,21 @@ def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | N
     with db.connect(settings.warehouse) as con:
         queued = evaluate_rules(con, pack, now)
         # Sources that are down or silent page ops through the same outbox.
-        return queued + evaluate_source_health(con, now, lambda: settings.registry().health)
+        queued = queued + evaluate_source_health(con, now, lambda: settings.registry().health)
+    publish_read_copy(settings)
+    return queued
+
+
+def publish_read_copy(settings: Settings) -> dict | None:
+    """Publish the analysts' read copy (warehouse.publish). Runs after the step committed;
+    a failure is logged and never fails the step: analysts keep the previous copy."""
+    if settings.read_copy is None:
+        return None
+    try:
+        return publish(settings.warehouse, settings.read_copy).as_dict()
+    except Exception:
+        log.exception("publishing the read copy %s failed; the previous copy stays in place", settings.read_copy)
+        return None
 
 
 def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:

@@ -169,6 +169,7 @@ def replay(
     prepare_db(db_path)
     settings = pipeline.Settings.from_env(db_path)
     settings.staging = db_path.parent / f".{db_path.name}.staging"
+    settings.read_copy = None  # a simulation publishes no analysts' copy
     classifier = settings.classifier()
     pack = settings.rule_pack()
     sink = JsonLinesSink(out)

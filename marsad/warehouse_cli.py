@@ -1,0 +1,154 @@
+"""``marsad`` subcommands for analysts and admins of the warehouse:
+search, query, publish, prune, export."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _die(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"marsad: {message}", file=sys.stderr)
+    return code
+
+
+def _warehouse(args) -> Path:
+    from warehouse import db
+
+    return Path(args.db) if args.db else db.default_path()
+
+
+def _open_read_copy(args):
+    from warehouse.publish import open_read_copy, read_copy_path
+
+    return open_read_copy(read_copy_path(_warehouse(args)))
+
+
+def cmd_search(args) -> int:
+    import duckdb
+
+    from sources.configfile import parse_duration
+    from warehouse.search import search
+
+    try:
+        since = datetime.now(timezone.utc) - timedelta(seconds=parse_duration(args.since)) if args.since else None
+        con = _open_read_copy(args)
+    except (ValueError, FileNotFoundError) as exc:
+        return _die(str(exc))
+    try:
+        hits = search(con, args.query, since=since, lang=args.lang, limit=args.limit)
+    except duckdb.Error as exc:
+        return _die(str(exc).splitlines()[0], 1)
+    finally:
+        con.close()
+    for h in hits:
+        if args.json:
+            print(json.dumps(h.as_dict(), ensure_ascii=False))
+        else:
+            print(f"{h.published_at:%Y-%m-%d %H:%M}Z  {h.source_id}  {h.lang}  {h.title}  {h.url or ''}")
+    if not hits and not args.json:
+        print("no matches", file=sys.stderr)
+    return 0
+
+
+def cmd_query(args) -> int:
+    import duckdb
+
+    from warehouse.query import QueryRefused, run, to_parquet, write
+
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    if args.format == "parquet" and not args.out:
+        return _die("--format parquet needs --out FILE")
+    try:
+        con = _open_read_copy(args)
+    except FileNotFoundError as exc:
+        return _die(str(exc))
+    try:
+        if args.format == "parquet":
+            n = to_parquet(con, sql, args.out)
+            print(f"{n} rows -> {args.out}", file=sys.stderr)
+        else:
+            columns, rows = run(con, sql)
+            write(columns, rows, args.format, sys.stdout)
+    except QueryRefused as exc:
+        return _die(f"refused: {exc}")
+    except duckdb.Error as exc:
+        return _die(str(exc).splitlines()[0])
+    finally:
+        con.close()
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from warehouse.publish import publish
+
+    print(json.dumps(publish(_warehouse(args)).as_dict()))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from sources.configfile import parse_duration
+    from warehouse import db
+    from warehouse.retention import fetch_log_retention, prune_fetch_log
+
+    try:
+        keep = parse_duration(args.keep) if args.keep else fetch_log_retention()
+    except ValueError as exc:
+        return _die(str(exc))
+    with db.connect(_warehouse(args)) as con, db.transaction(con):
+        n = prune_fetch_log(con, datetime.now(timezone.utc), keep)
+    print(json.dumps({"fetch_log_deleted": n}))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from warehouse import db
+    from warehouse.retention import export
+
+    wh = _warehouse(args)
+    if not wh.exists():
+        return _die(f"{wh}: no warehouse")
+    try:
+        with db.connect(wh, read_only=True) as con:
+            files = export(con, args.dir)
+    except FileExistsError as exc:
+        return _die(str(exc))
+    print(json.dumps({"dir": str(args.dir), "files": len(files)}))
+    return 0
+
+
+def add_commands(sub) -> None:
+    db_help = "warehouse file (default $MARSAD_WAREHOUSE or ./var/marsad.duckdb); its read copy is used"
+
+    s = sub.add_parser("search", help="full-text search (Arabic and English) over the published read copy; ranked hits")
+    s.add_argument("query")
+    s.add_argument("--since", help="only articles published in this past duration, e.g. 30d, 12h")
+    s.add_argument("--lang", choices=["ar", "en"])
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true", help="one JSON object per hit")
+    s.add_argument("--db", help=db_help)
+    s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("query", help="read-only SQL against the published read copy")
+    s.add_argument("sql", help="SQL text, or '-' for standard input")
+    s.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    s.add_argument("--out", help="output file (required for parquet)")
+    s.add_argument("--db", help=db_help)
+    s.set_defaults(fn=cmd_query)
+
+    s = sub.add_parser("publish", help="publish the analysts' read copy now (the pipeline does it after load and evaluate)")
+    s.add_argument("--db", help="warehouse file")
+    s.set_defaults(fn=cmd_publish)
+
+    s = sub.add_parser("prune", help="delete fetch_log rows older than the retention ($MARSAD_FETCH_LOG_RETENTION, 30d)")
+    s.add_argument("--keep", help="retention for this run, e.g. 14d")
+    s.add_argument("--db", help="warehouse file")
+    s.set_defaults(fn=cmd_prune)
+
+    s = sub.add_parser("export", help="export every table as Parquet (EXPORT DATABASE); restore with IMPORT DATABASE")
+    s.add_argument("dir", help="new or empty directory")
+    s.add_argument("--db", help="warehouse file")
+    s.set_defaults(fn=cmd_export)
