@@ -155,7 +155,10 @@ with tempfile.TemporaryDirectory() as d, db.connect(Path(d) / "wh.duckdb") as co
     con.execute('''INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, 'https://x.example/' || i, 'https://x.example/' || i,
         't' || i, '', CASE WHEN i % 2 = 0 THEN 'ar' ELSE 'en' END,
         TIMESTAMPTZ '2026-01-01' + to_seconds(i * (90 * 86400 // ?)), NULL, TIMESTAMPTZ '2026-01-01' + to_seconds(i * (90 * 86400 // ?)),
-        '', '', md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-04-01' FROM range(?) t(i)''', [n, n, n])
+        -- distinct texts of eight pseudo-random words; every 5th report copies the one before
+        (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
+        (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
+        md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-04-01' FROM range(?) t(i)''', [n, n, n])
     con.execute("INSERT INTO article_indicators SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()

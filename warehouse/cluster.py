@@ -165,7 +165,9 @@ class Clusterer:
         ev.absorb(r)
         for key, _ in r.keys():
             self._keys.setdefault((r.indicator, key), event_id)
-        idx = self._index.setdefault(r.indicator, NearDupIndex())
+        idx = self._index.get(r.indicator)
+        if idx is None:  # not setdefault(..., NearDupIndex()): that would build an LSH index per report
+            idx = self._index[r.indicator] = NearDupIndex()
         member = f"{event_id}:{r.article_id}"
         idx.add(member, r.sketch, r.folded)
         self._event_of[member] = event_id
