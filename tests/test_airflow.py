@@ -44,9 +44,10 @@ ingest, evaluate = bag.dags['marsad_ingest'], bag.dags['marsad_evaluate']
 print(json.dumps(dict(errors={{k: str(v) for k, v in bag.import_errors.items()}}, dags=sorted(bag.dags), heavy=heavy,
     load_outlets=[o.name for o in ingest.get_task('load').outlets],
     evaluate_schedule=[a.name for a in evaluate.timetable.asset_condition.objects],
-    load_pool=ingest.get_task('load').pool)))
+    load_pool=ingest.get_task('load').pool,
+    queues={{d.dag_id + '.' + t.task_id: [t.queue, t.pool] for d in bag.dags.values() for t in d.tasks}})))
 """
-    res = subprocess.run([sys.executable, "-c", code], env=_env(af_home, tmp_path), capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code], env=_env(af_home, tmp_path, MARSAD_WAREHOUSE_QUEUE="warehouse"), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["errors"] == {}
@@ -55,6 +56,11 @@ print(json.dumps(dict(errors={{k: str(v) for k, v in bag.import_errors.items()}}
     assert info["load_outlets"] == ["marsad_articles"]
     assert info["evaluate_schedule"] == ["marsad_articles"]
     assert info["load_pool"] == "marsad_warehouse"
+    # Scaled out: every task that opens the DuckDB file runs on its host's queue, one at a time;
+    # the fetches run on any worker.
+    on_warehouse = {t for t, (queue, pool) in info["queues"].items() if queue == "warehouse" and pool == "marsad_warehouse"}
+    assert on_warehouse == set(info["queues"]) - {"marsad_ingest.fetch"}, info["queues"]
+    assert info["queues"]["marsad_ingest.fetch"][0] == "default"
 
 
 def _pub(dt):
