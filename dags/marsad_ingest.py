@@ -18,7 +18,7 @@ ARTICLES = Asset("marsad_articles")
 
 @dag(
     dag_id="marsad_ingest",
-    schedule=os.environ.get("MARSAD_INGEST_SCHEDULE", "*/5 * * * *"),
+    schedule=os.environ.get("MARSAD_INGEST_SCHEDULE", "*/5 * * * *") or None,  # set empty: runs only when triggered
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
