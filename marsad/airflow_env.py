@@ -76,6 +76,8 @@ def scaled_env(
     api = f"http://{api_host}:{port}"
     env.update(
         {
+            # The api-server listens where the workers reach it, unless AIRFLOW__API__HOST says otherwise.
+            "AIRFLOW__API__HOST": dict(os.environ if base is None else base).get("AIRFLOW__API__HOST", api_host),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
             "AIRFLOW__CELERY__BROKER_URL": broker_url,

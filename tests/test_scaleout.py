@@ -21,7 +21,9 @@ from marsad.airflow_env import prepare, scaled_env, worker_command, worker_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.scaleout]
 
-FEEDS = 8  # mapped fetch tasks: more than one worker's slots, so both workers get some
+# Mapped fetch tasks: more than one worker's slots, so both workers get some. A larger
+# MARSAD_SCALEOUT_FEEDS measures a bigger cycle (docs/operations.md, sizing).
+FEEDS = int(os.environ.get("MARSAD_SCALEOUT_FEEDS", "8"))
 ITEMS = 5
 RUN_ID = "scaleout_test"
 BIN = Path(sys.executable).parent
@@ -58,6 +60,33 @@ def _processes_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of a live process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat[stat.rfind(")") + 2:].split()
+    return (None if rest[0] == "Z" else (int(rest[1]), rest[19]))
+
+
+def _descendants(roots: list[int]) -> dict[int, str]:
+    """Every live process under these pids (themselves included), with its start time. Task
+    processes get their own process group and setproctitle rewrites the environment some
+    processes show, so only the process tree finds them all."""
+    children: dict[int, list[int]] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and (st := _stat(int(p.name))):
+            children.setdefault(st[0], []).append(int(p.name))
+    found, todo = {}, list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found and (st := _stat(pid)):
+            found[pid] = st[1]
+            todo.extend(children.get(pid, []))
+    return found
 
 
 class Group:
@@ -238,11 +267,18 @@ def test_ingest_runs_on_celery_workers_with_postgres_and_loads_everything_on_the
         _wait("the ingest run to finish", lambda: run_state() in ("success", "failed"), 240, airflow_groups)
         took = time.monotonic() - triggered
         with con.cursor() as cur:
-            cur.execute("SELECT task_id, map_index, state, hostname, queue FROM task_instance WHERE dag_id = 'marsad_ingest' AND run_id = %s", (RUN_ID,))
-            tis = cur.fetchall()
+            cur.execute("SELECT task_id, map_index, state, hostname, queue, extract(epoch FROM end_date - start_date) FROM task_instance"
+                        " WHERE dag_id = 'marsad_ingest' AND run_id = %s ORDER BY task_id, map_index", (RUN_ID,))
+            timed = cur.fetchall()
         state = run_state()
         con.close()
-        print(f"\nscale-out ingest of {FEEDS} feeds: {took:.1f}s from trigger to success; task instances: {sorted(tis)}")
+        tis = [t[:5] for t in timed]
+        secs = {t[0]: [] for t in timed}
+        for t in timed:
+            secs[t[0]].append(float(t[5] or 0))
+        per_host = {h: sum(1 for t in tis if t[0] == "fetch" and t[3] == h) for h in {t[3] for t in tis}}
+        print(f"\nscale-out ingest of {FEEDS} feeds: {took:.1f}s from trigger to success; fetches per worker {per_host}; task seconds "
+              + ", ".join(f"{k} {min(v):.1f}-{max(v):.1f}" for k, v in secs.items()))
         assert state == "success", f"{tis}\n" + "\n".join(g.tail() for g in airflow_groups)
 
         fetch = [t for t in tis if t[0] == "fetch"]
@@ -262,8 +298,13 @@ def test_ingest_runs_on_celery_workers_with_postgres_and_loads_everything_on_the
         left = [p for d in (staging_wh, staging_fetch, tmp_path / "staging-none") if d.exists() for p in d.iterdir()]
         assert left == [], "every staged file was handed over and loaded"
     finally:
+        started = _descendants([g.proc.pid for g in groups])
         for g in reversed(groups):  # Airflow components first, then Redis and PostgreSQL
             g.stop()
+        time.sleep(1)
+        orphans = {pid for pid, start in started.items() if (st := _stat(pid)) and st[1] == start}
+        for pid in orphans:  # never leave them running, but fail below
+            os.kill(pid, signal.SIGKILL)
         shutil.rmtree(pg_tmp, ignore_errors=True)
-    time.sleep(1)
+    assert not orphans, f"processes left running after their groups were stopped: {sorted(orphans)}"
     assert _processes_with(marker) == [], "orphaned processes of the scaled deployment"
