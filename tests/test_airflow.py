@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, rss, write_feeds_yaml
+from conftest import REPO, free_port as _free_port, processes_with as _processes_with, rss, write_feeds_yaml
 from marsad.airflow_env import airflow_env, prepare
 
 pytestmark = pytest.mark.airflow
@@ -143,24 +142,6 @@ def test_task_failure_notifies_ops_through_the_slack_notifier(af_home, tmp_path,
     (post,) = slack.posts()
     assert post["channel"] == "#marsad-ops"
     assert "marsad_evaluate.evaluate" in post["text"] and "a threshold rule needs count, window" in post["text"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _processes_with(marker: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                if marker.encode() in (p / "environ").read_bytes():
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
 
 
 def test_make_run_starts_standalone_and_ctrl_c_leaves_nothing_behind(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import rss, write_feeds_yaml
+from conftest import free_port as _free_port, processes_with as _processes_with, rss, write_feeds_yaml
 from marsad.airflow_env import prepare, scaled_env, worker_command, worker_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.scaleout]
@@ -41,25 +41,6 @@ def _missing_or_skip(what: str):
     if os.environ.get("CI") == "true":
         pytest.fail(msg)
     pytest.skip(msg)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Processes whose environment carries this run's marker (every process this test started)."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                if marker.encode() in (p / "environ").read_bytes():
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
 
 
 def _stat(pid: int) -> tuple[int, str] | None:
