@@ -5,7 +5,7 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
-from marsad_airflow import WAREHOUSE_POOL, default_args
+from marsad_airflow import default_args
 
 
 @dag(
@@ -14,7 +14,7 @@ from marsad_airflow import WAREHOUSE_POOL, default_args
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(3, timedelta(minutes=2), WAREHOUSE_POOL),
+    default_args=default_args(3, timedelta(minutes=2), on_warehouse=True),
     tags=["marsad"],
     doc_md=__doc__,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, dag, task
-from marsad_airflow import WAREHOUSE_POOL, default_args
+from marsad_airflow import default_args
 
 ARTICLES = Asset("marsad_articles")
 
@@ -15,7 +15,7 @@ ARTICLES = Asset("marsad_articles")
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(3, timedelta(seconds=20), WAREHOUSE_POOL),
+    default_args=default_args(3, timedelta(seconds=20), on_warehouse=True),
     tags=["marsad"],
     doc_md=__doc__,
 )

@@ -1,5 +1,8 @@
 """Poll due feeds (one mapped task per source), then load them with a single writer.
 
+The fetch tasks run on any worker; the tasks that open the DuckDB file run on its host
+(``ON_WAREHOUSE``: pool and queue). Each fetch hands its staged result over as its return
+value, so the loader needs no disk shared with the fetch workers.
 Thin on purpose: the work is in marsad.pipeline, imported inside the tasks.
 """
 from __future__ import annotations
@@ -8,14 +11,14 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, dag, task
-from marsad_airflow import WAREHOUSE_POOL, default_args, notify_failure
+from marsad_airflow import ON_WAREHOUSE, default_args, notify_failure
 
 ARTICLES = Asset("marsad_articles")
 
 
 @dag(
     dag_id="marsad_ingest",
-    schedule=os.environ.get("MARSAD_INGEST_SCHEDULE", "*/5 * * * *"),
+    schedule=os.environ.get("MARSAD_INGEST_SCHEDULE", "*/5 * * * *") or None,  # set empty: runs only when triggered
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -26,24 +29,26 @@ ARTICLES = Asset("marsad_articles")
     doc_md=__doc__,
 )
 def marsad_ingest():
-    @task
+    @task(**ON_WAREHOUSE)
     def due_sources() -> list[dict]:
         from marsad.pipeline import Settings, due_sources
 
         return due_sources(Settings.from_env())
 
     @task(max_active_tis_per_dagrun=8, execution_timeout=timedelta(minutes=3), map_index_template="{{ task.op_kwargs['source']['source_id'] }}")
-    def fetch(source: dict) -> str:
-        from marsad.pipeline import Settings, fetch_stage
+    def fetch(source: dict) -> dict:
+        from marsad.pipeline import Settings, fetch_stage, hand_over
 
-        return fetch_stage(Settings.from_env(), [source])[0]
+        return hand_over(fetch_stage(Settings.from_env(), [source])[0])
 
     # Runs even when some fetches failed: their errors are staged and recorded too.
-    @task(pool=WAREHOUSE_POOL, outlets=[ARTICLES], trigger_rule="all_done", execution_timeout=timedelta(minutes=10))
-    def load(staged: list[str]) -> dict:
-        from marsad.pipeline import Settings, load
+    @task(**ON_WAREHOUSE, outlets=[ARTICLES], trigger_rule="all_done", execution_timeout=timedelta(minutes=10))
+    def load(staged: list[dict]) -> dict:
+        from marsad.pipeline import Settings, load, take_over
 
-        return load(Settings.from_env()).as_dict()
+        settings = Settings.from_env()
+        take_over(settings, list(staged))  # into this host's staging; a failed load leaves them for the next run
+        return load(settings).as_dict()
 
     load(fetch.expand(source=due_sources()))
 

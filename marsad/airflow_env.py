@@ -1,7 +1,9 @@
 """The embedded default deployment: Airflow standalone with Marsad's DAGs, inside the repo.
 
 ``airflow_env`` is the single definition of how Airflow is configured for Marsad (used by
-``make run`` and by the tests); ``main`` is ``make run``: it prepares the Airflow home,
+``make run`` and by the tests); ``scaled_env`` layers the scaled deployment on top of it
+(PostgreSQL, CeleryExecutor, a warehouse queue; see docs/operations.md) and ``worker_env``
+names one Celery worker. ``main`` is ``make run``: it prepares the Airflow home,
 starts ``airflow standalone`` in its own process group, prints where the UI is and how
 to log in, and on Ctrl-C stops the whole group so that nothing is left running.
 """
@@ -47,6 +49,69 @@ def airflow_env(home: Path, warehouse: Path | None = None, port: int = 8080, bas
         }
     )
     return env
+
+
+def scaled_env(
+    home: Path,
+    *,
+    sql_alchemy_conn: str,
+    broker_url: str,
+    jwt_secret: str,
+    api_host: str = "127.0.0.1",
+    port: int = 8080,
+    result_backend: str | None = None,
+    warehouse: Path | None = None,
+    worker_concurrency: int = 2,
+    base: dict | None = None,
+) -> dict[str, str]:
+    """The scaled deployment: the same DAGs with a PostgreSQL metadata DB and the CeleryExecutor.
+
+    Every component (api-server, scheduler, dag-processor, each Celery worker) runs with this
+    environment. Workers run tasks through the execution API of the api-server at
+    ``api_host:port``; it checks the tokens the scheduler signs, so all components need the same
+    ``jwt_secret``. Tasks that open the DuckDB file go to the queue ``warehouse``, served only by
+    the worker on the host that owns the file (``worker_env(..., warehouse=True)``).
+    """
+    env = airflow_env(home, warehouse=warehouse, port=port, base=base)
+    api = f"http://{api_host}:{port}"
+    env.update(
+        {
+            # The api-server listens where the workers reach it, unless AIRFLOW__API__HOST says otherwise.
+            "AIRFLOW__API__HOST": dict(os.environ if base is None else base).get("AIRFLOW__API__HOST", api_host),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+            "AIRFLOW__CELERY__BROKER_URL": broker_url,
+            # Task states go to the metadata DB (db+postgresql+psycopg2://...). Name the driver:
+            # SQLAlchemy 2.1's default for postgresql:// is psycopg 3, which is not installed.
+            "AIRFLOW__CELERY__RESULT_BACKEND": result_backend or "db+" + sql_alchemy_conn,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__API__BASE_URL": api,
+            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "marsad_airflow.worker_hostname",
+            "MARSAD_WAREHOUSE_QUEUE": "warehouse",
+            "MARSAD_HANDOVER": "xcom",  # fetch workers hand staged articles to the warehouse host via XCom
+        }
+    )
+    return env
+
+
+def worker_env(env: dict[str, str], name: str, staging: Path | None = None, log_port: int | None = None) -> dict[str, str]:
+    """One Celery worker's environment: its name (task_instance.hostname, via
+    ``marsad_airflow.worker_hostname``), its own staging directory, and the port it serves
+    task logs on (default 8793; two workers on one machine need two ports)."""
+    env = dict(env, MARSAD_WORKER_NAME=name)
+    if staging is not None:
+        env["MARSAD_STAGING"] = str(staging)
+    if log_port is not None:
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(log_port)
+    return env
+
+
+def worker_command(name: str, warehouse: bool) -> list[str]:
+    """``airflow celery worker`` for one worker: the warehouse host also serves the queue ``warehouse``."""
+    queues = "default,warehouse" if warehouse else "default"
+    return [str(Path(sys.executable).parent / "airflow"), "celery", "worker", "--queues", queues, "--celery-hostname", f"{name}@%h"]
 
 
 def airflow(args: list[str], env: dict[str, str], check: bool = True, **kw) -> subprocess.CompletedProcess:

@@ -199,6 +199,45 @@ def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier 
     return manifests
 
 
+def hand_over(manifest: str | Path) -> dict:
+    """One staged fetch as a self-contained value (manifest + articles), and its local files removed.
+
+    A fetch task returns this so that the loader can run on another host: the scaled
+    deployment (MARSAD_HANDOVER=xcom) hands it over through Airflow's XCom (the metadata
+    DB), not a shared disk. Otherwise only the staged file's path is returned.
+    """
+    if os.environ.get("MARSAD_HANDOVER", "files") != "xcom":
+        # Embedded default: the loader runs on this host and reads the staging folder; only
+        # the path goes through XCom, so article text never piles up in the metadata DB.
+        return {"staged": str(manifest)}
+    manifest = Path(manifest)
+    meta = json.loads(manifest.read_text(encoding="utf-8"))
+    data = manifest.with_suffix(".jsonl")
+    articles = data.read_text(encoding="utf-8") if meta.get("articles_file") else None
+    data.unlink(missing_ok=True)
+    manifest.unlink()
+    return {"manifest": meta, "articles": articles}
+
+
+def take_over(settings: Settings, handed: list[dict | None]) -> int:
+    """Write fetches handed over by ``hand_over`` into this host's staging (the articles first,
+    the manifest renamed into place last, as ``stage`` does); ``load`` then picks them up."""
+    settings.staging.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for item in handed:
+        if not item or "manifest" not in item:  # failed fetch (retried next run), or staged locally already
+            continue
+        meta = item["manifest"]
+        fetch_id = meta["fetch_id"]
+        if meta.get("articles_file"):
+            (settings.staging / meta["articles_file"]).write_text(item["articles"] or "", encoding="utf-8")
+        tmp = settings.staging / f"{fetch_id}.json.tmp"
+        tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        tmp.rename(settings.staging / f"{fetch_id}.json")
+        n += 1
+    return n
+
+
 # ----------------------------------------------------------------------------- load
 
 

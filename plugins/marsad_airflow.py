@@ -14,6 +14,11 @@ log = logging.getLogger("marsad.airflow")
 SLACK_CONN_ID = os.environ.get("MARSAD_SLACK_CONN_ID", "slack_api_default")
 WAREHOUSE_POOL = os.environ.get("MARSAD_WAREHOUSE_POOL", "marsad_warehouse")
 OPS_CHANNEL = os.environ.get("MARSAD_OPS_CHANNEL", "#marsad-ops")
+# The Celery queue served only by the worker on the host that owns the DuckDB file (the
+# scaled deployment sets it to "warehouse"); "default" everywhere in the embedded default.
+WAREHOUSE_QUEUE = os.environ.get("MARSAD_WAREHOUSE_QUEUE", "default")
+# Task arguments for every task that opens the warehouse: one writer at a time, on its host.
+ON_WAREHOUSE = {"pool": WAREHOUSE_POOL, "queue": WAREHOUSE_QUEUE}
 
 
 def retries(default: int) -> int:
@@ -21,12 +26,21 @@ def retries(default: int) -> int:
     return int(os.environ.get("MARSAD_TASK_RETRIES", default))
 
 
-def default_args(retries_default: int, retry_delay, pool: str | None = None) -> dict:
-    """Task defaults every Marsad DAG shares: retries, failure notices to ops, optional pool."""
+def default_args(retries_default: int, retry_delay, on_warehouse: bool = False) -> dict:
+    """Task defaults every Marsad DAG shares: retries, failure notices to ops, and for DAGs whose
+    every task opens the warehouse, its pool and queue (``ON_WAREHOUSE``)."""
     args = {"retries": retries(retries_default), "retry_delay": retry_delay, "on_failure_callback": notify_failure}
-    if pool:
-        args["pool"] = pool
+    if on_warehouse:
+        args.update(ON_WAREHOUSE)
     return args
+
+
+def worker_hostname() -> str:
+    """[core] hostname_callable: MARSAD_WORKER_NAME if set (two workers on one machine can be
+    told apart in task_instance.hostname), else the machine's FQDN as Airflow's default."""
+    import socket
+
+    return os.environ.get("MARSAD_WORKER_NAME") or socket.getfqdn()
 
 
 def _slack_connection_exists() -> bool:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import sys
 import threading
 import time
@@ -151,3 +153,22 @@ def write_feeds_yaml(path: Path, feeds: list[dict]) -> Path:
 
     path.write_text(yaml.safe_dump({"feeds": feeds}, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_with(marker: str) -> list[int]:
+    """Processes whose environment contains this marker (what a test started, by AIRFLOW_HOME or a run id)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                if marker.encode() in (p / "environ").read_bytes():
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids

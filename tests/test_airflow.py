@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, rss, write_feeds_yaml
+from conftest import REPO, free_port as _free_port, processes_with as _processes_with, rss, write_feeds_yaml
 from marsad.airflow_env import airflow_env, prepare
 
 pytestmark = pytest.mark.airflow
@@ -44,9 +43,10 @@ ingest, evaluate = bag.dags['marsad_ingest'], bag.dags['marsad_evaluate']
 print(json.dumps(dict(errors={{k: str(v) for k, v in bag.import_errors.items()}}, dags=sorted(bag.dags), heavy=heavy,
     load_outlets=[o.name for o in ingest.get_task('load').outlets],
     evaluate_schedule=[a.name for a in evaluate.timetable.asset_condition.objects],
-    load_pool=ingest.get_task('load').pool)))
+    load_pool=ingest.get_task('load').pool,
+    queues={{d.dag_id + '.' + t.task_id: [t.queue, t.pool] for d in bag.dags.values() for t in d.tasks}})))
 """
-    res = subprocess.run([sys.executable, "-c", code], env=_env(af_home, tmp_path), capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code], env=_env(af_home, tmp_path, MARSAD_WAREHOUSE_QUEUE="warehouse"), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["errors"] == {}
@@ -55,6 +55,11 @@ print(json.dumps(dict(errors={{k: str(v) for k, v in bag.import_errors.items()}}
     assert info["load_outlets"] == ["marsad_articles"]
     assert info["evaluate_schedule"] == ["marsad_articles"]
     assert info["load_pool"] == "marsad_warehouse"
+    # Scaled out: every task that opens the DuckDB file runs on its host's queue, one at a time;
+    # the fetches run on any worker.
+    on_warehouse = {t for t, (queue, pool) in info["queues"].items() if queue == "warehouse" and pool == "marsad_warehouse"}
+    assert on_warehouse == set(info["queues"]) - {"marsad_ingest.fetch"}, info["queues"]
+    assert info["queues"]["marsad_ingest.fetch"][0] == "default"
 
 
 def _pub(dt):
@@ -137,24 +142,6 @@ def test_task_failure_notifies_ops_through_the_slack_notifier(af_home, tmp_path,
     (post,) = slack.posts()
     assert post["channel"] == "#marsad-ops"
     assert "marsad_evaluate.evaluate" in post["text"] and "a threshold rule needs count, window" in post["text"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _processes_with(marker: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                if marker.encode() in (p / "environ").read_bytes():
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
 
 
 def test_make_run_starts_standalone_and_ctrl_c_leaves_nothing_behind(tmp_path):

@@ -164,3 +164,35 @@ def test_full_cycle_alerts_locally_without_slack(tmp_path, feed_server, settings
     # Two attacks in the last hour: no threshold (needs 3) and no resumption (no 14 days of history).
     assert all(rule != "militia-attack-campaign" for rule, _ in alerts)
     assert all(s == ("local", "sent") for s in sent)
+
+
+def test_fetches_handed_over_to_another_hosts_staging_load_completely(tmp_path, feed_server, settings, monkeypatch):
+    """The scaled deployment: fetch workers hand their staged results over as values (XCom);
+    the loader's host writes them into its own staging. Nothing stays behind, nothing is lost."""
+    monkeypatch.setenv("MARSAD_HANDOVER", "xcom")
+    settings.feeds = setup_feeds(tmp_path, feed_server, extra=[{"id": "gone", "name": "Gone", "lang": "en", "url": feed_server.url("/404.xml")}])
+    due = pipeline.due_sources(settings, NOW)
+    handed = [pipeline.hand_over(m) for m in pipeline.fetch_stage(settings, due)]
+    assert list(settings.staging.iterdir()) == [], "the fetch host keeps no staged file"
+    import json
+
+    handed = json.loads(json.dumps(handed))  # what survives XCom's JSON round trip
+    loader = pipeline.Settings(warehouse=settings.warehouse, staging=tmp_path / "loader-staging")
+    loader.feeds = settings.feeds
+    assert pipeline.take_over(loader, [*handed, None]) == 3  # None: a fetch task that failed
+    rep = pipeline.load(loader, NOW)
+    assert rep.new_articles == 4 and rep.fetches == 3
+    assert list(loader.staging.iterdir()) == []
+    with db.connect(settings.warehouse, read_only=True) as con:
+        assert dict(con.execute("SELECT source_id, last_status FROM source_state").fetchall()) == {"test-ar": "ok", "test-en": "ok", "gone": "error"}
+        assert con.execute("SELECT count(*) FROM article_indicators").fetchone()[0] >= 2  # verdicts staged by the fetch survive
+
+
+def test_embedded_default_hands_over_only_paths(tmp_path, feed_server, settings, monkeypatch):
+    """Same host: article text stays in the staging folder, never in XCom (the metadata DB)."""
+    monkeypatch.delenv("MARSAD_HANDOVER", raising=False)
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    handed = [pipeline.hand_over(m) for m in pipeline.fetch_stage(settings, pipeline.due_sources(settings, NOW))]
+    assert all(set(h) == {"staged"} for h in handed) and len(handed) == 2
+    assert pipeline.take_over(settings, handed) == 0
+    assert pipeline.load(settings, NOW).new_articles == 4
