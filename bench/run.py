@@ -302,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        rows += fn()
+        got = fn()
+        for r in got:  # as each finishes, so a long suite that is stopped still shows its figures
+            print(f"bench: {r.bench} | {r.measure} | {r.marsad} {r.unit} vs {r.baseline} | ratio {r.ratio} | {r.target} | met {r.met}", file=sys.stderr, flush=True)
+        rows += got
     text = report(rows, info)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
