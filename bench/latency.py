@@ -7,7 +7,6 @@ standalone's group, at rest and at its peak while the DAGs run.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile

@@ -3,10 +3,8 @@ import contextlib
 import io
 import json
 import re
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
