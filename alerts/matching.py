@@ -413,8 +413,7 @@ class Classifier:
 def _build(doc: Document, spec: IndicatorSpec, gaz: Gazetteers, index: TermIndex) -> Indicator:
     """Compile, turning bad terms or gazetteer references into file:line errors."""
     try:
-        # Check every group on a scratch index first, so a bad file adds nothing to the shared one.
-        Indicator(spec, gaz)
+        # A bad file makes Classifier.load raise, discarding the shared index: no scratch build needed.
         return Indicator(spec, gaz, index)
     except (KeyError, ValueError, re.error) as exc:
         # Find the first offending group to point at its line.
