@@ -53,12 +53,15 @@ base within 36 h with the same weapon and no "another attack" wording become one
 from __future__ import annotations
 
 import hashlib
+import heapq
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from datasketch import MinHash
+import numpy as np
+from datasketch import MinHash, MinHashLSH
 
-from warehouse.neardup import NearDupIndex
+from warehouse import neardup
 
 WINDOW = timedelta(hours=36)
 EXACT_HORIZON = timedelta(days=7)
@@ -148,38 +151,78 @@ def _disjoint(a: set, b: set) -> bool:
 
 
 class Clusterer:
-    """Holds the recent events (and their reports) of some indicators; ``assign`` decides."""
+    """Holds the recent events (and their reports) of some indicators; ``assign`` decides.
+
+    Reports are assigned in order of publication, so what a report is compared with is
+    bounded by the time windows above, not by how much history is loaded: near-duplicates
+    are looked up in a MinHash LSH index per indicator from which reports of events older
+    than ``WINDOW`` are evicted as time advances; events that name a place or an actor are
+    found through an index by that id; exact-copy keys expire after ``EXACT_HORIZON``.
+    So each report costs about the same however many reports the warehouse holds.
+    """
 
     def __init__(self) -> None:
         self.events: dict[str, Event] = {}
-        self._keys: dict[tuple[str, str], str] = {}  # (indicator, url/hash key) -> event_id
-        self._index: dict[str, NearDupIndex] = {}  # per indicator, keyed by article_id
-        self._event_of: dict[str, str] = {}  # article_id -> event_id (per indicator index)
+        self._keys: dict[tuple[str, str], str] = {}  # (indicator, url/guid/hash key) -> event_id
+        self._key_expiry: deque[tuple[datetime, tuple[str, str]]] = deque()
+        self._lsh: dict[str, MinHashLSH] = {}  # per indicator; keys are member ids
+        self._members: dict[str, _Member] = {}  # member id -> what near-duplicate checks need
+        self._live: list[tuple[datetime, str]] = []  # heap of (event time when added, member id) in the LSH
+        self._by_place: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> event ids
+        self._by_actor: dict[tuple[str, str], set[str]] = defaultdict(set)
 
     def add_event(self, ev: Event) -> None:
         self.events[ev.event_id] = ev
+        self._index_event(ev)
+
+    def _index_event(self, ev: Event) -> None:
+        for p in ev.places:
+            self._by_place[(ev.indicator, p)].add(ev.event_id)
+        for a in ev.actors:
+            self._by_actor[(ev.indicator, a)].add(ev.event_id)
 
     def add_member(self, event_id: str, r: Report) -> None:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
         ev.absorb(r)
+        self._index_event(ev)
         for key, _ in r.keys():
-            self._keys.setdefault((r.indicator, key), event_id)
-        idx = self._index.get(r.indicator)
-        if idx is None:  # not setdefault(..., NearDupIndex()): that would build an LSH index per report
-            idx = self._index[r.indicator] = NearDupIndex()
+            if self._keys.setdefault((r.indicator, key), event_id) == event_id:
+                self._key_expiry.append((ev.first_report_at, (r.indicator, key)))
+        lsh = self._lsh.get(r.indicator)
+        if lsh is None:
+            lsh = self._lsh[r.indicator] = MinHashLSH(threshold=neardup.THRESHOLD, num_perm=neardup.NUM_PERM)
         member = f"{event_id}:{r.article_id}"
-        idx.add(member, r.sketch, r.folded)
-        self._event_of[member] = event_id
+        if member not in self._members:
+            self._members[member] = _Member(event_id, r.indicator, r.sketch.hashvalues, neardup.claim(r.folded))
+            lsh.insert(member, r.sketch)
+            heapq.heappush(self._live, (ev.first_report_at, member))
+
+    def _advance(self, now: datetime) -> None:
+        """Forget what no report at or after ``now`` can match. An event's time only moves
+        earlier, so the time it had when indexed is a safe (late) bound."""
+        while self._live and self._live[0][0] < now - WINDOW:
+            _, member = heapq.heappop(self._live)
+            m = self._members.pop(member)
+            self._lsh[m.indicator].remove(member)
+        while self._key_expiry and self._key_expiry[0][0] < now - EXACT_HORIZON:
+            _, key = self._key_expiry.popleft()
+            self._keys.pop(key, None)
 
     def assign(self, r: Report) -> tuple[str, str]:
-        """(event_id, how) for the report; the report is recorded as a member."""
+        """(event_id, how) for the report; the report is recorded as a member.
+        Reports must come in order of publication (``assign_events`` sorts them)."""
+        self._advance(r.published)
         event_id, how = self._decide(r)
         if event_id is None:
             event_id, how = event_id_for(r.indicator, r.article_id), "first"
             self.add_event(Event(event_id, r.indicator, r.published, r.fetched, r.title, new=True))
         self.add_member(event_id, r)
         return event_id, how
+
+    def _indexed(self, index: dict, indicator: str, ids: set[str]) -> list[Event]:
+        found = set().union(*(index.get((indicator, i), ()) for i in ids)) if ids else set()
+        return [self.events[e] for e in sorted(found)]
 
     def _decide(self, r: Report) -> tuple[str | None, str | None]:
         for key, why in r.keys():
@@ -188,38 +231,72 @@ class Clusterer:
                 return eid, why
         places, actors, weapons, countries = r.places, r.actors, r.weapons, r.countries
         renewed = "renewed" in r.cues
-        cands = [
-            ev for ev in self.events.values()
-            if ev.indicator == r.indicator and abs(r.published - ev.first_report_at) <= WINDOW
-            and not _disjoint(places, ev.places)
-            and not (renewed and "renewed" not in ev.cues and r.published - ev.first_report_at >= RENEWED_GAP)
-        ]
-        ok = {ev.event_id for ev in cands}
-        idx = self._index.get(r.indicator)
-        if idx is not None:
-            for member, _sim in idx.query(r.sketch, r.folded):
-                if self._event_of[member] in ok:
-                    return self._event_of[member], "near_duplicate"
+
+        def candidate(ev: Event) -> bool:
+            return (
+                ev.indicator == r.indicator and abs(r.published - ev.first_report_at) <= WINDOW
+                and not _disjoint(places, ev.places)
+                and not (renewed and "renewed" not in ev.cues and r.published - ev.first_report_at >= RENEWED_GAP)
+            )
+
+        near = self._near_duplicate(r, candidate)
+        if near is not None:
+            return near, "near_duplicate"
 
         def closest(evs: list[Event]) -> str | None:
             return min(evs, key=lambda e: (abs(r.published - e.first_report_at), e.event_id)).event_id if evs else None
 
-        same_place = [ev for ev in cands if places & ev.places and not _disjoint(weapons, ev.weapons)]
+        same_place = [
+            ev for ev in self._indexed(self._by_place, r.indicator, places)
+            if candidate(ev) and not _disjoint(weapons, ev.weapons)
+        ]
         if same_place:
             return closest(same_place), "same_place"
         same_actor = [
-            ev for ev in cands
-            if not (places and ev.places) and actors & ev.actors and countries & ev.countries
+            ev for ev in self._indexed(self._by_actor, r.indicator, actors)
+            if candidate(ev) and not (places and ev.places) and countries & ev.countries
             and not _disjoint(weapons, ev.weapons)
         ]
         if same_actor:
             return closest(same_actor), "same_actor"
         if "followup" in r.cues and places:
             older = [
-                ev for ev in self.events.values()
-                if ev.indicator == r.indicator and places & ev.places
-                and timedelta(0) <= r.published - ev.first_report_at <= FOLLOWUP_HORIZON
+                ev for ev in self._indexed(self._by_place, r.indicator, places)
+                if timedelta(0) <= r.published - ev.first_report_at <= FOLLOWUP_HORIZON
             ]
             if older:
                 return max(older, key=lambda e: (e.first_report_at, e.event_id)).event_id, "followup"
         return None, None
+
+    def _near_duplicate(self, r: Report, candidate) -> str | None:
+        """The event of the most similar near-duplicate among the candidates' reports
+        (ties: the smallest member id), or None. Similarities of all LSH hits at once."""
+        lsh = self._lsh.get(r.indicator)
+        if lsh is None:
+            return None
+        ok: dict[str, bool] = {}
+        hits = []
+        for member in lsh.query(r.sketch):
+            m = self._members[member]
+            if m.event_id not in ok:
+                ok[m.event_id] = candidate(self.events[m.event_id])
+            if ok[m.event_id]:
+                hits.append((member, m))
+        if not hits:
+            return None
+        mine = neardup.claim(r.folded)
+        agree = np.count_nonzero(np.stack([m.hashvalues for _, m in hits]) == r.sketch.hashvalues, axis=1)
+        best = None
+        for (member, m), n in zip(hits, agree):
+            sim = float(n) / neardup.NUM_PERM  # as MinHash.jaccard computes it
+            if sim >= neardup.THRESHOLD and m.claim == mine and (best is None or (-sim, member) < best[0]):
+                best = ((-sim, member), m.event_id)
+        return best[1] if best else None
+
+
+@dataclass
+class _Member:
+    event_id: str
+    indicator: str
+    hashvalues: np.ndarray
+    claim: tuple

@@ -30,6 +30,8 @@ SHINGLE = 3
 THRESHOLD = 0.5
 _PROTO = MinHash(num_perm=NUM_PERM)
 _DTYPE, _SCHEME = _PROTO.hashvalues.dtype, _PROTO.scheme  # LSH bands hash these bytes: keep one dtype
+# Drawing the permutations costs more than sketching a headline: draw them once, share them.
+_PERMUTATIONS = _PROTO.permutations
 
 # Words that reverse a claim ("denies", "halt", "لم", "نفي"); folded forms. Two reports
 # that differ in them are not copies of each other however alike the rest is.
@@ -50,8 +52,12 @@ def shingles(folded: str) -> set[bytes]:
     return {s[i : i + SHINGLE].encode("utf-8") for i in range(max(1, len(s) - SHINGLE + 1))}
 
 
+def _minhash(hashvalues=None) -> MinHash:
+    return MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, hashvalues=hashvalues, scheme=_SCHEME)
+
+
 def sketch(folded: str) -> MinHash:
-    m = MinHash(num_perm=NUM_PERM)
+    m = _minhash()
     m.update_batch(list(shingles(folded)))
     return m
 
@@ -62,7 +68,7 @@ def signature(folded: str) -> list[int]:
 
 
 def from_signature(values) -> MinHash:
-    return MinHash(num_perm=NUM_PERM, hashvalues=np.asarray(values, dtype=_DTYPE), scheme=_SCHEME)
+    return _minhash(np.asarray(values, dtype=_DTYPE))
 
 
 def similarity(a: MinHash, b: MinHash) -> float:
@@ -70,13 +76,16 @@ def similarity(a: MinHash, b: MinHash) -> float:
     return float(a.jaccard(b))
 
 
+def claim(folded: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """What two copies of one claim must share: its numbers and its reversal words.
+    Computed once per text; ``same_claim`` compares two of these."""
+    folded = _WIRE_PREFIX.sub("", folded)
+    return tuple(sorted(_NUMBER.findall(folded))), frozenset(w for w in folded.split() if w in _REVERSAL)
+
+
 def same_claim(folded_a: str, folded_b: str) -> bool:
     """Same numbers and same reversal words: "3 killed" is not "5 killed", "denies" not "claims"."""
-    folded_a, folded_b = _WIRE_PREFIX.sub("", folded_a), _WIRE_PREFIX.sub("", folded_b)
-    wa, wb = folded_a.split(), folded_b.split()
-    return sorted(_NUMBER.findall(folded_a)) == sorted(_NUMBER.findall(folded_b)) and (
-        {w for w in wa if w in _REVERSAL} == {w for w in wb if w in _REVERSAL}
-    )
+    return claim(folded_a) == claim(folded_b)
 
 
 def near_duplicates(folded_a: str, folded_b: str, threshold: float = THRESHOLD) -> bool:
@@ -87,7 +96,7 @@ def near_duplicates(folded_a: str, folded_b: str, threshold: float = THRESHOLD) 
 @dataclass
 class _Entry:
     sketch: MinHash
-    folded: str
+    claim: tuple
 
 
 class NearDupIndex:
@@ -105,14 +114,14 @@ class NearDupIndex:
     def add(self, key: str, sk: MinHash, folded: str) -> None:
         if key in self._entries:
             return
-        self._entries[key] = _Entry(sk, folded)
+        self._entries[key] = _Entry(sk, claim(folded))
         self._lsh.insert(key, sk)
 
     def query(self, sk: MinHash, folded: str) -> list[tuple[str, float]]:
-        out = []
+        out, mine = [], claim(folded)
         for key in self._lsh.query(sk):
             e = self._entries[key]
             sim = similarity(sk, e.sketch)
-            if sim >= self.threshold and same_claim(folded, e.folded):
+            if sim >= self.threshold and e.claim == mine:
                 out.append((key, sim))
         return sorted(out, key=lambda kv: (-kv[1], kv[0]))
