@@ -1,4 +1,4 @@
-"""Evaluate the rule pack and deliver alerts, whenever the ingest DAG has loaded articles."""
+"""Evaluate the rule pack, deliver alerts, and publish the analysts' read copy, whenever the ingest DAG has loaded articles."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -33,7 +33,16 @@ def marsad_evaluate():
 
         return deliver_outbox()
 
-    deliver(evaluate())
+    # The analysts' read copy, with this run's articles, alert states and sent notifications.
+    # Last, so copying the warehouse never delays an alert; and whatever the run's outcome
+    # (all_done), so a broken rule file or a Slack outage never leaves analysts a stale copy.
+    @task(trigger_rule="all_done", retries=0)
+    def publish(delivered: dict | None = None) -> dict | None:
+        from marsad.pipeline import Settings, publish_read_copy
+
+        return publish_read_copy(Settings.from_env())
+
+    publish(deliver(evaluate()))
 
 
 marsad_evaluate()

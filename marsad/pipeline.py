@@ -267,7 +267,9 @@ STATE_COLUMNS = {
 
 def load(settings: Settings, now: datetime | None = None, classifier: Classifier | None = None) -> LoadReport:
     """Load everything staged (this run's fetches and any left by a failed run), then classify
-    new articles and assign them to events. One transaction; staged files are removed after it."""
+    new articles and assign them to events. One transaction; staged files are removed after it.
+    Publishing the analysts' read copy is a step of its own (``publish_read_copy``, after
+    delivery): it copies the whole warehouse, so it stays out of the time from a feed item to an alert."""
     now = now or utcnow()
     classifier = classifier or settings.classifier()
     manifests = sorted(settings.staging.glob("*.json")) if settings.staging.is_dir() else []
@@ -291,7 +293,6 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
     for p in manifests:  # committed: the staged files are no longer needed
         for f in (p, p.with_suffix(".jsonl")):
             f.unlink(missing_ok=True)
-    publish_read_copy(settings)
     return report
 
 
@@ -422,7 +423,6 @@ def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | N
         queued = evaluate_rules(con, pack, now)
         # Sources that are down or silent page ops through the same outbox.
         queued = queued + evaluate_source_health(con, now, lambda: settings.registry().health)
-    publish_read_copy(settings)
     return queued
 
 
@@ -463,11 +463,12 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
 
 
 def run_once(settings: Settings, sink: Sink | None = None, now: datetime | None = None) -> dict:
-    """One whole cycle, as the two DAGs run it: due -> fetch -> load -> evaluate -> deliver."""
+    """One whole cycle, as the two DAGs run it: due -> fetch -> load -> evaluate -> deliver -> publish."""
     now = now or utcnow()
     due = due_sources(settings, now)
     fetch_stage(settings, due)
     loaded = load(settings, utcnow())
     queued = evaluate(settings, utcnow())
     delivered = deliver(settings, sink)
+    publish_read_copy(settings)
     return {"due": len(due), "load": loaded.as_dict(), "notifications": len(queued), "delivery": delivered.as_dict()}

@@ -54,7 +54,7 @@ def populate(settings, feed_server, tmp_path) -> None:
     pipeline.load(settings, now)
     pipeline.evaluate(settings, now)
     pipeline.deliver(settings)
-    pipeline.publish_read_copy(settings)  # deliver does not publish; analysts see sent notifications
+    pipeline.publish_read_copy(settings)  # after delivery, as the evaluate DAG does: analysts see sent notifications
 
 
 @pytest.fixture(scope="module")

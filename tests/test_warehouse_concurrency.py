@@ -28,6 +28,7 @@ def _cycle(settings):
     pipeline.fetch_stage(settings, pipeline.due_sources(settings, now))
     report = pipeline.load(settings, now)
     pipeline.evaluate(settings, now)
+    pipeline.publish_read_copy(settings)
     return report
 
 
@@ -50,7 +51,7 @@ def test_analyst_session_survives_a_full_ingest_and_evaluate_cycle(tmp_path, fee
         _wait_for(work / "ready", analyst, "analyst session")
         (work / "cycle").touch()
         settings.feeds = _feeds(tmp_path, feed_server, with_en=True)
-        report = _cycle(settings)  # due -> fetch -> load -> publish -> evaluate -> publish
+        report = _cycle(settings)  # due -> fetch -> load -> evaluate -> publish
         (work / "stop").touch()
         out, err = analyst.communicate(timeout=60)
     finally:
@@ -98,6 +99,7 @@ def test_analyst_wrongly_holding_the_primary_makes_the_writer_wait_not_fail(tmp_
     with db.connect(settings.warehouse, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 4
     assert not list(settings.staging.glob("*.json"))  # staged files consumed, nothing left behind
+    pipeline.publish_read_copy(settings)
     con = open_read_copy(settings.read_copy)
     assert con.execute("SELECT articles FROM publish_info").fetchone()[0] == 4
     con.close()
