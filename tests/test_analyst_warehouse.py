@@ -136,7 +136,7 @@ def test_prune_drops_old_fetch_log_but_keeps_articles_and_the_start_of_history(w
         con.execute(
             """INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status)
                SELECT 'old-' || i, 'test-ar', now() - INTERVAL 40 DAYS + i * INTERVAL 1 MINUTE, now() - INTERVAL 40 DAYS, 'ok'
-               FROM range(2) t(i) UNION ALL SELECT 'fresh', 'test-ar', now(), now(), 'error'"""
+               FROM range(2) t(i) UNION ALL SELECT 'fresh', 'test-ar', now() - INTERVAL 10 SECOND, now() - INTERVAL 10 SECOND, 'error'"""
         )
         assert prune_fetch_log(con, NOW, 30 * 86400) == 1  # 'old-0' is now the first fetch: it stays
         left = {r[0] for r in con.execute("SELECT fetch_id FROM fetch_log WHERE source_id = 'test-ar'").fetchall()}
