@@ -41,16 +41,20 @@ class EntityTagger:
                     self._index.add(uid, parse_term(alias), e.id)
 
     def tag(self, title: str, summary: str = "") -> list[Entity]:
-        found = self._index.hits(fold(f"{title} . {summary}").split())
+        return self.tag_folded(fold(f"{title} . {summary}"))
+
+    def tag_folded(self, folded: str) -> list[Entity]:
+        """``tag`` of text already folded (``articles.text_folded``)."""
+        found = self._index.hits(folded.split())
         return [self._entities[uid] for uid in sorted(found)]
 
 
-def tag_articles(con, tagger: EntityTagger, rows: list[tuple[str, str, str]]) -> int:
-    """Tag (article_id, title, summary) rows into ``article_entities`` (one set-based insert)."""
+def tag_articles(con, tagger: EntityTagger, rows: list[tuple[str, str]]) -> int:
+    """Tag (article_id, text_folded) rows into ``article_entities`` (one set-based insert)."""
     out = [
         dict(article_id=article_id, gazetteer=e.gazetteer, entity_id=e.id, kind=e.kind)
-        for article_id, title, summary in rows
-        for e in tagger.tag(title, summary)
+        for article_id, folded in rows
+        for e in tagger.tag_folded(folded)
     ]
     bulk_insert(con, "article_entities", out, ENTITY_COLUMNS)
     return len(out)

@@ -151,20 +151,28 @@ class TermIndex:
     def hits(self, tokens: list[str]) -> dict[int, list["Hit"]]:
         found: dict[int, dict[tuple[int, int], Hit]] = {}
         n = len(tokens)
+        starting = self._starting
         for i, token in enumerate(tokens):
-            by_next, other = self._starting(token)
+            by_next, other = starting(token)
+            if not other and not by_next:  # most words start no term
+                continue
             cands = other
             if by_next and i + 1 < n:
-                cands = cands + by_next.get(tokens[i + 1], [])
+                more = by_next.get(tokens[i + 1])
+                if more:
+                    cands = cands + more
             for group, term, ref in cands:
-                end = i + len(term.words)
+                words = term.words
+                end = i + len(words)
                 if end > n or not all(
-                    tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(term.words[1:], 1)
+                    tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(words[1:], 1)
                 ):
                     continue
-                key = (i, end)
-                if key not in found.setdefault(group, {}):
-                    found[group][key] = Hit("", " ".join(tokens[i:end]), i, ref)
+                g = found.get(group)
+                if g is None:
+                    g = found[group] = {}
+                if (i, end) not in g:
+                    g[(i, end)] = Hit("", " ".join(tokens[i:end]), i, ref)
         return {g: sorted(h.values(), key=lambda h: h.position) for g, h in found.items()}
 
 
@@ -398,7 +406,10 @@ class Classifier:
         return [ind.evaluate(folded, found) for ind in self.indicators]
 
     def classify(self, title: str, summary: str = "") -> list[Verdict]:
-        folded = fold(f"{title} . {summary}")
+        return self.classify_folded(fold(f"{title} . {summary}"))
+
+    def classify_folded(self, folded: str) -> list[Verdict]:
+        """``classify`` of text already folded (``Article.text_folded`` is exactly that)."""
         found = self.index.hits(folded.split())
         # An indicator none of whose clauses has a hit for its first group cannot match.
         return [

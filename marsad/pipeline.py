@@ -128,7 +128,7 @@ def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
 def _matches(classifier: Classifier, a: Article) -> list[dict]:
     return [
         dict(indicator=v.indicator, clause=v.clause, hits=[{"group": h.group, "text": h.text} for h in v.hits], refs=v.refs)
-        for v in classifier.classify(a.title, a.summary)
+        for v in classifier.classify_folded(a.text_folded)
     ]
 
 
@@ -379,7 +379,7 @@ def tag_new_matches(con, classifier: Classifier, now: datetime) -> int:
     """Places, actors, weapons and cue words named in the articles that matched an indicator in
     this load (however they were classified): what event assignment compares."""
     rows = con.execute(
-        """SELECT a.article_id, a.title, a.summary FROM articles a
+        """SELECT a.article_id, a.text_folded FROM articles a
            WHERE a.classified_at = ? AND EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = a.article_id)""",
         [now],
     ).fetchall()
@@ -392,12 +392,12 @@ def tag_new_matches(con, classifier: Classifier, now: datetime) -> int:
 
 def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, int]:
     """Run the indicator classifier over articles not classified yet."""
-    rows = con.execute("SELECT article_id, title, summary FROM articles WHERE classified_at IS NULL").fetchall()
+    rows = con.execute("SELECT article_id, text_folded FROM articles WHERE classified_at IS NULL").fetchall()
     if not rows:
         return 0, 0
     matches = []
-    for article_id, title, summary in rows:
-        for v in classifier.classify(title, summary):
+    for article_id, folded in rows:
+        for v in classifier.classify_folded(folded):
             matches.append(
                 dict(
                     article_id=article_id,
