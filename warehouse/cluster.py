@@ -165,9 +165,8 @@ class Clusterer:
         self.events: dict[str, Event] = {}
         self._keys: dict[tuple[str, str], str] = {}  # (indicator, url/guid/hash key) -> event_id
         self._key_expiry: deque[tuple[datetime, tuple[str, str]]] = deque()
-        self._lsh: dict[str, MinHashLSH] = {}  # per indicator; keys are member ids
-        self._members: dict[str, _Member] = {}  # member id -> what near-duplicate checks need
-        self._live: list[tuple[datetime, str]] = []  # heap of (event time when added, member id) in the LSH
+        self._pools: dict[str, _Pool] = {}  # per indicator: the reports near-duplicates are sought among
+        self._live: list[tuple[datetime, str, str]] = []  # heap of (event time when added, indicator, member id)
         self._by_place: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> event ids
         self._by_actor: dict[tuple[str, str], set[str]] = defaultdict(set)
 
@@ -189,22 +188,19 @@ class Clusterer:
         for key, _ in r.keys():
             if self._keys.setdefault((r.indicator, key), event_id) == event_id:
                 self._key_expiry.append((ev.first_report_at, (r.indicator, key)))
-        lsh = self._lsh.get(r.indicator)
-        if lsh is None:
-            lsh = self._lsh[r.indicator] = MinHashLSH(threshold=neardup.THRESHOLD, num_perm=neardup.NUM_PERM)
+        pool = self._pools.get(r.indicator)
+        if pool is None:
+            pool = self._pools[r.indicator] = _Pool()
         member = f"{event_id}:{r.article_id}"
-        if member not in self._members:
-            self._members[member] = _Member(event_id, r.indicator, r.sketch.hashvalues, neardup.claim(r.folded))
-            lsh.insert(member, r.sketch)
-            heapq.heappush(self._live, (ev.first_report_at, member))
+        if pool.add(member, event_id, r.sketch, neardup.claim(r.folded)):
+            heapq.heappush(self._live, (ev.first_report_at, r.indicator, member))
 
     def _advance(self, now: datetime) -> None:
         """Forget what no report at or after ``now`` can match. An event's time only moves
         earlier, so the time it had when indexed is a safe (late) bound."""
         while self._live and self._live[0][0] < now - WINDOW:
-            _, member = heapq.heappop(self._live)
-            m = self._members.pop(member)
-            self._lsh[m.indicator].remove(member)
+            _, indicator, member = heapq.heappop(self._live)
+            self._pools[indicator].remove(member)
         while self._key_expiry and self._key_expiry[0][0] < now - EXACT_HORIZON:
             _, key = self._key_expiry.popleft()
             self._keys.pop(key, None)
@@ -270,33 +266,117 @@ class Clusterer:
 
     def _near_duplicate(self, r: Report, candidate) -> str | None:
         """The event of the most similar near-duplicate among the candidates' reports
-        (ties: the smallest member id), or None. Similarities of all LSH hits at once."""
-        lsh = self._lsh.get(r.indicator)
-        if lsh is None:
+        (ties: the smallest member id), or None."""
+        pool = self._pools.get(r.indicator)
+        if pool is None:
             return None
-        ok: dict[str, bool] = {}
-        hits = []
-        for member in lsh.query(r.sketch):
-            m = self._members[member]
-            if m.event_id not in ok:
-                ok[m.event_id] = candidate(self.events[m.event_id])
-            if ok[m.event_id]:
-                hits.append((member, m))
-        if not hits:
+        rows, sims = pool.similar(r.sketch)
+        if not len(rows):
             return None
-        mine = neardup.claim(r.folded)
-        agree = np.count_nonzero(np.stack([m.hashvalues for _, m in hits]) == r.sketch.hashvalues, axis=1)
-        best = None
-        for (member, m), n in zip(hits, agree):
-            sim = float(n) / neardup.NUM_PERM  # as MinHash.jaccard computes it
-            if sim >= neardup.THRESHOLD and m.claim == mine and (best is None or (-sim, member) < best[0]):
-                best = ((-sim, member), m.event_id)
-        return best[1] if best else None
+        mine = pool.claim_code(neardup.claim(r.folded))
+        keep = pool.claims[rows] == mine
+        rows, sims = rows[keep], sims[keep]
+        if not len(rows):
+            return None
+        codes = pool.events[rows]
+        ok = {c: candidate(self.events[pool.event_ids[c]]) for c in np.unique(codes).tolist()}
+        keep = np.fromiter((ok[c] for c in codes.tolist()), dtype=bool, count=len(codes))
+        rows, sims = rows[keep], sims[keep]
+        if not len(rows):
+            return None
+        top = rows[sims == sims.max()]
+        member = min(pool.members[i] for i in top.tolist())
+        return pool.event_ids[pool.events[pool.row_of[member]]]
 
 
-@dataclass
-class _Member:
-    event_id: str
-    indicator: str
-    hashvalues: np.ndarray
-    claim: tuple
+class _Pool:
+    """The reports of one indicator that near-duplicates are sought among (those of events
+    within ``WINDOW``): their sketches as rows of one matrix, so similarities to all of them
+    are one numpy comparison, plus a MinHash LSH index over the same rows, used instead
+    when there are so many that comparing with each costs more than an LSH lookup.
+    Both find near-duplicates at estimated Jaccard >= ``neardup.THRESHOLD``; the matrix is
+    exact where LSH may miss a pair just above the threshold."""
+
+    SCAN_MAX = 4096  # up to this many live rows, compare with all of them
+
+    def __init__(self) -> None:
+        self.matrix = np.empty((64, neardup.NUM_PERM), dtype=neardup._DTYPE)
+        self.events = np.empty(64, dtype=np.int64)  # row -> event code
+        self.claims = np.empty(64, dtype=np.int64)  # row -> claim code
+        self.alive = np.zeros(64, dtype=bool)
+        self.members: list[str] = []  # row -> member id
+        self.row_of: dict[str, int] = {}
+        self.event_ids: list[str] = []  # event code -> event id
+        self._event_code: dict[str, int] = {}
+        self._claim_code: dict[tuple, int] = {}
+        self.live = 0
+        self.lsh = MinHashLSH(threshold=neardup.THRESHOLD, num_perm=neardup.NUM_PERM)
+
+    def claim_code(self, claim: tuple) -> int:
+        return self._claim_code.get(claim, -1)
+
+    def add(self, member: str, event_id: str, sketch: MinHash, claim: tuple) -> bool:
+        if member in self.row_of:
+            return False
+        n = len(self.members)
+        if n == len(self.matrix):
+            if self.live < n // 2:
+                self._compact()
+                n = len(self.members)
+            else:
+                self._grow()
+        code = self._event_code.get(event_id)
+        if code is None:
+            code = self._event_code[event_id] = len(self.event_ids)
+            self.event_ids.append(event_id)
+        self.matrix[n] = sketch.hashvalues
+        self.events[n] = code
+        self.claims[n] = self._claim_code.setdefault(claim, len(self._claim_code))
+        self.alive[n] = True
+        self.members.append(member)
+        self.row_of[member] = n
+        self.live += 1
+        self.lsh.insert(member, sketch)
+        return True
+
+    def remove(self, member: str) -> None:
+        row = self.row_of.pop(member)
+        self.alive[row] = False
+        self.live -= 1
+        self.lsh.remove(member)
+
+    def similar(self, sketch: MinHash) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, similarities) of the live reports at or above the threshold."""
+        n = len(self.members)
+        if self.live <= self.SCAN_MAX:
+            agree = np.count_nonzero(self.matrix[:n] == sketch.hashvalues, axis=1)
+            rows = np.flatnonzero(self.alive[:n] & (agree >= neardup.THRESHOLD * neardup.NUM_PERM))
+        else:
+            rows = np.fromiter((self.row_of[m] for m in self.lsh.query(sketch)), dtype=np.int64)
+            agree = np.zeros(n, dtype=np.int64)
+            if len(rows):
+                agree[rows] = np.count_nonzero(self.matrix[rows] == sketch.hashvalues, axis=1)
+            rows = rows[agree[rows] >= neardup.THRESHOLD * neardup.NUM_PERM]
+        return rows, agree[rows] / neardup.NUM_PERM  # as MinHash.jaccard computes it
+
+    def _grow(self) -> None:
+        cap = 2 * len(self.matrix)
+        matrix = np.empty((cap, neardup.NUM_PERM), dtype=self.matrix.dtype)
+        matrix[: len(self.matrix)] = self.matrix
+        self.matrix = matrix
+        for name in ("events", "claims", "alive"):
+            arr = getattr(self, name)
+            grown = np.zeros(cap, dtype=arr.dtype)
+            grown[: len(arr)] = arr
+            setattr(self, name, grown)
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.alive[: len(self.members)])
+        k = len(keep)
+        self.matrix[:k] = self.matrix[keep]
+        self.events[:k] = self.events[keep]
+        self.claims[:k] = self.claims[keep]
+        self.alive[:k] = True
+        self.alive[k:] = False
+        self.members = [self.members[i] for i in keep.tolist()]
+        self.row_of = {m: i for i, m in enumerate(self.members)}
