@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
+from datasketch.hashfunc import sha1_hash32
 
 from sources.normalize import fold
 
@@ -53,12 +54,35 @@ def shingles(folded: str) -> set[bytes]:
 
 
 def _minhash(hashvalues=None) -> MinHash:
-    return MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, hashvalues=hashvalues, scheme=_SCHEME)
+    return MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, hashvalues=hashvalues, scheme=_SCHEME, hashfunc=_hashed)
+
+
+def _hashed(value: int) -> int:
+    return value  # the shingles come hashed already (``_shingle_hashes``)
+
+
+# datasketch's own shingle hash (sha1_hash32), remembered per shingle: news text reuses a
+# small set of 3-grams, and the sha1 call costs more than the rest of a sketch.
+_HASHES: dict[bytes, int] = {}
+_HASHES_MAX = 500_000
+
+
+def _shingle_hashes(items: set[bytes]) -> list[int]:
+    cache = _HASHES
+    if len(cache) > _HASHES_MAX:
+        cache.clear()
+    out = []
+    for item in items:
+        h = cache.get(item)
+        if h is None:
+            h = cache[item] = sha1_hash32(item)
+        out.append(h)
+    return out
 
 
 def sketch(folded: str) -> MinHash:
     m = _minhash()
-    m.update_batch(list(shingles(folded)))
+    m.update_batch(_shingle_hashes(shingles(folded)))
     return m
 
 
