@@ -1,0 +1,346 @@
+"""The indicator board: its data (``alerts.board``) over a warehouse the real pipeline filled,
+and the page (``plugins/marsad_board.py``) served by a real Airflow api-server, behind
+Airflow's login, in headless Chromium from Debian's packages (screenshots: tests/artifacts/)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from board_data import populate
+from conftest import REPO, FeedServer, free_port, processes_with
+
+ARTIFACTS = Path(os.environ.get("MARSAD_TEST_ARTIFACTS") or REPO / "tests" / "artifacts")
+CHROMIUM = Path(os.environ.get("MARSAD_CHROMIUM", "/usr/bin/chromium"))
+# No sandbox (root in a container); nothing that phones home (the network is closed).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+RESOLVE_AFTER = timedelta(seconds=90)
+FIRING, RESOLVED, QUIET = "militia_attack_us_forces", "us_strike_militia", "nuclear_talks"
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """A warehouse and its read copy, filled once per module by fetching from loopback feeds."""
+    from marsad import pipeline
+
+    srv = FeedServer()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    tmp = tmp_path_factory.mktemp("board")
+    settings = pipeline.Settings.from_env(tmp / "wh.duckdb")
+    settings.staging = tmp / "staging"
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.1/32")
+            times = populate(settings, srv, tmp, resolve_after=RESOLVE_AFTER)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    fired = dict(con.execute("SELECT rule_id, state FROM alerts").fetchall())
+    con.close()
+    # If fetching took longer than RESOLVE_AFTER the tripwire never fired: say so, not a riddle later.
+    assert fired == {"militia-attack-campaign": "firing", "us-strikes-militias": "resolved"}, fired
+    return settings, times
+
+
+def _config(settings, read_copy=None):
+    from alerts.board import BoardConfig
+
+    return BoardConfig(Path(read_copy or settings.read_copy), settings.indicators, settings.rules, settings.feeds)
+
+
+def _by_id(board):
+    return {i["id"]: i for i in board["indicators"]}
+
+
+def test_board_data_states_quiet_days_events_and_source_health(filled):
+    from alerts.board import build
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    board = build(_config(settings), now=now)
+    assert board["status"] == "ok" and board["config_problems"] == []
+    assert board["published"]["articles"] == 7
+    ind = _by_id(board)
+    assert len(ind) == 11, "every indicator of alerts/indicators/ has a row, with events or not"
+    assert [i["state"] for i in board["indicators"]][:3] == ["firing", "resolved", "quiet"], "firing first, then resolved"
+
+    firing = ind[FIRING]
+    assert firing["state"] == "firing"
+    assert [a["rule_id"] for a in firing["firing"]] == ["militia-attack-campaign"]
+    assert [e["title"][:5] for e in firing["events"]] == ["هجوم ", "Rocke", "Drone"], "newest event first"
+    asad = firing["events"][0]
+    # The Arabic report and the English wire copy are one event: first report's outlet and link,
+    # corroborated by two outlets in two languages.
+    assert (asad["outlet"], asad["url"]) == ("Outlet AR", "https://ar.example/asad")
+    assert (asad["n_outlets"], asad["n_articles"], asad["languages"]) == (2, 2, ["ar", "en"])
+    assert asad["outlets"] == ["Outlet AR", "Second Wire"]
+    assert firing["events_7d"] == 3 and 0.05 < firing["days_since_last_event"] < 0.15  # two hours
+
+    resolved = ind[RESOLVED]
+    assert resolved["state"] == "resolved" and resolved["firing"] == []
+    assert resolved["last_resolved"]["rule_id"] == "us-strikes-militias"
+    assert resolved["last_resolved"]["resolved_at"] == times["resolved_at"]
+
+    quiet = ind[QUIET]
+    assert quiet["state"] == "quiet" and quiet["firing"] == [] and quiet["last_resolved"] is None
+    assert 19.95 < quiet["days_since_last_event"] < 20.05
+    assert quiet["events"][0]["url"] == "https://en.example/talks" and quiet["events_30d"] == 1 and quiet["events_7d"] == 0
+    never = ind["hormuz_threat"]
+    assert (never["state"], never["last_event_at"], never["days_since_last_event"], never["events"]) == ("quiet", None, None, [])
+    assert [r["id"] for r in never["rules"]] == ["hormuz-threat"]
+
+    health = {s["source_id"]: s for s in board["sources"]}
+    assert {k: s["health"] for k, s in health.items()} == {"broken": "failing", "wire-en": "ok", "outlet-ar": "ok", "second-wire": "ok"}
+    assert board["sources"][0]["source_id"] == "broken", "unhealthy sources first"
+    assert health["broken"]["last_error"] == "HTTP 404" and health["broken"]["last_success_at"] is None
+    assert health["wire-en"]["last_success_at"] is not None and health["wire-en"]["items_24h"] == 5
+    assert board["counts"] == {"firing": 1, "resolved": 1, "quiet": 9, "sources_failing": 1, "sources_ok": 3}
+
+    # Four days on: the resolved alert is old news, and no poll since then makes every source stale.
+    later = build(_config(settings), now=times["resolved_at"] + timedelta(days=4))
+    assert _by_id(later)[RESOLVED]["state"] == "quiet"
+    assert {s["source_id"]: s["health"] for s in later["sources"]} == {
+        "broken": "failing", "wire-en": "stale", "outlet-ar": "stale", "second-wire": "stale"}
+    assert 23.9 < _by_id(later)[QUIET]["days_since_last_event"] < 24.1
+
+
+def test_board_without_a_read_copy_says_so(filled, tmp_path):
+    from alerts.board import build
+
+    settings, _ = filled
+    board = build(_config(settings, read_copy=tmp_path / "none-read.duckdb"))
+    assert board["status"] == "no_read_copy" and board["indicators"] == [] and board["sources"] == []
+    assert str(tmp_path / "none-read.duckdb") in board["message"] and "marsad publish" in board["message"]
+    page = _render(board)
+    assert 'data-status="no_read_copy"' in page and str(tmp_path / "none-read.duckdb") in page and "section class=\"card" not in page
+
+
+def test_board_never_waits_for_the_pipeline_and_never_holds_it_up(filled, tmp_path):
+    """The board opens only the read copy: a writer holding the primary (another process, as a
+    load does) does not slow it, and a board reading the copy does not stop a publish."""
+    from alerts.board import build
+    from marsad.pipeline import publish_read_copy
+
+    settings, times = filled
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         str(settings.warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t = time.perf_counter()
+        board = build(_config(settings), now=times["resolved_at"])
+        took = time.perf_counter() - t
+        assert board["status"] == "ok" and _by_id(board)[FIRING]["state"] == "firing"
+        assert took < 5, f"the board took {took:.1f}s while the primary was locked"
+    finally:
+        holder.kill()
+        holder.wait()
+
+    reader = duckdb.connect(str(settings.read_copy), read_only=True)  # a board request in the middle of its query
+    try:
+        before = os.stat(settings.read_copy).st_ino
+        assert publish_read_copy(settings) is not None, "publishing failed while the board held the read copy"
+        assert os.stat(settings.read_copy).st_ino != before, "a new copy was swapped in"
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 5  # the old copy stays readable
+    finally:
+        reader.close()
+
+
+def _render(board):
+    sys.path.insert(0, str(REPO / "plugins"))
+    try:
+        import marsad_board
+    finally:
+        sys.path.remove(str(REPO / "plugins"))
+    return marsad_board.render(board)
+
+
+def test_page_escapes_feed_text_and_links_only_http(filled):
+    from alerts.board import build
+
+    settings, times = filled
+    board = build(_config(settings), now=times["resolved_at"])
+    event = _by_id(board)[FIRING]["events"][1]
+    event["title"] = '<img src=x onerror="alert(1)">Rockets'
+    event["url"] = "javascript:alert(1)"
+    page = _render(board)
+    assert '<img src=x onerror="alert(1)">' not in page
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;Rockets" in page
+    assert "javascript:" not in page
+    assert 'href="https://ar.example/asad"' in page  # an http(s) link is a link
+    assert 'data-state="firing"' in page and 'data-health="failing"' in page
+
+
+# ----------------------------------------------------------------------------- in Airflow, in a browser
+
+
+def _need(what: str):
+    msg = f"{what}; .ci/run installs chromium (apt-get install chromium) and `make install` installs playwright"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _get(url: str, token: str | None = None, follow: bool = True):
+    """(status, headers, body) of a GET, without following redirects when ``follow`` is false."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **kw):
+            return None
+
+    opener = urllib.request.build_opener(*([] if follow else [NoRedirect()]))
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with opener.open(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+@pytest.mark.airflow
+def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
+    if not CHROMIUM.exists():
+        _need(f"{CHROMIUM} not found")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("playwright is not installed")
+    from marsad.airflow_env import airflow_env, prepare
+
+    settings, times = filled
+    home, port = tmp_path / "airflow", free_port()
+    env = airflow_env(home, warehouse=settings.warehouse, port=port)
+    env["MARSAD_FEEDS"] = str(settings.feeds)
+    base = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_path / "api-server.log"
+    t_start = time.monotonic()
+    prepare(env)
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "api-server"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    # The pipeline's writer holds the primary for as long as the board is being looked at.
+    writer = duckdb.connect(str(settings.warehouse))
+    try:
+        deadline = time.monotonic() + 180
+        while not _healthy(base):
+            assert server.poll() is None, "api-server exited\n" + log_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "api-server not healthy in 180 s\n" + log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        t_up = time.monotonic()
+
+        # Not logged in: the page sends a person to Airflow's login and back; the JSON says 401.
+        status, headers, _ = _get(f"{base}/marsad/board/", follow=False)
+        assert status == 303 and "/auth/login?next=" in headers["location"], (status, headers)
+        assert _get(f"{base}/marsad/board/data.json")[0] == 401
+
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        req = urllib.request.Request(f"{base}/auth/token", data=json.dumps({"username": "admin", "password": password}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            token = json.loads(r.read())["access_token"]
+        status, _, body = _get(f"{base}/marsad/board/data.json", token)
+        assert status == 200, body[:500]
+        took = []
+        for _ in range(5):
+            t = time.perf_counter()
+            assert _get(f"{base}/marsad/board/data.json", token)[0] == 200
+            took.append(time.perf_counter() - t)
+        data = json.loads(body)
+        assert {i["id"]: i["state"] for i in data["indicators"]}[FIRING] == "firing"
+
+        plugins = json.loads(_get(f"{base}/api/v2/plugins", token)[2])["plugins"]
+        (ours,) = [p for p in plugins if p["name"] == "marsad_board"]
+        assert {v["name"] for v in ours["external_views"]} == {"Marsad", "Indicator board (new tab)"}
+
+        with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+            browser = pw.chromium.launch_persistent_context(
+                profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 1000})
+            try:
+                page = browser.new_page()
+                page.goto(f"{base}/marsad/board/")
+                # Airflow's own login form (SimpleAuthManager), then back to the board.
+                page.wait_for_selector("input[name=username]", timeout=60_000)
+                page.fill("input[name=username]", "admin")
+                page.fill("input[name=password]", password)
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{base}/marsad/board/", timeout=60_000)
+                t_page = time.monotonic()
+                _check_board(page, times)
+                page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+
+                # In the Airflow UI: the nav entry shows the board in Airflow's frame.
+                page.goto(f"{base}/")
+                page.get_by_role("link", name="Marsad", exact=True).click()
+                page.wait_for_url("**/plugin/marsad-board**", timeout=60_000)
+                frame = page.frame_locator('iframe[title="Marsad"]')
+                frame.locator(f'[data-indicator="{FIRING}"][data-state="firing"]').wait_for(timeout=60_000)
+                assert frame.locator("#framed-note").is_visible(), "inside the frame the page says how to open articles"
+                page.screenshot(path=str(ARTIFACTS / "board-in-airflow.png"))
+            finally:
+                browser.close()
+        print(f"\nboard test: api-server healthy after {t_up - t_start:.1f}s (incl. db migrate); data.json median "
+              f"{sorted(took)[2] * 1000:.0f} ms; login + first board page {t_page - t_up:.1f}s; screenshots in {ARTIFACTS}")
+    finally:
+        writer.close()
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(server.pid, sig)
+                server.wait(timeout=wait)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.5)
+    assert processes_with(str(home)) == [], "api-server processes left behind"
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return _get(f"{base}/api/v2/monitor/health")[0] == 200
+    except OSError:
+        return False
+
+
+def _check_board(page, times) -> None:
+    """What a person sees: the firing indicator with its event, a quiet one with its days, the failing source."""
+    firing = page.locator(f'[data-indicator="{FIRING}"]')
+    assert firing.get_attribute("data-state") == "firing"
+    assert firing.locator(".badge.state").inner_text().strip().upper() == "FIRING"
+    assert "militia-attack-campaign" in firing.locator(".alerts").inner_text()
+    asad = firing.locator("tr.event").first
+    link = asad.locator("td.title a")
+    assert link.inner_text().startswith("هجوم بطائرة مسيّرة على قاعدة عين الأسد")
+    assert link.get_attribute("href") == "https://ar.example/asad"
+    assert asad.locator("td.outlet").inner_text() == "Outlet AR"
+    assert asad.locator("td.corr").inner_text().startswith("2 outlets · 2 reports")
+    rockets = firing.locator("tr.event").nth(1)
+    assert rockets.locator("td.title a").get_attribute("href") == "https://en.example/tanf"
+    assert rockets.locator("td.outlet").inner_text() == "Wire EN"
+
+    assert page.locator(f'[data-indicator="{RESOLVED}"]').get_attribute("data-state") == "resolved"
+    quiet = page.locator(f'[data-indicator="{QUIET}"]')
+    assert quiet.get_attribute("data-state") == "quiet"
+    assert quiet.locator(".days").inner_text() == "20"
+    assert "days since the last event" in quiet.locator(".since").inner_text()
+
+    broken = page.locator('tr.source[data-source="broken"]')
+    assert broken.get_attribute("data-health") == "failing"
+    assert broken.locator(".badge.health").inner_text().strip().upper() == "FAILING"
+    assert "HTTP 404" in broken.inner_text()
+    assert page.locator('tr.source[data-source="wire-en"]').get_attribute("data-health") == "ok"
+    assert page.locator("section.card").count() == 11
