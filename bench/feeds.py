@@ -11,6 +11,12 @@ from xml.sax.saxutils import escape
 
 BASES_EN = ["Ain al-Asad air base", "Harir base", "al-Tanf garrison", "Conoco gas field base", "Erbil air base", "Victory base"]
 BASES_AR = ["قاعدة عين الأسد", "قاعدة حرير", "قاعدة التنف", "حقل كونيكو", "مطار أربيل", "قاعدة فكتوريا"]
+# The first ATTACKS templates of each language report an attack on US forces (an indicator
+# match); the rest are everyday news. ``attack_share`` is the share of entries drawn from
+# the attack templates: 5 % is typical (3.4 % of the 2,452 real captured headlines match an
+# indicator); 30 % is a feed during an attack campaign.
+ATTACKS = 2
+TYPICAL_SHARE, CAMPAIGN_SHARE = 0.05, 0.30
 EN = [
     "Drone attack targets US forces at {base} in {country}",
     "Rockets fired at {base} hosting US troops, officials say",
@@ -33,18 +39,19 @@ SUMMARY_EN = "The report said the incident happened on {day} and more details wo
 SUMMARY_AR = "<p>أفادت مصادر محلية بأن الحادث وقع يوم {day} وأن مزيدا من التفاصيل سيصدر لاحقا عن المسؤولين.</p>"
 
 
-def feed_xml(feed_no: int, entries: int = 50, seed: int = 0, now: datetime | None = None) -> bytes:
+def feed_xml(feed_no: int, entries: int = 50, seed: int = 0, now: datetime | None = None, attack_share: float = TYPICAL_SHARE) -> bytes:
     rng = random.Random(seed * 100003 + feed_no)
     lang = "ar" if feed_no % 2 else "en"
     now = now or datetime(2026, 3, 1, tzinfo=timezone.utc)
     parts = [f'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>Bench feed {feed_no}</title><language>{lang}</language>']
     for i in range(entries):
         t = now - timedelta(minutes=rng.randrange(0, 3 * 24 * 60))
+        attack = rng.random() < attack_share
         if lang == "ar":
-            title = rng.choice(AR).format(base=rng.choice(BASES_AR))
+            title = rng.choice(AR[:ATTACKS] if attack else AR[ATTACKS:]).format(base=rng.choice(BASES_AR))
             summary = SUMMARY_AR.format(day=t.strftime("%d/%m"))
         else:
-            title = rng.choice(EN).format(base=rng.choice(BASES_EN), country=rng.choice(["Iraq", "Syria", "Jordan"]))
+            title = rng.choice(EN[:ATTACKS] if attack else EN[ATTACKS:]).format(base=rng.choice(BASES_EN), country=rng.choice(["Iraq", "Syria", "Jordan"]))
             summary = SUMMARY_EN.format(day=t.strftime("%A"))
         uid = f"f{feed_no}-s{seed}-{i}"
         parts.append(
