@@ -176,3 +176,45 @@ def test_exact_copies_late_reports_and_followups_across_polls(settings):
     assert {f for _, _, f in links} == {t(3, 22, 0)}  # one event, first reported at 22:00 (Rudaw, late)
     with db.connect(settings.warehouse, read_only=True) as con:
         assert con.execute("SELECT n_articles, n_outlets, languages FROM events_v").fetchall() == [(6, 6, ["ar", "en"])]
+
+
+def _reports(n: int) -> list:
+    """n reports of attacks at three bases over three days, most of them near-duplicates."""
+    from datetime import datetime, timedelta, timezone
+
+    from warehouse.cluster import Report
+
+    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    bases = ["ain_al_asad", "harir", "tanf"]
+    out = []
+    for i in range(n):
+        base = bases[i % 3]
+        text = fold(f"Drone attack targets US forces at {base} base report {i % 7} officials said more details would follow")
+        t = t0 + timedelta(minutes=37 * i)
+        out.append(Report(f"a{i:04d}", "militia_attack_us_forces", t, t, text, f"https://x.example/{i}", f"h{i}", text, None,
+                          neardup.sketch(text), {("places", base, "base"), ("weapons", "drone", "drone")}))
+    return out
+
+
+def test_lsh_path_decides_as_the_matrix_scan_does_and_old_reports_are_evicted(monkeypatch):
+    """Past SCAN_MAX live reports the near-duplicate lookup switches to LSH; on reports whose
+    near-duplicates are clear-cut it must give the same events, and reports older than
+    the window must leave the pool."""
+    from warehouse import cluster
+
+    reports = _reports(150)
+    scan = cluster.Clusterer()
+    by_scan = [scan.assign(r) for r in reports]
+    monkeypatch.setattr(cluster._Pool, "SCAN_MAX", 8)
+    lsh = cluster.Clusterer()
+    used_lsh = False
+    by_lsh = []
+    for r in reports:
+        by_lsh.append(lsh.assign(r))
+        used_lsh |= lsh._pools[r.indicator].lsh is not None
+    assert used_lsh
+    assert by_lsh == by_scan
+    assert {how for _, how in by_scan} >= {"first", "near_duplicate"}
+    # 150 reports 37 min apart span ~92 h; only those of events within the 36 h window stay live.
+    pool = lsh._pools["militia_attack_us_forces"]
+    assert 0 < pool.live < len(reports) / 2

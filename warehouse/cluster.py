@@ -295,7 +295,9 @@ class _Pool:
     are one numpy comparison, plus a MinHash LSH index over the same rows, used instead
     when there are so many that comparing with each costs more than an LSH lookup.
     Both find near-duplicates at estimated Jaccard >= ``neardup.THRESHOLD``; the matrix is
-    exact where LSH may miss a pair just above the threshold."""
+    exact where LSH may miss a pair just above the threshold. The LSH index exists only
+    while there are more than ``SCAN_MAX`` live rows (built from the matrix when they pass
+    it, dropped when they fall below half of it), so the common case pays no LSH inserts."""
 
     SCAN_MAX = 4096  # up to this many live rows, compare with all of them
 
@@ -310,7 +312,7 @@ class _Pool:
         self._event_code: dict[str, int] = {}
         self._claim_code: dict[tuple, int] = {}
         self.live = 0
-        self.lsh = MinHashLSH(threshold=neardup.THRESHOLD, num_perm=neardup.NUM_PERM)
+        self.lsh: MinHashLSH | None = None
 
     def claim_code(self, claim: tuple) -> int:
         return self._claim_code.get(claim, -1)
@@ -336,19 +338,29 @@ class _Pool:
         self.members.append(member)
         self.row_of[member] = n
         self.live += 1
-        self.lsh.insert(member, sketch)
+        if self.lsh is not None:
+            self.lsh.insert(member, sketch)
+        elif self.live > self.SCAN_MAX:
+            self.lsh = MinHashLSH(threshold=neardup.THRESHOLD, num_perm=neardup.NUM_PERM)
+            with self.lsh.insertion_session() as session:
+                for m, row in self.row_of.items():
+                    session.insert(m, neardup.from_signature(self.matrix[row]))
         return True
 
     def remove(self, member: str) -> None:
         row = self.row_of.pop(member)
         self.alive[row] = False
         self.live -= 1
-        self.lsh.remove(member)
+        if self.lsh is not None:
+            if self.live < self.SCAN_MAX // 2:
+                self.lsh = None
+            else:
+                self.lsh.remove(member)
 
     def similar(self, sketch: MinHash) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities) of the live reports at or above the threshold."""
         n = len(self.members)
-        if self.live <= self.SCAN_MAX:
+        if self.lsh is None:
             agree = np.count_nonzero(self.matrix[:n] == sketch.hashvalues, axis=1)
             rows = np.flatnonzero(self.alive[:n] & (agree >= neardup.THRESHOLD * neardup.NUM_PERM))
         else:
