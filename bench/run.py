@@ -164,18 +164,19 @@ from warehouse import db
 from warehouse.events import assign_events
 n = int(sys.argv[1])
 with tempfile.TemporaryDirectory() as d, db.connect(Path(d) / "wh.duckdb") as con:
-    # n reports over 90 days; every 5th is a verbatim copy of an earlier one (same content hash)
+    # n reports at a steady 500 a day (so 1M reports span 5.5 years: the warehouse grows, the
+    # news does not get denser); every 5th is a verbatim copy of the one before (same content hash)
     con.execute('''INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, 'https://x.example/' || i, 'https://x.example/' || i,
         't' || i, '', CASE WHEN i % 2 = 0 THEN 'ar' ELSE 'en' END,
-        TIMESTAMPTZ '2026-01-01' + to_seconds(i * (90 * 86400 // ?)), NULL, TIMESTAMPTZ '2026-01-01' + to_seconds(i * (90 * 86400 // ?)),
+        TIMESTAMPTZ '2026-01-01' + to_seconds(i * (86400 // 500)), NULL, TIMESTAMPTZ '2026-01-01' + to_seconds(i * (86400 // 500)),
         -- distinct texts of eight pseudo-random words; every 5th report copies the one before
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
-        md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-04-01' FROM range(?) t(i)''', [n, n, n])
+        md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-01-01' FROM range(?) t(i)''', [n])
     con.execute("INSERT INTO article_indicators SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    opened = assign_events(con, datetime(2026, 4, 1, tzinfo=timezone.utc))
+    opened = assign_events(con, datetime(2032, 1, 1, tzinfo=timezone.utc))
     took = time.perf_counter() - t
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"n": n, "seconds": took, "events": opened, "peak_rss_mb": rss1 / 1024, "rss_before_mb": rss0 / 1024}))

@@ -20,9 +20,10 @@ from warehouse.load import bulk_insert
 LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
 _REPORT_SQL = """SELECT {sel} a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
-                        a.text_folded, a.guid, s.minhash,
+                        a.text_folded, a.guid,
                         coalesce((SELECT list({{'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind}})
-                                  FROM article_entities x WHERE x.article_id = a.article_id), [])
+                                  FROM article_entities x WHERE x.article_id = a.article_id), []) AS entities,
+                        s.minhash
                  FROM {src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"""
 
 
@@ -41,8 +42,21 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _report(indicator: str, row: tuple) -> Report:
-    article_id, published, fetched, title, url, chash, folded, guid, minhash, ents = row
+def _fetch_reports(con: duckdb.DuckDBPyConnection, sql: str, params: list, order: str) -> list[tuple[tuple, Report]]:
+    """(row, Report) from a ``_REPORT_SQL`` query whose indicator column comes just before
+    article_id, in ``order`` (a unique key). The sketches come as one numpy array, not as
+    128 Python ints per row: read in a second pass over the same rows in the same order."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _marsad_reports AS {sql}", params)
+    try:
+        rows = con.execute(f"SELECT * EXCLUDE (minhash) FROM _marsad_reports ORDER BY {order}").fetchall()
+        sketches = con.execute(f"SELECT minhash FROM _marsad_reports ORDER BY {order}").fetchnumpy()["minhash"]
+    finally:
+        con.execute("DROP TABLE IF EXISTS _marsad_reports")
+    return [(row, _report(row[-10], row[-9:], sk)) for row, sk in zip(rows, sketches)]
+
+
+def _report(indicator: str, row: tuple, minhash) -> Report:
+    article_id, published, fetched, title, url, chash, folded, guid, ents = row
     return Report(
         article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
         neardup.from_signature(minhash), {(e["g"], e["i"], e["k"]) for e in ents},
@@ -52,15 +66,16 @@ def _report(indicator: str, row: tuple) -> Report:
 def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     """Link unlinked (article, indicator) pairs to events; returns how many events were opened."""
     _sketch_pending(con)
-    pending = con.execute(
+    reports = [r for _, r in _fetch_reports(
+        con,
         _REPORT_SQL.format(sel="ai.indicator,", src="article_indicators ai")
         + """ WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
-                                WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)
-              ORDER BY a.published_at, a.article_id, ai.indicator"""
-    ).fetchall()
-    if not pending:
+                                WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)""",
+        [],
+        "published_at, article_id, indicator",
+    )]
+    if not reports:
         return 0
-    reports = [_report(p[0], p[1:]) for p in pending]
     indicators = sorted({r.indicator for r in reports})
     lo = min(r.published for r in reports) - LOOKBACK
     hi = max(r.published for r in reports) + WINDOW
@@ -72,12 +87,14 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         [indicators, lo, hi],
     ).fetchall():
         clusterer.add_event(Event(event_id, indicator, first_report, first_seen, title))
-    for row in con.execute(
+    for row, r in _fetch_reports(
+        con,
         _REPORT_SQL.format(sel="e.event_id, e.indicator,", src="events e JOIN event_articles ea USING (event_id)")
-        + " WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ? ORDER BY a.published_at",
+        + " WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ?",
         [indicators, lo, hi],
-    ).fetchall():
-        clusterer.add_member(row[0], _report(row[1], row[2:]))
+        "published_at, article_id, event_id",
+    ):
+        clusterer.add_member(row[0], r)
 
     links = []
     for r in reports:
