@@ -42,16 +42,22 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _fetch_reports(con: duckdb.DuckDBPyConnection, sql: str, params: list, order: str) -> list[tuple[tuple, Report]]:
-    """(row, Report) from a ``_REPORT_SQL`` query whose indicator column comes just before
-    article_id, in ``order`` (a unique key). The sketches come as one numpy array, not as
-    128 Python ints per row: read in a second pass over the same rows in the same order."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _marsad_reports AS {sql}", params)
-    try:
-        rows = con.execute(f"SELECT * EXCLUDE (minhash) FROM _marsad_reports ORDER BY {order}").fetchall()
-        sketches = con.execute(f"SELECT minhash FROM _marsad_reports ORDER BY {order}").fetchnumpy()["minhash"]
-    finally:
-        con.execute("DROP TABLE IF EXISTS _marsad_reports")
+CHUNK = 20_000  # pending reports read (and held as Report objects) at a time
+
+
+def _stage_reports(con: duckdb.DuckDBPyConnection, table: str, sql: str, params: list, order: str) -> int:
+    """Materialise a ``_REPORT_SQL`` query (indicator column just before article_id) as a temp
+    table numbered in ``order`` (a unique key); returns its row count."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT row_number() OVER (ORDER BY {order}) AS rn, * FROM ({sql})", params)
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def _read_reports(con: duckdb.DuckDBPyConnection, table: str, first: int = 1, last: int | None = None) -> list[tuple[tuple, Report]]:
+    """(row, Report) for rows ``first``..``last`` of a staged table. The sketches come as one
+    numpy array, not as 128 Python ints per row: a second pass over the same rows."""
+    where, params = ("rn BETWEEN ? AND ?", [first, last]) if last is not None else ("rn >= ?", [first])
+    rows = con.execute(f"SELECT * EXCLUDE (rn, minhash) FROM {table} WHERE {where} ORDER BY rn", params).fetchall()
+    sketches = con.execute(f"SELECT minhash FROM {table} WHERE {where} ORDER BY rn", params).fetchnumpy()["minhash"]
     return [(row, _report(row[-10], row[-9:], sk)) for row, sk in zip(rows, sketches)]
 
 
@@ -64,42 +70,49 @@ def _report(indicator: str, row: tuple, minhash) -> Report:
 
 
 def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
-    """Link unlinked (article, indicator) pairs to events; returns how many events were opened."""
+    """Link unlinked (article, indicator) pairs to events; returns how many events were opened.
+    Pending reports are read ``CHUNK`` at a time, so memory holds the events and the links,
+    not every pending report with its sketch."""
     _sketch_pending(con)
-    reports = [r for _, r in _fetch_reports(
-        con,
-        _REPORT_SQL.format(sel="ai.indicator,", src="article_indicators ai")
-        + """ WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
-                                WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)""",
-        [],
-        "published_at, article_id, indicator",
-    )]
-    if not reports:
-        return 0
-    indicators = sorted({r.indicator for r in reports})
-    lo = min(r.published for r in reports) - LOOKBACK
-    hi = max(r.published for r in reports) + WINDOW
+    try:
+        n = _stage_reports(
+            con, "_marsad_pending",
+            _REPORT_SQL.format(sel="ai.indicator,", src="article_indicators ai")
+            + """ WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
+                                    WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)""",
+            [], "published_at, article_id, indicator",
+        )
+        if not n:
+            return 0
+        indicators, lo, hi = con.execute(
+            "SELECT list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at) FROM _marsad_pending"
+        ).fetchone()
+        lo, hi = lo - LOOKBACK, hi + WINDOW
 
-    clusterer = Clusterer()
-    for event_id, indicator, first_report, first_seen, title in con.execute(
-        """SELECT event_id, indicator, first_report_at, first_seen_at, title FROM events
-           WHERE list_contains(?, indicator) AND first_report_at BETWEEN ? AND ?""",
-        [indicators, lo, hi],
-    ).fetchall():
-        clusterer.add_event(Event(event_id, indicator, first_report, first_seen, title))
-    for row, r in _fetch_reports(
-        con,
-        _REPORT_SQL.format(sel="e.event_id, e.indicator,", src="events e JOIN event_articles ea USING (event_id)")
-        + " WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ?",
-        [indicators, lo, hi],
-        "published_at, article_id, event_id",
-    ):
-        clusterer.add_member(row[0], r)
+        clusterer = Clusterer()
+        for event_id, indicator, first_report, first_seen, title in con.execute(
+            """SELECT event_id, indicator, first_report_at, first_seen_at, title FROM events
+               WHERE list_contains(?, indicator) AND first_report_at BETWEEN ? AND ?""",
+            [indicators, lo, hi],
+        ).fetchall():
+            clusterer.add_event(Event(event_id, indicator, first_report, first_seen, title))
+        _stage_reports(
+            con, "_marsad_members",
+            _REPORT_SQL.format(sel="e.event_id, e.indicator,", src="events e JOIN event_articles ea USING (event_id)")
+            + " WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ?",
+            [indicators, lo, hi], "published_at, article_id, event_id",
+        )
+        for row, r in _read_reports(con, "_marsad_members"):
+            clusterer.add_member(row[0], r)
 
-    links = []
-    for r in reports:
-        event_id, how = clusterer.assign(r)
-        links.append(dict(event_id=event_id, article_id=r.article_id, how=how))
+        links = []
+        for first in range(1, n + 1, CHUNK):
+            for _, r in _read_reports(con, "_marsad_pending", first, first + CHUNK - 1):
+                event_id, how = clusterer.assign(r)
+                links.append(dict(event_id=event_id, article_id=r.article_id, how=how))
+    finally:
+        con.execute("DROP TABLE IF EXISTS _marsad_pending")
+        con.execute("DROP TABLE IF EXISTS _marsad_members")
 
     new = [e for e in clusterer.events.values() if e.new]
     bulk_insert(con, "events", [dict(e.__dict__, created_at=now) for e in new], EVENT_COLUMNS)
