@@ -1,4 +1,4 @@
-"""Poll due feeds (one mapped task per source), then load them with a single writer.
+"""Poll due feeds (mapped fetch tasks, a batch of feeds each), then load them with a single writer.
 
 The fetch tasks run on any worker; the tasks that open the DuckDB file run on its host
 (``ON_WAREHOUSE``: pool and queue). Each fetch hands its staged result over as its return
@@ -29,28 +29,31 @@ ARTICLES = Asset("marsad_articles")
     doc_md=__doc__,
 )
 def marsad_ingest():
+    # Due feeds in batches (MARSAD_FETCH_TASKS, MARSAD_FETCH_BATCH): a task per feed spent more
+    # on task start-up than on fetching; each batch is fetched concurrently, errors per feed.
     @task(**ON_WAREHOUSE)
-    def due_sources() -> list[dict]:
-        from marsad.pipeline import Settings, due_sources
+    def due_sources() -> list[list[dict]]:
+        from marsad.pipeline import Settings, due_sources, fetch_batches
 
-        return due_sources(Settings.from_env())
+        return fetch_batches(due_sources(Settings.from_env()))
 
-    @task(max_active_tis_per_dagrun=8, execution_timeout=timedelta(minutes=3), map_index_template="{{ task.op_kwargs['source']['source_id'] }}")
-    def fetch(source: dict) -> dict:
+    @task(max_active_tis_per_dagrun=8, execution_timeout=timedelta(minutes=5),
+          map_index_template="{{ task.op_kwargs['batch'] | length }} feeds from {{ task.op_kwargs['batch'][0]['source_id'] }}")
+    def fetch(batch: list[dict]) -> list[dict]:
         from marsad.pipeline import Settings, fetch_stage, hand_over
 
-        return hand_over(fetch_stage(Settings.from_env(), [source])[0])
+        return [hand_over(m) for m in fetch_stage(Settings.from_env(), batch)]
 
     # Runs even when some fetches failed: their errors are staged and recorded too.
     @task(**ON_WAREHOUSE, outlets=[ARTICLES], trigger_rule="all_done", execution_timeout=timedelta(minutes=10))
-    def load(staged: list[dict]) -> dict:
+    def load(staged: list[list[dict] | None]) -> dict:
         from marsad.pipeline import Settings, load, take_over
 
         settings = Settings.from_env()
-        take_over(settings, list(staged))  # into this host's staging; a failed load leaves them for the next run
+        take_over(settings, [item for batch in staged if batch for item in batch])  # into this host's staging; a failed load leaves them for the next run
         return load(settings).as_dict()
 
-    load(fetch.expand(source=due_sources()))
+    load(fetch.expand(batch=due_sources()))
 
 
 marsad_ingest()

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
 from alerts.entities import EntityTagger, tag_articles
@@ -120,6 +121,35 @@ def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
             [now],
         ).fetchall()
     return [dict(source_id=r[0], url=r[1], lang=r[2], etag=r[3], last_modified=r[4]) for r in rows]
+
+
+def fetch_batches(sources: list[dict], max_batch: int | None = None, min_batches: int | None = None) -> list[list[dict]]:
+    """Due sources split into the batches that the mapped fetch tasks take, one each.
+
+    A task per feed cost more in Airflow task start-up (seconds each) than the fetch itself;
+    a batch is fetched concurrently by ``fetch_stage``. ``min_batches`` batches at least (so
+    the work spreads over workers), more when a batch would exceed ``max_batch`` feeds.
+    The feeds of one host stay in one batch, so its per-host politeness limit holds, unless
+    there are fewer hosts than batches: then the largest hosts are split. Groups are dealt to
+    the least-loaded batch, largest first. Defaults: MARSAD_FETCH_BATCH (50 feeds) and
+    MARSAD_FETCH_TASKS (4)."""
+    if not sources:
+        return []
+    max_batch = max_batch or int(os.environ.get("MARSAD_FETCH_BATCH", "50"))
+    min_batches = min_batches or int(os.environ.get("MARSAD_FETCH_TASKS", "4"))
+    k = min(len(sources), max(min_batches, -(-len(sources) // max_batch)))
+    by_host: dict[str, list[dict]] = {}
+    for s in sources:
+        by_host.setdefault(urlsplit(s["url"]).hostname or "", []).append(s)
+    groups = sorted(by_host.values(), key=lambda g: (-len(g), g[0]["source_id"]))
+    while len(groups) < k:  # fewer hosts than batches: halve the largest host
+        big = groups.pop(0)
+        groups += [big[: len(big) // 2], big[len(big) // 2 :]]
+        groups.sort(key=lambda g: (-len(g), g[0]["source_id"]))
+    batches: list[list[dict]] = [[] for _ in range(k)]
+    for g in groups:
+        min(batches, key=len).extend(g)
+    return [b for b in batches if b]
 
 
 # ----------------------------------------------------------------------------- staging

@@ -196,3 +196,23 @@ def test_embedded_default_hands_over_only_paths(tmp_path, feed_server, settings,
     assert all(set(h) == {"staged"} for h in handed) and len(handed) == 2
     assert pipeline.take_over(settings, handed) == 0
     assert pipeline.load(settings, NOW).new_articles == 4
+
+
+def test_fetch_batches_spread_feeds_and_keep_each_host_in_one_batch():
+    feeds = [dict(source_id=f"s{i}", url=f"https://host{i % 7}.example/feed{i}.xml") for i in range(40)]
+    feeds += [dict(source_id=f"big{i}", url=f"https://big.example/{i}.xml") for i in range(12)]
+    batches = pipeline.fetch_batches(feeds, max_batch=10, min_batches=4)
+    assert sorted(s["source_id"] for b in batches for s in b) == sorted(s["source_id"] for s in feeds)  # each once
+    assert len(batches) == 6  # ceil(52 / 10); one host's 12 feeds stay together although that passes 10
+    hosts = [{s["url"].split("/")[2] for s in b} for b in batches]
+    assert all(not (a & b) for i, a in enumerate(hosts) for b in hosts[i + 1:])  # a host in one batch only
+    assert any(len(b) == 12 for b in batches)
+    assert pipeline.fetch_batches(feeds[:3], max_batch=10, min_batches=4) and len(pipeline.fetch_batches(feeds[:3], 10, 4)) == 3
+    assert pipeline.fetch_batches([], 10, 4) == []
+
+
+def test_fetch_batches_split_one_host_when_there_are_fewer_hosts_than_batches():
+    feeds = [dict(source_id=f"s{i}", url=f"http://127.0.0.1:8080/feed{i}.xml") for i in range(9)]
+    batches = pipeline.fetch_batches(feeds, max_batch=50, min_batches=4)
+    assert sorted(len(b) for b in batches) == [2, 2, 2, 3]
+    assert sorted(s["source_id"] for b in batches for s in b) == sorted(s["source_id"] for s in feeds)
