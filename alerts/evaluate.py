@@ -4,12 +4,20 @@ All changes of one evaluation (alerts, their events, and the notifications to se
 written in a single transaction: a retried or repeated evaluation at the same time finds
 the state it left and adds nothing, and every notification waits in the outbox until
 delivery (``alerts.delivery``) has posted it.
+
+Evaluation is set-based: a fixed handful of statements for the whole pack, whatever its
+size. One scan reads the events of the widest lookback (a constant range on
+``first_report_at``, so DuckDB's zone maps skip older row groups), window functions give
+each rule its counts and quiet gaps, and the events behind each condition stay in
+temporary tables that the alert state machine, the evidence and the outbox join against.
+Python decides per rule (not per event) and builds the payloads.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 
@@ -21,9 +29,15 @@ from warehouse.load import bulk_insert
 
 @dataclass
 class Condition:
+    """A rule's condition at one time: whether it holds, what it counted, and its facts.
+
+    The events behind it stay in DuckDB (the temporary table ``_eval_cond``): Python only
+    sees the first of them, which names a new alert.
+    """
+
     active: bool
-    event_ids: list[str] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    first_event: str | None = None
 
 
 def history_start(con: duckdb.DuckDBPyConnection) -> datetime | None:
@@ -32,105 +46,203 @@ def history_start(con: duckdb.DuckDBPyConnection) -> datetime | None:
     return row[0] if row else None
 
 
-def _events_in(con, indicator: str, start: datetime, end: datetime, now: datetime) -> list[tuple[str, datetime]]:
-    return con.execute(
-        """SELECT event_id, first_report_at FROM events
-           WHERE indicator = ? AND first_seen_at <= ? AND first_report_at > ? AND first_report_at <= ?
-           ORDER BY first_report_at, event_id""",
-        [indicator, now, start, end],
-    ).fetchall()
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
 
 
-def _last_event_before(con, indicator: str, t: datetime, now: datetime) -> datetime | None:
-    row = con.execute(
-        "SELECT max(first_report_at) FROM events WHERE indicator = ? AND first_seen_at <= ? AND first_report_at < ?",
-        [indicator, now, t],
-    ).fetchone()
-    return row[0] if row else None
+def _us(t: datetime) -> int:
+    return (t - _EPOCH) // _US
 
 
-def condition(con: duckdb.DuckDBPyConnection, rule: Rule, now: datetime, watched_since: datetime | None) -> Condition:
+def _lookback_s(rule: Rule) -> int:
+    """How far back a rule looks: its window, plus the quiet spell (resumption) or baseline (spike)."""
+    if rule.kind == "resumption":
+        return rule.window_s + rule.quiet
+    if rule.kind == "spike":
+        return rule.window_s + rule.baseline
+    return rule.window_s
+
+
+_RULES_JSON = json.dumps([{"rule_id": "VARCHAR", "indicator": "VARCHAR", "kind": "VARCHAR", "window_us": "BIGINT",
+                           "lookback_us": "BIGINT", "quiet_us": "BIGINT"}])
+
+# Every event each rule looks at, in one pass over the events table. The range on
+# first_report_at is a constant (the widest lookback of the pack), so DuckDB's zone maps
+# skip the row groups of older events; each rule then keeps its own lookback, numbers its
+# events in time order and remembers the one before (lag), all per rule.
+_LOOKBACK_SQL = """
+CREATE OR REPLACE TEMP TABLE _eval_lookback AS
+WITH ev AS (
+    SELECT event_id, indicator, first_report_at AS t, epoch_us(first_report_at) AS t_us
+    FROM events
+    WHERE first_report_at > $lo AND first_report_at <= $now AND first_seen_at <= $now)
+SELECT r.rule_id, ev.event_id, ev.t, ev.t_us > $now_us - r.window_us AS in_window,
+       row_number() OVER w AS pos, lag(ev.t) OVER w AS prev_t
+FROM _eval_rules r JOIN ev ON ev.indicator = r.indicator AND ev.t_us > $now_us - r.lookback_us
+WINDOW w AS (PARTITION BY r.rule_id ORDER BY ev.t, ev.event_id)
+"""
+
+# The events that make each rule's condition: those in the window (tripwire, threshold,
+# spike), or, for a resumption, those from the first event in the window that came after a
+# quiet spell of at least ``quiet`` and after Marsad had watched for ``quiet``. The first
+# event of a rule's lookback has no ``prev_t`` here; any event before it is older than the
+# lookback, so more than ``quiet`` before any event in the window: its gap qualifies.
+_COND_SQL = """
+CREATE OR REPLACE TEMP TABLE _eval_cond AS
+WITH resumed AS (
+    SELECT l.rule_id, min(l.pos) AS pos
+    FROM _eval_lookback l JOIN _eval_rules r USING (rule_id)
+    WHERE r.kind = 'resumption' AND l.in_window
+      AND epoch_us(l.t) - CAST($watched_us AS BIGINT) >= r.quiet_us
+      AND (l.prev_t IS NULL OR epoch_us(l.t) - epoch_us(l.prev_t) >= r.quiet_us)
+    GROUP BY l.rule_id)
+SELECT l.rule_id, l.event_id, l.t, l.prev_t, l.pos = min(l.pos) OVER (PARTITION BY l.rule_id) AS is_first
+FROM _eval_lookback l JOIN _eval_rules r USING (rule_id) LEFT JOIN resumed s USING (rule_id)
+WHERE l.in_window AND (r.kind IN ('tripwire', 'threshold', 'spike') OR (r.kind = 'resumption' AND l.pos >= s.pos))
+"""
+
+# One row per rule: counts in the window and before it (a spike's baseline), the first event
+# of the condition and the event before it in the lookback, and the last event (flatline).
+_SUMMARY_SQL = """
+WITH lb AS (
+    SELECT rule_id, count(*) FILTER (WHERE in_window) AS n_window, count(*) FILTER (WHERE NOT in_window) AS n_before,
+           max(t) AS last_t
+    FROM _eval_lookback GROUP BY rule_id),
+c AS (
+    SELECT rule_id, count(*) AS n_cond, any_value(event_id) FILTER (WHERE is_first) AS first_event,
+           any_value(t) FILTER (WHERE is_first) AS first_t, any_value(prev_t) FILTER (WHERE is_first) AS prev_t
+    FROM _eval_cond GROUP BY rule_id)
+SELECT r.rule_id, coalesce(lb.n_window, 0), coalesce(lb.n_before, 0), coalesce(c.n_cond, 0), c.first_event, c.first_t,
+       c.prev_t, lb.last_t
+FROM _eval_rules r LEFT JOIN lb USING (rule_id) LEFT JOIN c USING (rule_id)
+"""
+
+_OLDER_JSON = json.dumps([{"rule_id": "VARCHAR", "indicator": "VARCHAR", "before_us": "BIGINT"}])
+_OLDER_SQL = """
+WITH q AS (SELECT unnest(from_json($q, '{json}'), recursive := true))
+SELECT q.rule_id, max(e.first_report_at)
+FROM q JOIN events e ON e.indicator = q.indicator AND epoch_us(e.first_report_at) < q.before_us
+WHERE e.first_seen_at <= $now {bound}
+GROUP BY q.rule_id
+"""
+
+
+def _latest_before(con: duckdb.DuckDBPyConnection, wanted: dict[str, tuple[str, int]], now: datetime, lo: datetime,
+                   span: timedelta) -> dict[str, datetime]:
+    """The latest event (seen by ``now``) of each rule's indicator before a time, of any age:
+    ``wanted`` maps rule id to (indicator, epoch microseconds). Nothing of the lookback is
+    that early, so the search widens back from ``lo`` with a constant bound (DuckDB skips
+    the older row groups) and scans the whole table only for what it has not found."""
+    found: dict[str, datetime] = {}
+    for bound in (lo - span, lo - 8 * span, None):
+        if not wanted:
+            break
+        q = [dict(rule_id=k, indicator=ind, before_us=us) for k, (ind, us) in wanted.items()]
+        sql = _OLDER_SQL.format(json=_OLDER_JSON, bound="AND e.first_report_at > $bound" if bound else "")
+        params = {"q": json.dumps(q), "now": now} | ({"bound": bound} if bound else {})
+        for rule_id, t in con.execute(sql, params).fetchall():
+            found[rule_id] = t
+            del wanted[rule_id]
+    return found
+
+
+def conditions(con: duckdb.DuckDBPyConnection, rules: list[Rule], now: datetime, watched_since: datetime | None) -> dict[str, Condition]:
+    """The condition of every rule at ``now``, set-based: a handful of statements whatever the pack.
+
+    Leaves the temporary tables ``_eval_rules``, ``_eval_lookback`` and ``_eval_cond`` (the
+    events behind each rule's condition) on the connection for the caller.
+    """
+    rows = [dict(rule_id=r.id, indicator=r.indicator, kind=r.kind, window_us=r.window_s * 1_000_000,
+                 lookback_us=_lookback_s(r) * 1_000_000, quiet_us=(r.quiet or 0) * 1_000_000) for r in rules]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _eval_rules AS SELECT unnest(from_json(?, '{_RULES_JSON}'), recursive := true)",
+                [json.dumps(rows)])
+    span = timedelta(seconds=max(_lookback_s(r) for r in rules))
+    lo = now - span
+    con.execute(_LOOKBACK_SQL, {"lo": lo, "now": now, "now_us": _us(now)})
+    con.execute(_COND_SQL, {"watched_us": _us(watched_since) if watched_since is not None else None})
+    summary = {r[0]: list(r) for r in con.execute(_SUMMARY_SQL).fetchall()}
+    # The event before the condition's first (for days_since_previous), or a flatline's last
+    # event, when the lookback holds none: one search for all the rules that need it.
+    by_id = {r.id: r for r in rules}
+    wanted = {}
+    for rule_id, (_, _, _, _, _, first_t, prev_t, last_t) in summary.items():
+        if by_id[rule_id].kind == "flatline" and last_t is None:
+            wanted[rule_id] = (by_id[rule_id].indicator, _us(now) + 1)
+        elif by_id[rule_id].kind != "flatline" and first_t is not None and prev_t is None:
+            wanted[rule_id] = (by_id[rule_id].indicator, _us(first_t))
+    for rule_id, t in _latest_before(con, wanted, now, lo, span).items():
+        summary[rule_id][6 if by_id[rule_id].kind != "flatline" else 7] = t
+    return {rule.id: _condition(rule, summary[rule.id], now, watched_since) for rule in rules}
+
+
+def _condition(rule: Rule, row: tuple, now: datetime, watched_since: datetime | None) -> Condition:
+    _, n_window, n_before, n_cond, first_event, first_t, prev_t, last_t = row
     w = timedelta(seconds=rule.window_s)
     if rule.kind in ("tripwire", "threshold"):
-        evs = _events_in(con, rule.indicator, now - w, now, now)
         need = 1 if rule.kind == "tripwire" else rule.count
-        facts = {"window": format_duration(rule.window_s), "events": len(evs), "threshold": need}
-        return Condition(len(evs) >= need, [e for e, _ in evs], facts)
-
-    if rule.kind == "resumption":
-        quiet = timedelta(seconds=rule.quiet)
-        rows = con.execute(
-            """WITH ev AS (
-                   SELECT event_id, first_report_at AS t,
-                          lag(first_report_at) OVER (ORDER BY first_report_at, event_id) AS prev_t
-                   FROM events WHERE indicator = ? AND first_seen_at <= ? AND first_report_at <= ?)
-               SELECT event_id, t, prev_t FROM ev WHERE t > ? ORDER BY t, event_id""",
-            [rule.indicator, now, now, now - w],
-        ).fetchall()
-        for i, (event_id, t, prev_t) in enumerate(rows):
-            watched_long_enough = watched_since is not None and t - watched_since >= quiet
-            quiet_before = prev_t is None or t - prev_t >= quiet
-            if watched_long_enough and quiet_before:
-                gap_days = (t - prev_t).total_seconds() / 86400 if prev_t else None
-                facts = {
-                    "quiet": format_duration(rule.quiet),
-                    "days_since_previous": round(gap_days, 1) if gap_days is not None else None,
-                    "previous_event_at": prev_t.isoformat() if prev_t else None,
-                    "events": len(rows) - i,
-                }
-                return Condition(True, [e for e, _, _ in rows[i:]], facts)
-        return Condition(False)
-
-    if rule.kind == "flatline":
-        evs = _events_in(con, rule.indicator, now - w, now, now)
+        facts = {"window": format_duration(rule.window_s), "events": n_window, "threshold": need}
+        cond = Condition(n_window >= need, facts, first_event)
+    elif rule.kind == "resumption":
+        if not n_cond:
+            return Condition(False)
+        gap_days = (first_t - prev_t).total_seconds() / 86400 if prev_t else None
+        facts = {
+            "quiet": format_duration(rule.quiet),
+            "days_since_previous": round(gap_days, 1) if gap_days is not None else None,
+            "previous_event_at": prev_t.isoformat() if prev_t else None,
+            "events": n_cond,
+        }
+        return Condition(True, facts, first_event)
+    elif rule.kind == "flatline":
         watched = watched_since is not None and now - watched_since >= w
-        last = _last_event_before(con, rule.indicator, now + timedelta(microseconds=1), now)
         facts = {
             "window": format_duration(rule.window_s),
-            "events": len(evs),
+            "events": n_window,
             "minimum": rule.count,
-            "last_event_at": last.isoformat() if last else None,
+            "last_event_at": last_t.isoformat() if last_t else None,
         }
-        return Condition(watched and len(evs) < rule.count, [], facts)
-
-    if rule.kind == "spike":
+        cond = Condition(watched and n_window < rule.count, facts)
+    elif rule.kind == "spike":
         b = timedelta(seconds=rule.baseline)
-        cur = _events_in(con, rule.indicator, now - w, now, now)
-        base = _events_in(con, rule.indicator, now - w - b, now - w, now)
-        expected = len(base) * (w / b)
-        active = len(cur) >= rule.count and len(cur) >= rule.ratio * expected
+        expected = n_before * (w / b)
+        active = n_window >= rule.count and n_window >= rule.ratio * expected
         if watched_since is None or now - watched_since < w + b:
             active = False  # no baseline to compare with yet
         facts = {
             "window": format_duration(rule.window_s),
-            "events": len(cur),
+            "events": n_window,
             "baseline": format_duration(rule.baseline),
-            "baseline_events": len(base),
+            "baseline_events": n_before,
             "expected": round(expected, 2),
             "ratio": rule.ratio,
         }
-        return Condition(active, [e for e, _ in cur], facts)
-    raise ValueError(f"unknown rule kind {rule.kind!r}")
+        cond = Condition(active, facts, first_event)
+    else:
+        raise ValueError(f"unknown rule kind {rule.kind!r}")
+    if cond.active:
+        # Days between the earliest event of the condition and the event before it (any age).
+        cond.facts["days_since_previous"] = round((first_t - prev_t).total_seconds() / 86400, 1) if first_t and prev_t else None
+    return cond
 
 
-def evidence(con: duckdb.DuckDBPyConnection, event_ids: list[str]) -> list[dict]:
-    """The reports behind events: one dict per article, earliest first."""
-    if not event_ids:
-        return []
+_EVIDENCE_KEYS = ("event_id", "article_id", "guid", "source_id", "source", "reliability", "lang", "title", "url", "published_at")
+
+
+def evidence(con: duckdb.DuckDBPyConnection) -> dict[str, list[dict]]:
+    """The reports behind the events each alert tells about (``_eval_want``): one dict per
+    article, earliest first, per alert."""
     rows = con.execute(
-        """SELECT ea.event_id, a.article_id, a.guid, a.source_id, coalesce(s.name, a.source_id), s.reliability,
+        """SELECT w.alert_id, ea.event_id, a.article_id, a.guid, a.source_id, coalesce(s.name, a.source_id), s.reliability,
                   a.lang, a.title, a.url, a.published_at
-           FROM event_articles ea JOIN articles a USING (article_id) LEFT JOIN sources s USING (source_id)
-           WHERE list_contains(?, ea.event_id)
-           ORDER BY a.published_at, a.article_id""",
-        [event_ids],
+           FROM _eval_want w JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
+           LEFT JOIN sources s USING (source_id)
+           ORDER BY w.alert_id, a.published_at, a.article_id, ea.event_id"""
     ).fetchall()
-    keys = ("event_id", "article_id", "guid", "source_id", "source", "reliability", "lang", "title", "url", "published_at")
-    out = []
-    for r in rows:
-        d = dict(zip(keys, r))
+    out: dict[str, list[dict]] = {}
+    for alert_id, *r in rows:
+        d = dict(zip(_EVIDENCE_KEYS, r))
         d["published_at"] = d["published_at"].isoformat()
-        out.append(d)
+        out.setdefault(alert_id, []).append(d)
     return out
 
 
@@ -185,77 +297,98 @@ def _summary(rule: Rule, cond: Condition, state: str) -> str:
     return f"{rule.indicator}: {f['events']} events in {f['window']} vs {f['expected']} expected from the baseline"
 
 
-def _days_since_previous(con, indicator: str, event_ids: list[str], now: datetime) -> float | None:
-    """Days between the earliest event of this alert and the event before it (any age)."""
-    if not event_ids:
-        return None
-    row = con.execute(
-        """WITH first AS (SELECT min(first_report_at) AS t FROM events WHERE list_contains(?, event_id))
-           SELECT (SELECT t FROM first), max(first_report_at) FROM events
-           WHERE indicator = ? AND first_seen_at <= ? AND first_report_at < (SELECT t FROM first)""",
-        [event_ids, indicator, now],
-    ).fetchone()
-    if not row or row[1] is None:
-        return None
-    return round((row[0] - row[1]).total_seconds() / 86400, 1)
+# Open alerts of the pack's rules, with how many notifications each has had (the next seq)
+# and whether its rule's condition now holds events it has not told about yet.
+_OPEN_SQL = """
+SELECT a.rule_id, a.alert_id, a.last_notified_at, a.acked_at,
+       (SELECT count(*) FROM notifications n WHERE n.alert_id = a.alert_id) AS n_notes,
+       EXISTS (SELECT 1 FROM _eval_cond c
+               WHERE c.rule_id = a.rule_id
+                 AND NOT EXISTS (SELECT 1 FROM alert_events ae WHERE ae.alert_id = a.alert_id AND ae.event_id = c.event_id)) AS fresh
+FROM alerts a
+WHERE a.state = 'firing' AND a.rule_id IN (SELECT rule_id FROM _eval_rules)
+"""
+
+_ACTIONS_JSON = json.dumps([{"alert_id": "VARCHAR", "rule_id": "VARCHAR", "state": "VARCHAR", "summary": "VARCHAR"}])
+
+# The events each notification tells about: all of its condition's (a new alert, a repeat),
+# those it has not told about yet (an update), or all it ever told about (resolved).
+_WANT_SQL = """
+CREATE OR REPLACE TEMP TABLE _eval_want AS
+SELECT x.alert_id, x.state, c.event_id
+FROM _eval_actions x JOIN _eval_cond c USING (rule_id)
+WHERE x.state IN ('firing', 'repeat')
+   OR (x.state = 'update'
+       AND NOT EXISTS (SELECT 1 FROM alert_events ae WHERE ae.alert_id = x.alert_id AND ae.event_id = c.event_id))
+UNION ALL
+SELECT x.alert_id, x.state, ae.event_id
+FROM _eval_actions x JOIN alert_events ae USING (alert_id)
+WHERE x.state = 'resolved'
+"""
+
+_TEMP_TABLES = ("_eval_rules", "_eval_lookback", "_eval_cond", "_eval_actions", "_eval_want")
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> list[dict]:
     """Evaluate every enabled rule at ``now``; returns the notifications queued."""
-    queued: list[dict] = []
+    rules = pack.active()
+    if not rules:
+        return []
     with transaction(con):
-        watched = history_start(con)
-        open_alerts = {
-            r[0]: r
-            for r in con.execute(
-                "SELECT rule_id, alert_id, last_notified_at, started_at, acked_at FROM alerts WHERE state = 'firing'"
-            ).fetchall()
-        }
-        new_alerts, alert_events, notes = [], [], []
-        for rule in pack.active():
-            cond = condition(con, rule, now, watched)
-            if cond.active and "days_since_previous" not in cond.facts:
-                cond.facts["days_since_previous"] = _days_since_previous(con, rule.indicator, cond.event_ids, now)
+        conds = conditions(con, rules, now, history_start(con))
+        open_alerts = {r[0]: r for r in con.execute(_OPEN_SQL).fetchall()}
+        new_alerts, actions = [], []
+        for rule in rules:
+            cond = conds[rule.id]
             current = open_alerts.get(rule.id)
-            channel = pack.channel_for(rule)
-            if current is None and cond.active:
-                alert_id = _alert_id(rule, cond.event_ids[0] if cond.event_ids else None, now)
-                ev = evidence(con, cond.event_ids)
-                summary = _summary(rule, cond, "firing")
-                new_alerts.append(
-                    dict(alert_id=alert_id, rule_id=rule.id, indicator=rule.indicator, kind=rule.kind, severity=rule.severity,
-                         channel=channel, state="firing", started_at=now, resolved_at=None, last_notified_at=now, summary=summary)
-                )
-                alert_events += [dict(alert_id=alert_id, event_id=e, notified_at=now) for e in cond.event_ids]
-                notes.append((alert_id, 1, "firing", channel, _payload(rule, "firing", now, cond, ev, summary)))
-                continue
             if current is None:
+                if cond.active:
+                    alert_id = _alert_id(rule, cond.first_event, now)
+                    summary = _summary(rule, cond, "firing")
+                    new_alerts.append(
+                        dict(alert_id=alert_id, rule_id=rule.id, indicator=rule.indicator, kind=rule.kind, severity=rule.severity,
+                             channel=pack.channel_for(rule), state="firing", started_at=now, resolved_at=None, last_notified_at=now,
+                             summary=summary)
+                    )
+                    actions.append((rule, alert_id, 1, "firing", cond, summary))
                 continue
-            _, alert_id, last_notified, _started, acked_at = current
-            seq = con.execute("SELECT count(*) FROM notifications WHERE alert_id = ?", [alert_id]).fetchone()[0] + 1
+            _, alert_id, last_notified, acked_at, n_notes, fresh = current
             if not cond.active:
-                told = [r[0] for r in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()]
-                ev = evidence(con, told)
-                summary = _summary(rule, cond, "resolved")
-                con.execute("UPDATE alerts SET state = 'resolved', resolved_at = ?, last_notified_at = ? WHERE alert_id = ?", [now, now, alert_id])
-                notes.append((alert_id, seq, "resolved", channel, _payload(rule, "resolved", now, cond, ev, summary)))
-                continue
-            told = {r[0] for r in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()}
-            fresh = [e for e in cond.event_ids if e not in told]
-            if fresh:
-                state, ev_ids = "update", fresh
+                state = "resolved"
+            elif fresh:
+                state = "update"
             elif acked_at is None and now - last_notified >= timedelta(seconds=rule.repeat):
-                state, ev_ids = "repeat", cond.event_ids
+                state = "repeat"
             else:
                 continue
-            ev = evidence(con, ev_ids)
-            summary = _summary(rule, cond, state)
-            alert_events += [dict(alert_id=alert_id, event_id=e, notified_at=now) for e in fresh]
-            con.execute("UPDATE alerts SET last_notified_at = ?, summary = ? WHERE alert_id = ?", [now, summary, alert_id])
-            notes.append((alert_id, seq, state, channel, _payload(rule, state, now, cond, ev, summary)))
+            actions.append((rule, alert_id, n_notes + 1, state, cond, _summary(rule, cond, state)))
+
+        notes = []
+        if actions:
+            acts = [dict(alert_id=a, rule_id=r.id, state=st, summary=summ) for r, a, _, st, _, summ in actions]
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _eval_actions AS SELECT unnest(from_json(?, '{_ACTIONS_JSON}'), recursive := true)",
+                        [json.dumps(acts)])
+            con.execute(_WANT_SQL)
+            ev = evidence(con)
+            con.execute(
+                """INSERT INTO alert_events (alert_id, event_id, notified_at)
+                   SELECT alert_id, event_id, ? FROM _eval_want WHERE state IN ('firing', 'update') ON CONFLICT DO NOTHING""",
+                [now],
+            )
+            con.execute(
+                """UPDATE alerts SET state = CASE WHEN x.state = 'resolved' THEN 'resolved' ELSE alerts.state END,
+                                     resolved_at = CASE WHEN x.state = 'resolved' THEN $now ELSE alerts.resolved_at END,
+                                     last_notified_at = $now,
+                                     summary = CASE WHEN x.state = 'resolved' THEN alerts.summary ELSE x.summary END
+                   FROM _eval_actions x WHERE alerts.alert_id = x.alert_id AND x.state <> 'firing'""",
+                {"now": now},
+            )
+            for rule, alert_id, seq, state, cond, summary in actions:
+                notes.append((alert_id, seq, state, pack.channel_for(rule), _payload(rule, state, now, cond, ev.get(alert_id, []), summary)))
+        for t in _TEMP_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
         bulk_insert(con, "alerts", new_alerts, ALERT_COLUMNS)
-        bulk_insert(con, "alert_events", alert_events, {"alert_id": "VARCHAR", "event_id": "VARCHAR", "notified_at": "TIMESTAMPTZ"})
         rows = [
             dict(notification_id=f"{a}:{s}", alert_id=a, seq=s, state=st, created_at=now, channel=ch, payload=p)
             for a, s, st, ch, p in notes

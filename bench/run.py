@@ -226,15 +226,23 @@ def bench_rules(n_events: int) -> list[Row]:
             )
             con.execute("INSERT INTO event_articles SELECT 'e' || i, 'a' || i, 'first' FROM range(?) t(i)", [n_events])
             now = datetime(2025, 12, 30, tzinfo=timezone.utc)
-            times = []
+            times, queued = [], []
             for k in range(5):  # state changes after the first; later runs are the steady state
-                t, _ = _timed(evaluate, con, pack, now + timedelta(minutes=15 * k))
+                t, q = _timed(evaluate, con, pack, now + timedelta(minutes=15 * k))
                 times.append(t)
-            # Baseline: one aggregate over the same table (the least any evaluation must do).
-            base, _ = _timed(lambda: con.execute("SELECT indicator, count(*) FROM events WHERE first_report_at > ? GROUP BY ALL", [now - timedelta(days=30)]).fetchall())
+                queued.append(q)
+            # Baseline: one aggregate over the same table (the least any evaluation must do);
+            # the median of several runs, since one run of a few milliseconds is mostly noise.
+            base = statistics.median(
+                _timed(lambda: con.execute("SELECT indicator, count(*) FROM events WHERE first_report_at > ? GROUP BY ALL",
+                                           [now - timedelta(days=30)]).fetchall())[0]
+                for _ in range(7))
     steady = statistics.median(times[1:])
+    opened = f"opens {len(queued[0])} alerts with {sum(len(n['evidence']) for n in queued[0]):,} reports of evidence"
     return [Row("rules", f"{len(pack.active())} rules over {n_events:,} events", round(steady, 3), round(base, 4), "s",
-                round(steady / base, 1), "<= 1 s", steady <= 1.0, f"first evaluation (opens alerts) {times[0]:.3f} s")]
+                round(steady / base, 1), "<= 1 s", steady <= 1.0, "steady state: median of evaluations 2-5 (updates)"),
+            Row("rules", f"{len(pack.active())} rules over {n_events:,} events, first evaluation", round(times[0], 3), round(base, 4), "s",
+                round(times[0] / base, 1), "<= 1 s", times[0] <= 1.0, opened)]
 
 
 def bench_dag_parse(repeats: int = 5) -> list[Row]:

@@ -78,3 +78,52 @@ def test_evaluation_is_idempotent_at_the_same_time(con):
     assert len(evaluate(con, p, T0 + timedelta(hours=2))) == 1
     assert evaluate(con, p, T0 + timedelta(hours=2)) == []  # a retried task adds nothing
     assert con.execute("SELECT count(*) FROM notifications").fetchone()[0] == 1
+
+
+def test_the_event_before_is_found_at_any_age(con):
+    # Evaluation looks at each rule's lookback only, and searches further back only for the
+    # event before: 25, 100 and 200 days before (each a wider step of that search).
+    gaps = {"i1": 25, "i2": 100, "i3": 200}
+    for ind, days in gaps.items():
+        add_events(con, ind, [T0 - timedelta(days=days), T0 + timedelta(days=15)])
+    add_events(con, "i4", [T0 - timedelta(days=100)])
+    rules = [Rule(id=f"resume-{i}", indicator=i, kind="resumption", quiet="14d", rationale="a rule for the test") for i in gaps]
+    rules += [Rule(id="trip-i3", indicator="i3", kind="tripwire", rationale="a rule for the test"),
+              Rule(id="flat-i4", indicator="i4", kind="flatline", count=1, window="3d", rationale="a rule for the test")]
+    now = T0 + timedelta(days=15, hours=1)
+    got = {n["rule"]: n["facts"] for n in evaluate(con, RulePack(rules=rules), now)}
+    for ind, days in gaps.items():
+        assert got[f"resume-{ind}"] == {"quiet": "2w", "days_since_previous": days + 15.0, "events": 1,
+                                        "previous_event_at": (T0 - timedelta(days=days)).isoformat()}
+    assert got["trip-i3"]["days_since_previous"] == 215.0 and got["trip-i3"]["events"] == 1
+    assert got["flat-i4"] == {"window": "3d", "events": 0, "minimum": 1, "last_event_at": (T0 - timedelta(days=100)).isoformat(),
+                                "days_since_previous": None}
+
+
+def test_events_count_only_once_seen(con):
+    # B is reported on day 16 but first seen on day 20: until then C resumes after A.
+    def ev(eid, t, seen):
+        return dict(event_id=eid, indicator="ind", first_report_at=t, first_seen_at=seen, title="x", created_at=seen)
+
+    a, b, c = T0 + timedelta(hours=1), T0 + timedelta(days=16), T0 + timedelta(days=16, hours=12)
+    bulk_insert(con, "events", [ev("A", a, a), ev("B", b, T0 + timedelta(days=20)), ev("C", c, c)], EVENT_COLUMNS)
+    p = RulePack(rules=[Rule(id="resume", indicator="ind", kind="resumption", quiet="14d", rationale="a rule for the test"),
+                        Rule(id="trip", indicator="ind", kind="tripwire", window="6h", rationale="a rule for the test")])
+    assert evaluate(con, p, b + timedelta(hours=1)) == []  # B not seen yet
+    got = {n["rule"]: n for n in evaluate(con, p, c)}
+    assert got["resume"]["facts"]["previous_event_at"] == a.isoformat() and got["resume"]["facts"]["events"] == 1
+    assert got["trip"]["facts"]["events"] == 1 and got["trip"]["facts"]["days_since_previous"] == 16.5
+
+
+def test_events_at_the_same_time_are_ordered_by_id(con):
+    t = T0 + timedelta(days=15)
+    bulk_insert(con, "events", [dict(event_id=e, indicator="ind", first_report_at=t, first_seen_at=t, title="x", created_at=t)
+                                for e in ("Y", "X")], EVENT_COLUMNS)
+    p = RulePack(rules=[Rule(id="resume", indicator="ind", kind="resumption", quiet="14d", rationale="a rule for the test"),
+                        Rule(id="pair", indicator="ind", kind="threshold", count=2, window="1h", rationale="a rule for the test")])
+    got = {n["rule"]: n for n in evaluate(con, p, t)}
+    # the first of the two resumes (the second follows it with no gap); both are its events
+    assert got["resume"]["facts"] == {"quiet": "2w", "days_since_previous": None, "previous_event_at": None, "events": 2}
+    assert got["pair"]["facts"]["events"] == 2 and got["pair"]["facts"]["days_since_previous"] is None
+    first = con.execute("SELECT event_id FROM alert_events JOIN alerts USING (alert_id) WHERE rule_id = 'resume' ORDER BY ALL").fetchall()
+    assert first == [("X",), ("Y",)]
