@@ -218,3 +218,17 @@ def test_lsh_path_decides_as_the_matrix_scan_does_and_old_reports_are_evicted(mo
     # 150 reports 37 min apart span ~92 h; only those of events within the 36 h window stay live.
     pool = lsh._pools["militia_attack_us_forces"]
     assert 0 < pool.live < len(reports) / 2
+
+
+def test_agreement_count_matches_numpy():
+    import numpy as np
+
+    from warehouse.cluster import _agreements
+
+    rng = np.random.default_rng(7)
+    m = rng.integers(0, 2**32, size=(300, neardup.NUM_PERM), dtype=np.uint64).astype(np.uint32)
+    row = m[11].copy()
+    m[20] = row
+    m[30, :97] = row[:97]
+    assert np.array_equal(_agreements(m, row), np.count_nonzero(m == row, axis=1))
+    assert _agreements(m, row)[[11, 20, 30]].tolist() == [128, 128, 97]

@@ -9,6 +9,7 @@ The event's time is its earliest report; ``events_v`` shows each event's corrobo
 """
 from __future__ import annotations
 
+import gc
 from datetime import datetime
 
 import duckdb
@@ -27,22 +28,28 @@ _REPORT_SQL = """SELECT {sel} a.article_id, a.published_at, a.fetched_at, a.titl
                  FROM {src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"""
 
 
+CHUNK = 20_000  # reports sketched, or read and held as Report objects, at a time
+
+
 def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
-    """MinHash every classified article that has none yet (once per article)."""
-    rows = con.execute(
-        """SELECT a.article_id, a.text_folded FROM articles a
-           WHERE EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = a.article_id)
-             AND NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = a.article_id)"""
-    ).fetchall()
-    bulk_insert(
-        con,
-        "article_sketches",
-        [dict(article_id=a, minhash=neardup.signature(t)) for a, t in rows],
-        {"article_id": "VARCHAR", "minhash": "UBIGINT[]"},
-    )
-
-
-CHUNK = 20_000  # pending reports read (and held as Report objects) at a time
+    """MinHash every classified article that has none yet (once per article), ``CHUNK`` at a
+    time: a sketch on its way to the table is 128 Python ints."""
+    while True:
+        rows = con.execute(
+            """SELECT a.article_id, a.text_folded FROM articles a
+               WHERE EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = a.article_id)
+                 AND NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = a.article_id)
+               LIMIT ?""",
+            [CHUNK],
+        ).fetchall()
+        if not rows:
+            return
+        bulk_insert(
+            con,
+            "article_sketches",
+            [dict(article_id=a, minhash=neardup.signature(t)) for a, t in rows],
+            {"article_id": "VARCHAR", "minhash": "UBIGINT[]"},
+        )
 
 
 def _stage_reports(con: duckdb.DuckDBPyConnection, table: str, sql: str, params: list, order: str) -> int:
@@ -74,6 +81,10 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     Pending reports are read ``CHUNK`` at a time, so memory holds the events and the links,
     not every pending report with its sketch."""
     _sketch_pending(con)
+    # The loop below makes millions of small objects and no reference cycles: the cyclic
+    # collector would re-scan the growing heap again and again (superlinear at 1M reports).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         n = _stage_reports(
             con, "_marsad_pending",
@@ -111,6 +122,8 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
                 event_id, how = clusterer.assign(r)
                 links.append(dict(event_id=event_id, article_id=r.article_id, how=how))
     finally:
+        if collecting:
+            gc.enable()
         con.execute("DROP TABLE IF EXISTS _marsad_pending")
         con.execute("DROP TABLE IF EXISTS _marsad_members")
 
