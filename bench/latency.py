@@ -115,11 +115,13 @@ def bench_airflow(timeout_s: int = 900):
             time.sleep(20)
             rest = group_pss_mb(proc.pid)
             t0 = time.monotonic()
-            feed.add("Drone attack targets US forces at Ain al-Asad air base in Iraq", "The drone struck the base hosting US troops.")
+            # A tripwire indicator (us-strikes-irgc): one report fires it, on a warehouse with no history.
+            feed.add("US strikes IRGC headquarters in eastern Syria after drone attack",
+                     "American jets struck facilities of the Islamic Revolutionary Guard Corps near Deir ez-Zor.")
             peak, latency = rest, None
             while time.monotonic() < deadline:
                 peak = max(peak, group_pss_mb(proc.pid))
-                if any("Ain al-Asad" in str(p.get("blocks")) for p in slack.posts()):
+                if any("IRGC headquarters" in str(p.get("blocks")) + str(p.get("text")) for p in slack.posts()):
                     latency = time.monotonic() - t0
                     break
                 time.sleep(2)
