@@ -24,7 +24,7 @@ class ConfigError(ValueError):
         super().__init__("\n".join(problems))
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it
     """SafeLoader that refuses duplicate keys (a common silent editing mistake)."""
 
 
@@ -86,15 +86,18 @@ def load_yaml(path: str | Path) -> Document:
         raise ConfigError([f"{path}:0: (file): cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}:0: (file): not UTF-8: {exc}"]) from None
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)
+    loader = _LineLoader(text)
+    try:  # one parse: the node tree gives the line numbers, then the data is built from it
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
         raise ConfigError([f"{path}:{line}: (syntax): {exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}:0: (syntax): {exc}"]) from None
+    finally:
+        loader.dispose()
     lines: dict[Loc, int] = {}
     if node is not None:
         _walk(node, (), lines)
