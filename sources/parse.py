@@ -216,6 +216,8 @@ def parse_feed(
 def _feedparser(data: bytes, content_type: str | None):
     headers = {"content-type": content_type} if content_type else {}
     try:
-        return feedparser.parse(data, response_headers=headers, sanitize_html=True, resolve_relative_uris=True)
+        # No sanitising or URI rewriting inside entry HTML: html_to_text strips every tag (script and
+        # style with their content) and the text is all Marsad keeps, so that work was thrown away.
+        return feedparser.parse(data, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # feedparser is lenient, but never let it crash a poll
         raise FeedError(f"feedparser failed: {type(exc).__name__}: {exc}") from None
