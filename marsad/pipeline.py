@@ -37,6 +37,11 @@ from warehouse.retention import fetch_log_retention, prune_fetch_log
 
 log = logging.getLogger("marsad.pipeline")
 MAX_BACKOFF_S = 6 * 3600
+# A feed falls due this much before its interval has fully passed (a fifth of it, at most a
+# minute). Its fetch starts some seconds into a DAG run, so with an interval equal to the
+# schedule's period it would otherwise not yet be due at the next run, and be polled only
+# every other run (seen: a 5-minute feed on the */5 schedule polled every 10 minutes).
+POLL_SLACK_FRACTION, POLL_SLACK_MAX_S = 0.2, 60
 
 
 def utcnow() -> datetime:
@@ -367,14 +372,14 @@ def _record_fetches(con, metas: list[dict], new_per_source: dict[str, int]) -> N
             consecutive_failures = CASE WHEN excluded.last_status = 'error'
                 THEN source_state.consecutive_failures + excluded.consecutive_failures ELSE 0 END""",
     )
-    # Next poll: the source's interval after success; exponential backoff with jitter after errors;
-    # never sooner than the server asked (Retry-After on 429/503, Cache-Control max-age).
+    # Next poll: the source's interval after success, less POLL_SLACK; exponential backoff with
+    # jitter after errors; never sooner than the server asked (Retry-After on 429/503, max-age).
     con.execute(
         f"""UPDATE source_state SET next_due_at = source_state.last_attempt_at + to_seconds(greatest(
                 CASE WHEN source_state.last_status = 'error'
                      THEN least(s.interval_s * pow(2, least(source_state.consecutive_failures - 1, 12)), {MAX_BACKOFF_S})
                           * (0.8 + 0.4 * random())
-                     ELSE s.interval_s END,
+                     ELSE s.interval_s - least(s.interval_s * {POLL_SLACK_FRACTION}, {POLL_SLACK_MAX_S}) END,
                 coalesce(h.wait_s, 0)))
             FROM sources s, (SELECT unnest(?::VARCHAR[]) AS source_id, unnest(?::DOUBLE[]) AS wait_s) h
             WHERE s.source_id = source_state.source_id AND h.source_id = source_state.source_id""",

@@ -216,3 +216,20 @@ def test_fetch_batches_split_one_host_when_there_are_fewer_hosts_than_batches():
     batches = pipeline.fetch_batches(feeds, max_batch=50, min_batches=4)
     assert sorted(len(b) for b in batches) == [2, 2, 2, 3]
     assert sorted(s["source_id"] for b in batches for s in b) == sorted(s["source_id"] for s in feeds)
+
+
+def test_a_feed_whose_interval_is_the_schedule_period_is_due_at_every_run(tmp_path, feed_server, settings):
+    """The fetch starts some seconds into a run: with a 5-minute interval on a 5-minute schedule
+    the feed must be due at the next run, not only at the one after it."""
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    run = datetime.now(timezone.utc)
+    pipeline.fetch_stage(settings, pipeline.due_sources(settings, run))
+    pipeline.load(settings, run)
+    with db.connect(settings.warehouse, read_only=True) as con:
+        attempted = max(r[0] for r in con.execute("SELECT last_attempt_at FROM source_state").fetchall())
+    assert attempted > run
+    # the next run starts 5 minutes after this one; say its fetch task took 40 s to start
+    next_run = run + timedelta(minutes=5)
+    assert attempted - run < timedelta(seconds=40)
+    assert {d["source_id"] for d in pipeline.due_sources(settings, next_run)} == {"test-ar", "test-en"}
+    assert pipeline.due_sources(settings, run + timedelta(minutes=3)) == []  # still not before 4 minutes
