@@ -1,6 +1,6 @@
 """What only Airflow needs: Slack through the Airflow connection, delivery as a task,
-failure notices through the Slack provider's notifier, and the deployment settings as the
-DAG files see them.
+failure and missed-deadline notices through the Slack provider's notifier, and the
+deployment settings as the DAG files see them.
 
 Imported by DAG files at parse time, so this module imports nothing heavy at the top;
 the domain packages never import Airflow.
@@ -152,3 +152,57 @@ def notify_failure(context) -> None:
         text += f"\n> {str(exc)[:300].replace('<', '&lt;').replace('>', '&gt;')}"
     SlackNotifier(slack_conn_id=SLACK_CONN_ID, channel=OPS_CHANNEL, text=text).notify(context)
 
+
+def ingest_deadline():
+    """The ingest DAG's deadline (ingest.deadline, MARSAD_INGEST_DEADLINE): when a run has not
+    finished that long after it was queued, the scheduler marks the deadline missed and the
+    triggerer runs ``notify_deadline_missed``, which tells ops in Slack while the run goes on.
+    None when the setting is ``none``."""
+    interval = duration("MARSAD_INGEST_DEADLINE", "10m")
+    if interval is None:
+        return None
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=interval,
+        callback=AsyncCallback(
+            notify_deadline_missed,
+            kwargs={
+                "after": os.environ.get("MARSAD_INGEST_DEADLINE", "10m"),
+                "channel": OPS_CHANNEL,
+                "slack_conn_id": SLACK_CONN_ID,
+                "base_url": os.environ.get("AIRFLOW__API__BASE_URL"),
+            },
+        ),
+        name="ingest run not finished in time",
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def notify_deadline_missed(context=None, *, after: str = "", channel: str = OPS_CHANNEL,
+                                 slack_conn_id: str = SLACK_CONN_ID, base_url: str | None = None) -> str:
+    """Deadline-alert callback (an AsyncCallback: the triggerer awaits it). ``context`` is what
+    Airflow 3.3 gives deadline callbacks: ``dag_run`` (the REST API's view of the run, as JSON)
+    and ``deadline`` (id, deadline_time). Posts with the Slack provider's SlackNotifier."""
+    from airflow.providers.slack.notifications.slack import SlackNotifier
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    dag_id, run_id = run.get("dag_id", "?"), run.get("dag_run_id") or run.get("run_id", "?")
+    at = deadline.get("deadline_time")
+    at = at.strftime("%H:%M:%S UTC") if hasattr(at, "strftime") else str(at or "?")
+    text = (f":hourglass_flowing_sand: Marsad: {_escape(dag_id)} run {_escape(run_id)} has not finished {after} after it was "
+            f"queued (deadline {at}; the run was {run.get('state', '?')}). It goes on; if it fails, ops hear of it again.")
+    if base_url:
+        text += f" <{base_url.rstrip('/')}/dags/{dag_id}/runs/{run_id}|open the run>"
+    try:
+        await SlackNotifier(slack_conn_id=slack_conn_id, channel=channel, text=text).async_notify(context or {})
+    except AirflowNotFoundException:
+        log.error("ingest deadline missed (%s %s) and no Slack connection %r to tell ops", dag_id, run_id, slack_conn_id)
+        return f"not posted: no Slack connection {slack_conn_id!r}"
+    return f"posted to {channel}"
