@@ -36,6 +36,13 @@ def test_shipped_settings_file_states_every_default_and_names_its_variable():
         assert var in lines[line - 1], f"line {line} ({name}) should name its variable {var}"
 
 
+def test_readme_documents_every_setting_and_variable():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    admin = readme[readme.index("## For admins"):]
+    for name, var in ENV.items():
+        assert f"`{name}`" in admin and f"`{var}`" in admin, (name, var)
+
+
 @pytest.mark.parametrize("value, canonical, period", [
     ("*/5 * * * *", "*/5 * * * *", 300),
     ("0  6 * * *", "0 6 * * *", 86400),
