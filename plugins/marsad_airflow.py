@@ -188,7 +188,13 @@ async def notify_deadline_missed(context=None, *, after: str = "", channel: str 
     """Deadline-alert callback (an AsyncCallback: the triggerer awaits it). ``context`` is what
     Airflow 3.3 gives deadline callbacks: ``dag_run`` (the REST API's view of the run, as JSON)
     and ``deadline`` (id, deadline_time). Posts with the Slack provider's SlackNotifier."""
-    from airflow.providers.slack.notifications.slack import SlackNotifier
+    import asyncio
+    import importlib
+
+    # Imported in a thread: a first import of the Slack provider takes about a second, which
+    # would block the triggerer's event loop (and every other trigger on it) that long.
+    notifications = await asyncio.to_thread(importlib.import_module, "airflow.providers.slack.notifications.slack")
+    SlackNotifier = notifications.SlackNotifier
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     run = (context or {}).get("dag_run") or {}
