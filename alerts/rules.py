@@ -22,9 +22,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from sources.configfile import ConfigError, load_yaml, parse_duration, validate, validate_items
+from sources.configfile import ConfigError, load_yaml, parse_duration, slack_channel, validate, validate_items
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+Channel = Annotated[str, BeforeValidator(slack_channel)]
 ALERTS_DIR = Path(__file__).parent
 DEFAULT_RULES = ALERTS_DIR / "rules.yaml"
 DEFAULT_INDICATORS = ALERTS_DIR / "indicators"
@@ -42,7 +43,7 @@ class Rule(BaseModel):
     kind: Kind
     rationale: str = Field(min_length=10)
     severity: Severity = "medium"
-    channel: str | None = None
+    channel: Channel | None = None
     repeat: Duration = 86400
     window: Duration | None = None
     count: int | None = Field(default=None, ge=1)
@@ -72,12 +73,12 @@ class Rule(BaseModel):
 
 class RuleDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    channel: str = "#marsad-alerts"
+    channel: Channel = "#marsad-alerts"
     # Per-severity channels, used when a rule names no channel of its own.
-    routes: dict[Severity, str] = Field(default_factory=dict)
+    routes: dict[Severity, Channel] = Field(default_factory=dict)
     # Where the daily digest and source-health notices go (default: channel).
-    digest_channel: str | None = None
-    ops_channel: str | None = None
+    digest_channel: Channel | None = None
+    ops_channel: Channel | None = None
     repeat: Duration = 86400
     severity: Severity = "medium"
 
@@ -109,7 +110,11 @@ def load_rules(path: str | Path | None = None, indicator_ids: list[str] | None =
         raise ConfigError([doc.error((), "expected a mapping with a 'rules' list")])
     extra = sorted(set(data) - {"defaults", "rules"})
     problems = [doc.error((k,), "unknown field (check the spelling)") for k in extra]
-    defaults = validate(doc, RuleDefaults, data.get("defaults") or {}, ("defaults",))
+    try:
+        defaults = validate(doc, RuleDefaults, data.get("defaults") or {}, ("defaults",))
+    except ConfigError as exc:  # go on: the rules' own problems are listed too
+        problems += exc.problems
+        defaults = RuleDefaults()
     inherit = {k: v for k, v in (data.get("defaults") or {}).items() if k in ("repeat", "severity")}
     raw = [{**inherit, **r} if isinstance(r, dict) else r for r in data["rules"]]
     rules, bad = validate_items(doc, Rule, raw, ("rules",))

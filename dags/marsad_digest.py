@@ -1,16 +1,15 @@
 """Post the daily digest: the last 24 hours per indicator, a chart, and unhealthy sources."""
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
-from marsad_airflow import default_args
+from marsad_airflow import default_args, schedule
 
 
 @dag(
     dag_id="marsad_digest",
-    schedule=os.environ.get("MARSAD_DIGEST_SCHEDULE", "0 6 * * *"),
+    schedule=schedule("MARSAD_DIGEST_SCHEDULE", "0 6 * * *"),  # schedules.digest in marsad/settings.yaml
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

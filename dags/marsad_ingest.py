@@ -7,23 +7,24 @@ Thin on purpose: the work is in marsad.pipeline, imported inside the tasks.
 """
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, dag, task
-from marsad_airflow import ON_WAREHOUSE, default_args, notify_failure
+from marsad_airflow import ON_WAREHOUSE, default_args, duration, ingest_deadline, notify_failure, schedule
 
 ARTICLES = Asset("marsad_articles")
 
 
 @dag(
     dag_id="marsad_ingest",
-    schedule=os.environ.get("MARSAD_INGEST_SCHEDULE", "*/5 * * * *") or None,  # set empty: runs only when triggered
+    # marsad/settings.yaml (schedules.ingest, ingest.timeout, ingest.deadline), as variables: no file I/O here
+    schedule=schedule("MARSAD_INGEST_SCHEDULE", "*/5 * * * *"),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=20),
+    dagrun_timeout=duration("MARSAD_INGEST_TIMEOUT", "20m"),
     on_failure_callback=notify_failure,  # a run that times out fails with no task failing
+    deadline=ingest_deadline(),  # ops hear of a run still going after ingest.deadline
     default_args=default_args(2, timedelta(seconds=30)),
     tags=["marsad"],
     doc_md=__doc__,

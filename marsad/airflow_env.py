@@ -23,8 +23,20 @@ POOL = "marsad_warehouse"
 
 
 def airflow_env(home: Path, warehouse: Path | None = None, port: int = 8080, base: dict | None = None) -> dict[str, str]:
-    """Environment for every Airflow command Marsad runs (CLI, standalone, tests)."""
+    """Environment for every Airflow command Marsad runs (CLI, standalone, tests).
+
+    It carries Marsad's deployment settings (marsad/settings.yaml, each overridden by its
+    MARSAD_* variable; ``warehouse`` wins over both), validated and resolved, as MARSAD_*
+    variables. This is how the schedules, deadline and pools reach the DAG files: they read
+    variables at parse time and never open a file there. Raises ``ConfigError`` (every problem,
+    by file, line and field, or by variable) rather than start Airflow with invalid settings.
+    """
+    from marsad.settings import load
+
     env = dict(os.environ if base is None else base)
+    if warehouse is not None:
+        env["MARSAD_WAREHOUSE"] = str(warehouse)
+    env.update(load(env).to_env())
     venv_bin = str(Path(sys.executable).parent)
     env.update(
         {
@@ -45,7 +57,6 @@ def airflow_env(home: Path, warehouse: Path | None = None, port: int = 8080, bas
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
-            "MARSAD_WAREHOUSE": str(warehouse or env.get("MARSAD_WAREHOUSE") or REPO / "var" / "marsad.duckdb"),
         }
     )
     return env
@@ -122,7 +133,8 @@ def prepare(env: dict[str, str]) -> None:
     """Migrate the metadata DB and create the warehouse pool (one writer at a time)."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow(["db", "migrate"], env, stdout=subprocess.DEVNULL)
-    airflow(["pools", "set", POOL, "1", "Marsad: one DuckDB writer at a time"], env, stdout=subprocess.DEVNULL)
+    pool = env.get("MARSAD_WAREHOUSE_POOL") or POOL
+    airflow(["pools", "set", pool, "1", "Marsad: one DuckDB writer at a time"], env, stdout=subprocess.DEVNULL)
 
 
 def _healthy(port: int) -> bool:
@@ -171,7 +183,13 @@ def _kill_group(pgid: int, sig: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     port = int(os.environ.get("MARSAD_UI_PORT", "8080"))
     home = Path(os.environ.get("MARSAD_AIRFLOW_HOME") or REPO / ".airflow")
-    env = airflow_env(home, port=port)
+    from sources.configfile import ConfigError
+
+    try:
+        env = airflow_env(home, port=port)
+    except ConfigError as exc:
+        print(f"marsad: not starting Airflow: the settings have errors (`marsad config check` lists them all):\n{exc}", file=sys.stderr)
+        return 2
     print(f"marsad: preparing Airflow in {home} (SQLite, LocalExecutor, parallelism {env['AIRFLOW__CORE__PARALLELISM']})", flush=True)
     prepare(env)
     log = open(home / "standalone.log", "ab")
@@ -197,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 pw = _password(home)
                 print(
                     f"marsad: Airflow is up at http://127.0.0.1:{port}/ — log in as admin / {pw or '(see ' + str(home) + '/simple_auth_manager_passwords.json.generated)'}\n"
-                    f"marsad: DAGs marsad_ingest (every 5 min) and marsad_evaluate (after each load) are running;\n"
+                    f"marsad: DAGs marsad_ingest (schedule {env['MARSAD_INGEST_SCHEDULE']}) and marsad_evaluate (after each load) are running;\n"
                     f"marsad: warehouse {env['MARSAD_WAREHOUSE']}; logs {home}/standalone.log. Ctrl-C stops everything.",
                     flush=True,
                 )

@@ -255,22 +255,28 @@ def cmd_digest(args) -> int:
 
 
 def cmd_config_check(args) -> int:
-    from marsad.pipeline import Settings
-    from sources.configfile import ConfigError
+    from marsad.configcheck import check
 
-    s = Settings.from_env()
-    problems = []
-    for what, fn in (("feeds", s.registry), ("indicators", s.classifier), ("rules", s.rule_pack)):
-        try:
-            obj = fn()
-            n = len(getattr(obj, "feeds", None) or getattr(obj, "indicators", None) or getattr(obj, "rules", []))
-            print(f"ok  {what}: {n}")
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            print(f"bad {what}")
-    for p in problems:
+    report = check()
+    for line in report.ok:
+        print(line)
+    for p in report.errors:
         print(p, file=sys.stderr)
-    return 1 if problems else 0
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def cmd_config_env(args) -> int:
+    """The settings as the MARSAD_* variables Airflow's components get (``airflow_env``)."""
+    import shlex
+
+    from marsad.settings import load
+
+    for var, value in load().to_env().items():
+        print(f"{var}={shlex.quote(value)}")
+    return 0
 
 
 def cmd_sources_status(args) -> int:
@@ -358,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_dedupe_eval)
 
     s = sub.add_parser("run-once", help="one full cycle now: poll due feeds, load, evaluate, deliver")
-    s.add_argument("--db", help="warehouse file (default $MARSAD_WAREHOUSE or ./var/marsad.duckdb)")
+    s.add_argument("--db", help="warehouse file (default: paths.warehouse in marsad/settings.yaml, $MARSAD_WAREHOUSE)")
     s.set_defaults(fn=cmd_run_once)
 
     s = sub.add_parser("deliver", help="send queued notifications (Slack if MARSAD_SLACK_TOKEN is set)")
@@ -400,13 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("config", help="configuration")
     cs = s.add_subparsers(dest="config_command", required=True)
-    c = cs.add_parser("check", help="validate feeds, indicators and rules; errors name file, line and field")
+    c = cs.add_parser("check", help="validate settings, variables, feeds, gazetteers, indicators and rules; errors name file, line and field")
     c.set_defaults(fn=cmd_config_check)
+    c = cs.add_parser("env", help="print the settings as the MARSAD_* variables Airflow gets (variable > settings.yaml > default)")
+    c.set_defaults(fn=cmd_config_env)
 
     s = sub.add_parser("sources", help="feed sources: health, OPML import and export")
     ss = s.add_subparsers(dest="sources_command", required=True)
     c = ss.add_parser("status", help="per-source health table; unhealthy sources are marked !!")
-    c.add_argument("--db", help="warehouse file (default $MARSAD_WAREHOUSE or ./var/marsad.duckdb)")
+    c.add_argument("--db", help="warehouse file (default: paths.warehouse in marsad/settings.yaml, $MARSAD_WAREHOUSE)")
     c.set_defaults(fn=cmd_sources_status)
     c = ss.add_parser("import", help="append the feeds of an OPML file to feeds.yaml (validated; comments kept)")
     c.add_argument("file", metavar="FILE.opml")

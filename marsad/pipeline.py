@@ -50,7 +50,7 @@ def utcnow() -> datetime:
 
 @dataclass
 class Settings:
-    """Where things are. Defaults suit the embedded setup; admins override with MARSAD_* variables."""
+    """Where things are: marsad/settings.yaml, each field overridden by its MARSAD_* variable."""
 
     warehouse: Path
     staging: Path
@@ -62,9 +62,20 @@ class Settings:
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> "Settings":
-        wh = Path(warehouse or db.default_path())
-        staging = Path(os.environ.get("MARSAD_STAGING") or wh.parent / "staging")
-        return cls(warehouse=wh, staging=staging, read_copy=read_copy_path(wh))
+        """Variables > settings file > defaults (marsad.settings); ``warehouse`` (``--db``) wins over both."""
+        from marsad.settings import load
+
+        d = load()
+        wh = Path(warehouse) if warehouse else d.path("paths.warehouse")
+        return cls(
+            warehouse=wh,
+            staging=d.path("paths.staging") or wh.parent / "staging",
+            feeds=d.path("paths.feeds"),
+            rules=d.path("paths.rules"),
+            indicators=d.path("paths.indicators"),
+            read_copy=d.path("paths.read_copy") or read_copy_path(wh),
+            fetch_log_retention=d.get("warehouse.fetch_log_retention"),
+        )
 
     def registry(self) -> Registry:
         return load_registry(self.feeds)

@@ -15,16 +15,21 @@ def _die(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def _warehouse(args) -> Path:
-    from warehouse import db
+def _settings(args):
+    """--db, else marsad/settings.yaml paths.warehouse ($MARSAD_WAREHOUSE), with its read copy."""
+    from marsad.pipeline import Settings
 
-    return Path(args.db) if args.db else db.default_path()
+    return Settings.from_env(getattr(args, "db", None))
+
+
+def _warehouse(args) -> Path:
+    return _settings(args).warehouse
 
 
 def _open_read_copy(args):
-    from warehouse.publish import open_read_copy, read_copy_path
+    from warehouse.publish import open_read_copy
 
-    return open_read_copy(read_copy_path(_warehouse(args)))
+    return open_read_copy(_settings(args).read_copy)
 
 
 def cmd_search(args) -> int:
@@ -85,17 +90,18 @@ def cmd_query(args) -> int:
 def cmd_publish(args) -> int:
     from warehouse.publish import publish
 
-    print(json.dumps(publish(_warehouse(args)).as_dict()))
+    s = _settings(args)
+    print(json.dumps(publish(s.warehouse, s.read_copy).as_dict()))
     return 0
 
 
 def cmd_prune(args) -> int:
     from sources.configfile import parse_duration
     from warehouse import db
-    from warehouse.retention import fetch_log_retention, prune_fetch_log
+    from warehouse.retention import prune_fetch_log
 
     try:
-        keep = parse_duration(args.keep) if args.keep else fetch_log_retention()
+        keep = parse_duration(args.keep) if args.keep else _settings(args).fetch_log_retention
     except ValueError as exc:
         return _die(str(exc))
     with db.connect(_warehouse(args)) as con, db.transaction(con):
@@ -121,7 +127,7 @@ def cmd_export(args) -> int:
 
 
 def add_commands(sub) -> None:
-    db_help = "warehouse file (default $MARSAD_WAREHOUSE or ./var/marsad.duckdb); its read copy is used"
+    db_help = "warehouse file (default: paths.warehouse in marsad/settings.yaml, $MARSAD_WAREHOUSE); its read copy is used"
 
     s = sub.add_parser("search", help="full-text search (Arabic and English) over the published read copy; ranked hits")
     s.add_argument("query")
@@ -143,7 +149,7 @@ def add_commands(sub) -> None:
     s.add_argument("--db", help="warehouse file")
     s.set_defaults(fn=cmd_publish)
 
-    s = sub.add_parser("prune", help="delete fetch_log rows older than the retention ($MARSAD_FETCH_LOG_RETENTION, 30d)")
+    s = sub.add_parser("prune", help="delete fetch_log rows older than warehouse.fetch_log_retention in marsad/settings.yaml (30d)")
     s.add_argument("--keep", help="retention for this run, e.g. 14d")
     s.add_argument("--db", help="warehouse file")
     s.set_defaults(fn=cmd_prune)

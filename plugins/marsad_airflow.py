@@ -1,13 +1,21 @@
-"""What only Airflow needs: Slack through the Airflow connection, delivery as a task, and
-failure notifications through the Slack provider's notifier.
+"""What only Airflow needs: Slack through the Airflow connection, delivery as a task,
+failure and missed-deadline notices through the Slack provider's notifier, and the
+deployment settings as the DAG files see them.
 
 Imported by DAG files at parse time, so this module imports nothing heavy at the top;
 the domain packages never import Airflow.
+
+Settings reach the DAG files as MARSAD_* environment variables, never as a file read at parse
+time: ``marsad.airflow_env`` validates marsad/settings.yaml (and the variables that override
+it) before Airflow starts and exports every setting in canonical form. The defaults here are
+those of marsad/settings.py, for an Airflow started without that environment.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
+from datetime import timedelta
 
 log = logging.getLogger("marsad.airflow")
 
@@ -22,8 +30,49 @@ ON_WAREHOUSE = {"pool": WAREHOUSE_POOL, "queue": WAREHOUSE_QUEUE}
 
 
 def retries(default: int) -> int:
-    """Task retries; MARSAD_TASK_RETRIES overrides every DAG's default (0 in tests)."""
-    return int(os.environ.get("MARSAD_TASK_RETRIES", default))
+    """Task retries; MARSAD_TASK_RETRIES (tasks.retries) overrides every DAG's default (0 in tests)."""
+    text = os.environ.get("MARSAD_TASK_RETRIES", "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ValueError(f"MARSAD_TASK_RETRIES={text!r} is not a number of retries; `marsad config check` explains")
+    return int(text)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _seconds(text: str) -> int | None:
+    """Seconds of a duration in the canonical form marsad.settings exports (90s, 10m, 6h, 1d)."""
+    m = re.fullmatch(r"(\d+)([smhdw])", text)
+    return int(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+
+def schedule(variable: str, default: str):
+    """A DAG's schedule from its variable (schedules.* in marsad/settings.yaml): None for
+    ``none`` or empty (triggered runs only), a timedelta for a duration, else the cron
+    expression or preset, which Airflow parses. Anything else stops the DAG file with an
+    import error that names the variable, rather than scheduling something else."""
+    text = " ".join(os.environ.get(variable, default).split())
+    if text.lower() in ("", "none"):
+        return None
+    seconds = _seconds(text)
+    if seconds is not None:
+        return timedelta(seconds=seconds)
+    if text.startswith("@") or len(text.split()) == 5:
+        return text
+    raise ValueError(f"{variable}={text!r} is not a schedule (cron, preset, duration or none); `marsad config check` explains")
+
+
+def duration(variable: str, default: str) -> timedelta | None:
+    """A duration setting (``10m``) from its variable; None for ``none``."""
+    text = os.environ.get(variable, default).strip() or default
+    if text.lower() == "none":
+        return None
+    seconds = _seconds(text)
+    if seconds is None:
+        raise ValueError(f"{variable}={text!r} is not a duration like 10m; `marsad config check` explains")
+    return timedelta(seconds=seconds)
 
 
 def default_args(retries_default: int, retry_delay, on_warehouse: bool = False) -> dict:
@@ -102,3 +151,64 @@ def notify_failure(context) -> None:
     if exc is not None:
         text += f"\n> {str(exc)[:300].replace('<', '&lt;').replace('>', '&gt;')}"
     SlackNotifier(slack_conn_id=SLACK_CONN_ID, channel=OPS_CHANNEL, text=text).notify(context)
+
+
+def ingest_deadline():
+    """The ingest DAG's deadline (ingest.deadline, MARSAD_INGEST_DEADLINE): when a run has not
+    finished that long after it was queued, the scheduler marks the deadline missed and the
+    triggerer runs ``notify_deadline_missed``, which tells ops in Slack while the run goes on.
+    None when the setting is ``none``."""
+    interval = duration("MARSAD_INGEST_DEADLINE", "10m")
+    if interval is None:
+        return None
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=interval,
+        callback=AsyncCallback(
+            notify_deadline_missed,
+            kwargs={
+                "after": os.environ.get("MARSAD_INGEST_DEADLINE", "10m"),
+                "channel": OPS_CHANNEL,
+                "slack_conn_id": SLACK_CONN_ID,
+                "base_url": os.environ.get("AIRFLOW__API__BASE_URL"),
+            },
+        ),
+        name="ingest run not finished in time",
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def notify_deadline_missed(context=None, *, after: str = "", channel: str = OPS_CHANNEL,
+                                 slack_conn_id: str = SLACK_CONN_ID, base_url: str | None = None) -> str:
+    """Deadline-alert callback (an AsyncCallback: the triggerer awaits it). ``context`` is what
+    Airflow 3.3 gives deadline callbacks: ``dag_run`` (the REST API's view of the run, as JSON)
+    and ``deadline`` (id, deadline_time). Posts with the Slack provider's SlackNotifier."""
+    import asyncio
+    import importlib
+
+    # Imported in a thread: a first import of the Slack provider takes about a second, which
+    # would block the triggerer's event loop (and every other trigger on it) that long.
+    notifications = await asyncio.to_thread(importlib.import_module, "airflow.providers.slack.notifications.slack")
+    SlackNotifier = notifications.SlackNotifier
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    dag_id, run_id = run.get("dag_id", "?"), run.get("dag_run_id") or run.get("run_id", "?")
+    at = deadline.get("deadline_time")
+    at = at.strftime("%H:%M:%S UTC") if hasattr(at, "strftime") else str(at or "?")
+    text = (f":hourglass_flowing_sand: Marsad: {_escape(dag_id)} run {_escape(run_id)} has not finished {after} after it was "
+            f"queued (deadline {at}; the run was {run.get('state', '?')}). It goes on; if it fails, ops hear of it again.")
+    if base_url:
+        text += f" <{base_url.rstrip('/')}/dags/{dag_id}/runs/{run_id}|open the run>"
+    try:
+        await SlackNotifier(slack_conn_id=slack_conn_id, channel=channel, text=text).async_notify(context or {})
+    except AirflowNotFoundException:
+        log.error("ingest deadline missed (%s %s) and no Slack connection %r to tell ops", dag_id, run_id, slack_conn_id)
+        return f"not posted: no Slack connection {slack_conn_id!r}"
+    return f"posted to {channel}"

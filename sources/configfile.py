@@ -6,6 +6,7 @@ each validation error into ``file:line: field: message``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -113,7 +114,7 @@ def validate(doc: Document, model: type[M], data: Any = None, loc_prefix: Loc = 
         problems = []
         for err in exc.errors():
             loc = loc_prefix + tuple(err["loc"])
-            msg = err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own checks says nothing
             if err["type"] == "extra_forbidden":
                 msg = "unknown field (check the spelling)"
             problems.append(doc.error(loc, msg))
@@ -137,6 +138,22 @@ def parse_duration(value: Any) -> int:
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
+
+
+_CHANNEL_NAME = re.compile(r"^#?[a-z0-9][a-z0-9_-]{0,79}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+
+
+def slack_channel(value: Any) -> str:
+    """A Slack channel as Slack accepts it: ``#name`` (lowercase letters, digits, ``-``, ``_``;
+    at most 80) or a channel id such as ``C024BE91L``. Catches typos such as ``#Marsad Alerts``
+    before the first alert is left queued with ``channel_not_found``."""
+    text = str(value).strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not (_CHANNEL_NAME.match(text) or _CHANNEL_ID.match(text)):
+        raise ValueError(
+            f"{value!r} is not a Slack channel: write #name (lowercase letters, digits, '-' or '_') or a channel id like C024BE91L"
+        )
+    return text
 
 
 def format_duration(seconds: int) -> str:

@@ -8,10 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from sources.configfile import ConfigError, load_yaml, parse_duration, validate, validate_items
+from sources.configfile import ConfigError, load_yaml, parse_duration, slack_channel, validate, validate_items
 
 DEFAULT_FEEDS = Path(__file__).with_name("feeds.yaml")
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+Channel = Annotated[str, BeforeValidator(slack_channel)]
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
 
@@ -59,7 +60,7 @@ class HealthSettings(BaseModel):
     silent_factor: float = Field(default=8.0, gt=1)  # nothing new for this many times its usual gap: silent
     silent_min: Duration = 12 * 3600  # ... and never sooner than this
     min_items: int = Field(default=10, ge=2)  # items in 30 days needed to know a source's usual rate
-    channel: str = "#marsad-ops"
+    channel: Channel = "#marsad-ops"
     repeat: Duration = 86400
 
 

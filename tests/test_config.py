@@ -92,7 +92,7 @@ def test_rule_errors_name_file_line_and_field(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_rules(bad, indicator_ids=sorted(INDICATORS))
     text = str(exc.value)
-    assert f"{bad}:2: rules.0: Value error, a threshold rule needs count, window" in text
+    assert f"{bad}:2: rules.0: a threshold rule needs count, window" in text
     assert f"{bad}:7: rules.1.indicator: unknown indicator 'no_such_thing'" in text
 
 

@@ -249,7 +249,7 @@ def test_registry_refuses_non_http_urls(tmp_path):
     f = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "x1", "name": "X", "lang": "en", "url": "file:///etc/passwd"}])
     with pytest.raises(ConfigError) as exc:
         load_registry(f)
-    assert "feeds.0.url: Value error, must be an http:// or https:// URL" in str(exc.value)
+    assert "feeds.0.url: must be an http:// or https:// URL" in str(exc.value)
 
 
 def test_loopback_feeds_are_refused_unless_allowed(feed_server, monkeypatch):

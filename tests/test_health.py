@@ -127,5 +127,5 @@ def test_health_settings_are_validated_with_file_and_line(tmp_path):
         load_registry(path)
     except ConfigError as exc:
         problems = exc.problems
-    assert f"{path}:2: health.down_after: Value error, 'soon' is not a duration like 15m, 72h or 14d" in problems
+    assert f"{path}:2: health.down_after: 'soon' is not a duration like 15m, 72h or 14d" in problems
     assert f"{path}:3: health.chanel: unknown field (check the spelling)" in problems

@@ -111,7 +111,7 @@ def test_import_that_would_break_the_registry_names_file_line_and_field(tmp_path
     with pytest.raises(ConfigError) as exc:
         import_opml(opml, feeds)
     # 11 lines, a blank line, the import comment, then the entry: its url is on line 17
-    assert exc.value.problems == [f"{feeds}:17: feeds.1.url: Value error, must be an http:// or https:// URL"]
+    assert exc.value.problems == [f"{feeds}:17: feeds.1.url: must be an http:// or https:// URL"]
     assert feeds.read_text(encoding="utf-8") == EXISTING
     assert not list(tmp_path.glob("*.import-tmp"))
 

@@ -1,0 +1,272 @@
+"""Deployment settings (marsad/settings.yaml and its MARSAD_* variables) and `marsad config check`,
+run on real files with deliberate mistakes, as an admin runs them."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, write_feeds_yaml
+from marsad.airflow_env import airflow_env
+from marsad.settings import DEFAULT_SETTINGS, ENV, Deployment, check_schedule, load, schedule_period
+from sources.configfile import ConfigError
+
+MARSAD = [sys.executable, "-m", "marsad.cli"]
+
+
+def clean_env(**extra) -> dict:
+    """The test process's environment without any Marsad setting (fixtures may have set some)."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV.values() and k != "MARSAD_SETTINGS"}
+    return {**env, **{k: str(v) for k, v in extra.items()}}
+
+
+def config_check(env: dict, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([*MARSAD, "config", "check", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_shipped_settings_file_states_every_default_and_names_its_variable():
+    loaded = load({})
+    assert loaded.values == Deployment(), "the shipped file must say what the built-in defaults are"
+    lines = DEFAULT_SETTINGS.read_text(encoding="utf-8").splitlines()
+    for name, var in ENV.items():
+        kind, line = loaded.source[name]
+        assert kind == "file", f"{name} is not written in {DEFAULT_SETTINGS}"
+        assert var in lines[line - 1], f"line {line} ({name}) should name its variable {var}"
+
+
+def test_readme_documents_every_setting_and_variable():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    admin = readme[readme.index("## For admins"):]
+    for name, var in ENV.items():
+        assert f"`{name}`" in admin and f"`{var}`" in admin, (name, var)
+
+
+@pytest.mark.parametrize("value, canonical, period", [
+    ("*/5 * * * *", "*/5 * * * *", 300),
+    ("0  6 * * *", "0 6 * * *", 86400),
+    ("0 9-17 * * 1-5", "0 9-17 * * 1-5", 3600),
+    ("@hourly", "@hourly", 3600),
+    ("90s", "90s", 90),
+    ("1.5h", "90m", 5400),
+    (600, "10m", 600),
+    ("none", "none", None),
+    (None, "none", None),
+    ("@once", "@once", None),
+])
+def test_schedules_that_airflow_takes(value, canonical, period):
+    assert check_schedule(value) == canonical
+    assert schedule_period(canonical) == period
+
+
+@pytest.mark.parametrize("value, message", [
+    ("61 * * * *", "not a valid cron expression"),
+    ("*/5 * * *", "not a schedule"),
+    ("0 0 * * * *", "not a schedule"),
+    ("@dayly", "unknown preset '@dayly'"),
+    ("every five minutes", "not a schedule"),
+    (True, "expected a cron expression"),
+])
+def test_schedules_that_airflow_would_refuse(value, message):
+    with pytest.raises(ValueError, match=message):
+        check_schedule(value)
+
+
+BAD_SETTINGS = """\
+schedules:
+  ingest: "61 * * * *"
+  digest: "@dayly"
+ingest:
+  deadline: soon
+  timeout: 20m
+  handover: smoke-signals
+paths:
+  warehouse: var/marsad.duckdb
+warehous:
+  pool: typo
+tasks:
+  retries: -1
+ops:
+  channel: "#Marsad Ops"
+"""
+
+
+def test_config_check_lists_every_settings_error_by_file_line_and_field(tmp_path):
+    bad = tmp_path / "settings.yaml"
+    bad.write_text(BAD_SETTINGS, encoding="utf-8")
+    res = config_check(clean_env(MARSAD_SETTINGS=bad, MARSAD_TASK_RETRIES="many", MARSAD_INGEST_DEADLINE="5"))
+    assert res.returncode == 1, res.stdout + res.stderr
+    err = res.stderr
+    for expected in (
+        f"{bad}:2: schedules.ingest: '61 * * * *' is not a valid cron expression",
+        f"{bad}:3: schedules.digest: unknown preset '@dayly'",
+        f"{bad}:5: ingest.deadline: 'soon' is not a duration",
+        f"{bad}:7: ingest.handover: Input should be 'files' or 'xcom'",
+        f"{bad}:10: warehous: unknown field (check the spelling)",
+        f"{bad}:13: tasks.retries: Input should be greater than or equal to 0",
+        f"{bad}:15: ops.channel: '#Marsad Ops' is not a Slack channel",
+        "$MARSAD_TASK_RETRIES: tasks.retries: Input should be a valid integer",
+        "$MARSAD_INGEST_DEADLINE: ingest.deadline: '5' is not a duration",
+    ):
+        assert expected in err, f"missing: {expected}\n{err}"
+    assert "9 error(s)" in err
+    # The rest was still checked, on the valid part of the settings.
+    assert "ok   feeds:" in res.stdout and "ok   rules:" in res.stdout
+
+
+def test_an_unquoted_cron_expression_is_a_yaml_error_with_its_line(tmp_path):
+    bad = tmp_path / "settings.yaml"
+    bad.write_text("schedules:\n  digest: '0 6 * * *'\n  ingest: */5 * * * *\n", encoding="utf-8")
+    res = config_check(clean_env(MARSAD_SETTINGS=bad))
+    assert res.returncode == 1
+    assert f"{bad}:3: (syntax):" in res.stderr, res.stderr
+
+
+def test_config_check_lists_problems_of_every_file_in_one_run(tmp_path):
+    """Settings, feeds, gazetteers, indicators and rules all broken at once: every problem is listed."""
+    ind = tmp_path / "alerts" / "indicators"
+    gaz = tmp_path / "alerts" / "gazetteers"
+    ind.mkdir(parents=True)
+    gaz.mkdir()
+    (gaz / "places.yaml").write_text("entries:\n  - id: ain_al_asad\n    kind: base\n    en: [Ain al-Asad]\n    colour: red\n", encoding="utf-8")
+    (ind / "drone_attack.yaml").write_text(
+        "id: drone_attack\nname: Drone attack\ndefinition: d\nmatch:\n  - all:\n      - name: drone\n        en: [drone]\n"
+        "    within: 0\n", encoding="utf-8")
+    rules = tmp_path / "alerts" / "rules.yaml"
+    rules.write_text(
+        "defaults:\n  channel: \"#marsad-alerts\"\n  routes:\n    critical: \"alerts room\"\n"
+        "rules:\n"
+        "  - id: drones\n    indicator: drone_attack\n    kind: tripwire\n    rationale: any drone attack matters here\n"
+        "  - id: ghosts\n    indicator: no_such_indicator\n    kind: tripwire\n    channel: \"#Ops\"\n    rationale: a rule naming nothing real\n",
+        encoding="utf-8")
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text("feeds:\n  - id: f1\n    name: F\n    lang: fr\n    url: https://e.example/rss\n", encoding="utf-8")
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"schedules:\n  ingest: \"@hourlyy\"\npaths:\n  feeds: {feeds}\n  rules: {rules}\n  indicators: {ind}\n", encoding="utf-8")
+    res = config_check(clean_env(MARSAD_SETTINGS=settings))
+    assert res.returncode == 1
+    err = res.stderr
+    for expected in (
+        f"{settings}:2: schedules.ingest: unknown preset '@hourlyy'",
+        f"{feeds}:4: feeds.0.lang:",
+        f"{gaz / 'places.yaml'}:5: entries.0.colour: unknown field",
+        f"{ind / 'drone_attack.yaml'}:8: match.0.within:",
+        f"{rules}:4: defaults.routes.critical: 'alerts room' is not a Slack channel",
+        f"{rules}:11: rules.1.indicator: unknown indicator 'no_such_indicator' (known: drone_attack)",
+        f"{rules}:13: rules.1.channel: '#Ops' is not a Slack channel",
+    ):
+        assert expected in err, f"missing: {expected}\n{err}"
+    assert {line.split()[0] for line in res.stdout.splitlines() if line.strip() and not line.startswith(" ")} == {"BAD"}
+
+
+def test_cross_checks_warehouse_directory_poll_intervals_and_deadline(tmp_path):
+    in_the_way = tmp_path / "not-a-dir"
+    in_the_way.write_text("x")
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        "defaults:\n  interval: 15m\nfeeds:\n"
+        "  - id: fast\n    name: Fast\n    lang: en\n    url: https://e.example/fast\n    interval: 2m\n"
+        "  - id: slow\n    name: Slow\n    lang: en\n    url: https://e.example/slow\n"
+        "  - id: paused\n    name: Paused\n    lang: en\n    url: https://e.example/paused\n    interval: 1m\n    enabled: false\n",
+        encoding="utf-8")
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(
+        f"schedules:\n  ingest: \"*/10 * * * *\"\ningest:\n  deadline: 30m\n  timeout: 20m\n"
+        f"paths:\n  warehouse: {in_the_way}/marsad.duckdb\n  feeds: {feeds}\n", encoding="utf-8")
+    res = config_check(clean_env(MARSAD_SETTINGS=settings))
+    assert res.returncode == 1, res.stderr
+    err = res.stderr
+    assert f"{settings}:7: paths.warehouse: {in_the_way} is not a directory" in err
+    assert (f"warning: {feeds}:8: feeds.0.interval: fast polls every 2m, but ingest runs at most every 10m "
+            f"({settings}:2: schedules.ingest '*/10 * * * *')") in err
+    assert "feeds.1" not in err and "feeds.2" not in err, "15m is fine; a disabled feed is not polled"
+    assert f"warning: {settings}:4: ingest.deadline: 30m is not shorter than ingest.timeout (20m)" in err
+    assert "1 error(s), 2 warning(s)" in err
+    # The warehouse moved somewhere writable: only the warnings are left, and they do not fail.
+    settings.write_text(settings.read_text().replace(f"{in_the_way}/marsad.duckdb", str(tmp_path / "var" / "wh.duckdb")))
+    res = config_check(clean_env(MARSAD_SETTINGS=settings))
+    assert res.returncode == 0, res.stderr
+    assert "0 error(s), 2 warning(s)" in res.stderr
+
+
+def test_variables_override_the_file_which_overrides_the_defaults(tmp_path, monkeypatch):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("schedules:\n  ingest: \"@hourly\"\n  digest: \"0 7 * * *\"\npaths:\n  warehouse: data/wh.duckdb\n", encoding="utf-8")
+    env = clean_env(MARSAD_SETTINGS=settings, MARSAD_DIGEST_SCHEDULE="0 8 * * *", MARSAD_STAGING="")
+    s = load(env)
+    assert s.get("schedules.ingest") == "@hourly" and s.source["schedules.ingest"] == ("file", 2)
+    assert s.get("schedules.digest") == "0 8 * * *" and s.source["schedules.digest"] == ("env", "MARSAD_DIGEST_SCHEDULE")
+    assert s.get("ingest.deadline") == 600 and s.source["ingest.deadline"] == ("default", None)
+    assert s.path("paths.warehouse") == REPO / "data" / "wh.duckdb", "file paths are relative to the repository"
+    assert s.path("paths.staging") is None, "an empty variable counts as unset"
+    # An empty schedule variable keeps its old meaning: triggered runs only.
+    assert load({**env, "MARSAD_INGEST_SCHEDULE": ""}).get("schedules.ingest") == "none"
+    # A relative path in a variable is relative to where the command runs.
+    monkeypatch.chdir(tmp_path)
+    assert load({**env, "MARSAD_WAREHOUSE": "here.duckdb"}).to_env()["MARSAD_WAREHOUSE"] == str(tmp_path / "here.duckdb")
+    # config check says which lines of the file a variable overrides.
+    res = config_check(env)
+    assert res.returncode == 0, res.stderr
+    assert f"{settings}:3: schedules.digest is overridden by $MARSAD_DIGEST_SCHEDULE='0 8 * * *'" in res.stdout
+
+
+def test_the_cli_and_the_pipeline_take_their_paths_from_the_settings_file(tmp_path, monkeypatch):
+    for var in [*ENV.values(), "MARSAD_SETTINGS"]:
+        monkeypatch.delenv(var, raising=False)
+    feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "only", "name": "Only", "lang": "en", "url": "https://e.example/rss"}])
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"paths:\n  warehouse: {tmp_path}/wh.duckdb\n  feeds: {feeds}\nwarehouse:\n  fetch_log_retention: 7d\n", encoding="utf-8")
+    monkeypatch.setenv("MARSAD_SETTINGS", str(settings))
+    from marsad.pipeline import Settings
+
+    s = Settings.from_env()
+    assert (s.warehouse, s.staging, s.feeds, s.read_copy) == (tmp_path / "wh.duckdb", tmp_path / "staging", feeds, tmp_path / "wh-read.duckdb")
+    assert s.fetch_log_retention == 7 * 86400
+    assert Settings.from_env(tmp_path / "other.duckdb").read_copy == tmp_path / "other-read.duckdb", "--db wins"
+    res = subprocess.run([*MARSAD, "sources", "export"], capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert res.returncode == 0 and "https://e.example/rss" in res.stdout, res.stderr
+    # An invalid settings file stops every command with the file, line and field, never silently.
+    settings.write_text("paths:\n  warehouse: [not, a, path]\n", encoding="utf-8")
+    res = subprocess.run([*MARSAD, "sources", "export"], capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert res.returncode == 2 and f"{settings}:2: paths.warehouse: Input should be a valid string" in res.stderr, res.stderr
+
+
+def test_airflow_env_exports_the_settings_and_refuses_invalid_ones(tmp_path):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("schedules:\n  ingest: 15m\ningest:\n  deadline: none\nops:\n  channel: \"#ops-test\"\n", encoding="utf-8")
+    env = airflow_env(tmp_path / "af", base=clean_env(MARSAD_SETTINGS=settings, MARSAD_TASK_RETRIES="0"))
+    assert env["MARSAD_INGEST_SCHEDULE"] == "15m" and env["MARSAD_INGEST_DEADLINE"] == "none"
+    assert env["MARSAD_OPS_CHANNEL"] == "#ops-test" and env["MARSAD_TASK_RETRIES"] == "0"
+    assert env["MARSAD_WAREHOUSE"] == str(REPO / "var" / "marsad.duckdb")
+    assert set(ENV.values()) <= set(env)
+    # The environment carries every setting, so Airflow's tasks never read the file: editing it
+    # (even into something invalid) changes nothing until Airflow is restarted.
+    settings.write_text("schedules:\n  ingest: every now and then\n", encoding="utf-8")
+    assert load(env).get("schedules.ingest") == "15m"
+    with pytest.raises(ConfigError, match=rf"{settings}:2: schedules.ingest: 'every now and then' is not a schedule"):
+        airflow_env(tmp_path / "af", base=clean_env(MARSAD_SETTINGS=settings))
+
+
+def test_make_run_refuses_to_start_airflow_with_invalid_settings(tmp_path):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("ops:\n  slack_conn_id: \"slack api\"\n", encoding="utf-8")
+    home = tmp_path / "af"
+    res = subprocess.run([sys.executable, "-m", "marsad.airflow_env"], capture_output=True, text=True, timeout=120,
+                         env=clean_env(MARSAD_SETTINGS=settings, MARSAD_AIRFLOW_HOME=home))
+    assert res.returncode == 2
+    assert f"{settings}:2: ops.slack_conn_id: String should match pattern" in res.stderr, res.stderr
+    assert not home.exists(), "nothing was prepared or started"
+
+
+def test_config_env_prints_what_airflow_gets(tmp_path):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("schedules:\n  digest: none\n", encoding="utf-8")
+    res = subprocess.run([*MARSAD, "config", "env"], capture_output=True, text=True, timeout=120,
+                         env=clean_env(MARSAD_SETTINGS=settings, MARSAD_WAREHOUSE_QUEUE="warehouse"))
+    assert res.returncode == 0, res.stderr
+    out = dict(line.split("=", 1) for line in res.stdout.splitlines())
+    assert set(out) == set(ENV.values())
+    assert out["MARSAD_DIGEST_SCHEDULE"] == "none" and out["MARSAD_WAREHOUSE_QUEUE"] == "warehouse"
+    assert out["MARSAD_INGEST_SCHEDULE"] == "'*/5 * * * *'"
+    assert yaml.safe_load(settings.read_text()) == {"schedules": {"digest": "none"}}
