@@ -132,6 +132,8 @@ class Ingest(_Section):
     deadline: OptionalDuration = 600
     timeout: Duration = 1200
     handover: Literal["files", "xcom"] = "files"
+    fetch_tasks: int = Field(default=4, ge=1, le=256)
+    fetch_batch: int = Field(default=50, ge=1, le=10_000)
 
 
 class Paths(_Section):
@@ -174,6 +176,8 @@ ENV: dict[str, str] = {
     "ingest.deadline": "MARSAD_INGEST_DEADLINE",
     "ingest.timeout": "MARSAD_INGEST_TIMEOUT",
     "ingest.handover": "MARSAD_HANDOVER",
+    "ingest.fetch_tasks": "MARSAD_FETCH_TASKS",
+    "ingest.fetch_batch": "MARSAD_FETCH_BATCH",
     "paths.warehouse": "MARSAD_WAREHOUSE",
     "paths.staging": "MARSAD_STAGING",
     "paths.read_copy": "MARSAD_READ_COPY",
