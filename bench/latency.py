@@ -94,6 +94,39 @@ def _stages(warehouse: Path, t0: datetime, posted: datetime | None) -> str:
             f"queued->posted {s(queued, posted)}")
 
 
+def _airflow_stages(metadata_db: Path, t0: datetime) -> str:
+    """The first ingest run after the item appeared, from Airflow's metadata DB: when it was
+    queued, and when each of its tasks started and ended (seconds after t0)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{metadata_db}?mode=ro", uri=True)
+        run = con.execute(
+            "SELECT run_id, queued_at, start_date FROM dag_run WHERE dag_id = 'marsad_ingest' AND queued_at >= ? ORDER BY queued_at LIMIT 1",
+            [t0.strftime("%Y-%m-%d %H:%M:%S")],
+        ).fetchone()
+        if not run:
+            return "ingest run: not found"
+        tis = con.execute(
+            "SELECT task_id, min(start_date), max(end_date) FROM task_instance WHERE dag_id = 'marsad_ingest' AND run_id = ? GROUP BY task_id",
+            [run[0]],
+        ).fetchall()
+        con.close()
+    except sqlite3.Error as exc:
+        return f"ingest run: unknown ({exc})"
+
+    def at(text):
+        if not text:
+            return "?"
+        t = datetime.fromisoformat(str(text).replace(" ", "T"))
+        t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        return f"{(t - t0).total_seconds():.0f}"
+
+    order = {"due_sources": 0, "fetch": 1, "load": 2}
+    parts = [f"{task} {at(a)}-{at(b)} s" for task, a, b in sorted(tis, key=lambda r: order.get(r[0], 9))]
+    return f"ingest run queued at +{at(run[1])} s, started +{at(run[2])} s: " + ", ".join(parts)
+
+
 def bench_airflow(timeout_s: int = 900):
     import duckdb
     import yaml
@@ -154,6 +187,7 @@ def bench_airflow(timeout_s: int = 900):
             slack.stop()
             fsrv.shutdown()
         stages = _stages(tmp / "wh.duckdb", t0_wall, posted_wall if latency is not None else None)
+        stages += "; " + _airflow_stages(tmp / "airflow" / "airflow.db", t0_wall)
     target = 5 * 60 + 60
     if latency is None:
         rows.append(Row("latency", "feed item -> Slack post under standalone", -1, target, "s", None, "<= poll interval + 60 s", False, "no alert arrived in time"))
