@@ -1,8 +1,8 @@
 """Marsad benchmarks: every figure beside a baseline measured in the same run, as a ratio.
 
-    make bench                      # the suite (a few minutes)
-    .venv/bin/python -m bench.run --quick           # smaller sizes, for a smoke run
-    .venv/bin/python -m bench.run --airflow         # also alert latency and memory under airflow standalone
+    make bench                      # the whole suite (about 25 minutes on 2 cores)
+    .venv/bin/python -m bench.run --quick --no-airflow   # smaller sizes, no Airflow: a smoke run
+    .venv/bin/python -m bench.run --only poll       # one part: ingest poll dedupe rules parse airflow
 
 Results are printed and written, with machine details, to bench/results/.
 """
@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.run")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--only", nargs="*", help="ingest poll dedupe rules parse airflow")
-    ap.add_argument("--airflow", action="store_true", help="also alert latency and memory under airflow standalone (several minutes)")
+    ap.add_argument("--no-airflow", dest="airflow", action="store_false",
+                    help="skip alert latency and memory under airflow standalone (about 10 minutes)")
     args = ap.parse_args(argv)
     q = args.quick
     plan = {
