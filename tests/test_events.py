@@ -23,13 +23,17 @@ def test_near_duplicates_in_both_languages():
     # Same words, different claim: numbers and negations must agree.
     assert not neardup.near_duplicates(fold("3 rockets hit Ain al-Asad base"), fold("5 rockets hit Ain al-Asad base"))
     assert not neardup.near_duplicates(fold("الفصائل تتبنى الهجوم على قاعدة عين الأسد"), fold("الفصائل لم تتبن الهجوم على قاعدة عين الأسد"))
-    # The LSH index finds the copy among unrelated texts, from stored signatures.
-    idx = neardup.NearDupIndex()
-    idx.add("en", neardup.from_signature(neardup.signature(en)), en)
-    idx.add("ar", neardup.from_signature(neardup.signature(ar)), ar)
-    idx.add("other", neardup.sketch(fold("Oil prices edge higher as markets weigh demand")), "oil prices")
-    assert [k for k, _ in idx.query(neardup.sketch(ar_edit), ar_edit)] == ["ar"]
-    assert [k for k, _ in idx.query(neardup.sketch(en_update), en_update)] == ["en"]
+    # Event assignment's pool finds the copy among unrelated texts, from stored signatures.
+    from warehouse.cluster import _Pool
+
+    pool = _Pool()
+    oil = fold("Oil prices edge higher as markets weigh demand")
+    for key, text, sk in (("en", en, neardup.from_signature(neardup.signature(en))),
+                          ("ar", ar, neardup.from_signature(neardup.signature(ar))), ("other", oil, neardup.sketch(oil))):
+        pool.add(key, f"event-{key}", sk, neardup.claim(text))
+    for text, want in ((ar_edit, "ar"), (en_update, "en")):
+        rows, _ = pool.similar(neardup.sketch(text))
+        assert [pool.members[i] for i in rows.tolist()] == [want]
 
 
 def test_ans_paraphrases_vs_look_alikes():

@@ -2,9 +2,9 @@
 
 A report is sketched once (``sketch``): the character 3-grams of its folded title and
 summary (``sources.normalize.fold``, so diacritics, hamza forms, tatweel and case do not
-matter) go into a 128-permutation MinHash (datasketch). ``NearDupIndex`` puts sketches in a
-MinHash LSH index, so finding the near-duplicates of a report costs about the same however
-many reports the index holds: building the index is linear in the reports.
+matter) go into a 128-permutation MinHash (datasketch). Event assignment
+(``warehouse.cluster``) looks for a report's near-duplicates among the reports of the last
+36 hours: one numpy comparison with all of them, or a MinHash LSH index when they are many.
 
 Two texts are near-duplicates when their estimated Jaccard similarity is at least
 ``THRESHOLD`` and ``same_claim`` holds: they carry the same numbers and the same negation
@@ -18,10 +18,9 @@ name different places.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 from datasketch.hashfunc import sha1_hash32
 
 from sources.normalize import fold
@@ -113,39 +112,5 @@ def same_claim(folded_a: str, folded_b: str) -> bool:
 
 
 def near_duplicates(folded_a: str, folded_b: str, threshold: float = THRESHOLD) -> bool:
-    """The pairwise decision (what ``NearDupIndex.query`` applies to each LSH candidate)."""
+    """The pairwise decision (what event assignment applies to each candidate report)."""
     return similarity(sketch(folded_a), sketch(folded_b)) >= threshold and same_claim(folded_a, folded_b)
-
-
-@dataclass
-class _Entry:
-    sketch: MinHash
-    claim: tuple
-
-
-class NearDupIndex:
-    """MinHash LSH over sketched texts: ``add`` each, then ``query`` returns the keys of
-    near-duplicates (similarity at least ``threshold`` and ``same_claim``)."""
-
-    def __init__(self, threshold: float = THRESHOLD):
-        self.threshold = threshold
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
-        self._entries: dict[str, _Entry] = {}
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._entries
-
-    def add(self, key: str, sk: MinHash, folded: str) -> None:
-        if key in self._entries:
-            return
-        self._entries[key] = _Entry(sk, claim(folded))
-        self._lsh.insert(key, sk)
-
-    def query(self, sk: MinHash, folded: str) -> list[tuple[str, float]]:
-        out, mine = [], claim(folded)
-        for key in self._lsh.query(sk):
-            e = self._entries[key]
-            sim = similarity(sk, e.sketch)
-            if sim >= self.threshold and e.claim == mine:
-                out.append((key, sim))
-        return sorted(out, key=lambda kv: (-kv[1], kv[0]))
