@@ -164,7 +164,7 @@ class Clusterer:
     def __init__(self) -> None:
         self.events: dict[str, Event] = {}
         self._keys: dict[tuple[str, str], str] = {}  # (indicator, url/guid/hash key) -> event_id
-        self._key_expiry: deque[tuple[datetime, tuple[str, str]]] = deque()
+        self._key_expiry: deque[tuple[datetime, tuple[str, str], str]] = deque()  # (event time, key, event_id)
         self._pools: dict[str, _Pool] = {}  # per indicator: the reports near-duplicates are sought among
         self._live: list[tuple[datetime, str, str]] = []  # heap of (event time when added, indicator, member id)
         self._by_place: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> event ids
@@ -186,8 +186,9 @@ class Clusterer:
         ev.absorb(r)
         self._index_event(ev)
         for key, _ in r.keys():
-            if self._keys.setdefault((r.indicator, key), event_id) == event_id:
-                self._key_expiry.append((ev.first_report_at, (r.indicator, key)))
+            if (r.indicator, key) not in self._keys:
+                self._keys[(r.indicator, key)] = event_id
+                self._key_expiry.append((ev.first_report_at, (r.indicator, key), event_id))
         pool = self._pools.get(r.indicator)
         if pool is None:
             pool = self._pools[r.indicator] = _Pool()
@@ -202,8 +203,9 @@ class Clusterer:
             _, indicator, member = heapq.heappop(self._live)
             self._pools[indicator].remove(member)
         while self._key_expiry and self._key_expiry[0][0] < now - EXACT_HORIZON:
-            _, key = self._key_expiry.popleft()
-            self._keys.pop(key, None)
+            _, key, event_id = self._key_expiry.popleft()
+            if self._keys.get(key) == event_id:  # not a later event's claim on the same key
+                del self._keys[key]
 
     def assign(self, r: Report) -> tuple[str, str]:
         """(event_id, how) for the report; the report is recorded as a member.
