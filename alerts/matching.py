@@ -34,6 +34,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from alerts.frames import DEFAULT_LEXICON, Frame, FrameReader
 from sources.configfile import ConfigError, Document, load_yaml, validate
 from sources.normalize import fold
 
@@ -250,6 +251,27 @@ class ClauseSpec(BaseModel):
     none: list[GroupSpec] = Field(default_factory=list)
 
 
+class FramePredicate(BaseModel):
+    """What a frame of this indicator must say (see ``alerts/frames.py``).
+
+    ``actions``: the frame actions this indicator is about. A keyword match stands when a
+    frame of the deciding text (the title, else the summary) with one of these actions fits
+    every slot below; it is rejected when all such frames contradict a slot, or when the
+    title tells of something else (only frames of other actions). Unknown slots never
+    contradict. With ``accept``, a frame that names an actor and a target as required
+    matches without a keyword clause."""
+
+    model_config = ConfigDict(extra="forbid")
+    actions: list[str] = Field(min_length=1)
+    actor: list[str] = Field(default_factory=list)  # accepted actor classes (empty: any)
+    actor_not: list[str] = Field(default_factory=list)
+    target: list[str] = Field(default_factory=list)  # accepted target classes (empty: any)
+    target_not: list[str] = Field(default_factory=list)
+    modality: list[str] = Field(default_factory=lambda: ["new", "intercepted", "background"])
+    accept: bool = False
+    other_title: str = Field(default="reject", pattern="^(reject|keep)$")  # a title about another action
+
+
 class IndicatorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -257,6 +279,7 @@ class IndicatorSpec(BaseModel):
     definition: str
     match: list[ClauseSpec] = Field(min_length=1)
     none: list[GroupSpec] = Field(default_factory=list)
+    frame: FramePredicate | None = None
 
 
 @dataclass
@@ -313,6 +336,8 @@ class Verdict:
     hits: list[Hit] = field(default_factory=list)  # hits of the matching clause's groups
     vetoes: list[Hit] = field(default_factory=list)  # exclusions that applied
     near_misses: list[str] = field(default_factory=list)  # why clauses failed (for explain)
+    frame: Frame | None = None  # the frame that decided, when one did
+    frame_note: str = ""  # how the frame predicate decided (for explain)
 
     @property
     def refs(self) -> list[str]:
@@ -331,7 +356,19 @@ class Indicator:
         self.clauses = [([group(g) for g in c.all], c.within, [group(g) for g in c.none]) for c in spec.match]
         self.none = [group(g) for g in spec.none]
 
-    def evaluate(self, folded: str, found: dict[int, list[Hit]] | None = None) -> Verdict:
+    def evaluate(self, folded: str, found: dict[int, list[Hit]] | None = None, frames: list[Frame] | None = None) -> Verdict:
+        verdict = self._keywords(folded, found)
+        pred = self.spec.frame
+        if pred is None or frames is None:
+            return verdict
+        return judge(pred, frames, verdict, self.index_vetoes(folded, found))
+
+    def index_vetoes(self, folded: str, found: dict[int, list[Hit]] | None) -> list[Hit]:
+        if found is None:
+            found = self.index.hits(folded.split())
+        return [h for g in self.none for h in g.hits(found)]
+
+    def _keywords(self, folded: str, found: dict[int, list[Hit]] | None = None) -> Verdict:
         if found is None:
             found = self.index.hits(folded.split())
         verdict = Verdict(self.id, False)
@@ -360,15 +397,84 @@ class Indicator:
         return verdict
 
 
+def _fits(pred: FramePredicate, f: Frame) -> str | None:
+    """Why frame ``f`` contradicts ``pred`` (None: it does not)."""
+    if f.modality not in pred.modality:
+        return f"{f.modality}" + (f" ({f.evidence['modality']!r})" if "modality" in f.evidence else "")
+    if f.actor and (f.actor in pred.actor_not or (pred.actor and f.actor not in pred.actor)):
+        return f"actor {f.actor} ({f.evidence.get('actor', '')!r})"
+    if f.target:
+        targets = [f.target, *f.also]
+        if all(t in pred.target_not or (pred.target and t not in pred.target) for t in targets):
+            return f"target {f.target} ({f.evidence.get('target', '')!r})"
+    return None
+
+
+def _strong(pred: FramePredicate, f: Frame) -> bool:
+    """The frame names an actor and a target as the predicate requires."""
+    if _fits(pred, f) is not None or not (f.actor or f.target):
+        return False
+    targets = [f.target, *f.also]
+    return (not pred.actor or f.actor in pred.actor) and (not pred.target or any(t in pred.target for t in targets))
+
+
+def judge(pred: FramePredicate, frames: list[Frame], verdict: Verdict, vetoes: list[Hit]) -> Verdict:
+    """The keyword verdict, confirmed, rejected or made by the frames of the deciding text."""
+    titled = [f for f in frames if f.source == "title"]
+    summary = [f for f in frames if f.source == "summary"]
+    frames = titled or summary  # the title decides; the summary when the title has no frame
+    relevant = [f for f in frames if f.action in pred.actions]
+    if titled and relevant and all(f.actor is None and f.target is None for f in relevant):
+        # The title says something happened, not who did it to whom: the summary's frames tell.
+        relevant = [f for f in summary if f.action in pred.actions] or relevant
+    fitting = [f for f in relevant if _fits(pred, f) is None]
+    if verdict.matched:
+        if fitting:
+            verdict.frame = fitting[0]
+            verdict.frame_note = "frame fits"
+            return verdict
+        strong = [f for f in summary if f.action in pred.actions and _strong(pred, f) and f.actor and f.target]
+        if relevant and strong and all(f.modality in pred.modality for f in relevant):
+            # The title tells of another act (a strike in reply); the summary names this one in full.
+            verdict.frame = strong[0]
+            verdict.frame_note = "summary frame fits: " + strong[0].describe()
+            return verdict
+        if relevant:
+            why = _fits(pred, relevant[0])
+            note = f"frame: {why}"
+        elif frames and pred.other_title == "reject":
+            note = f"frame: the text tells of {', '.join(sorted({f.action for f in frames}))}"
+        else:
+            verdict.frame_note = "no frame: keywords decide"
+            return verdict
+        verdict.matched = False
+        verdict.frame = relevant[0] if relevant else frames[0]
+        verdict.frame_note = note
+        verdict.near_misses.append(f"clause {(verdict.clause or 0) + 1}: rejected by {note}")
+        return verdict
+    if pred.accept and not vetoes:
+        for f in fitting:
+            if _strong(pred, f):
+                verdict.matched = True
+                verdict.clause = None
+                verdict.frame = f
+                verdict.frame_note = "frame alone: " + f.describe()
+                verdict.vetoes = []
+                return verdict
+    return verdict
+
+
 class Classifier:
     """All indicators of a pack; ``classify(title, summary)`` → matched indicator ids.
 
     The indicators share one term index, so a text is scanned once for all of them."""
 
-    def __init__(self, indicators: list[Indicator], index: TermIndex | None = None, gazetteers: Gazetteers | None = None):
+    def __init__(self, indicators: list[Indicator], index: TermIndex | None = None, gazetteers: Gazetteers | None = None,
+                 frames: FrameReader | None = None):
         self.indicators = indicators
         self.index = index or (indicators[0].index if indicators else TermIndex())
         self.gazetteers = gazetteers or Gazetteers()  # event assignment tags places and actors with them
+        self.frames = frames  # None: keywords alone (packs without frame predicates)
 
     @classmethod
     def load(cls, directory: str | Path) -> "Classifier":
@@ -394,31 +500,63 @@ class Classifier:
             raise ConfigError(problems)
         if not indicators:
             raise ConfigError([f"{directory}:0: (directory): no indicator files (*.yaml)"])
-        return cls(indicators, index, gaz)
+        reader = None
+        if any(i.spec.frame for i in indicators):
+            lexicon = directory.parent / "frames.yaml"
+            reader = FrameReader.load(lexicon if lexicon.exists() else DEFAULT_LEXICON, gaz)
+            known = set(reader.spec.actions)
+            parties = set(reader.spec.parties)
+            for ind in indicators:
+                p = ind.spec.frame
+                if p is None:
+                    continue
+                for key, allowed in (("actions", known), ("actor", parties), ("actor_not", parties), ("target", parties), ("target_not", parties)):
+                    for v in getattr(p, key):
+                        if v not in allowed:
+                            problems.append(f"{directory / (ind.id + '.yaml')}:0: frame.{key}: unknown {v!r} (known: {', '.join(sorted(allowed))})")
+            if problems:
+                raise ConfigError(problems)
+        return cls(indicators, index, gaz, reader)
 
     @property
     def ids(self) -> list[str]:
         return [i.id for i in self.indicators]
 
+    def read_frames(self, title: str, summary: str = "") -> list[Frame]:
+        return self.frames.read(title, summary) if self.frames else []
+
     def explain(self, title: str, summary: str = "") -> list[Verdict]:
         folded = fold(f"{title} . {summary}")
         found = self.index.hits(folded.split())
-        return [ind.evaluate(folded, found) for ind in self.indicators]
+        frames = self.read_frames(title, summary) if self.frames else None
+        return [ind.evaluate(folded, found, frames) for ind in self.indicators]
 
     def classify(self, title: str, summary: str = "") -> list[Verdict]:
-        return self.classify_folded(fold(f"{title} . {summary}"))
+        folded_title = fold(title)
+        return self.classify_folded(f"{folded_title} {fold(summary)}".strip(), title_words=len(folded_title.split()))
 
-    def classify_folded(self, folded: str) -> list[Verdict]:
-        """``classify`` of text already folded (``Article.text_folded`` is exactly that)."""
+    def classify_folded(self, folded: str, title_words: int | None = None) -> list[Verdict]:
+        """``classify`` of text already folded (``Article.text_folded`` is exactly that: the
+        folded title, then the folded summary). ``title_words``: how many of its words are the
+        title (None: all of it), for the frames, which read the title first."""
         found = self.index.hits(folded.split())
-        # An indicator none of whose clauses has a hit for its first group cannot match.
-        return [
-            v
-            for ind in self.indicators
-            if any(groups[0].uid in found for groups, _, _ in ind.clauses)
-            for v in (ind.evaluate(folded, found),)
-            if v.matched
-        ]
+        frames = None
+        if self.frames is not None:
+            words = folded.split()
+            n = len(words) if title_words is None else title_words
+            frames = self.frames.read(" ".join(words[:n]), " ".join(words[n:]), folded=True)
+        out = []
+        for ind in self.indicators:
+            # An indicator none of whose clauses has a hit for its first group cannot match by
+            # keywords; one whose frame predicate accepts frames alone may still match.
+            if not any(groups[0].uid in found for groups, _, _ in ind.clauses) and not (
+                ind.spec.frame and ind.spec.frame.accept and frames
+            ):
+                continue
+            v = ind.evaluate(folded, found, frames)
+            if v.matched:
+                out.append(v)
+        return out
 
 
 def _build(doc: Document, spec: IndicatorSpec, gaz: Gazetteers, index: TermIndex) -> Indicator:
