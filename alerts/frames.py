@@ -54,7 +54,7 @@ from sources.normalize import fold
 DEFAULT_LEXICON = Path(__file__).with_name("frames.yaml")
 
 ACT_KINDS = ("act",)
-NOT_NEW = frozenset({"threat", "future", "hypothetical", "denial", "suspension", "recalled", "pause", "foiled", "non_act"})
+NOT_NEW = frozenset({"threat", "future", "hypothetical", "denial", "suspension", "recalled", "past", "pause", "foiled", "non_act"})
 # Downed things that are the victim, not the weapon: shooting one down attacks its owner.
 _AIRCRAFT = frozenset(
     fold(w)
@@ -349,6 +349,23 @@ class FrameReader:
                 subject = p
                 break
 
+        # "X said ...": the speaker, the party just before a speech verb.
+        speaker = None
+        for s_ in speech:
+            for p in reversed(parties):
+                if p.end <= s_.start and s_.start - p.end <= 2 and not p.place:
+                    speaker = p
+                    break
+            if speaker:
+                break
+        # "Iran blames Israel", "ظريف يتهم إسرائيل": the accused is the alleged author of the clause's acts.
+        accused = None
+        for r in roles:
+            if r.cls == "accused":
+                for p in parties:
+                    if r.end <= p.start <= r.end + 1:
+                        accused = p
+                        break
         # The subject is the actor of what it says it did ("Pentagon says it killed", "الحرس الثوري
         # يعلن ... بقصف"), not of what merely happened to it.
         subject_speaks = subject is not None and any(
@@ -398,7 +415,10 @@ class FrameReader:
                     for p in reversed(parties):
                         if p.place and kind != "act":
                             continue
-                        if p.end <= a.start and a.start - p.end <= 3 and role_before(p) in (None, "agent") and not between(p.end, a.start, "action"):
+                        role = role_before(p)
+                        if role == "agent" and p.end != a.start:
+                            continue  # "by Iran's attacks", not "groups backed by Iran, which targeted"
+                        if p.end <= a.start and a.start - p.end <= 3 and role in (None, "agent") and not between(p.end, a.start, "action"):
                             if not any(w in _NOT_AGENT for w in tokens[p.end:a.start]):
                                 actor = p
                             break
@@ -409,6 +429,10 @@ class FrameReader:
                             if r.end <= p.start <= r.end + 2:
                                 actor = p
                                 break
+            if actor is None and kind == "statement" and speaker is not None and speaker.end <= a.start:
+                actor = speaker  # "The militia said Iraqi forces should keep away": the militia's warning
+            if actor is None and kind == "act" and accused is not None and accused.start > a.end:
+                actor = accused
             if actor is None and subject is not None and subject.end <= a.start and not passive and subject_speaks:
                 # "Pentagon says it killed ...", "الحرس الثوري يعلن ... بقصف": the subject acted,
                 # unless another party stands between as the verb's own subject.
@@ -496,7 +520,7 @@ class FrameReader:
         acts = [f for f in frames if f.kind == "act"]
         for f in acts:
             for g in acts:
-                if g is f:
+                if g is f or abs(g.position - f.position) > 6:
                     continue
                 if f.target is None and g.target is not None and g.target != f.actor:
                     f.target, f.target_entity = g.target, g.target_entity
@@ -522,9 +546,14 @@ class FrameReader:
                 continue
             if f.modality == "future":
                 continue
-            earlier = [m for m in actions if m.start < f.position and self.kinds[m.cls] == "statement" and m.cls in ("threat", "denial", "suspension")]
+            earlier = [
+                m for m in actions
+                if m.start < f.position and self.kinds[m.cls] == "statement" and m.cls in ("threat", "denial", "suspension")
+                # "Iran denies involvement in the attack": the attack happened; "denies carrying out strikes": it did not
+                and not (m.cls == "denial" and any(w in _ROLE_WORDS for w in tokens[m.end:f.position]))
+            ]
             cues = [m for m in mods if m.cls != "statement" and (
-                m.start < f.position or (_is_arabic(m.text) and 0 < m.start - f.position <= 3)  # هجمات وشيكة
+                m.start < f.position or (_is_arabic(m.text) and 0 < m.start - f.position <= 4)  # هجمات وشيكة، قصف ... الشهر الماضي
             )]
             if any(m.cls == "accident" for m in non_acts) or non_acts:
                 f.modality = "non_act"
@@ -563,6 +592,10 @@ _NOT_AGENT = frozenset({"a", "an", "the", "faced", "faces", "face", "suffered", 
                         "thwarted", "survived", "survives", "blocked", "blocks", "weighs", "after",
                         # a preposition: the party belongs to another phrase ("deaths of US forces from hostile fire")
                         "of", "from", "for", "in", "to", "with", "by", "about", "over"})
+_ROLE_WORDS = frozenset(fold(w) for w in (
+    "involvement involved links link role responsibility ordering ordered behind connection ties "
+    "علاقتها علاقته علاقه صلتها صلته صله مسؤوليتها مسؤوليته مسؤوليه تورطها تورطه تورط"
+).split())
 _FLAGS = frozenset({"us", "israel", "iran_state", "turkey", "gulf_state"})
 _PURPOSE = frozenset({"used", "tried", "attempted", "sought", "launched", "sent", "fired", "deployed", "aimed"})
 _PRONOUNS = frozenset({"it", "they", "we", "its"})

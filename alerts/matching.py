@@ -42,6 +42,9 @@ _ARABIC = re.compile(r"[\u0600-\u06FF]")
 # Clitics an Arabic word may carry in front: a conjunction, then a preposition and/or the
 # article (و ف, then ب ك ل, ال, بال, كال, لل). Forms that carry the article are marked.
 _CONJ = ("", "و", "ف")
+# Possessive pronouns an Arabic noun may carry behind: ها هم هما هن نا (ه alone is also a
+# folded taa marbuta, so it is not stripped).
+_SUFFIXES = ("هما", "ها", "هم", "هن", "نا")
 _PREP = (("", False), ("ب", False), ("ك", False), ("ل", False), ("ال", True), ("بال", True), ("كال", True), ("لل", True))
 
 
@@ -81,7 +84,8 @@ def parse_term(term: str) -> Term:
 
 
 def _forms(token: str) -> list[tuple[str, bool, bool]]:
-    """(core, has_article, stripped) readings of a token: itself, and for Arabic without clitics."""
+    """(core, has_article, stripped) readings of a token: itself, and for Arabic without clitics
+    in front and without a possessive pronoun behind (إصابتها → إصابة, قواتهم → قوات)."""
     out = [(token, False, False)]
     if not _ARABIC.match(token):
         return out
@@ -92,6 +96,13 @@ def _forms(token: str) -> list[tuple[str, bool, bool]]:
         for prep, article in _PREP:
             if (conj or prep) and rest.startswith(prep) and len(rest) > len(prep) + 1:
                 out.append((rest[len(prep):], article, True))
+    for core, article, _ in list(out):
+        for suffix in _SUFFIXES:
+            if core.endswith(suffix) and len(core) - len(suffix) >= 3 and not article:
+                base = core[: -len(suffix)]
+                out.append((base, False, True))
+                if base.endswith("ت"):  # taa marbuta becomes ت before a pronoun (folded ة is ه)
+                    out.append((base[:-1] + "ه", False, True))
     return out
 
 
