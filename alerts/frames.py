@@ -54,7 +54,7 @@ from sources.normalize import fold
 DEFAULT_LEXICON = Path(__file__).with_name("frames.yaml")
 
 ACT_KINDS = ("act",)
-NOT_NEW = frozenset({"threat", "future", "hypothetical", "denial", "suspension", "recalled", "past", "pause", "foiled", "non_act"})
+NOT_NEW = frozenset({"cause", "threat", "future", "hypothetical", "denial", "suspension", "recalled", "past", "pause", "foiled", "non_act"})
 # Downed things that are the victim, not the weapon: shooting one down attacks its owner.
 _AIRCRAFT = frozenset(
     fold(w)
@@ -141,6 +141,7 @@ class Frame:
     target_entity: str | None = None
     places: list[tuple[str, str]] = field(default_factory=list)  # (entity id, target|launch|other)
     also: list[str] = field(default_factory=list)  # further targets named with the first ("X and Y")
+    denied_by: str | None = None  # a party that denies having done it
     modality: str = "new"
     evidence: dict[str, str] = field(default_factory=dict)
 
@@ -156,7 +157,8 @@ class Frame:
             ents = f" [{self.actor_entity or '-'} → {self.target_entity or '-'}]"
         ev = "; ".join(f"{k}: {v!r}" for k, v in self.evidence.items())
         places = ", ".join(f"{p} ({r})" for p, r in self.places)
-        return f"{self.source}: {who} —{self.action}→ {whom}{ents} ({self.modality})" + (f" places {places}" if places else "") + (f" — {ev}" if ev else "")
+        denied = f", denied by {self.denied_by}" if self.denied_by else ""
+        return f"{self.source}: {who} —{self.action}→ {whom}{ents} ({self.modality}{denied})" + (f" places {places}" if places else "") + (f" — {ev}" if ev else "")
 
 
 @dataclass
@@ -307,7 +309,7 @@ class FrameReader:
         for c in cuts:
             if c.start > start:
                 bounds.append((start, c.start, mode))
-            start, mode = c.end, ("recalled" if c.cls == "distant" else "background")
+            start, mode = c.end, {"distant": "recalled", "cause": "cause"}.get(c.cls, "background")
         bounds.append((start, len(tokens), mode))
         frames: list[Frame] = []
         for ci, (lo, hi, mode) in enumerate(bounds):
@@ -323,7 +325,14 @@ class FrameReader:
         roles = [m for m in ms if m.cat == "role"]
         mods = [m for m in ms if m.cat == "modality"]
         if not actions:
-            return []
+            # "Police find rockets ready for launch and defuse them", "no attacks since the truce":
+            # no act, but the clause says what happened instead.
+            stop = next((m for m in mods if m.cls in ("foiled", "pause")), None)
+            if stop is None:
+                return []
+            f = Frame(stop.cls, "non_act", ci, source, stop.start, modality=stop.cls)
+            f.evidence["action"] = stop.text
+            return [f]
 
         def role_before(p: _Mention, reach: int | None = None) -> str | None:
             """The role word just before a party ("on US forces", "on a US base", "على قاعدة")."""
@@ -442,6 +451,8 @@ class FrameReader:
             target = None
             if passive:
                 for p in reversed(parties):
+                    if any(s_.start >= p.end and s_.end <= a.start for s_ in speech):
+                        break  # "Israel says it was intercepted": the speaker, not what was hit
                     if p.end <= a.start and a.start - p.end <= 4 and p is not actor:
                         target = p
                         break
@@ -485,6 +496,13 @@ class FrameReader:
                 f.modality = "future"  # سيقصف, "US to strike", "vows to attack"
             if not any(g.action == f.action and g.position == f.position for g in frames):
                 frames.append(f)
+
+        # "fire interceptors at", "launched interceptors": the firing is the interception.
+        intercepts = [f for f in frames if f.action == "intercept"]
+        frames = [
+            f for f in frames
+            if not (f.action == "attack" and any(0 < g.position - f.position <= 2 for g in intercepts))
+        ]
 
         # Shooting down: drones and missiles are the attacker's weapons (their owner attacked;
         # the target is where they were heading, not the defender), aircraft are the victim.
@@ -558,6 +576,16 @@ class FrameReader:
             if any(m.cls == "accident" for m in non_acts) or non_acts:
                 f.modality = "non_act"
                 f.evidence["modality"] = non_acts[0].text
+            elif earlier and earlier[-1].cls == "denial":
+                # "X denies carrying out the attack": the attack happened; X says it was not X.
+                denial = next((g for g in frames if g.action == "denial" and g.position == earlier[-1].start), None)
+                if denial is not None and denial.actor:
+                    f.denied_by = denial.actor
+                    f.evidence["denied by"] = denial.evidence.get("actor", "")
+                    if f.actor == denial.actor:
+                        f.actor = f.actor_entity = None
+                if mode != "new":
+                    f.modality = mode
             elif earlier:
                 f.modality = earlier[-1].cls
                 f.evidence["modality"] = earlier[-1].text

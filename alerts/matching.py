@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alerts.frames import DEFAULT_LEXICON, Frame, FrameReader
+from alerts.frames import DEFAULT_LEXICON, Frame, FrameReader, arabic_verb_forms
 from sources.configfile import ConfigError, Document, load_yaml, validate
 from sources.normalize import fold
 
@@ -246,11 +246,14 @@ class GroupSpec(BaseModel):
     name: str
     en: list[str] = Field(default_factory=list)
     ar: list[str] = Field(default_factory=list)
+    # Arabic verbs as lemmas, "past present" (3rd person masculine): every person, gender and
+    # number of both tenses is matched (استهدف يستهدف → استهدفت استهدفوا تستهدفان يستهدفون ...).
+    ar_verbs: list[str] = Field(default_factory=list)
     gazetteer: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _not_empty(self) -> "GroupSpec":
-        if not (self.en or self.ar or self.gazetteer):
+        if not (self.en or self.ar or self.ar_verbs or self.gazetteer):
             raise ValueError("a group needs terms (en, ar) or gazetteer references")
         return self
 
@@ -280,6 +283,14 @@ class FramePredicate(BaseModel):
     target_not: list[str] = Field(default_factory=list)
     modality: list[str] = Field(default_factory=lambda: ["new", "intercepted", "background"])
     accept: bool = False
+    # An attack nobody claims counts (militia attacks): a denial by one of ``actor`` does not
+    # contradict. Otherwise a denial by the only possible actor ("the coalition denies carrying
+    # out strikes") does.
+    unclaimed: bool = False
+    # Exclusion groups (by name) that stood in for roles before frames: a title frame that names
+    # this indicator's actor or target overrides them ("What will Israel do after Iran's attacks"
+    # is not vetoed by "Israel's attack" when the frame says Iran attacked).
+    overrides: list[str] = Field(default_factory=list)
     other_title: str = Field(default="reject", pattern="^(reject|keep)$")  # a title about another action
 
 
@@ -306,6 +317,9 @@ class Group:
         self.name = spec.name
         self.uid = index.new_group()
         terms: list[tuple[str, str | None]] = [(t, None) for t in list(spec.en) + list(spec.ar)]
+        for lemma in spec.ar_verbs:
+            perfect, imperfect, _future = arabic_verb_forms(lemma)
+            terms += [(t, None) for t in perfect + imperfect]
         for ref in spec.gazetteer:
             for entry in gaz.resolve(ref):
                 terms += [(alias, entry.id) for alias in entry.en + entry.ar]
@@ -348,6 +362,7 @@ class Verdict:
     vetoes: list[Hit] = field(default_factory=list)  # exclusions that applied
     near_misses: list[str] = field(default_factory=list)  # why clauses failed (for explain)
     frame: Frame | None = None  # the frame that decided, when one did
+    overridable: tuple | None = None  # (clause, vetoes, hits) of the first clause that only exclusions stopped
     frame_note: str = ""  # how the frame predicate decided (for explain)
 
     @property
@@ -395,6 +410,8 @@ class Indicator:
                 continue
             clause_vetoes = vetoes + [h for g in nones for h in g.hits(found)]
             if clause_vetoes:
+                if verdict.overridable is None:
+                    verdict.overridable = (ci, clause_vetoes, [h for hs in per_group for h in hs])
                 verdict.vetoes = clause_vetoes
                 verdict.hits = [h for hs in per_group for h in hs]
                 verdict.clause = ci
@@ -412,6 +429,8 @@ def _fits(pred: FramePredicate, f: Frame) -> str | None:
     """Why frame ``f`` contradicts ``pred`` (None: it does not)."""
     if f.modality not in pred.modality:
         return f"{f.modality}" + (f" ({f.evidence['modality']!r})" if "modality" in f.evidence else "")
+    if f.denied_by and not f.actor and not pred.unclaimed and pred.actor and f.denied_by in pred.actor:
+        return f"denied by {f.denied_by} ({f.evidence.get('denied by', '')!r})"
     if f.actor and (f.actor in pred.actor_not or (pred.actor and f.actor not in pred.actor)):
         return f"actor {f.actor} ({f.evidence.get('actor', '')!r})"
     if f.target:
@@ -463,6 +482,18 @@ def judge(pred: FramePredicate, frames: list[Frame], verdict: Verdict, vetoes: l
         verdict.frame_note = note
         verdict.near_misses.append(f"clause {(verdict.clause or 0) + 1}: rejected by {note}")
         return verdict
+    if verdict.overridable and pred.overrides:
+        ci, clause_vetoes, hits = verdict.overridable
+        if all(h.group in pred.overrides for h in clause_vetoes):
+            for f in fitting:
+                if f.source == "title" and ((pred.actor and f.actor in pred.actor) or (pred.target and f.target in pred.target)):
+                    verdict.matched = True
+                    verdict.clause = ci
+                    verdict.hits = hits
+                    verdict.frame = f
+                    verdict.frame_note = f"frame overrides {', '.join(sorted({h.group for h in clause_vetoes}))}: " + f.describe()
+                    verdict.vetoes = []
+                    return verdict
     if pred.accept and not vetoes:
         for f in fitting:
             if _strong(pred, f):
