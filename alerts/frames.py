@@ -145,6 +145,14 @@ class Frame:
     modality: str = "new"
     evidence: dict[str, str] = field(default_factory=dict)
 
+    def to_dict(self) -> dict:
+        """What the warehouse keeps (``article_indicators.frame``): who, what, whom, where, when."""
+        return {
+            "action": self.action, "actor": self.actor, "actor_entity": self.actor_entity, "target": self.target,
+            "target_entity": self.target_entity, "also": self.also, "places": [list(p) for p in self.places],
+            "modality": self.modality, "source": self.source, "denied_by": self.denied_by, "evidence": self.evidence,
+        }
+
     @property
     def is_new_act(self) -> bool:
         return self.kind == "act" and self.modality not in NOT_NEW
@@ -571,7 +579,9 @@ class FrameReader:
                 and not (m.cls == "denial" and any(w in _ROLE_WORDS for w in tokens[m.end:f.position]))
             ]
             cues = [m for m in mods if m.cls != "statement" and (
-                m.start < f.position or (_is_arabic(m.text) and 0 < m.start - f.position <= 4)  # هجمات وشيكة، قصف ... الشهر الماضي
+                m.start < f.position
+                or (_is_arabic(m.text) and 0 < m.start - f.position <= 4)  # هجمات وشيكة
+                or m.cls == "past"  # a time adverbial dates the whole clause: "... على القاعدة الأسبوع الماضي"
             )]
             if any(m.cls == "accident" for m in non_acts) or non_acts:
                 f.modality = "non_act"

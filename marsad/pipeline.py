@@ -173,8 +173,9 @@ def fetch_batches(sources: list[dict], max_batch: int | None = None, min_batches
 
 def _matches(classifier: Classifier, a: Article) -> list[dict]:
     return [
-        dict(indicator=v.indicator, clause=v.clause, hits=[{"group": h.group, "text": h.text} for h in v.hits], refs=v.refs)
-        for v in classifier.classify_folded(a.text_folded)
+        dict(indicator=v.indicator, clause=v.clause, hits=[{"group": h.group, "text": h.text} for h in v.hits], refs=v.refs,
+             frame=v.frame.to_dict() if v.frame else None)
+        for v in classifier.classify_folded(a.text_folded, title_words=len(a.title_folded.split()))
     ]
 
 
@@ -398,7 +399,7 @@ def _record_fetches(con, metas: list[dict], new_per_source: dict[str, int]) -> N
     )
 
 
-MATCHES_TYPE = "STRUCT(indicator VARCHAR, clause INTEGER, hits JSON, refs JSON)[]"
+MATCHES_TYPE = "STRUCT(indicator VARCHAR, clause INTEGER, hits JSON, refs JSON, frame JSON)[]"
 
 
 def insert_staged_matches(con, files: list[Path], now: datetime) -> int:
@@ -407,8 +408,8 @@ def insert_staged_matches(con, files: list[Path], now: datetime) -> int:
         return 0
     src, params = read_json_sql(files, {"article_id": "VARCHAR", "matches": MATCHES_TYPE})
     n = con.execute(
-        f"""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
-            SELECT DISTINCT ON (s.article_id, m.indicator) s.article_id, m.indicator, m.clause, m.hits, m.refs
+        f"""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, frame)
+            SELECT DISTINCT ON (s.article_id, m.indicator) s.article_id, m.indicator, m.clause, m.hits, m.refs, m.frame
             FROM (SELECT article_id, unnest(matches) AS m FROM {src}) s(article_id, m)
             JOIN articles a ON a.article_id = s.article_id AND a.classified_at IS NULL
             ON CONFLICT DO NOTHING RETURNING 1""",
@@ -438,12 +439,12 @@ def tag_new_matches(con, classifier: Classifier, now: datetime) -> int:
 
 def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, int]:
     """Run the indicator classifier over articles not classified yet."""
-    rows = con.execute("SELECT article_id, text_folded FROM articles WHERE classified_at IS NULL").fetchall()
+    rows = con.execute("SELECT article_id, text_folded, title_folded FROM articles WHERE classified_at IS NULL").fetchall()
     if not rows:
         return 0, 0
     matches = []
-    for article_id, folded in rows:
-        for v in classifier.classify_folded(folded):
+    for article_id, folded, title_folded in rows:
+        for v in classifier.classify_folded(folded, title_words=len((title_folded or "").split())):
             matches.append(
                 dict(
                     article_id=article_id,
@@ -451,9 +452,13 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
                     clause=v.clause,
                     hits=[{"group": h.group, "text": h.text} for h in v.hits],
                     refs=v.refs,
+                    frame=v.frame.to_dict() if v.frame else None,
                 )
             )
-    bulk_insert(con, "article_indicators", matches, {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON"})
+    bulk_insert(
+        con, "article_indicators", matches,
+        {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON", "frame": "JSON"},
+    )
     # The load holds the only write connection, so the unclassified rows are exactly those read above.
     con.execute("UPDATE articles SET classified_at = ? WHERE classified_at IS NULL", [now])
     return len(rows), len(matches)
