@@ -52,6 +52,7 @@ class SlackState:
     page_cap: int | None = None  # at most this many messages a page, whatever ``limit`` asks
     answering: threading.Event = field(default_factory=lambda: _set(threading.Event()))  # cleared: hang
     held: int = 0  # calls waiting for an answer while hung
+    active: int = 0  # calls being handled (held ones included)
 
     def next_ts(self) -> str:
         self.clock = max(self.clock + 0.000100, time.time())
@@ -138,6 +139,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, http: str) -> None:
+        state = self.server.state
+        with state.lock:
+            state.active += 1
+        try:
+            self._handle_call(http)
+        finally:
+            with state.lock:
+                state.active -= 1
+
+    def _handle_call(self, http: str) -> None:
         state = self.server.state
         path = urlsplit(self.path).path
         if path.startswith("/upload/"):  # step 2 of files_upload_v2: raw bytes to the upload URL
@@ -330,6 +341,13 @@ class SlackServer(ThreadingHTTPServer):
     def held(self) -> int:
         with self.state.lock:
             return self.state.held
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every call taken has been carried out (after ``release``)."""
+        end = time.monotonic() + timeout
+        while self.state.active and time.monotonic() < end:
+            time.sleep(0.01)
+        assert not self.state.active, f"{self.state.active} call(s) still being handled"
 
 
 if __name__ == "__main__":
