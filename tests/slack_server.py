@@ -53,6 +53,9 @@ class SlackState:
     answering: threading.Event = field(default_factory=lambda: _set(threading.Event()))  # cleared: hang
     held: int = 0  # calls waiting for an answer while hung
     active: int = 0  # calls being handled (held ones included)
+    tickets: int = 0  # held calls are carried out in the order they came, once released
+    served: int = 0
+    turns: threading.Condition = field(default_factory=threading.Condition)
 
     def next_ts(self) -> str:
         self.clock = max(self.clock + 0.000100, time.time())
@@ -169,11 +172,24 @@ class _Handler(BaseHTTPRequestHandler):
             queue = state.failures.get(method) or []
             failure = queue.pop(0) if queue else None
         if not state.answering.is_set():  # hung: the call is taken, no answer until released
-            with state.lock:
+            with state.turns:
+                turn = state.tickets
+                state.tickets += 1
                 state.held += 1
             state.answering.wait()
-            with state.lock:
-                state.held -= 1
+            with state.turns:
+                state.turns.wait_for(lambda: state.served == turn)
+            try:
+                return self._answer(method, params, failure)
+            finally:
+                with state.turns:
+                    state.held -= 1
+                    state.served += 1
+                    state.turns.notify_all()
+        return self._answer(method, params, failure)
+
+    def _answer(self, method: str, params: dict, failure) -> None:
+        state = self.server.state
         if failure is not None:
             kind = failure[0] if isinstance(failure, tuple) else failure
             if kind == "ratelimited":
@@ -335,11 +351,12 @@ class SlackServer(ThreadingHTTPServer):
         self.state.answering.clear()
 
     def release(self) -> None:
-        """Answer again: held calls are carried out now (a post may land after its client gave up)."""
+        """Answer again: held calls are carried out now, in the order they came (a post may land
+        after its client gave up, but before anything that client asked later)."""
         self.state.answering.set()
 
     def held(self) -> int:
-        with self.state.lock:
+        with self.state.turns:
             return self.state.held
 
     def settle(self, timeout: float = 30.0) -> None:

@@ -172,7 +172,7 @@ def test_a_hung_slack_does_not_stop_a_load_and_nothing_is_sent_twice(tmp_path, s
         assert deliverer.poll() is None and slack.held() >= 1, "the load only finished once the delivery had given up"
         assert loader.returncode == 0, loader.stderr[-2000:]
         assert loader.stdout.split()[-1] == "4"
-        slack.release()  # Slack answers again; what it held is carried out now (a late post)
+        slack.release()  # Slack answers again; what it held is carried out now, in order (a late post)
         out, err = deliverer.communicate(timeout=180)
     finally:
         slack.release()
@@ -200,7 +200,7 @@ def test_a_delivery_run_starts_no_slack_call_after_its_budget(tmp_path, slack):
     rep = deliver(wh, sink_for(slack, timeout=timeout), backoff_s=0.01, budget_s=budget)
     elapsed = time.monotonic() - t0
     # After the budget no call starts; the one under way (a lookup: channel list + history) may finish.
-    assert elapsed < budget + 2 * timeout + 1.0, elapsed
+    assert elapsed < budget + 2 * timeout + 2.0, elapsed
     assert rep.sent == 0 and rep.failed + rep.deferred == 5 and rep.deferred >= 3, rep
     statuses = [rows(wh)[f"al{i}:1"][0] for i in range(5)]
     assert statuses[0] == "sending" and set(statuses[1:]) == {"pending"}, statuses  # never tried: as before
