@@ -285,6 +285,7 @@ class _Claim:
     created_at: datetime
     was: str  # status before the claim: ``sending`` means an earlier attempt may have posted
     done: bool = False  # its outcome is recorded
+    tried: bool = False  # a Slack call was made for it: it may have been posted
 
 
 @dataclass
@@ -451,7 +452,7 @@ def _attempt(sink: Sink, c: _Claim, channel: str, thread_ts: str | None, tries: 
     for attempt in range(tries):
         if budget.out():
             break
-        att.attempted = True
+        att.attempted = c.tried = True  # from here on it may be in Slack, whatever happens to this run
         try:
             if att.uncertain:
                 found = sink.find(c.nid, channel, c.created_at, thread_ts)
@@ -485,10 +486,12 @@ def _record(path: Path, sql: str, params: list) -> None:
 
 
 def _release(path: Path, batch: list[_Claim]) -> None:
-    """Claimed notifications the run never tried go back to what they were (a ``sending`` one
-    stays ``sending``: it may have been posted before). If this is never reached (the process
-    was killed), they stay ``sending`` and the next run looks before posting: never twice."""
-    back = [c.nid for c in batch if not c.done and c.was == "pending"]
+    """Claimed notifications the run never called Slack for go back to what they were (a
+    ``sending`` one stays ``sending``: it may have been posted before). One whose call was made
+    but whose result was not recorded (the run was stopped mid-call, or the warehouse stayed
+    busy) stays ``sending``; so do all of them if this is never reached (the process was
+    killed). The next run looks for those before posting: never twice."""
+    back = [c.nid for c in batch if not c.done and not c.tried and c.was == "pending"]
     if not back:
         return
     try:

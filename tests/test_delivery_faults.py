@@ -209,3 +209,32 @@ def test_a_delivery_run_starts_no_slack_call_after_its_budget(tmp_path, slack):
     rep = deliver(wh, sink_for(slack))
     assert rep.failed == rep.deferred == 0 and rep.sent + rep.recovered == 5
     assert all(len(posted(slack, f"al{i}:1")) == 1 for i in range(5))
+
+
+class Terminated(BaseException):
+    """What a task runner raises on SIGTERM (Airflow: AirflowTaskTerminated), mid-call."""
+
+
+def test_a_run_terminated_during_a_slack_call_leaves_that_row_to_be_looked_for(tmp_path, slack):
+    """SIGTERM arrives while chat.postMessage is under way, after Slack posted: the exception
+    unwinds the run. The claimed rows it never tried go back to pending; the one it was posting
+    stays ``sending``, so the next run finds it instead of posting it again."""
+    wh = tmp_path / "wh.duckdb"
+    for i in range(3):
+        queue(wh, alert=f"al{i}", at=NOW + timedelta(seconds=i))
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        slack.fail_next("chat.postMessage", ("crash", lambda: os.kill(os.getpid(), signal.SIGTERM)))
+        with pytest.raises(Terminated):
+            deliver(wh, sink_for(slack, timeout=5))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [rows(wh)[f"al{i}:1"][0] for i in range(3)] == ["sending", "pending", "pending"]
+    slack.settle()
+    rep = deliver(wh, sink_for(slack))
+    assert (rep.recovered, rep.sent) == (1, 2), rep
+    assert all(len(posted(slack, f"al{i}:1")) == 1 for i in range(3))
