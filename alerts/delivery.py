@@ -424,6 +424,10 @@ def _send(path: Path, sink: Sink, batch: list[_Claim], roots: dict[str, _Root], 
             report.deferred += 1
             blocked.add(c.alert_id)
             continue
+        if att.outcome == "failed" and att.error is None:  # out of time between its lookup and its post
+            report.deferred += 1  # stays sending, as it was
+            blocked.add(c.alert_id)
+            continue
         if att.outcome == "failed":
             status = "sending" if att.uncertain else "pending"
             _record(path, "UPDATE notifications SET status = ?, last_error = ?, attempts = attempts + ? WHERE notification_id = ?",
