@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
-from marsad_airflow import default_args, schedule
+from marsad_airflow import DELIVERY, default_args, schedule
 
 
 @dag(
@@ -24,7 +24,7 @@ def marsad_digest():
 
         return queue_digest(Settings.from_env())["summary"]
 
-    @task(retry_exponential_backoff=2.0)
+    @task(retry_exponential_backoff=2.0, **DELIVERY)
     def deliver(summary: str) -> dict:
         from marsad_airflow import deliver_outbox
 

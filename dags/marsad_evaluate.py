@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, dag, task
-from marsad_airflow import default_args
+from marsad_airflow import DELIVERY, default_args
 
 ARTICLES = Asset("marsad_articles")
 
@@ -27,7 +27,7 @@ def marsad_evaluate():
         return len(evaluate(Settings.from_env()))
 
     # Delivery is idempotent (outbox + Slack message metadata): retries never double-post.
-    @task(retry_exponential_backoff=2.0)
+    @task(retry_exponential_backoff=2.0, **DELIVERY)
     def deliver(queued: int) -> dict:
         from marsad_airflow import deliver_outbox
 

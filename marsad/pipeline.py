@@ -4,7 +4,7 @@
     fetch_stage   fetch + parse feeds, stage articles as files              [no warehouse]
     load          staged files -> articles, classify, events, source state  [single writer]
     evaluate      rules -> alerts + outbox                                  [single writer]
-    deliver       outbox -> Slack (or the local sink)                       [single writer]
+    deliver       outbox -> Slack (or the local sink)     [short writes; none during Slack calls]
 
 Every step takes ``now`` so that ``marsad replay`` runs the very same code in simulated time.
 """
@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
+from alerts.delivery import DEFAULT_BUDGET_S, DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
 from alerts.entities import EntityTagger, tag_articles
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
@@ -59,6 +59,7 @@ class Settings:
     indicators: Path = field(default_factory=indicators_dir)
     read_copy: Path | None = None  # the analysts' copy published after load and evaluate; None: no publishing
     fetch_log_retention: int = field(default_factory=fetch_log_retention)  # seconds
+    deliver_budget: int = DEFAULT_BUDGET_S  # seconds a delivery run may spend calling Slack
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> "Settings":
@@ -75,6 +76,7 @@ class Settings:
             indicators=d.path("paths.indicators"),
             read_copy=d.path("paths.read_copy") or read_copy_path(wh),
             fetch_log_retention=d.get("warehouse.fetch_log_retention"),
+            deliver_budget=d.get("delivery.budget"),
         )
 
     def registry(self) -> Registry:
@@ -490,8 +492,9 @@ def publish_read_copy(settings: Settings) -> dict | None:
 
 
 def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:
-    with db.connect(settings.warehouse) as con:
-        return deliver_outbox(con, sink or LocalSink())
+    """The outbox to Slack. It holds the warehouse only for short transactions, never while
+    Slack is called, and stops starting Slack calls after ``delivery.budget``."""
+    return deliver_outbox(settings.warehouse, sink or LocalSink(), budget_s=settings.deliver_budget)
 
 
 def queue_digest(settings: Settings, now: datetime | None = None, channel: str | None = None) -> dict:

@@ -151,6 +151,10 @@ class Warehouse(_Section):
     queue: Name = "default"
 
 
+class Delivery(_Section):
+    budget: Duration = 120
+
+
 class Tasks(_Section):
     retries: int | None = Field(default=None, ge=0, le=20)
 
@@ -165,6 +169,7 @@ class Deployment(_Section):
     ingest: Ingest = Field(default_factory=Ingest)
     paths: Paths = Field(default_factory=Paths)
     warehouse: Warehouse = Field(default_factory=Warehouse)
+    delivery: Delivery = Field(default_factory=Delivery)
     tasks: Tasks = Field(default_factory=Tasks)
     ops: Ops = Field(default_factory=Ops)
 
@@ -187,6 +192,7 @@ ENV: dict[str, str] = {
     "warehouse.fetch_log_retention": "MARSAD_FETCH_LOG_RETENTION",
     "warehouse.pool": "MARSAD_WAREHOUSE_POOL",
     "warehouse.queue": "MARSAD_WAREHOUSE_QUEUE",
+    "delivery.budget": "MARSAD_DELIVER_BUDGET",
     "tasks.retries": "MARSAD_TASK_RETRIES",
     "ops.channel": "MARSAD_OPS_CHANNEL",
     "ops.slack_conn_id": "MARSAD_SLACK_CONN_ID",
@@ -238,7 +244,7 @@ class Loaded:
             if name in PATHS:
                 p = self.path(name)
                 out[var] = str(p.absolute()) if p is not None else ""
-            elif name in ("warehouse.fetch_log_retention", "ingest.timeout"):
+            elif name in ("warehouse.fetch_log_retention", "ingest.timeout", "delivery.budget"):
                 out[var] = format_duration(value)
             elif name == "ingest.deadline":
                 out[var] = format_duration(value) if value is not None else "none"

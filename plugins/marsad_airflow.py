@@ -27,6 +27,10 @@ OPS_CHANNEL = os.environ.get("MARSAD_OPS_CHANNEL", "#marsad-ops")
 WAREHOUSE_QUEUE = os.environ.get("MARSAD_WAREHOUSE_QUEUE", "default")
 # Task arguments for every task that opens the warehouse: one writer at a time, on its host.
 ON_WAREHOUSE = {"pool": WAREHOUSE_POOL, "queue": WAREHOUSE_QUEUE}
+# Delivery waits on Slack, which can be slow or hang. It runs on the warehouse's host (it opens
+# the file, for short transactions only) but outside the one-slot pool, so that it never keeps
+# a load waiting; delivery runs take turns by themselves (alerts.delivery).
+DELIVERY = {"pool": "default_pool", "queue": WAREHOUSE_QUEUE}
 
 
 def retries(default: int) -> int:

@@ -2,11 +2,27 @@
 
 It keeps channels and messages (with threads and message metadata), records every
 request it receives, and can be told to fail the next calls of a method with a 429 and
-Retry-After, a 5xx, a Slack error such as ``invalid_auth``, or a stall (timeout).
+Retry-After, a 5xx, a Slack error such as ``invalid_auth``, a stall (timeout), a dropped
+answer, or a crash of the client; or to hang (accept every call and answer none).
 Run it alone with ``python tests/slack_server.py PORT`` to point a dev setup at it.
+
+Reading a channel follows Slack's documentation, because recovering a message after a lost
+answer depends on it:
+
+- ``conversations.history`` returns the channel's *parent* messages, newest first: replies in
+  a thread are left out, except those also sent to the channel (``reply_broadcast``). A parent
+  with replies carries ``thread_ts`` (its own ts), ``reply_count`` and ``latest_reply``.
+- ``conversations.replies`` returns one thread, the parent first, then its replies oldest
+  first (``ts`` may name the parent or any reply; an unknown ``ts`` is ``thread_not_found``).
+- Both page with ``limit`` (history: default 100, at most 999; replies: default 1000) and an
+  opaque ``cursor``: ``has_more`` and ``response_metadata.next_cursor`` say there is more.
+  ``page_cap`` lowers every page further (Slack caps pages at 15 for some apps). ``oldest`` and
+  ``latest`` bound the time range, exclusive unless ``inclusive`` is true.
+- A message's metadata is returned only with ``include_all_metadata=true``.
 """
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -33,6 +49,13 @@ class SlackState:
     uploads: dict[str, dict] = field(default_factory=dict)  # file id -> {filename, length, data}
     clock: float = 1_700_000_000.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    page_cap: int | None = None  # at most this many messages a page, whatever ``limit`` asks
+    answering: threading.Event = field(default_factory=lambda: _set(threading.Event()))  # cleared: hang
+    held: int = 0  # calls waiting for an answer while hung
+    active: int = 0  # calls being handled (held ones included)
+    tickets: int = 0  # held calls are carried out in the order they came, once released
+    served: int = 0
+    turns: threading.Condition = field(default_factory=threading.Condition)
 
     def next_ts(self) -> str:
         self.clock = max(self.clock + 0.000100, time.time())
@@ -46,6 +69,32 @@ class SlackState:
             if cname == name:
                 return cid
         return None
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true")
+
+
+def _cursor(ts: str) -> str:
+    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _in_range(ts: str, p: dict) -> bool:
+    """``oldest`` < ts < ``latest`` (``<=`` with ``inclusive``), as conversations.* take them."""
+    t = float(ts)
+    oldest = float(p["oldest"]) if p.get("oldest") not in (None, "") else None
+    latest = float(p["latest"]) if p.get("latest") not in (None, "") else None
+    inclusive = _truthy(p.get("inclusive"))
+    if oldest is not None and (t < oldest or (t == oldest and not inclusive)):
+        return False
+    if latest is not None and (t > latest or (t == latest and not inclusive)):
+        return False
+    return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -94,6 +143,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, http: str) -> None:
         state = self.server.state
+        with state.lock:
+            state.active += 1
+        try:
+            self._handle_call(http)
+        finally:
+            with state.lock:
+                state.active -= 1
+
+    def _handle_call(self, http: str) -> None:
+        state = self.server.state
         path = urlsplit(self.path).path
         if path.startswith("/upload/"):  # step 2 of files_upload_v2: raw bytes to the upload URL
             fid = path.rsplit("/", 1)[-1]
@@ -112,6 +171,25 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append(Request(method, http, dict(self.headers), params))
             queue = state.failures.get(method) or []
             failure = queue.pop(0) if queue else None
+        if not state.answering.is_set():  # hung: the call is taken, no answer until released
+            with state.turns:
+                turn = state.tickets
+                state.tickets += 1
+                state.held += 1
+            state.answering.wait()
+            with state.turns:
+                state.turns.wait_for(lambda: state.served == turn)
+            try:
+                return self._answer(method, params, failure)
+            finally:
+                with state.turns:
+                    state.held -= 1
+                    state.served += 1
+                    state.turns.notify_all()
+        return self._answer(method, params, failure)
+
+    def _answer(self, method: str, params: dict, failure) -> None:
+        state = self.server.state
         if failure is not None:
             kind = failure[0] if isinstance(failure, tuple) else failure
             if kind == "ratelimited":
@@ -122,8 +200,13 @@ class _Handler(BaseHTTPRequestHandler):
                 result = self._dispatch(method, params)
                 time.sleep(failure[1])
                 return self._reply(200, result)
-            if kind == "drop":  # accept the call, post, but never answer (crash between post and record)
+            if kind == "drop":  # accept the call, post, but never answer (the connection drops)
                 self._dispatch(method, params)
+                self.close_connection = True
+                return
+            if kind == "crash":  # do the work, then run the callback (e.g. kill -9 the client), never answer
+                self._dispatch(method, params)
+                failure[1]()
                 self.close_connection = True
                 return
             return self._reply(200, {"ok": False, "error": kind})
@@ -143,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return {"ok": False, "error": "channel_not_found"}
                 msg = {"type": "message", "ts": state.next_ts(), "text": p.get("text", ""), "blocks": p.get("blocks"),
                        "thread_ts": p.get("thread_ts"), "metadata": p.get("metadata")}
+                if msg["thread_ts"] and _truthy(p.get("reply_broadcast")):
+                    msg["subtype"] = "thread_broadcast"
                 state.messages.setdefault(cid, []).append(msg)
                 return {"ok": True, "channel": cid, "ts": msg["ts"], "message": msg}
             if method == "chat.update":
@@ -177,13 +262,56 @@ class _Handler(BaseHTTPRequestHandler):
                 cid = state.channel_id(p.get("channel", ""))
                 if cid is None:
                     return {"ok": False, "error": "channel_not_found"}
-                oldest = float(p.get("oldest") or 0)
-                msgs = [
-                    {k: v for k, v in m.items() if k != "metadata" or str(p.get("include_all_metadata")).lower() in ("1", "true")}
-                    for m in reversed(state.messages.get(cid, [])) if float(m["ts"]) >= oldest
-                ]
-                return {"ok": True, "messages": msgs, "has_more": False}
+                msgs = state.messages.get(cid, [])
+                parents = [m for m in reversed(msgs)
+                           if (not m.get("thread_ts") or m["thread_ts"] == m["ts"] or m.get("subtype") == "thread_broadcast") and _in_range(m["ts"], p)]
+                return self._page(cid, parents, p, default=100, most=999)
+            if method == "conversations.replies":
+                cid = state.channel_id(p.get("channel", ""))
+                if cid is None:
+                    return {"ok": False, "error": "channel_not_found"}
+                msgs = state.messages.get(cid, [])
+                named = next((m for m in msgs if m["ts"] == p.get("ts")), None)
+                if named is None:
+                    return {"ok": False, "error": "thread_not_found"}
+                root_ts = named.get("thread_ts") or named["ts"]
+                parent = next((m for m in msgs if m["ts"] == root_ts), named)
+                replies = [m for m in msgs if m.get("thread_ts") == root_ts and m["ts"] != root_ts and _in_range(m["ts"], p)]
+                return self._page(cid, [parent, *replies], p, default=1000, most=1000)
             return {"ok": False, "error": "unknown_method"}
+
+
+    def _view(self, cid: str, msg: dict, metadata: bool) -> dict:
+        """A stored message as Slack returns it: thread fields on a parent, metadata on request."""
+        out = {k: v for k, v in msg.items() if v is not None and k != "metadata"}
+        if metadata and msg.get("metadata"):
+            out["metadata"] = msg["metadata"]
+        if not msg.get("thread_ts"):
+            replies = [m for m in self.server.state.messages.get(cid, []) if m.get("thread_ts") == msg["ts"]]
+            if replies:
+                out.update(thread_ts=msg["ts"], reply_count=len(replies), latest_reply=replies[-1]["ts"])
+        return out
+
+    def _page(self, cid: str, items: list[dict], p: dict, default: int, most: int) -> dict:
+        """One page of ``items`` (already in the method's order) from ``cursor``, at most ``limit``."""
+        state = self.server.state
+        try:
+            limit = int(p.get("limit") or default)
+        except ValueError:
+            return {"ok": False, "error": "invalid_limit"}
+        limit = max(1, min(limit, most, state.page_cap or most))
+        start = 0
+        if p.get("cursor"):
+            try:
+                ts = base64.b64decode(p["cursor"], validate=True).decode().removeprefix("next_ts:")
+                start = next(i for i, m in enumerate(items) if m["ts"] == ts)
+            except Exception:
+                return {"ok": False, "error": "invalid_cursor"}
+        page = items[start:start + limit]
+        more = start + limit < len(items)
+        metadata = _truthy(p.get("include_all_metadata"))
+        return {"ok": True, "messages": [self._view(cid, m, metadata) for m in page], "has_more": more,
+                "response_metadata": {"next_cursor": _cursor(items[start + limit]["ts"]) if more else ""}}
 
 
 class SlackServer(ThreadingHTTPServer):
@@ -204,6 +332,7 @@ class SlackServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        self.release()
         self.shutdown()
         self.server_close()
 
@@ -216,6 +345,26 @@ class SlackServer(ThreadingHTTPServer):
 
     def fail_next(self, method: str, *failures) -> None:
         self.state.failures.setdefault(method, []).extend(failures)
+
+    def hang(self) -> None:
+        """Accept every call and answer none (a hung Slack) until ``release``."""
+        self.state.answering.clear()
+
+    def release(self) -> None:
+        """Answer again: held calls are carried out now, in the order they came (a post may land
+        after its client gave up, but before anything that client asked later)."""
+        self.state.answering.set()
+
+    def held(self) -> int:
+        with self.state.turns:
+            return self.state.held
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every call taken has been carried out (after ``release``)."""
+        end = time.monotonic() + timeout
+        while self.state.active and time.monotonic() < end:
+            time.sleep(0.01)
+        assert not self.state.active, f"{self.state.active} call(s) still being handled"
 
 
 if __name__ == "__main__":
