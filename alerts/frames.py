@@ -54,6 +54,9 @@ from sources.normalize import fold
 DEFAULT_LEXICON = Path(__file__).with_name("frames.yaml")
 
 ACT_KINDS = ("act",)
+# Every modality a frame can have: new acts, and what makes an act not new.
+MODALITIES = ("new", "intercepted", "background", "cause", "threat", "future", "hypothetical", "denial", "suspension",
+              "recalled", "past", "pause", "foiled", "non_act")
 NOT_NEW = frozenset({"cause", "threat", "future", "hypothetical", "denial", "suspension", "recalled", "past", "pause", "foiled", "non_act"})
 # Downed things that are the victim, not the weapon: shooting one down attacks its owner.
 _AIRCRAFT = frozenset(

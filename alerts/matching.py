@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alerts.frames import DEFAULT_LEXICON, Frame, FrameReader, arabic_verb_forms
+from alerts.frames import DEFAULT_LEXICON, MODALITIES, Frame, FrameReader, arabic_verb_forms
 from sources.configfile import ConfigError, Document, load_yaml, validate
 from sources.normalize import fold
 
@@ -523,6 +523,7 @@ class Classifier:
         directory = Path(directory)
         gaz = Gazetteers.load(directory.parent / "gazetteers") if (directory.parent / "gazetteers").is_dir() else Gazetteers()
         indicators: list[Indicator] = []
+        docs: list[Document] = []
         problems: list[str] = []
         seen: dict[str, Path] = {}
         index = TermIndex()
@@ -536,6 +537,7 @@ class Classifier:
                     raise ConfigError([doc.error(("id",), f"duplicate indicator id (also in {seen[spec.id]})")])
                 seen[spec.id] = path
                 indicators.append(_build(doc, spec, gaz, index))
+                docs.append(doc)
             except ConfigError as exc:
                 problems.extend(exc.problems)
         if problems:
@@ -546,16 +548,8 @@ class Classifier:
         if any(i.spec.frame for i in indicators):
             lexicon = directory.parent / "frames.yaml"
             reader = FrameReader.load(lexicon if lexicon.exists() else DEFAULT_LEXICON, gaz)
-            known = set(reader.spec.actions)
-            parties = set(reader.spec.parties)
-            for ind in indicators:
-                p = ind.spec.frame
-                if p is None:
-                    continue
-                for key, allowed in (("actions", known), ("actor", parties), ("actor_not", parties), ("target", parties), ("target_not", parties)):
-                    for v in getattr(p, key):
-                        if v not in allowed:
-                            problems.append(f"{directory / (ind.id + '.yaml')}:0: frame.{key}: unknown {v!r} (known: {', '.join(sorted(allowed))})")
+            for ind, doc in zip(indicators, docs):
+                problems += _check_predicate(doc, ind.spec.frame, reader)
             if problems:
                 raise ConfigError(problems)
         return cls(indicators, index, gaz, reader)
@@ -599,6 +593,24 @@ class Classifier:
             if v.matched:
                 out.append(v)
         return out
+
+
+def _check_predicate(doc: Document, pred: FramePredicate | None, reader: FrameReader) -> list[str]:
+    """Every action, party class and modality a frame predicate names exists in the lexicon."""
+    if pred is None:
+        return []
+    known = {
+        "actions": set(reader.spec.actions),
+        "actor": set(reader.spec.parties), "actor_not": set(reader.spec.parties),
+        "target": set(reader.spec.parties), "target_not": set(reader.spec.parties),
+        "modality": set(MODALITIES),
+    }
+    out = []
+    for key, allowed in known.items():
+        for i, v in enumerate(getattr(pred, key)):
+            if v not in allowed:
+                out.append(doc.error(("frame", key, i), f"unknown {v!r} (known: {', '.join(sorted(allowed))})"))
+    return out
 
 
 def _build(doc: Document, spec: IndicatorSpec, gaz: Gazetteers, index: TermIndex) -> Indicator:

@@ -87,6 +87,10 @@ def cmd_explain(args) -> int:
     if found:
         title, summary, source = found
         print(f"article {args.text} ({source}): {title}")
+    frames = clf.read_frames(title, summary)
+    print("frames:" if frames else "frames: none (no action word in the title or the summary)")
+    for f in frames:
+        print(f"  {f.describe()}")
     for v in clf.explain(title, summary):
         mark = "MATCH" if v.matched else "-"
         print(f"{mark:6} {v.indicator}")
@@ -94,6 +98,8 @@ def cmd_explain(args) -> int:
             print("         terms: " + ", ".join(sorted({f'{h.group}={h.text}' for h in v.hits})))
         if v.vetoes:
             print("         excluded by: " + ", ".join(sorted({f'{h.group}={h.text}' for h in v.vetoes})))
+        if v.frame_note:
+            print(f"         frame predicate: {v.frame_note}")
         if not v.matched and args.verbose:
             for why in v.near_misses:
                 print(f"         {why}")

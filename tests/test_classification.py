@@ -7,6 +7,7 @@ import pytest
 from alerts.matching import Classifier
 from alerts.rules import DEFAULT_INDICATORS
 from conftest import CORPORA, TESTS
+from marsad.evaluation import evaluate_file
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +44,11 @@ def test_real_headlines_precision_recall_and_false_alarms(clf):
     negatives = sum(1 for it in items if not gold[it["id"]]["labels"])
     assert negatives > 2000
     assert flagged / negatives < 0.01, f"{flagged} of {negatives} real-news negatives flagged"
-    precision = sum(tp.values()) / max(1, sum(tp.values()) + sum(fp.values()))
-    recall = sum(tp.values()) / max(1, sum(tp.values()) + sum(fn.values()))
-    assert precision >= 0.9 and recall >= 0.8, (precision, recall, dict(fn))
+    # Scored as the corpus README defines it (judgement-call rows are not misses), as marsad eval
+    # does: frames must not cost what the keyword pack had (P 0.99, R 0.91; issue 13).
+    total = evaluate_file(clf, root / "items.jsonl", root / "labels.jsonl").total
+    print(f"rss-captures: precision {total.precision:.3f} recall {total.recall:.3f}")
+    assert total.precision >= 0.99 and total.recall >= 0.91, (total.precision, total.recall, dict(fn))
 
 
 @pytest.mark.parametrize("lang", ["ar", "en"])
