@@ -24,7 +24,64 @@ none:                       # exclusions for the whole indicator: any hit vetoes
 Terms are written naturally (diacritics, hamza forms, tatweel, case do not matter: terms
 and text are folded alike). A word ending in ``*`` matches any continuation. The first word
 of an Arabic term also matches behind the clitics و ف ب ك ل and the article ال (so
-``صاروخ`` matches والصاروخ, بصاروخ, للصاروخ).
+``صاروخ`` matches والصاروخ, بصاروخ, للصاروخ), and with a possessive pronoun behind
+(``إصابة`` matches إصابتها). A group's ``ar_verbs`` lists Arabic verbs as lemmas, "past
+present" in the 3rd person masculine (``"استهدف يستهدف"``): every person, gender and number
+of both tenses matches (استهدفت، استهدفوا، تستهدفان، يستهدفون ...).
+
+Frames and predicates
+---------------------
+Keywords say what an article talks about; they cannot say who did what to whom, or when.
+``alerts/frames.py`` reads each article into **event frames** (vocabulary:
+``alerts/frames.yaml``): an action (``attack``, ``kill``, ``intercept``, ``seize``, ``threat``,
+``denial``, ``suspension``, ``talks``, ``deployment``; ``training``, ``visit``, ``handover``,
+``withdrawal``, ``sport`` ... which are not attacks), its **actor** and **target** (party
+classes: ``us``, ``israel``, ``iran_state``, ``militia``, ``hezbollah``, ``houthi``, ``fighters``,
+``isis``, ``turkey``, ``kurdish``, ``iraqi_state``, ``gulf_state``, ``shipping``, ``warship``;
+a place is a party: a US base is ``us``), the places with their role (``target`` or
+``launch``), and a **modality**: ``new``, ``intercepted``, ``background`` (a recent act given
+as the reason: "after rockets hit the base") or one that is not a new act: ``cause`` ("in
+retaliation for the attack"), ``threat``, ``future``, ``hypothetical``, ``denial``,
+``suspension``, ``recalled``, ``past``, ``pause``, ``foiled``, ``non_act``. The title decides;
+the summary when the title has no frame, or fills an actor or target it leaves open.
+
+An indicator's ``frame`` block is a predicate over those frames:
+
+```yaml
+frame:
+  actions: [attack, kill, intercept, seize]   # the frames this indicator is about
+  actor: [militia, hezbollah, fighters]        # accepted actors (a known other actor contradicts)
+  target: [us]                                 # accepted targets
+  actor_not: []  target_not: []                # or: classes that contradict
+  modality: [new, intercepted, background]     # the default
+  unclaimed: true       # an unknown or denying author still counts (militia attacks)
+  accept: false         # true: a frame naming actor and target as required matches alone
+  overrides: [us_is_attacker]   # clause exclusions that stood in for roles: a title frame naming
+                                # this indicator's actor or target overrides them
+  other_title: reject   # a keyword match whose title tells only of other actions is rejected
+```
+
+A keyword match stands when a frame of the deciding text with one of ``actions`` fits every
+slot (unknown slots never contradict); it is rejected when every such frame contradicts one
+("frame: actor us"), or when the title tells only of something else. ``marsad explain``
+prints the frames, their deciding phrases and what the predicate did. Worked examples:
+
+* "US drone strike kills Kataib Hezbollah commander in Baghdad": ``us —attack→ militia``.
+  ``militia_attack_us_forces`` (actor must be a militia, target the US) rejects it;
+  ``us_strike_militia`` (actor ``us``, target a militia) keeps it.
+* "غارة أمريكية تقتل قياديا في كتائب حزب الله": the nationality on the attack noun (غارة
+  أمريكية) names the actor; the same two verdicts follow.
+* "Coalition advisers train Iraqi units in counter-drone defence at Ain al-Asad": the title's
+  action is ``training``; a drone and a base in one sentence are not an attack.
+* "مقتل ضابطين في الحرس الثوري بغارة إسرائيلية قرب دمشق": ``israel —kill→ iran_state``
+  (مقتل X: X is the victim), so ``israel_strike_iran_assets`` matches.
+* "كتائب حزب الله تنفي علاقتها بقصف مطار أربيل الشهر الماضي": ``الشهر الماضي`` dates the clause:
+  ``past``, not a new attack. "Kataib Hezbollah denies carrying out drone attack on Erbil
+  airport": the attack is new, denied by a militia; an unclaimed attack still counts.
+* "Rockets fired from Nineveh Plains at Erbil airport": Nineveh Plains is a ``launch`` place,
+  Erbil airport the ``target``.
+
+No exclusion may name a person, an operation or a date: the frames tell new from old.
 """
 from __future__ import annotations
 
