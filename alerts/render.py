@@ -2,7 +2,8 @@
 
 Feed titles are untrusted: a headline must never ping ``@channel``, mention a user or
 forge a link, so every piece of feed text goes through ``escape`` and links are built
-only from http(s) URLs.
+only from http(s) URLs. Link labels lose bidi controls and zero-width characters, and a
+text longer than Slack allows is cut by ``clip``, never inside a link or an escape.
 """
 from __future__ import annotations
 
