@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from conftest import FeedServer, rss, write_feeds_yaml
+from conftest import FeedServer, Listener, rss, write_feeds_yaml
 from marsad import pipeline
 from sources.fetch import MAX_BYTES, FetchRequest, fetch_sync
 from sources.parse import FeedError, parse_feed
@@ -332,24 +332,6 @@ def test_a_feed_on_a_nat64_or_6to4_form_of_loopback_is_refused(feed_server, monk
     assert feed_server.hits_for("/f.xml") == []
 
 
-class Listener:
-    """A loopback TCP port that counts the connections made to it (and answers nothing)."""
-
-    def __init__(self, host: str, port: int):
-        self.sock = socket.create_server((host, port))
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-
 @pytest.fixture
 def rebinding(monkeypatch):
     """feed.rebind.test: served on 127.0.0.2 (standing for a public address, and allowed) and
@@ -378,7 +360,7 @@ def rebinding(monkeypatch):
     yield SimpleNamespace(public=public, internal=internal, state=state, url=f"http://feed.rebind.test:{port}/f.xml")
     public.shutdown()
     public.server_close()
-    internal.sock.close()
+    internal.close()
 
 
 def test_dns_rebinding_cannot_redirect_the_connection(rebinding):

@@ -8,14 +8,13 @@ alone). Either way no file is read, written or created, and nothing connects to 
 loopback listener that the network escapes aim at."""
 import hashlib
 import json
-import socket
-import threading
 import uuid
 
 import duckdb
 import pytest
 
 from analyst_data import shared  # noqa: F401  (a fixture)
+from conftest import Listener
 from marsad.cli import main as marsad_main
 from warehouse.publish import open_read_copy
 from warehouse.search import fts_extension_path, search
@@ -121,30 +120,11 @@ ESCAPES = [
 ]
 
 
-class Listener:
-    """A loopback TCP port that counts the connections made to it."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-
 @pytest.fixture(scope="module")
 def listener():
     listener = Listener()
     yield listener
-    listener.sock.close()
+    listener.close()
 
 
 @pytest.fixture
