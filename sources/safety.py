@@ -167,9 +167,10 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, policy: AddressPolicy | None = None, limits: httpx.Limits = httpx.Limits(),
                  verify: ssl.SSLContext | bool = True):
-        super().__init__(verify=verify, trust_env=False, limits=limits)
+        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(  # httpx builds the same pool, without a way to pass a backend
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -53,6 +53,8 @@ ESCAPES = [
     ("summarize file", "SUMMARIZE SELECT * FROM read_csv('{csv}')", True),
     ("show file", "SHOW '{parquet}'", True),
     ("explain reader", "EXPLAIN ANALYZE SELECT * FROM read_text('{txt}')", True),
+    ("pivot file", "PIVOT '{csv}' ON k USING count(*)", True),
+    ("unpivot file", "UNPIVOT '{csv}' ON k INTO NAME n VALUE v", True),
     ("network read", "SELECT * FROM read_csv('{url}/secret.csv')", True),
     ("network replacement scan", "SELECT * FROM '{url}/secret.parquet'", True),
     # COPY and EXPORT, bare and wrapped
