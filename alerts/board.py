@@ -72,19 +72,25 @@ def build(cfg: BoardConfig, now: datetime | None = None, events_shown: int = EVE
             "load (or run `marsad publish`)."))
         return out
     try:
-        con = duckdb.connect(str(cfg.read_copy), read_only=True,
-                             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    except duckdb.Error as exc:
+        con = open_board_copy(cfg.read_copy)
+    except (duckdb.Error, FileNotFoundError) as exc:
         out.update(status="error", message=f"Cannot open the read copy {cfg.read_copy}: {exc}")
         return out
     try:
-        con.execute("SET TimeZone = 'UTC'")
         out.update(snapshot(con, now, indicators, rules, health_cfg, events_shown))
     except duckdb.Error as exc:
         out.update(status="error", message=f"Cannot read the read copy {cfg.read_copy}: {exc}")
     finally:
         con.close()
     return out
+
+
+def open_board_copy(path: Path) -> duckdb.DuckDBPyConnection:
+    """The read copy, sealed like every analyst's connection (no file or network access,
+    configuration locked; see ``warehouse.publish.open_read_copy``); the board needs no fts."""
+    from warehouse.publish import open_read_copy
+
+    return open_read_copy(path, fts=False)
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[dict], rules: dict[str, list[dict]],

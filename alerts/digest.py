@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from alerts.render import escape, link
+from alerts.render import clip, escape, link
 
 UNHEALTHY_AFTER = timedelta(hours=6)
 
@@ -69,14 +69,14 @@ def render_digest(d: dict) -> tuple[str, list[dict]]:
     lines = [f"`{ind}` {c['events']} event(s), {c['articles']} report(s), {c['outlets']} outlet(s)" for ind, c in sorted(d["counts"].items()) if c["events"]]
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Marsad daily digest", "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": text + "\n" + ("\n".join(lines) or "_No indicator events in the last 24 hours._")}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip(text + "\n" + ("\n".join(lines) or "_No indicator events in the last 24 hours._"))}},
     ]
     if d["top"]:
         top = "\n".join(f"• `{e['indicator']}` {link(e['url'], e['title'])} — {escape(e['source'])}" for e in d["top"])
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": ("*Latest events*\n" + top)[:3000]}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip("*Latest events*\n" + top)}})
     if d["unhealthy"]:
         bad = "\n".join(f"• {escape(s['name'])} (`{s['source_id']}`): {s['failures']} failure(s), {escape(s['error'])}" for s in d["unhealthy"])
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": ("*:warning: Unhealthy sources*\n" + bad)[:3000]}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip("*:warning: Unhealthy sources*\n" + bad)}})
     else:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "All sources healthy."}]})
     return text, blocks

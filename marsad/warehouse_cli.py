@@ -62,24 +62,32 @@ def cmd_search(args) -> int:
 def cmd_query(args) -> int:
     import duckdb
 
-    from warehouse.query import QueryRefused, run, to_parquet, write
+    from warehouse.query import QueryRefused, check, connect, run, to_parquet, write
 
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     if args.format == "parquet" and not args.out:
         return _die("--format parquet needs --out FILE")
+    read_copy = _settings(args).read_copy
     try:
-        con = _open_read_copy(args)
-    except FileNotFoundError as exc:
-        return _die(str(exc))
-    try:
+        plan = check(sql)  # the second fence: refused before anything is opened
         if args.format == "parquet":
-            n = to_parquet(con, sql, args.out)
+            n = to_parquet(read_copy, plan, args.out)
             print(f"{n} rows -> {args.out}", file=sys.stderr)
-        else:
-            columns, rows = run(con, sql)
-            write(columns, rows, args.format, sys.stdout)
+            return 0
+        con = connect(read_copy, plan)  # the first: no file or network access, settings locked
     except QueryRefused as exc:
         return _die(f"refused: {exc}")
+    except FileNotFoundError as exc:
+        return _die(str(exc))
+    except duckdb.PermissionException as exc:
+        return _die(f"refused: no file or network access: {str(exc).splitlines()[0]}")
+    except duckdb.Error as exc:
+        return _die(str(exc).splitlines()[0])
+    try:
+        columns, rows = run(con, plan)
+        write(columns, rows, args.format, sys.stdout)
+    except duckdb.PermissionException as exc:
+        return _die(f"refused: no file or network access: {str(exc).splitlines()[0]}")
     except duckdb.Error as exc:
         return _die(str(exc).splitlines()[0])
     finally:

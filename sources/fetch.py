@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from sources.safety import AddressPolicy, UnsafeURL, check_address, check_scheme
+from sources.safety import AddressPolicy, PinnedTransport, UnsafeURL, check_address, check_scheme
 
 USER_AGENT = "Marsad/0.1 (+https://github.com/marsad-osint/marsad; OSINT feed monitor)"
 ACCEPT = "application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
@@ -76,7 +77,9 @@ async def fetch_one(
     """Fetch one feed. Never raises: every failure becomes a FetchResult with status 'error'.
 
     Redirects are followed here, hop by hop, so that every hop passes the same checks
-    (scheme, resolved addresses, loop, limit) as the first request.
+    (scheme, resolved addresses, loop, limit) as the first request. The addresses are
+    checked by the client's transport (``make_client``) when it connects, on the very
+    addresses it connects to.
     """
     started = _now()
     headers = {}
@@ -93,7 +96,8 @@ async def fetch_one(
         url, chain = req.url, [req.url]
         while True:
             check_scheme(url)
-            await check_address(url, policy)
+            if not isinstance(getattr(client, "_transport", None), PinnedTransport):
+                await check_address(url, policy)  # a client of another kind: at least check before connecting
             async with client.stream("GET", url, headers=headers) as resp:
                 location = resp.headers.get("location")
                 if resp.status_code in REDIRECT_STATUSES and location:
@@ -224,12 +228,16 @@ def wait_hint(res: FetchResult) -> int | None:
     return int(min(seconds, MAX_WAIT_HINT_S))
 
 
-def make_client(max_connections: int = 16, timeout: httpx.Timeout | None = None) -> httpx.AsyncClient:
+def make_client(max_connections: int = 16, timeout: httpx.Timeout | None = None, policy: AddressPolicy | None = None,
+                verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """The feed client: every connection resolves its host once, checks the addresses against
+    ``policy`` (default: ``MARSAD_ALLOW_PRIVATE_FEEDS``) and connects to a checked one."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.AsyncClient(
+        transport=PinnedTransport(policy, limits=limits, verify=verify),
         timeout=timeout or default_timeout(),
         follow_redirects=False,  # fetch_one follows them, checking every hop
         headers={"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         trust_env=False,
     )
 
@@ -244,7 +252,7 @@ async def fetch_many(
     total = asyncio.Semaphore(concurrency)
     hosts: dict[str, asyncio.Semaphore] = {}
 
-    async with make_client(max_connections=concurrency, timeout=timeout) as client:
+    async with make_client(max_connections=concurrency, timeout=timeout, policy=kw.get("policy")) as client:
 
         async def one(req: FetchRequest) -> FetchResult:
             host = (urlsplit(req.url).hostname or "").lower()

@@ -102,6 +102,29 @@ class _FeedHandler(BaseHTTPRequestHandler):
             pass
 
 
+class Listener:
+    """A loopback TCP port that counts the connections made to it and answers nothing: the
+    place a test says must never be reached."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self.sock = socket.create_server((host, port))
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
 @pytest.fixture
 def feed_server(monkeypatch):
     """A feed server on 127.0.0.1. Feeds on private and loopback addresses are refused unless

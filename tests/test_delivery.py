@@ -128,3 +128,69 @@ def test_untrusted_feed_text_cannot_ping_or_forge_links(con, slack):
     assert "<!channel>" not in text and "<@U123>" not in text and "<http://evil.example|" not in text
     assert "&lt;!channel&gt;" in text and "&amp; more" in text
     assert "javascript:" not in text
+
+
+def mrkdwn_texts(blocks):
+    """(text, Slack's limit for it) of every mrkdwn element of a message."""
+    for b in blocks:
+        if b.get("text", {}).get("type") == "mrkdwn":
+            yield b["text"]["text"], 3000
+        for f in b.get("fields", []):
+            yield f["text"], 2000
+        for e in b.get("elements", []):
+            if e.get("type") == "mrkdwn":
+                yield e["text"], 3000
+
+
+def assert_well_formed(blocks):
+    import re
+
+    for text, limit in mrkdwn_texts(blocks):
+        assert len(text) <= limit
+        outside_links = re.sub(r"<[^<>]*>", "", text)
+        assert "<" not in outside_links and ">" not in outside_links, f"a link cut open: ...{text[-120:]!r}"
+        assert "&" not in re.sub(r"&(?:amp|lt|gt);", "", outside_links), f"an escape cut in half: ...{text[-40:]!r}"
+
+
+def test_sections_cut_at_the_limit_never_leave_a_link_or_an_escape_open(con, slack):
+    from alerts.digest import render_digest
+    from alerts.render import render
+
+    base = payload()
+    for n in range(520, 680, 3):  # the cut at 3,000 falls at every few characters of a link in the last line
+        p = dict(base, evidence=[dict(base["evidence"][0], title=f"{i} " + "ع" * n, url=f"https://example.com/{i}/" + "x" * (n % 40))
+                                 for i in range(5)])
+        _, blocks = render(p, run_url="http://127.0.0.1:8080/dags/marsad_evaluate/runs/r1")
+        assert_well_formed(blocks)
+        digest = {"summary": "digest", "counts": {}, "unhealthy": [],
+                  "top": [{"indicator": "x", "url": e["url"], "title": e["title"], "source": "Outlet"} for e in p["evidence"]]}
+        assert_well_formed(render_digest(digest)[1])
+    # One link longer than a whole section, and escapes across the cut.
+    p = dict(base, summary="x" + "&" * 1000, evidence=[dict(base["evidence"][0], title="t" * 3500)])
+    _, blocks = render(p)
+    assert_well_formed(blocks)
+    # And as posted to Slack.
+    bulk_insert(con, "notifications", [dict(notification_id="al1:1", alert_id="al1", seq=1, state="firing", created_at=NOW,
+                                            channel="#marsad-alerts", payload=dict(base, evidence=[
+                                                dict(base["evidence"][0], title="ع" * 590, url=f"https://example.com/{i}")
+                                                for i in range(5)]))], NOTIFICATION_COLUMNS)
+    deliver(con, sink_for(slack))
+    (post,) = slack.posts()
+    assert_well_formed(post["blocks"])
+    assert "https://example.com/0" in str(post["blocks"])
+
+
+def test_link_labels_lose_bidi_overrides_and_zero_width_characters(con, slack):
+    invisible = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u2060\ufeff"
+    title = "Invoice \u202egpj.exe\u202c from \u200bthe\u2066 base\u2069\ufeff \u2060هجوم على القاعدة\u200c"
+    p = payload(title=title)
+    p["evidence"][0]["source"] = "می\u200cخواهم"  # Persian with ZWNJ: body text, not a label
+    bulk_insert(con, "notifications", [dict(notification_id="al1:1", alert_id="al1", seq=1, state="firing", created_at=NOW,
+                                            channel="#marsad-alerts", payload=p)], NOTIFICATION_COLUMNS)
+    deliver(con, sink_for(slack))
+    (post,) = slack.posts()
+    (line,) = [t for t, _ in mrkdwn_texts(post["blocks"]) if "https://example.com/a1" in t]
+    label = line[line.index("|") + 1:line.index(">")]
+    assert label == "Invoice gpj.exe from the base هجوم على القاعدة"
+    assert not set(label) & set(invisible)
+    assert "— می\u200cخواهم (" in line  # the ZWNJ outside the label is kept

@@ -6,11 +6,13 @@ import time
 import tracemalloc
 import zlib
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from conftest import FeedServer, rss, write_feeds_yaml
+from conftest import FeedServer, Listener, rss, write_feeds_yaml
 from marsad import pipeline
 from sources.fetch import MAX_BYTES, FetchRequest, fetch_sync
 from sources.parse import FeedError, parse_feed
@@ -306,6 +308,131 @@ def test_address_policy_setting_is_validated():
         AddressPolicy.from_env("localhost")
 
 
+@pytest.mark.parametrize(
+    "ip, allowed",
+    [("64:ff9b::7f00:1", False), ("64:ff9b::a00:1", False), ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 127/10/169.254
+     ("64:ff9b:1::a00:1", False),  # NAT64 local-use prefix (RFC 8215): the network's own translator
+     ("::127.0.0.1", False), ("::10.0.0.1", False), ("::169.254.169.254", False),  # IPv4-compatible
+     ("2002:7f00:1::1", False), ("2002:a00:1::", False), ("2002:a9fe:a9fe::1", False), ("2002:c0a8:101::", False),  # 6to4
+     ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo
+     ("64:ff9b::808:808", True), ("2002:808:808::1", True), ("::8.8.8.8", True)],  # the same forms of a public IPv4
+)
+def test_ipv6_forms_of_a_private_ipv4_are_private(ip, allowed):
+    import ipaddress
+
+    assert AddressPolicy().permits(ipaddress.ip_address(ip)) is allowed
+
+
+def test_a_feed_on_a_nat64_or_6to4_form_of_loopback_is_refused(feed_server, monkeypatch):
+    port = urlsplit(feed_server.serve("/f.xml", FEED)).port
+    monkeypatch.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.1/32")  # loopback itself is allowed, its IPv6 forms are not
+    for host in ("[64:ff9b::7f00:1]", "[::127.0.0.1]", "[2002:7f00:1::1]"):
+        res = fetch(f"http://{host}:{port}/f.xml")
+        assert res.status == "error" and "non-public address" in res.error, (host, res.error)
+    assert feed_server.hits_for("/f.xml") == []
+
+
+@pytest.fixture
+def rebinding(monkeypatch):
+    """feed.rebind.test: served on 127.0.0.2 (standing for a public address, and allowed) and
+    on the same port of 127.0.0.1 (the internal network, refused). The system resolver is
+    replaced by one that answers ``answers[0]`` the first time and ``answers[1]`` after."""
+    public = FeedServer("127.0.0.2")
+    port = public.server_address[1]
+    try:
+        internal = Listener("127.0.0.1", port)
+    except OSError:
+        public.server_close()
+        pytest.skip(f"port {port} is taken on 127.0.0.1")
+    threading.Thread(target=public.serve_forever, daemon=True).start()
+    real = socket.getaddrinfo
+    state = {"answers": ["127.0.0.2", "127.0.0.1"], "calls": 0}
+
+    def resolver(host, *args, **kw):
+        if (host.decode() if isinstance(host, bytes) else host) != "feed.rebind.test":  # anyio passes bytes
+            return real(host, *args, **kw)
+        state["calls"] += 1
+        return real(state["answers"][min(state["calls"], 2) - 1], *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.2/32")
+    public.serve("/f.xml", FEED)
+    yield SimpleNamespace(public=public, internal=internal, state=state, url=f"http://feed.rebind.test:{port}/f.xml")
+    public.shutdown()
+    public.server_close()
+    internal.close()
+
+
+def test_dns_rebinding_cannot_redirect_the_connection(rebinding):
+    """The name resolves to an allowed address, then to a private one: the connection goes to
+    the address that was checked, and the name is resolved once."""
+    res = fetch(rebinding.url)
+    assert rebinding.internal.connections == 0, "the second DNS answer was connected to"
+    assert res.status == "ok", res.error
+    assert rebinding.state["calls"] == 1
+    (hit,) = rebinding.public.hits_for("/f.xml")
+    assert hit["host"] == f"feed.rebind.test:{rebinding.public.server_address[1]}"  # the name, not the address
+
+
+def test_dns_rebinding_the_other_way_is_refused_before_connecting(rebinding):
+    rebinding.state["answers"] = ["127.0.0.1", "127.0.0.2"]
+    res = fetch(rebinding.url)
+    assert res.status == "error" and res.error.startswith("refused 'feed.rebind.test': it resolves to the non-public address 127.0.0.1")
+    assert rebinding.internal.connections == 0 and rebinding.public.hits_for("/f.xml") == []
+
+
+def test_https_to_the_pinned_address_keeps_sni_and_certificate_checks_on_the_name(rebinding, tmp_path):
+    """TLS goes to the checked address, with the host name in SNI and in the certificate check."""
+    import asyncio
+    import ssl
+
+    from sources.fetch import fetch_one, make_client
+
+    cert, key = _self_signed(tmp_path, "feed.rebind.test")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    seen_sni = []
+    server_ctx.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
+    rebinding.public.socket = server_ctx.wrap_socket(rebinding.public.socket, server_side=True)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+
+    async def go(url):
+        async with make_client(verify=client_ctx) as client:
+            return await fetch_one(client, FetchRequest("t", url))
+
+    res = asyncio.run(go(rebinding.url.replace("http:", "https:")))
+    assert res.status == "ok", res.error
+    assert seen_sni == ["feed.rebind.test"] and rebinding.internal.connections == 0
+    # The certificate is checked against the name: a certificate for another name is refused.
+    rebinding.state["calls"] = 0
+    other = rebinding.url.replace("http:", "https:").replace("feed.rebind.test", "127.0.0.2")
+    res = asyncio.run(go(other))
+    assert res.status == "error" and "certificate" in res.error.lower(), res.error
+
+
+def _self_signed(tmp_path, name: str):
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 # ----------------------------------------------------------------------------- XML entities
 
 
@@ -336,6 +463,32 @@ def test_xxe_never_reads_a_local_file(tmp_path, encoding):
     with pytest.raises(FeedError, match="declares XML entities") as exc:
         parse_feed(data, "s", None, NOW)
     assert "TOP-SECRET-MARKER" not in str(exc.value)
+
+
+def test_a_pile_of_doctypes_is_refused_in_linear_time():
+    """ReDoS: the entity-declaration check must not retry from every "<!DOCTYPE" to the end of
+    the body (a regex did: 396 KB of "<!DOCTYPE a[" cost 52 s of CPU). Timed as a ratio of CPU
+    time against parsing a normal feed of the same size, in this test, on this machine."""
+    items = [{"title": f"Rockets hit base {i} / صواريخ على القاعدة {i}", "link": f"https://news.example/a/{i}",
+              "guid": f"g-{i}", "description": "Officials said the attack caused no casualties. " * 5,
+              "pubDate": "Sun, 01 Mar 2026 11:00:00 +0000"} for i in range(880)]
+    normal = rss(items).encode()
+    assert len(normal) >= 400_000
+    t0 = time.process_time()
+    assert len(parse_feed(normal, "s", None, NOW).articles) == 880
+    normal_cpu = time.process_time() - t0
+    for unit in (b"<!DOCTYPE a[", b"<!DOCTYPE "):  # subsets that never declare anything; DOCTYPEs that never end
+        hostile = (unit * (len(normal) // len(unit) + 1))[: len(normal)]
+        t0 = time.process_time()
+        with pytest.raises(FeedError, match="not a feed"):
+            parse_feed(hostile, "s", None, NOW)
+        hostile_cpu = time.process_time() - t0
+        assert hostile_cpu < normal_cpu, f"{unit!r} x {len(hostile) // len(unit)}: {hostile_cpu:.3f}s CPU against {normal_cpu:.3f}s for a normal feed"
+    # An entity declared after the pile is still found, as fast.
+    t0 = time.process_time()
+    with pytest.raises(FeedError, match="declares XML entities"):
+        parse_feed(b"<!DOCTYPE a[" * 33_000 + b'<!ENTITY x "y">]>', "s", None, NOW)
+    assert time.process_time() - t0 < normal_cpu
 
 
 def test_entity_feeds_fail_alone_in_a_poll(tmp_path, feed_server, settings):

@@ -19,15 +19,17 @@ pipeline waits for.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import duckdb
 
 from warehouse import db
-from warehouse.search import build_index
+from warehouse.search import build_index, load_fts
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
 
@@ -99,14 +101,65 @@ def _remove_stale(target: Path, older_than_s: float = 3600) -> None:
             pass
 
 
-def open_read_copy(path: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the published copy, with fts loaded for searching."""
-    from warehouse.search import load_fts
+# What every connection that serves an analyst (marsad query, marsad search, the board) is
+# opened with, or set to before its configuration is locked. DuckDB then refuses, whatever
+# the SQL, to read or write any file but the database itself (read_csv, read_text, COPY,
+# EXPORT, ATTACH, replacement scans of 'file.csv'), to reach the network, to install or load
+# an extension, to scan Python objects by name, and to change any setting, these included.
+SEALED_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                 "python_enable_replacements": False}
+# DuckDB shares one database instance between the connections of a process to the same
+# file, and its settings with it: opening and sealing must not interleave (board requests).
+_OPENING = threading.Lock()
 
+
+def open_read_copy(path: str | Path, *, fts: bool = True, settings: Sequence[str] = (),
+                   writable: Sequence[str | Path] = ()) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the published copy that cannot touch the file system or the
+    network, with fts loaded for searching (``fts=False``: not loaded).
+
+    ``settings``: SET statements (already checked, see ``warehouse.query``) applied after
+    external access is off and before the configuration is locked. ``writable``: files the
+    caller itself writes through this connection (``marsad query --format parquet``); they
+    are the only paths outside the database DuckDB will open."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no read copy published yet (it appears after the next load, or run `marsad publish`)")
-    con = duckdb.connect(str(path), read_only=True, config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute("SET TimeZone = 'UTC'")
-    load_fts(con)
+    with _OPENING:
+        con = duckdb.connect(str(path), read_only=True, config=SEALED_CONFIG)
+        try:
+            if _sealed(con):  # another connection of this process has the same instance open
+                if settings or writable or (fts and not _fts_loaded(con)):
+                    raise RuntimeError(f"{path} is already open in this process with its configuration locked; "
+                                       "settings, output files and fts can only be set up by the first connection")
+                return con
+            con.execute("SET GLOBAL TimeZone = 'UTC'")  # for every connection that shares the instance
+            if fts:
+                load_fts(con)  # from the installed package: needs file access, so before the seal
+            seal(con, settings, writable)
+        except BaseException:
+            con.close()
+            raise
     return con
+
+
+def seal(con: duckdb.DuckDBPyConnection, settings: Sequence[str] = (), writable: Sequence[str | Path] = ()) -> None:
+    """Turn external access off (DuckDB never lets it back on), apply ``settings``, lock the configuration."""
+    if writable:
+        con.execute("SET allowed_paths = ?", [[str(p) for p in writable]])
+    con.execute("SET enable_external_access = false")
+    for statement in settings:
+        con.execute(statement)
+    con.execute("SET lock_configuration = true")
+
+
+def _sealed(con: duckdb.DuckDBPyConnection) -> bool:
+    locked, external = con.execute(
+        "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')").fetchone()
+    if locked and external:
+        raise RuntimeError("the read copy is open in this process with its configuration locked but external access on")
+    return bool(locked)
+
+
+def _fts_loaded(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_extensions() WHERE extension_name = 'fts' AND loaded").fetchone()[0])
