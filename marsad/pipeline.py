@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +32,7 @@ from sources.parse import Article, FeedError, parse_feed
 from sources.registry import Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
-from warehouse.load import bulk_insert, insert_articles, read_json_sql, write_jsonl
+from warehouse.load import bulk_insert, insert_articles, read_json_sql, write_jsonl_atomic, write_text_atomic
 from warehouse.publish import publish, read_copy_path
 from warehouse.retention import fetch_log_retention, prune_fetch_log
 
@@ -191,15 +192,19 @@ def stage(settings: Settings, meta: dict, articles: list[Article], classifier: C
     meta["entries"] = len(articles)
     meta["articles_file"] = data.name if articles else None
     meta["classified"] = classifier is not None
+    # Both files go through a temporary name: a full disk leaves nothing half-written behind,
+    # and the error names the file.
     if articles:
         if classifier is None:
-            write_jsonl(data, (a.to_dict() for a in articles))
+            write_jsonl_atomic(data, (a.to_dict() for a in articles))
         else:
-            write_jsonl(data, ({**a.to_dict(), "matches": _matches(classifier, a)} for a in articles))
+            write_jsonl_atomic(data, ({**a.to_dict(), "matches": _matches(classifier, a)} for a in articles))
     manifest = settings.staging / f"{fetch_id}.json"
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    tmp.rename(manifest)
+    try:
+        write_text_atomic(manifest, json.dumps(meta, ensure_ascii=False))
+    except BaseException:
+        data.unlink(missing_ok=True)  # no manifest: nothing would ever load or remove it
+        raise
     return manifest
 
 
@@ -275,11 +280,15 @@ def take_over(settings: Settings, handed: list[dict | None]) -> int:
             continue
         meta = item["manifest"]
         fetch_id = meta["fetch_id"]
-        if meta.get("articles_file"):
-            (settings.staging / meta["articles_file"]).write_text(item["articles"] or "", encoding="utf-8")
-        tmp = settings.staging / f"{fetch_id}.json.tmp"
-        tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        tmp.rename(settings.staging / f"{fetch_id}.json")
+        data = settings.staging / meta["articles_file"] if meta.get("articles_file") else None
+        if data is not None:
+            write_text_atomic(data, item["articles"] or "")
+        try:
+            write_text_atomic(settings.staging / f"{fetch_id}.json", json.dumps(meta, ensure_ascii=False))
+        except BaseException:
+            if data is not None:
+                data.unlink(missing_ok=True)
+            raise
         n += 1
     return n
 
@@ -318,10 +327,55 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
     delivery): it copies the whole warehouse, so it stays out of the time from a feed item to an alert."""
     now = now or utcnow()
     classifier = classifier or settings.classifier()
-    manifests = sorted(settings.staging.glob("*.json")) if settings.staging.is_dir() else []
-    metas = [json.loads(p.read_text(encoding="utf-8")) for p in manifests]
+    with db.connect(settings.warehouse) as con:
+        # The staged files are listed under the warehouse lock and removed before it is released:
+        # a concurrent loader (two `marsad run-once`) that waited for the lock finds only what
+        # is still to load, never files the other one has loaded and removed.
+        manifests, metas = _staged(settings.staging)
+        report = _load_staged(settings, con, manifests, metas, now, classifier)
+        for p in manifests:  # committed: the staged files are no longer needed
+            for f in (p, p.with_suffix(".jsonl")):
+                f.unlink(missing_ok=True)
+        _sweep_staging(settings.staging)
+    return report
+
+
+STALE_STAGING_S = 3600  # a temporary or orphaned staging file this old was left by a crash
+
+
+def _staged(staging: Path) -> tuple[list[Path], list[dict]]:
+    manifests, metas = [], []
+    for p in sorted(staging.glob("*.json")) if staging.is_dir() else []:
+        try:
+            meta = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:  # handed over (xcom) or removed meanwhile
+            continue
+        if meta.get("articles_file") and not (staging / meta["articles_file"]).exists():
+            log.warning("staged fetch %s: its articles file %s is missing; recording the fetch without articles", p.name, meta["articles_file"])
+            meta["articles_file"] = None
+        manifests.append(p)
+        metas.append(meta)
+    return manifests, metas
+
+
+def _sweep_staging(staging: Path) -> None:
+    """Remove what a killed fetch left: temporary files, and article files without a manifest."""
+    if not staging.is_dir():
+        return
+    cutoff = time.time() - STALE_STAGING_S
+    for p in staging.iterdir():
+        orphan = p.suffix == ".tmp" or (p.suffix == ".jsonl" and not p.with_suffix(".json").exists())
+        try:
+            if orphan and p.stat().st_mtime < cutoff:
+                log.warning("removing %s: left in staging by an interrupted fetch", p)
+                p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dict], now: datetime, classifier: Classifier) -> LoadReport:
     report = LoadReport(fetches=len(metas))
-    with db.connect(settings.warehouse) as con, db.transaction(con):
+    with db.transaction(con):
         data_files = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file")]
         new = insert_articles(con, data_files)
         report.new_articles = len(new)
@@ -336,9 +390,6 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
         tag_new_matches(con, classifier, now)
         report.new_events = assign_events(con, now)
         prune_fetch_log(con, now, settings.fetch_log_retention)
-    for p in manifests:  # committed: the staged files are no longer needed
-        for f in (p, p.with_suffix(".jsonl")):
-            f.unlink(missing_ok=True)
     return report
 
 

@@ -55,6 +55,36 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
+    """``write_jsonl`` to ``path`` through a temporary name renamed into place, so that a reader
+    never sees half a file. On any error (a full disk) the partial file is removed and the
+    error names ``path``: "[Errno 28] No space left on device" alone says nothing of where."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        n = write_jsonl(tmp, rows)
+        os.replace(tmp, path)
+        return n
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path.name})", str(path)) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``path`` written whole or not at all (see ``write_jsonl_atomic``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path.name})", str(path)) from exc
+
+
 def _json_default(obj):
     if isinstance(obj, datetime):
         return obj.isoformat()

