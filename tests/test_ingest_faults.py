@@ -128,3 +128,72 @@ def test_full_disk_names_the_staged_file_and_leaves_no_partial_file(tmp_path, fe
     pipeline.fetch_stage(settings, pipeline.due_sources(settings))
     assert pipeline.load(settings).new_articles == 5
     assert list(tiny_disk.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- one bad byte in an Arabic feed
+
+AR_ATTACKS = [  # four attacks on four bases: four events, and the 3-in-72h campaign rule fires
+    ("هجوم بطائرة مسيرة على قاعدة عين الأسد غربي العراق", "https://ar.example/n/1"),
+    ("قصف صاروخي يستهدف قاعدة حرير التي تضم قوات أمريكية في أربيل", "https://ar.example/n/2"),
+    ("هجوم بطائرات مسيرة على قاعدة التنف في سوريا حيث تتمركز القوات الأمريكية", "https://ar.example/n/3"),
+    ("صواريخ كاتيوشا تستهدف قاعدة فكتوريا قرب مطار بغداد الدولي", "https://ar.example/n/4"),
+]
+AR_DETAIL = "تفاصيل الخبر كما أوردتها مصادر محلية وشهود عيان في المنطقة"
+
+
+def _ar_feed() -> bytes:
+    items = [{"title": t, "link": u, "guid": u, "description": AR_DETAIL, "pubDate": _pub(50 - 10 * i)} for i, (t, u) in enumerate(AR_ATTACKS)]
+    return rss(items, "ar", title="أخبار العراق").encode("utf-8")
+
+
+def _cycle(settings, now=None) -> list[dict]:
+    """One ingest and evaluation as the DAGs run it; the notifications delivered, in order."""
+    from alerts.delivery import LocalSink
+
+    now = now or datetime.now(timezone.utc)
+    pipeline.fetch_stage(settings, pipeline.due_sources(settings, now))
+    pipeline.load(settings)
+    pipeline.evaluate(settings)
+    pipeline.deliver(settings, LocalSink())
+    with db.connect(settings.warehouse, read_only=True) as con:
+        rows = con.execute("SELECT payload, status FROM notifications ORDER BY created_at, notification_id").fetchall()
+    assert all(status == "sent" for _, status in rows)
+    return [json.loads(p) for p, _ in rows]
+
+
+def _alert_shape(payloads: list[dict]) -> list[tuple]:
+    """What an alert says, less the display text: rule, state, events and the articles cited."""
+    return [
+        (p["indicator"], p["rule"], p["state"], json.dumps(p.get("facts"), sort_keys=True),
+         sorted((e.get("url"), e.get("source"), e.get("lang")) for e in p.get("evidence", [])))
+        for p in payloads
+    ]
+
+
+def _second_warehouse(settings, tmp_path, name: str):
+    return pipeline.Settings(warehouse=tmp_path / f"{name}.duckdb", staging=tmp_path / f"{name}-staging",
+                             feeds=settings.feeds, rules=settings.rules, indicators=settings.indicators, read_copy=None)
+
+
+def test_one_stray_byte_in_an_arabic_utf8_feed_alerts_exactly_as_the_clean_feed(tmp_path, feed_server, settings):
+    clean = _ar_feed()
+    word = "الأسد".encode("utf-8")
+    at = clean.index(word) + 2  # between two letters of the first item's base name
+    damaged = clean[:at] + b"\xff" + clean[at:]
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [
+        {"id": "ar-clean", "name": "Arabic clean", "lang": "ar", "url": feed_server.serve("/clean.xml", clean)},
+    ])
+    clean_alerts = _cycle(settings)
+    bad = _second_warehouse(settings, tmp_path, "bad")
+    bad.feeds = write_feeds_yaml(tmp_path / "feeds-bad.yaml", [
+        {"id": "ar-clean", "name": "Arabic clean", "lang": "ar", "url": feed_server.serve("/bad.xml", damaged)},
+    ])
+    bad_alerts = _cycle(bad)
+
+    assert [p["rule"] for p in clean_alerts] == ["militia-attack-campaign"]
+    assert _alert_shape(bad_alerts) == _alert_shape(clean_alerts)
+    with db.connect(bad.warehouse, read_only=True) as con:
+        titles = [r[0] for r in con.execute("SELECT title FROM articles ORDER BY url").fetchall()]
+    # Stored as declared (UTF-8), the bad byte shown as U+FFFD; no Latin mojibake anywhere.
+    assert titles == [AR_ATTACKS[0][0].replace("الأسد", "ا\ufffdلأسد")] + [t for t, _ in AR_ATTACKS[1:]]
+    assert not any(ch in "".join(titles) for ch in "ØÙÃ")
