@@ -32,7 +32,7 @@ from sources.parse import Article, FeedError, parse_feed
 from sources.registry import Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
-from warehouse.load import bulk_insert, insert_articles, read_json_sql, write_jsonl_atomic, write_text_atomic
+from warehouse.load import bulk_insert, load_articles, read_json_sql, write_jsonl_atomic, write_text_atomic
 from warehouse.publish import publish, read_copy_path
 from warehouse.retention import fetch_log_retention, prune_fetch_log
 
@@ -300,6 +300,7 @@ def take_over(settings: Settings, handed: list[dict | None]) -> int:
 class LoadReport:
     fetches: int = 0
     new_articles: int = 0
+    corrected: int = 0  # stored articles whose entry came again with other content (re-classified)
     classified: int = 0
     matches: int = 0
     new_events: int = 0
@@ -377,8 +378,8 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
     report = LoadReport(fetches=len(metas))
     with db.transaction(con):
         data_files = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file")]
-        new = insert_articles(con, data_files)
-        report.new_articles = len(new)
+        new, corrected = load_articles(con, data_files)
+        report.new_articles, report.corrected = len(new), len(corrected)
         classified = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file") and m.get("classified")]
         report.matches = insert_staged_matches(con, classified, now)
         per_source: dict[str, int] = {}

@@ -197,3 +197,65 @@ def test_one_stray_byte_in_an_arabic_utf8_feed_alerts_exactly_as_the_clean_feed(
     # Stored as declared (UTF-8), the bad byte shown as U+FFFD; no Latin mojibake anywhere.
     assert titles == [AR_ATTACKS[0][0].replace("الأسد", "ا\ufffdلأسد")] + [t for t, _ in AR_ATTACKS[1:]]
     assert not any(ch in "".join(titles) for ch in "ØÙÃ")
+
+
+def test_a_stored_article_is_corrected_when_its_entry_arrives_well_formed(tmp_path, feed_server, settings):
+    clean = _ar_feed()
+    damaged = clean
+    for word in ("فكتوريا", "مطار"):  # the fourth attack's place names lose a letter each: it matches nothing
+        b = word.encode("utf-8")
+        damaged = damaged.replace(b, b[:2] + b"\xff" + b[4:])
+    url = feed_server.serve("/ar.xml", damaged)
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "ar", "name": "Arabic", "lang": "ar", "url": url, "interval": "5m"}])
+    first = _cycle(settings)
+    assert [(p["rule"], p["state"]) for p in first] == [("militia-attack-campaign", "firing")]
+    assert _count(settings, "SELECT count(*) FROM events") == 3
+
+    feed_server.serve("/ar.xml", clean)  # the outlet fixes its feed; same GUIDs
+    later = _cycle(settings, datetime.now(timezone.utc) + timedelta(minutes=6))
+    assert _count(settings, "SELECT count(*) FROM articles") == 4
+    with db.connect(settings.warehouse, read_only=True) as con:
+        title = con.execute("SELECT title FROM articles WHERE url = ?", [AR_ATTACKS[3][1]]).fetchone()[0]
+        linked = con.execute(
+            """SELECT count(*) FROM event_articles ea JOIN articles a USING (article_id) WHERE a.url = ?""", [AR_ATTACKS[3][1]]
+        ).fetchone()[0]
+    assert title == AR_ATTACKS[3][0]  # corrected in place
+    assert linked == 1  # re-classified and assigned to an event
+    assert _count(settings, "SELECT count(*) FROM events") == 4
+    new = later[len(first):]
+    assert [(p["rule"], p["state"]) for p in new] == [("militia-attack-campaign", "update")]
+    assert AR_ATTACKS[3][1] in json.dumps(new[0]["evidence"])
+
+
+# ----------------------------------------------------------------------------- feeds that re-issue their entries
+
+
+def test_a_feed_that_changes_every_guid_each_poll_adds_no_articles_and_no_corroboration(tmp_path, feed_server, settings):
+    section = [  # distinct entries that all link to one section page: the URL identifies none of them
+        {"title": "افتتاح معرض الكتاب في بغداد", "link": "https://ar.example/news", "description": "ثقافة"},
+        {"title": "نتائج مباريات الدوري العراقي", "link": "https://ar.example/news", "description": "رياضة"},
+    ]
+
+    def poll(n: int, link, summary=AR_DETAIL):
+        items = [{"title": t, "link": link(i, u), "guid": f"poll{n}-{i}", "description": summary, "pubDate": _pub(50 - 10 * i)}
+                 for i, (t, u) in enumerate(AR_ATTACKS[:3])]
+        items += [dict(it, guid=f"poll{n}-s{i}", pubDate=_pub(5)) for i, it in enumerate(section)]
+        feed_server.serve("/rot.xml", rss(items, "ar"))
+        pipeline.fetch_stage(settings, pipeline.due_sources(settings, datetime.now(timezone.utc) + timedelta(minutes=6 * n)))
+        return pipeline.load(settings)
+
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [
+        {"id": "rot", "name": "Rotating", "lang": "ar", "url": feed_server.url("/rot.xml"), "interval": "5m"},
+    ])
+    assert poll(0, lambda i, u: u).new_articles == 5
+    # New GUIDs, same articles (tracking parameters differ): same canonical URL and content.
+    assert poll(1, lambda i, u: f"{u}?utm_source=rss&utm_campaign=p1").new_articles == 0
+    # New GUIDs and new URLs, same text: same content hash.
+    assert poll(2, lambda i, u: f"{u}-amp").new_articles == 0
+    # New GUIDs, same URLs, the summary reworded: same canonical URL.
+    assert poll(3, lambda i, u: u, summary=AR_DETAIL + " (محدث)").new_articles == 0
+
+    assert _count(settings, "SELECT count(*) FROM articles") == 5
+    assert _count(settings, "SELECT sum(new_articles) FROM fetch_log") == 5
+    assert _count(settings, "SELECT count(*) FROM events") == 3
+    assert _count(settings, "SELECT max(n_articles) FROM events_v") == 1  # corroboration not inflated
