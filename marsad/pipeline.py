@@ -32,7 +32,7 @@ from sources.parse import Article, FeedError, parse_feed
 from sources.registry import Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
-from warehouse.load import bulk_insert, load_articles, read_json_sql, write_jsonl_atomic, write_text_atomic
+from warehouse.load import bulk_insert, load_articles, read_json_sql, unlink_unmatched, write_jsonl_atomic, write_text_atomic
 from warehouse.publish import publish, read_copy_path
 from warehouse.retention import fetch_log_retention, prune_fetch_log
 
@@ -389,6 +389,7 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
         report.classified, late = classify_pending(con, classifier, now)
         report.matches += late
         tag_new_matches(con, classifier, now)
+        unlink_unmatched(con, corrected)
         report.new_events = assign_events(con, now)
         prune_fetch_log(con, now, settings.fetch_log_retention)
     return report

@@ -259,3 +259,19 @@ def test_a_feed_that_changes_every_guid_each_poll_adds_no_articles_and_no_corrob
     assert _count(settings, "SELECT sum(new_articles) FROM fetch_log") == 5
     assert _count(settings, "SELECT count(*) FROM events") == 3
     assert _count(settings, "SELECT max(n_articles) FROM events_v") == 1  # corroboration not inflated
+
+
+def test_a_correction_that_still_matches_keeps_its_event_and_alerts_nothing_new(tmp_path, feed_server, settings):
+    clean = _ar_feed()
+    at = clean.index("الأسد".encode("utf-8")) + 2
+    url = feed_server.serve("/ar.xml", clean[:at] + b"\xff" + clean[at:])
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "ar", "name": "Arabic", "lang": "ar", "url": url, "interval": "5m"}])
+    first = _cycle(settings)
+    with db.connect(settings.warehouse, read_only=True) as con:
+        links = sorted(con.execute("SELECT event_id, article_id FROM event_articles").fetchall())
+    feed_server.serve("/ar.xml", clean)
+    later = _cycle(settings, datetime.now(timezone.utc) + timedelta(minutes=6))
+    with db.connect(settings.warehouse, read_only=True) as con:
+        assert con.execute("SELECT title FROM articles WHERE url = ?", [AR_ATTACKS[0][1]]).fetchone()[0] == AR_ATTACKS[0][0]
+        assert sorted(con.execute("SELECT event_id, article_id FROM event_articles").fetchall()) == links
+    assert later == first  # the same alert, nothing more to say

@@ -136,10 +136,10 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
     * An entry repeated inside a batch (duplicate GUIDs in one feed, the same feed staged
       twice) keeps its first sighting.
     * An entry already stored (same source and GUID, or URL when there is no GUID) whose
-      content changed (its content hash) corrects the stored article: the text is replaced
-      and its indicator verdicts, tags and event links are dropped (``forget_derived``), so
-      that the load classifies and assigns it again. A feed first read with a bad byte, and
-      then well-formed, is read right in the end.
+      content changed (its content hash) corrects the stored article: the text is replaced and
+      its verdicts and tags are dropped (``forget_derived``), so that the load classifies it
+      again and fixes its event links (``unlink_unmatched``, then event assignment). A feed
+      first read with a bad byte, and then well-formed, is read right in the end.
     * A new entry whose canonical URL or content (per source, within ``DEDUPE_HORIZON_DAYS``)
       is an article already stored, or earlier in the batch, is a re-issued copy: not added.
       A URL that the batch shows with different texts (a feed linking every entry to its home
@@ -209,12 +209,29 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
 
 
 def forget_derived(con: duckdb.DuckDBPyConnection, article_ids: list[str]) -> None:
-    """Drop what was derived from these articles' old text (verdicts, tags, sketch, event
-    links), and events left with no report that no alert has cited, so that the load
-    classifies and assigns them again."""
-    events = [r[0] for r in con.execute("SELECT DISTINCT event_id FROM event_articles WHERE list_contains(?, article_id)", [article_ids]).fetchall()]
-    for table in ("article_indicators", "article_entities", "article_sketches", "event_articles"):
+    """Drop what was derived from these articles' old text (verdicts, tags, sketch), so that the
+    load classifies them again. Their event links stay until ``unlink_unmatched``: a corrected
+    article that still matches an indicator keeps its event (no churn of events and updates)."""
+    for table in ("article_indicators", "article_entities", "article_sketches"):
         con.execute(f"DELETE FROM {table} WHERE list_contains(?, article_id)", [article_ids])
+
+
+def unlink_unmatched(con: duckdb.DuckDBPyConnection, article_ids: list[str]) -> None:
+    """After re-classifying corrected articles: remove their links to events of indicators they
+    no longer match, and the events so emptied that no alert has cited. Indicators they now
+    match for the first time are linked by event assignment as for any new article."""
+    if not article_ids:
+        return
+    events = [
+        r[0]
+        for r in con.execute(
+            """DELETE FROM event_articles ea USING events e
+               WHERE ea.event_id = e.event_id AND list_contains(?, ea.article_id)
+                 AND NOT EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = ea.article_id AND ai.indicator = e.indicator)
+               RETURNING ea.event_id""",
+            [article_ids],
+        ).fetchall()
+    ]
     if events:
         con.execute(
             """DELETE FROM events e WHERE list_contains(?, e.event_id)
