@@ -25,11 +25,12 @@ from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_
 from alerts.entities import EntityTagger, tag_articles
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
-from alerts.ops import evaluate_source_health
-from alerts.rules import RulePack, indicators_dir, load_rules, rules_path
+from alerts.ops import evaluate_source_health, report_config_errors
+from alerts.rules import RuleDefaults, RulePack, indicators_dir, load_rules, rules_path
 from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
 from sources.parse import Article, FeedError, parse_feed
-from sources.registry import Registry, feeds_path, load_registry
+from marsad.configguard import Guard
+from sources.registry import HealthSettings, Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
 from warehouse.load import bulk_insert, load_articles, read_json_sql, unlink_unmatched, write_jsonl_atomic, write_text_atomic
@@ -60,6 +61,7 @@ class Settings:
     indicators: Path = field(default_factory=indicators_dir)
     read_copy: Path | None = None  # the analysts' copy published after load and evaluate; None: no publishing
     fetch_log_retention: int = field(default_factory=fetch_log_retention)  # seconds
+    ops_channel: str = field(default_factory=lambda: os.environ.get("MARSAD_OPS_CHANNEL") or "#marsad-ops")
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> "Settings":
@@ -76,6 +78,7 @@ class Settings:
             indicators=d.path("paths.indicators"),
             read_copy=d.path("paths.read_copy") or read_copy_path(wh),
             fetch_log_retention=d.get("warehouse.fetch_log_retention"),
+            ops_channel=d.get("ops.channel"),
         )
 
     def registry(self) -> Registry:
@@ -86,6 +89,31 @@ class Settings:
 
     def rule_pack(self) -> RulePack:
         return load_rules(self.rules, indicator_ids=self.classifier().ids)
+
+    # The pipeline steps read the files through a Guard (marsad.configguard): a file that does
+    # not validate is reported and the step goes on with the last good copy, or without it.
+
+    def guard(self) -> Guard:
+        return Guard(self.warehouse.parent / "last-good")
+
+    def guarded_registry(self, guard: Guard) -> Registry | None:
+        return guard.read("feeds", self.feeds, load_registry, "the feeds of the last good sync stay in force")
+
+    def guarded_classifier(self, guard: Guard) -> Classifier | None:
+        return guard.read(
+            "indicators", self.indicators, lambda d: _classifier(d, _mtimes(d, d.parent / "gazetteers")),
+            "articles are loaded and wait unclassified for a valid indicator pack",
+        )
+
+    def guarded_rule_pack(self, guard: Guard) -> RulePack | None:
+        classifier = self.guarded_classifier(guard)
+        ids = classifier.ids if classifier is not None else None
+        return guard.read("rules", self.rules, lambda p: load_rules(p, indicator_ids=ids), "no rule is evaluated; queued alerts are still delivered")
+
+
+def report_config(con, settings: Settings, guard: Guard, now: datetime) -> list[dict]:
+    """Ops hear of the config files a step could not read (once per file and error)."""
+    return report_config_errors(con, now, guard.problems, guard.fine, settings.ops_channel)
 
 
 def _mtimes(*dirs: Path) -> tuple:
@@ -126,10 +154,13 @@ def upsert_sources(con, rows: list[dict]) -> None:
 def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
     """Feeds whose interval (or error backoff) has elapsed, with their conditional-GET validators."""
     now = now or utcnow()
-    registry = settings.registry()
+    guard = settings.guard()
+    registry = settings.guarded_registry(guard)
     with db.connect(settings.warehouse) as con:
-        with db.transaction(con):
-            sync_sources(con, registry, now)
+        if registry is not None:  # else the sources table keeps the last sync
+            with db.transaction(con):
+                sync_sources(con, registry, now)
+        report_config(con, settings, guard, now)
         rows = con.execute(
             """SELECT s.source_id, s.url, s.lang, st.etag, st.last_modified
                FROM sources s LEFT JOIN source_state st USING (source_id)
@@ -229,6 +260,7 @@ def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier 
     reqs = [FetchRequest(s["source_id"], s["url"], s.get("etag"), s.get("last_modified")) for s in sources]
     langs = {s["source_id"]: s.get("lang") for s in sources}
     manifests = []
+    guard = settings.guard()
     for res in fetch_sync(reqs, **fetch_kw):
         articles: list[Article] = []
         meta = _fetch_meta(res)
@@ -238,8 +270,8 @@ def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier 
                     res.body, res.source_id, langs.get(res.source_id), res.finished_at, res.headers.get("content-type"), res.final_url
                 )
                 articles = parsed.articles
-                if articles and classifier is None:
-                    classifier = settings.classifier()
+                if articles and classifier is None and not guard.problems:
+                    classifier = settings.guarded_classifier(guard)  # None: staged unclassified, load reports it
                 if parsed.bozo:
                     meta["warning"] = parsed.bozo[:500]
             except FeedError as exc:
@@ -327,13 +359,15 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
     Publishing the analysts' read copy is a step of its own (``publish_read_copy``, after
     delivery): it copies the whole warehouse, so it stays out of the time from a feed item to an alert."""
     now = now or utcnow()
-    classifier = classifier or settings.classifier()
+    guard = settings.guard()
+    classifier = classifier or settings.guarded_classifier(guard)
     with db.connect(settings.warehouse) as con:
         # The staged files are listed under the warehouse lock and removed before it is released:
         # a concurrent loader (two `marsad run-once`) that waited for the lock finds only what
         # is still to load, never files the other one has loaded and removed.
         manifests, metas = _staged(settings.staging)
         report = _load_staged(settings, con, manifests, metas, now, classifier)
+        report_config(con, settings, guard, now)
         for p in manifests:  # committed: the staged files are no longer needed
             for f in (p, p.with_suffix(".jsonl")):
                 f.unlink(missing_ok=True)
@@ -374,7 +408,7 @@ def _sweep_staging(staging: Path) -> None:
             pass
 
 
-def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dict], now: datetime, classifier: Classifier) -> LoadReport:
+def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dict], now: datetime, classifier: Classifier | None) -> LoadReport:
     report = LoadReport(fetches=len(metas))
     with db.transaction(con):
         data_files = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file")]
@@ -386,11 +420,12 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
         for _, source_id in new:
             per_source[source_id] = per_source.get(source_id, 0) + 1
         _record_fetches(con, metas, per_source)
-        report.classified, late = classify_pending(con, classifier, now)
-        report.matches += late
-        tag_new_matches(con, classifier, now)
-        unlink_unmatched(con, corrected)
-        report.new_events = assign_events(con, now)
+        if classifier is not None:  # else the articles wait, unclassified, for a valid pack
+            report.classified, late = classify_pending(con, classifier, now)
+            report.matches += late
+            tag_new_matches(con, classifier, now)
+            unlink_unmatched(con, corrected)
+            report.new_events = assign_events(con, now)
         prune_fetch_log(con, now, settings.fetch_log_retention)
     return report
 
@@ -516,12 +551,22 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
 
 
 def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | None = None) -> list[dict]:
+    """Rules -> alerts + outbox. A rule pack or registry that does not validate is reported to
+    ops and replaced by its last good copy (no rules, default health settings, when there is
+    none): the step never fails on a config file, so delivery always follows."""
     now = now or utcnow()
-    pack = pack or settings.rule_pack()
+    guard = settings.guard()
+    pack = pack or settings.guarded_rule_pack(guard)
+
+    def health():
+        registry = settings.guarded_registry(guard)
+        return registry.health if registry is not None else HealthSettings()
+
     with db.connect(settings.warehouse) as con:
-        queued = evaluate_rules(con, pack, now)
+        queued = evaluate_rules(con, pack, now) if pack is not None else []
         # Sources that are down or silent page ops through the same outbox.
-        queued = queued + evaluate_source_health(con, now, lambda: settings.registry().health)
+        queued = queued + evaluate_source_health(con, now, health)
+        queued = queued + report_config(con, settings, guard, now)
     return queued
 
 
@@ -548,10 +593,15 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
     from alerts.evaluate import NOTIFICATION_COLUMNS
 
     now = now or utcnow()
-    pack = settings.rule_pack()
-    channel = channel or pack.defaults.digest_channel or pack.defaults.channel
+    guard = settings.guard()
+    pack = settings.guarded_rule_pack(guard)
+    defaults = pack.defaults if pack is not None else RuleDefaults()
+    channel = channel or defaults.digest_channel or defaults.channel
+    classifier = settings.guarded_classifier(guard)
     with db.connect(settings.warehouse) as con:
-        payload = build(con, now, settings.classifier().ids)
+        ids = classifier.ids if classifier is not None else [r[0] for r in con.execute("SELECT DISTINCT indicator FROM events ORDER BY 1").fetchall()]
+        payload = build(con, now, ids)
+        report_config(con, settings, guard, now)
         day = now.date().isoformat()
         bulk_insert(
             con, "notifications",
@@ -564,10 +614,18 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
 def run_once(settings: Settings, sink: Sink | None = None, now: datetime | None = None) -> dict:
     """One whole cycle, as the two DAGs run it: due -> fetch -> load -> evaluate -> deliver -> publish."""
     now = now or utcnow()
-    due = due_sources(settings, now)
-    fetch_stage(settings, due)
-    loaded = load(settings, utcnow())
-    queued = evaluate(settings, utcnow())
+    try:
+        due = due_sources(settings, now)
+        fetch_stage(settings, due)
+        loaded = load(settings, utcnow())
+        queued = evaluate(settings, utcnow())
+    except BaseException:
+        # Whatever stopped the cycle (a full disk, a corrupt warehouse), what is queued still goes out.
+        try:
+            deliver(settings, sink)
+        except Exception:
+            log.exception("delivering the queued alerts after a failed cycle failed too")
+        raise
     delivered = deliver(settings, sink)
     publish_read_copy(settings)
     return {"due": len(due), "load": loaded.as_dict(), "notifications": len(queued), "delivery": delivered.as_dict()}

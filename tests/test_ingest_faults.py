@@ -275,3 +275,94 @@ def test_a_correction_that_still_matches_keeps_its_event_and_alerts_nothing_new(
         assert con.execute("SELECT title FROM articles WHERE url = ?", [AR_ATTACKS[0][1]]).fetchone()[0] == AR_ATTACKS[0][0]
         assert sorted(con.execute("SELECT event_id, article_id FROM event_articles").fetchall()) == links
     assert later == first  # the same alert, nothing more to say
+
+
+# ----------------------------------------------------------------------------- broken config files
+
+
+def _run_once(settings, now):
+    from alerts.delivery import LocalSink
+
+    return pipeline.run_once(settings, LocalSink(), now)
+
+
+def _notifications(settings) -> list[tuple]:
+    with db.connect(settings.warehouse, read_only=True) as con:
+        rows = con.execute("SELECT payload, status, channel FROM notifications ORDER BY created_at, notification_id").fetchall()
+    return [(json.loads(p), status, channel) for p, status, channel in rows]
+
+
+def _truncate(path: Path, marker: bytes, keep: int = 0) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(marker) + keep])
+
+
+@pytest.mark.parametrize("broken", ["feeds", "rules", "indicator"])
+def test_a_truncated_config_file_keeps_the_last_good_one_tells_ops_once_and_delivers(tmp_path, feed_server, settings, broken):
+    import shutil
+
+    alerts_dir = tmp_path / "alerts"
+    shutil.copytree(REPO / "alerts" / "indicators", alerts_dir / "indicators")
+    shutil.copytree(REPO / "alerts" / "gazetteers", alerts_dir / "gazetteers")
+    shutil.copy(REPO / "alerts" / "rules.yaml", alerts_dir / "rules.yaml")
+    settings.indicators, settings.rules = alerts_dir / "indicators", alerts_dir / "rules.yaml"
+    settings.read_copy = None
+    items = [{"title": t, "link": u, "guid": u, "description": AR_DETAIL, "pubDate": _pub(50 - 10 * i)} for i, (t, u) in enumerate(AR_ATTACKS)]
+    url = feed_server.serve("/ar.xml", rss(items[:3], "ar"))
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "ar", "name": "Arabic", "lang": "ar", "url": url, "interval": "5m"}])
+    t0 = datetime.now(timezone.utc)
+    _run_once(settings, t0)
+    assert [(p["rule"], p["state"], s) for p, s, _ in _notifications(settings)] == [("militia-attack-campaign", "firing", "sent")]
+
+    target = {"feeds": settings.feeds, "rules": settings.rules, "indicator": settings.indicators / "militia_attack_us_forces.yaml"}[broken]
+    good = target.read_bytes()
+    if broken == "feeds":
+        _truncate(target, b"  lang:")  # the feed loses its lang, url and interval
+    elif broken == "rules":
+        _truncate(target, b"kind: threshold")  # cut inside the campaign rule
+    else:
+        _truncate(target, "قاعدة".encode("utf-8"), 1)  # cut inside an Arabic letter
+    errors = {"feeds": "feeds.yaml:", "rules": "rules.yaml:", "indicator": "militia_attack_us_forces.yaml:"}[broken]
+    feed_server.serve("/ar.xml", rss(items, "ar"))  # a fourth attack comes in meanwhile
+
+    _run_once(settings, t0 + timedelta(minutes=6))  # used to raise ConfigError: no load, no delivery
+    sent = _notifications(settings)
+    assert all(s == "sent" for _, s, _ in sent)
+    assert [(p["rule"], p["state"]) for p, _, _ in sent if p["indicator"] != "config"] == [
+        ("militia-attack-campaign", "firing"), ("militia-attack-campaign", "update")]
+    config = [(p, ch) for p, _, ch in sent if p["indicator"] == "config"]
+    assert len(config) == 1, config
+    payload, channel = config[0]
+    assert channel == settings.ops_channel and payload["state"] == "firing"
+    assert errors in payload["summary"] and f"{errors}0:" not in payload["summary"], payload["summary"]
+    line = int(payload["summary"].split(errors, 1)[1].split(":", 1)[0])
+    assert line >= 1
+    assert "last good copy" in payload["summary"]
+
+    _run_once(settings, t0 + timedelta(minutes=12))  # still broken: ops are not told again
+    assert len([p for p, _, _ in _notifications(settings) if p["indicator"] == "config"]) == 1
+
+    target.write_bytes(good)
+    _run_once(settings, t0 + timedelta(minutes=18))
+    config = [p for p, s, _ in _notifications(settings) if p["indicator"] == "config"]
+    assert [p["state"] for p in config] == ["firing", "resolved"]
+
+
+def test_a_broken_rule_pack_with_no_last_good_copy_still_delivers_what_is_queued(tmp_path, feed_server, settings):
+    items = [{"title": t, "link": u, "guid": u, "description": AR_DETAIL, "pubDate": _pub(50 - 10 * i)} for i, (t, u) in enumerate(AR_ATTACKS)]
+    settings.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "ar", "name": "Arabic", "lang": "ar", "url": feed_server.serve("/ar.xml", rss(items, "ar"))}])
+    settings.read_copy = None
+    pipeline.fetch_stage(settings, pipeline.due_sources(settings))
+    pipeline.load(settings)
+    pipeline.evaluate(settings)  # queued; the run stopped before delivery
+    broken_rules = tmp_path / "rules.yaml"
+    broken_rules.write_text((REPO / "alerts" / "rules.yaml").read_text(encoding="utf-8")[:700], encoding="utf-8")
+    settings.rules = broken_rules  # broken ...
+    import shutil
+
+    shutil.rmtree(settings.warehouse.parent / "last-good" / "rules", ignore_errors=True)  # ... and no good copy kept yet
+    _run_once(settings, datetime.now(timezone.utc) + timedelta(minutes=20))
+    sent = _notifications(settings)
+    assert [(p["rule"], s) for p, s, _ in sent if p["indicator"] != "config"] == [("militia-attack-campaign", "sent")]
+    (config,) = [p for p, _, _ in sent if p["indicator"] == "config"]
+    assert "rules.yaml:" in config["summary"] and "no rule is evaluated" in config["summary"]
