@@ -366,3 +366,22 @@ def test_a_broken_rule_pack_with_no_last_good_copy_still_delivers_what_is_queued
     assert [(p["rule"], s) for p, s, _ in sent if p["indicator"] != "config"] == [("militia-attack-campaign", "sent")]
     (config,) = [p for p, _, _ in sent if p["indicator"] == "config"]
     assert "rules.yaml:" in config["summary"] and "no rule is evaluated" in config["summary"]
+
+
+def test_an_arabic_utf8_feed_with_wide_damage_is_never_read_as_latin_mojibake():
+    """Past the share of bad bytes that is repaired silently, the charset is detected, but a
+    detection that reads fewer Arabic letters than the declared UTF-8 does loses."""
+    from sources.parse import parse_feed
+
+    data = _ar_feed()
+    damaged = bytearray(data)
+    body = data.index(b"<item>")
+    for i in range(body, len(damaged), 40):  # about one byte in 40 (5 % of the Arabic text)
+        if damaged[i] >= 0x80:
+            damaged[i] = 0xFF
+    feed = parse_feed(bytes(damaged), "s", "ar")
+    text = " ".join(a.title + " " + a.summary for a in feed.articles)
+    assert len(feed.articles) == 4
+    assert not any(ch in text for ch in "ØÙÃ"), text[:200]
+    assert sum("\u0621" <= ch <= "\u064a" for ch in text) > 200
+    assert feed.bozo.startswith("charset: ") and "replaced" in feed.bozo
