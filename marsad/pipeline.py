@@ -27,9 +27,9 @@ from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
 from alerts.ops import evaluate_source_health, report_config_errors
 from alerts.rules import RuleDefaults, RulePack, indicators_dir, load_rules, rules_path
+from marsad.configguard import Guard
 from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
 from sources.parse import Article, FeedError, parse_feed
-from marsad.configguard import Guard
 from sources.registry import HealthSettings, Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
