@@ -92,3 +92,68 @@ def evaluate_source_health(
                              channel=cfg.channel, payload=payload))
         bulk_insert(con, "notifications", rows, NOTIFICATION_COLUMNS)
     return [r["payload"] for r in rows]
+
+
+# ----------------------------------------------------------------------------- broken config files
+
+CONFIG_INDICATOR = "config"
+CONFIG_RATIONALE = (
+    "Marsad keeps running on the last good copy of a file that does not validate (or without its part): "
+    "edits to it are not in force until it is fixed. Run `marsad config check`."
+)
+
+
+def _config_payload(rule_id: str, state: str, now: datetime, summary: str, facts: dict) -> dict:
+    return {
+        "indicator": CONFIG_INDICATOR, "rule": rule_id, "kind": "config_error", "state": state, "at": now.isoformat(),
+        "severity": "high", "summary": summary, "rationale": CONFIG_RATIONALE, "facts": facts,
+        "events": [], "corroboration": {}, "evidence": [],
+    }
+
+
+def report_config_errors(con: duckdb.DuckDBPyConnection, now: datetime, problems: list, fine: set[str], channel: str) -> list[dict]:
+    """Tell ops about config files that do not validate, once per file and error (not at every
+    run), through the same alerts and outbox as everything else; and once more when the file
+    validates again. ``problems``: objects with ``file``, ``error`` (file:line: field: message
+    lines) and ``fallback`` (what the step did instead); ``fine``: files that were read fine."""
+    firing = {
+        r[0]: (r[1], r[2])
+        for r in con.execute(
+            "SELECT rule_id, alert_id, summary FROM alerts WHERE indicator = ? AND state = 'firing'", [CONFIG_INDICATOR]
+        ).fetchall()
+    }
+    if not problems and not any(rule_id.removeprefix("config:") in fine for rule_id in firing):
+        return []
+    rows, new_alerts = [], []
+    with transaction(con):
+        seen: set[str] = set()
+        for p in problems:
+            rule_id = f"config:{p.file}"
+            if rule_id in seen:
+                continue
+            seen.add(rule_id)
+            lines = p.error.splitlines()
+            summary = f"config error: {lines[0]}" + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+            old = firing.get(rule_id)
+            if old and old[1] == summary:
+                continue  # told already
+            if old:  # another error in the same file: this message replaces the old one
+                con.execute("UPDATE alerts SET state = 'resolved', resolved_at = ? WHERE alert_id = ?", [now, old[0]])
+            alert_id = hashlib.sha1(f"{rule_id}\x1f{summary}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
+            new_alerts.append(dict(alert_id=alert_id, rule_id=rule_id, indicator=CONFIG_INDICATOR, kind="config_error",
+                                   severity="high", channel=channel, state="firing", started_at=now, resolved_at=None,
+                                   last_notified_at=now, summary=summary))
+            facts = {"file": p.file, "errors": lines[:20], "meanwhile": p.fallback}
+            rows.append(dict(notification_id=f"{alert_id}:1", alert_id=alert_id, seq=1, state="firing", created_at=now,
+                             channel=channel, payload=_config_payload(rule_id, "firing", now, f"{summary}; {p.fallback}", facts)))
+        for rule_id, (alert_id, _) in firing.items():
+            file = rule_id.removeprefix("config:")
+            if file not in fine or rule_id in seen:
+                continue
+            con.execute("UPDATE alerts SET state = 'resolved', resolved_at = ?, last_notified_at = ? WHERE alert_id = ?", [now, now, alert_id])
+            seq = con.execute("SELECT count(*) FROM notifications WHERE alert_id = ?", [alert_id]).fetchone()[0] + 1
+            rows.append(dict(notification_id=f"{alert_id}:{seq}", alert_id=alert_id, seq=seq, state="resolved", created_at=now,
+                             channel=channel, payload=_config_payload(rule_id, "resolved", now, f"{file} validates again", {"file": file})))
+        bulk_insert(con, "alerts", new_alerts, ALERT_COLUMNS)
+        bulk_insert(con, "notifications", rows, NOTIFICATION_COLUMNS)
+    return [r["payload"] for r in rows]

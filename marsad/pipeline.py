@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,14 +25,15 @@ from alerts.delivery import DEFAULT_BUDGET_S, DeliveryReport, LocalSink, Sink, d
 from alerts.entities import EntityTagger, tag_articles
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
-from alerts.ops import evaluate_source_health
-from alerts.rules import RulePack, indicators_dir, load_rules, rules_path
+from alerts.ops import evaluate_source_health, report_config_errors
+from alerts.rules import RuleDefaults, RulePack, indicators_dir, load_rules, rules_path
+from marsad.configguard import Guard
 from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
 from sources.parse import Article, FeedError, parse_feed
-from sources.registry import Registry, feeds_path, load_registry
+from sources.registry import HealthSettings, Registry, feeds_path, load_registry
 from warehouse import db
 from warehouse.events import assign_events
-from warehouse.load import bulk_insert, insert_articles, read_json_sql, write_jsonl
+from warehouse.load import bulk_insert, load_articles, read_json_sql, unlink_unmatched, write_jsonl_atomic, write_text_atomic
 from warehouse.publish import publish, read_copy_path
 from warehouse.retention import fetch_log_retention, prune_fetch_log
 
@@ -60,6 +62,7 @@ class Settings:
     read_copy: Path | None = None  # the analysts' copy published after load and evaluate; None: no publishing
     fetch_log_retention: int = field(default_factory=fetch_log_retention)  # seconds
     deliver_budget: int = DEFAULT_BUDGET_S  # seconds a delivery run may spend calling Slack
+    ops_channel: str = field(default_factory=lambda: os.environ.get("MARSAD_OPS_CHANNEL") or "#marsad-ops")
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> "Settings":
@@ -77,6 +80,7 @@ class Settings:
             read_copy=d.path("paths.read_copy") or read_copy_path(wh),
             fetch_log_retention=d.get("warehouse.fetch_log_retention"),
             deliver_budget=d.get("delivery.budget"),
+            ops_channel=d.get("ops.channel"),
         )
 
     def registry(self) -> Registry:
@@ -87,6 +91,31 @@ class Settings:
 
     def rule_pack(self) -> RulePack:
         return load_rules(self.rules, indicator_ids=self.classifier().ids)
+
+    # The pipeline steps read the files through a Guard (marsad.configguard): a file that does
+    # not validate is reported and the step goes on with the last good copy, or without it.
+
+    def guard(self) -> Guard:
+        return Guard(self.warehouse.parent / "last-good")
+
+    def guarded_registry(self, guard: Guard) -> Registry | None:
+        return guard.read("feeds", self.feeds, load_registry, "the feeds of the last good sync stay in force")
+
+    def guarded_classifier(self, guard: Guard) -> Classifier | None:
+        return guard.read(
+            "indicators", self.indicators, lambda d: _classifier(d, _mtimes(d, d.parent / "gazetteers")),
+            "articles are loaded and wait unclassified for a valid indicator pack",
+        )
+
+    def guarded_rule_pack(self, guard: Guard) -> RulePack | None:
+        classifier = self.guarded_classifier(guard)
+        ids = classifier.ids if classifier is not None else None
+        return guard.read("rules", self.rules, lambda p: load_rules(p, indicator_ids=ids), "no rule is evaluated; queued alerts are still delivered")
+
+
+def report_config(con, settings: Settings, guard: Guard, now: datetime) -> list[dict]:
+    """Ops hear of the config files a step could not read (once per file and error)."""
+    return report_config_errors(con, now, guard.problems, guard.fine, settings.ops_channel)
 
 
 def _mtimes(*dirs: Path) -> tuple:
@@ -127,10 +156,13 @@ def upsert_sources(con, rows: list[dict]) -> None:
 def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
     """Feeds whose interval (or error backoff) has elapsed, with their conditional-GET validators."""
     now = now or utcnow()
-    registry = settings.registry()
+    guard = settings.guard()
+    registry = settings.guarded_registry(guard)
     with db.connect(settings.warehouse) as con:
-        with db.transaction(con):
-            sync_sources(con, registry, now)
+        if registry is not None:  # else the sources table keeps the last sync
+            with db.transaction(con):
+                sync_sources(con, registry, now)
+        report_config(con, settings, guard, now)
         rows = con.execute(
             """SELECT s.source_id, s.url, s.lang, st.etag, st.last_modified
                FROM sources s LEFT JOIN source_state st USING (source_id)
@@ -194,15 +226,19 @@ def stage(settings: Settings, meta: dict, articles: list[Article], classifier: C
     meta["entries"] = len(articles)
     meta["articles_file"] = data.name if articles else None
     meta["classified"] = classifier is not None
+    # Both files go through a temporary name: a full disk leaves nothing half-written behind,
+    # and the error names the file.
     if articles:
         if classifier is None:
-            write_jsonl(data, (a.to_dict() for a in articles))
+            write_jsonl_atomic(data, (a.to_dict() for a in articles))
         else:
-            write_jsonl(data, ({**a.to_dict(), "matches": _matches(classifier, a)} for a in articles))
+            write_jsonl_atomic(data, ({**a.to_dict(), "matches": _matches(classifier, a)} for a in articles))
     manifest = settings.staging / f"{fetch_id}.json"
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    tmp.rename(manifest)
+    try:
+        write_text_atomic(manifest, json.dumps(meta, ensure_ascii=False))
+    except BaseException:
+        data.unlink(missing_ok=True)  # no manifest: nothing would ever load or remove it
+        raise
     return manifest
 
 
@@ -227,6 +263,7 @@ def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier 
     reqs = [FetchRequest(s["source_id"], s["url"], s.get("etag"), s.get("last_modified")) for s in sources]
     langs = {s["source_id"]: s.get("lang") for s in sources}
     manifests = []
+    guard = settings.guard()
     for res in fetch_sync(reqs, **fetch_kw):
         articles: list[Article] = []
         meta = _fetch_meta(res)
@@ -236,8 +273,8 @@ def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier 
                     res.body, res.source_id, langs.get(res.source_id), res.finished_at, res.headers.get("content-type"), res.final_url
                 )
                 articles = parsed.articles
-                if articles and classifier is None:
-                    classifier = settings.classifier()
+                if articles and classifier is None and not guard.problems:
+                    classifier = settings.guarded_classifier(guard)  # None: staged unclassified, load reports it
                 if parsed.bozo:
                     meta["warning"] = parsed.bozo[:500]
             except FeedError as exc:
@@ -278,11 +315,15 @@ def take_over(settings: Settings, handed: list[dict | None]) -> int:
             continue
         meta = item["manifest"]
         fetch_id = meta["fetch_id"]
-        if meta.get("articles_file"):
-            (settings.staging / meta["articles_file"]).write_text(item["articles"] or "", encoding="utf-8")
-        tmp = settings.staging / f"{fetch_id}.json.tmp"
-        tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        tmp.rename(settings.staging / f"{fetch_id}.json")
+        data = settings.staging / meta["articles_file"] if meta.get("articles_file") else None
+        if data is not None:
+            write_text_atomic(data, item["articles"] or "")
+        try:
+            write_text_atomic(settings.staging / f"{fetch_id}.json", json.dumps(meta, ensure_ascii=False))
+        except BaseException:
+            if data is not None:
+                data.unlink(missing_ok=True)
+            raise
         n += 1
     return n
 
@@ -294,6 +335,7 @@ def take_over(settings: Settings, handed: list[dict | None]) -> int:
 class LoadReport:
     fetches: int = 0
     new_articles: int = 0
+    corrected: int = 0  # stored articles whose entry came again with other content (re-classified)
     classified: int = 0
     matches: int = 0
     new_events: int = 0
@@ -320,28 +362,74 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
     Publishing the analysts' read copy is a step of its own (``publish_read_copy``, after
     delivery): it copies the whole warehouse, so it stays out of the time from a feed item to an alert."""
     now = now or utcnow()
-    classifier = classifier or settings.classifier()
-    manifests = sorted(settings.staging.glob("*.json")) if settings.staging.is_dir() else []
-    metas = [json.loads(p.read_text(encoding="utf-8")) for p in manifests]
+    guard = settings.guard()
+    classifier = classifier or settings.guarded_classifier(guard)
+    with db.connect(settings.warehouse) as con:
+        # The staged files are listed under the warehouse lock and removed before it is released:
+        # a concurrent loader (two `marsad run-once`) that waited for the lock finds only what
+        # is still to load, never files the other one has loaded and removed.
+        manifests, metas = _staged(settings.staging)
+        report = _load_staged(settings, con, manifests, metas, now, classifier)
+        report_config(con, settings, guard, now)
+        for p in manifests:  # committed: the staged files are no longer needed
+            for f in (p, p.with_suffix(".jsonl")):
+                f.unlink(missing_ok=True)
+        _sweep_staging(settings.staging)
+    return report
+
+
+STALE_STAGING_S = 3600  # a temporary or orphaned staging file this old was left by a crash
+
+
+def _staged(staging: Path) -> tuple[list[Path], list[dict]]:
+    manifests, metas = [], []
+    for p in sorted(staging.glob("*.json")) if staging.is_dir() else []:
+        try:
+            meta = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:  # handed over (xcom) or removed meanwhile
+            continue
+        if meta.get("articles_file") and not (staging / meta["articles_file"]).exists():
+            log.warning("staged fetch %s: its articles file %s is missing; recording the fetch without articles", p.name, meta["articles_file"])
+            meta["articles_file"] = None
+        manifests.append(p)
+        metas.append(meta)
+    return manifests, metas
+
+
+def _sweep_staging(staging: Path) -> None:
+    """Remove what a killed fetch left: temporary files, and article files without a manifest."""
+    if not staging.is_dir():
+        return
+    cutoff = time.time() - STALE_STAGING_S
+    for p in staging.iterdir():
+        orphan = p.suffix == ".tmp" or (p.suffix == ".jsonl" and not p.with_suffix(".json").exists())
+        try:
+            if orphan and p.stat().st_mtime < cutoff:
+                log.warning("removing %s: left in staging by an interrupted fetch", p)
+                p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dict], now: datetime, classifier: Classifier | None) -> LoadReport:
     report = LoadReport(fetches=len(metas))
-    with db.connect(settings.warehouse) as con, db.transaction(con):
+    with db.transaction(con):
         data_files = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file")]
-        new = insert_articles(con, data_files)
-        report.new_articles = len(new)
+        new, corrected = load_articles(con, data_files)
+        report.new_articles, report.corrected = len(new), len(corrected)
         classified = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file") and m.get("classified")]
         report.matches = insert_staged_matches(con, classified, now)
         per_source: dict[str, int] = {}
         for _, source_id in new:
             per_source[source_id] = per_source.get(source_id, 0) + 1
         _record_fetches(con, metas, per_source)
-        report.classified, late = classify_pending(con, classifier, now)
-        report.matches += late
-        tag_new_matches(con, classifier, now)
-        report.new_events = assign_events(con, now)
+        if classifier is not None:  # else the articles wait, unclassified, for a valid pack
+            report.classified, late = classify_pending(con, classifier, now)
+            report.matches += late
+            tag_new_matches(con, classifier, now)
+            unlink_unmatched(con, corrected)
+            report.new_events = assign_events(con, now)
         prune_fetch_log(con, now, settings.fetch_log_retention)
-    for p in manifests:  # committed: the staged files are no longer needed
-        for f in (p, p.with_suffix(".jsonl")):
-            f.unlink(missing_ok=True)
     return report
 
 
@@ -470,12 +558,22 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
 
 
 def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | None = None) -> list[dict]:
+    """Rules -> alerts + outbox. A rule pack or registry that does not validate is reported to
+    ops and replaced by its last good copy (no rules, default health settings, when there is
+    none): the step never fails on a config file, so delivery always follows."""
     now = now or utcnow()
-    pack = pack or settings.rule_pack()
+    guard = settings.guard()
+    pack = pack or settings.guarded_rule_pack(guard)
+
+    def health():
+        registry = settings.guarded_registry(guard)
+        return registry.health if registry is not None else HealthSettings()
+
     with db.connect(settings.warehouse) as con:
-        queued = evaluate_rules(con, pack, now)
+        queued = evaluate_rules(con, pack, now) if pack is not None else []
         # Sources that are down or silent page ops through the same outbox.
-        queued = queued + evaluate_source_health(con, now, lambda: settings.registry().health)
+        queued = queued + evaluate_source_health(con, now, health)
+        queued = queued + report_config(con, settings, guard, now)
     return queued
 
 
@@ -503,10 +601,15 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
     from alerts.evaluate import NOTIFICATION_COLUMNS
 
     now = now or utcnow()
-    pack = settings.rule_pack()
-    channel = channel or pack.defaults.digest_channel or pack.defaults.channel
+    guard = settings.guard()
+    pack = settings.guarded_rule_pack(guard)
+    defaults = pack.defaults if pack is not None else RuleDefaults()
+    channel = channel or defaults.digest_channel or defaults.channel
+    classifier = settings.guarded_classifier(guard)
     with db.connect(settings.warehouse) as con:
-        payload = build(con, now, settings.classifier().ids)
+        ids = classifier.ids if classifier is not None else [r[0] for r in con.execute("SELECT DISTINCT indicator FROM events ORDER BY 1").fetchall()]
+        payload = build(con, now, ids)
+        report_config(con, settings, guard, now)
         day = now.date().isoformat()
         bulk_insert(
             con, "notifications",
@@ -519,10 +622,18 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
 def run_once(settings: Settings, sink: Sink | None = None, now: datetime | None = None) -> dict:
     """One whole cycle, as the two DAGs run it: due -> fetch -> load -> evaluate -> deliver -> publish."""
     now = now or utcnow()
-    due = due_sources(settings, now)
-    fetch_stage(settings, due)
-    loaded = load(settings, utcnow())
-    queued = evaluate(settings, utcnow())
+    try:
+        due = due_sources(settings, now)
+        fetch_stage(settings, due)
+        loaded = load(settings, utcnow())
+        queued = evaluate(settings, utcnow())
+    except BaseException:
+        # Whatever stopped the cycle (a full disk, a corrupt warehouse), what is queued still goes out.
+        try:
+            deliver(settings, sink)
+        except Exception:
+            log.exception("delivering the queued alerts after a failed cycle failed too")
+        raise
     delivered = deliver(settings, sink)
     publish_read_copy(settings)
     return {"due": len(due), "load": loaded.as_dict(), "notifications": len(queued), "delivery": delivered.as_dict()}

@@ -82,21 +82,27 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
 def load_yaml(path: str | Path) -> Document:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{path}:0: (file): cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}:0: (file): not UTF-8: {exc}"]) from None
+        # Name the line of the bad byte (a file cut inside an Arabic letter, a cp1256 save):
+        # "line 0" sent admins looking nowhere.
+        line = raw.count(b"\n", 0, exc.start) + 1
+        what = "ends inside a character (truncated?)" if exc.reason == "unexpected end of data" else f"byte 0x{raw[exc.start]:02x} is not UTF-8"
+        raise ConfigError([f"{path}:{line}: (file): not UTF-8: {what} (byte {exc.start})"]) from None
     loader = _LineLoader(text)
     try:  # one parse: the node tree gives the line numbers, then the data is built from it
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
+        line = mark.line + 1 if mark else text.count("\n") + 1
         raise ConfigError([f"{path}:{line}: (syntax): {exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}:0: (syntax): {exc}"]) from None
+        raise ConfigError([f"{path}:{text.count(chr(10)) + 1}: (syntax): {exc}"]) from None
     finally:
         loader.dispose()
     lines: dict[Loc, int] = {}

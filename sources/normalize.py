@@ -28,7 +28,9 @@ _LATIN_LETTER = re.compile(r"[A-Za-z]")
 
 # Diacritics (harakat, tanwin, shadda, sukun) and tatweel, as pyarabic defines them, deleted
 # in one str.translate (pyarabic's own strip functions walk the text a character at a time).
-_STRIP = {ord(c): None for c in (*araby.TASHKEEL, araby.TATWEEL, "\u0670")}
+# U+FFFD (a byte the feed's charset could not decode, see sources.parse) goes too: a stray byte
+# inside a word must not split it in two and hide it from the rules.
+_STRIP = {ord(c): None for c in (*araby.TASHKEEL, araby.TATWEEL, "\u0670", "\ufffd")}
 _DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
 # Letters folded to one form for matching (the originals are kept for display).
 _LETTERS = str.maketrans(
@@ -73,7 +75,12 @@ def content_hash(title: str, summary: str = "", folded: tuple[str, str] | None =
     """Hash of the folded title and summary: equal for copies that differ only in form.
     ``folded``: the two already folded, when the caller has them."""
     ft, fs = folded or (fold(title), fold(summary))
-    return hashlib.sha1((ft + "\x1f" + fs).encode("utf-8")).hexdigest()
+    key = ft + "\x1f" + fs
+    if "\ufffd" in title or "\ufffd" in summary:
+        # fold() drops the replacement character, but a copy with undecodable bytes is not the same
+        # content as the well-formed one: when that one arrives, the stored article is corrected.
+        key += "\x1f\ufffd"
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
 def guess_language(text: str, declared: str | None = None) -> str:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urljoin
@@ -65,6 +67,71 @@ def _redetect_charset(data: bytes, d) -> str | None:
     if best is None or best.encoding.replace("_", "-").lower() in ("cp1252", "windows-1252", "iso8859-2", "iso-8859-2"):
         return None
     return best.encoding
+
+
+# A declared charset that fails on at most this share of the text (invalid sequences per
+# character it decodes beyond ASCII) is right: the bad bytes are damage, replaced with U+FFFD.
+# Beyond it the declaration is wrong (a cp1256 feed labelled UTF-8) and the charset is detected.
+MAX_INVALID_SHARE = 0.02
+_XML_ENCODING = re.compile(rb"""^(\xef\xbb\xbf)?(\s*<\?xml[^>]*?\bencoding\s*=\s*)(["'])([A-Za-z0-9._:-]+)(\3)""")
+_ARABIC_LETTERS = re.compile(r"[\u0621-\u064A\u0671-\u06D3]")
+
+
+def _declared_charset(data: bytes, content_type: str | None) -> str:
+    """The charset the feed declares: the HTTP charset, else the XML declaration, else UTF-8
+    (XML's default; a BOM says UTF-8 too)."""
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip("\"'"):
+            return value.strip().strip("\"'")
+    m = _XML_ENCODING.match(data[:512])
+    return m.group(4).decode("ascii") if m else "utf-8"
+
+
+def _invalid_sequences(data: bytes, text: str, encoding: str) -> int:
+    """U+FFFD in ``text`` (``data`` decoded with errors="replace") that stand for bad bytes."""
+    try:
+        already = data.count(b"\xef\xbf\xbd") if codecs.lookup(encoding).name == "utf-8" else 0
+    except LookupError:
+        already = 0
+    return text.count("\ufffd") - already
+
+
+def _decoded_as_declared(data: bytes, declared: str, content_type: str | None) -> tuple[bytes, str, str]:
+    """The feed decoded with ``declared``, bad bytes replaced by U+FFFD, re-encoded as UTF-8 (with
+    its XML declaration saying so), the content type to parse it with, and a note saying so."""
+    text = data.decode(declared, errors="replace")
+    invalid = _invalid_sequences(data, text, declared)
+    fixed = _XML_ENCODING.sub(lambda m: (m.group(1) or b"") + m.group(2) + m.group(3) + b"utf-8" + m.group(5), text.encode("utf-8"), count=1)
+    media = (content_type or "application/xml").split(";")[0].strip() or "application/xml"
+    return fixed, f"{media}; charset=utf-8", f"charset: {invalid} invalid byte sequence(s) in the declared {declared} replaced with U+FFFD"
+
+
+def _replace_invalid(data: bytes, content_type: str | None) -> tuple[bytes, str, str] | None:
+    """When the declared charset decodes all but a few bytes (one bad byte in an Arabic UTF-8
+    feed): ``_decoded_as_declared``. None when the declaration decodes cleanly, is unknown, or
+    fails widely (then it is wrong, and the charset is detected instead)."""
+    declared = _declared_charset(data, content_type)
+    try:
+        data.decode(declared)
+        return None
+    except LookupError:
+        return None
+    except UnicodeDecodeError:
+        pass
+    text = data.decode(declared, errors="replace")
+    invalid = _invalid_sequences(data, text, declared)
+    decoded = sum(1 for ch in text if ord(ch) > 127 and ch != "\ufffd")
+    if invalid <= 0 or invalid > MAX_INVALID_SHARE * decoded:
+        return None
+    return _decoded_as_declared(data, declared, content_type)
+
+
+def _arabic_letters(data: bytes, encoding: str) -> int:
+    try:
+        return len(_ARABIC_LETTERS.findall(data.decode(encoding, errors="replace")))
+    except LookupError:
+        return 0
 
 
 @dataclass
@@ -169,9 +236,22 @@ def parse_feed(
         refuse_entity_declarations(data)
     except ValueError as exc:
         raise FeedError(f"not a feed we read: {exc}") from None
-    d = _feedparser(data, content_type)
     charset_note = None
-    detected = _redetect_charset(data, d)
+    repaired = _replace_invalid(data, content_type)
+    if repaired:
+        # The declared charset is right and a few bytes are damaged: decode as declared with
+        # those bytes replaced. Re-detecting the whole feed turned valid Arabic into Latin mojibake.
+        data, content_type, charset_note = repaired
+    d = _feedparser(data, content_type)
+    detected = None if repaired else _redetect_charset(data, d)
+    if not repaired and d.get("bozo") and type(d.get("bozo_exception")).__name__ == "CharacterEncodingOverride":
+        # Never let a fallback or detected charset read fewer Arabic letters than the declared one
+        # does with its bad bytes replaced (Arabic UTF-8 with wide damage is still Arabic).
+        declared = _declared_charset(data, content_type)
+        if _arabic_letters(data, declared) > _arabic_letters(data, detected or d.get("encoding") or "utf-8"):
+            data, content_type, charset_note = _decoded_as_declared(data, declared, content_type)
+            detected = None
+            d = _feedparser(data, content_type)
     if detected:
         media = (content_type or "application/xml").split(";")[0].strip()
         if not media.endswith("xml"):

@@ -120,3 +120,28 @@ def test_config_check_command(tmp_path):
     )
     assert res.returncode == 1
     assert f"{bad}:4: feeds.0.lang:" in res.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "cp1256_byte"])
+def test_arabic_indicator_file_not_utf8_names_the_line(tmp_path, damage):
+    """An Arabic indicator file cut inside a letter (or with a byte saved in another code page)
+    is reported at the line of the bad byte, not at line 0 (issue 14, item 6)."""
+    import shutil
+
+    ind = tmp_path / "indicators"
+    ind.mkdir()
+    shutil.copytree(DEFAULT_INDICATORS.parent / "gazetteers", tmp_path / "gazetteers")
+    src = (DEFAULT_INDICATORS / "militia_attack_us_forces.yaml").read_bytes()
+    first_arabic = next(i for i, b in enumerate(src) if b >= 0xD8)  # the lead byte of the first Arabic letter
+    line = src.count(b"\n", 0, first_arabic) + 1
+    assert line > 1
+    if damage == "truncated":
+        data = src[: first_arabic + 1]  # ends halfway through a two-byte letter
+    else:
+        data = src[:first_arabic] + b"\xc7" + src[first_arabic + 2 :]  # a cp1256 alef where a UTF-8 letter was
+    (ind / "militia_attack_us_forces.yaml").write_bytes(data)
+    with pytest.raises(ConfigError) as exc:
+        Classifier.load(ind)
+    text = str(exc.value)
+    assert f"militia_attack_us_forces.yaml:{line}: (file): not UTF-8" in text, text
+    assert ":0:" not in text

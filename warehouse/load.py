@@ -55,6 +55,36 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
+    """``write_jsonl`` to ``path`` through a temporary name renamed into place, so that a reader
+    never sees half a file. On any error (a full disk) the partial file is removed and the
+    error names ``path``: "[Errno 28] No space left on device" alone says nothing of where."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        n = write_jsonl(tmp, rows)
+        os.replace(tmp, path)
+        return n
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path.name})", str(path)) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``path`` written whole or not at all (see ``write_jsonl_atomic``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path.name})", str(path)) from exc
+
+
 def _json_default(obj):
     if isinstance(obj, datetime):
         return obj.isoformat()
@@ -86,26 +116,126 @@ def bulk_insert(
         os.unlink(tmp)
 
 
-def insert_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> list[tuple[str, str]]:
-    """Load staged article files; returns (article_id, source_id) of the articles that are new.
+# A feed that re-issues its entries under new GUIDs (every poll, for some CMSs) must not add
+# them again: within this long, an entry of the same source with the same canonical URL or
+# the same content is the article already stored.
+DEDUPE_HORIZON_DAYS = 7
 
-    An entry repeated inside a batch (duplicate GUIDs in one feed, the same feed staged
-    twice) keeps its first sighting.
+_CORRECTABLE = ("guid", "url", "canonical_url", "title", "summary", "lang", "title_folded", "text_folded", "content_hash")
+
+
+def insert_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> list[tuple[str, str]]:
+    """``load_articles``, returning only the new articles."""
+    return load_articles(con, files)[0]
+
+
+def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Load staged article files. Returns the (article_id, source_id) of the new articles, and
+    the ids of stored articles corrected by this load.
+
+    * An entry repeated inside a batch (duplicate GUIDs in one feed, the same feed staged
+      twice) keeps its first sighting.
+    * An entry already stored (same source and GUID, or URL when there is no GUID) whose
+      content changed (its content hash) corrects the stored article: the text is replaced and
+      its verdicts and tags are dropped (``forget_derived``), so that the load classifies it
+      again and fixes its event links (``unlink_unmatched``, then event assignment). A feed
+      first read with a bad byte, and then well-formed, is read right in the end.
+    * A new entry whose canonical URL or content (per source, within ``DEDUPE_HORIZON_DAYS``)
+      is an article already stored, or earlier in the batch, is a re-issued copy: not added.
+      A URL that the batch shows with different texts (a feed linking every entry to its home
+      or section page) identifies nothing and is not compared.
     """
     files = [f for f in files if Path(f).stat().st_size > 0]
     if not files:
-        return []
+        return [], []
     src, params = read_json_sql(files, ARTICLE_COLUMNS)
     cols = ", ".join(ARTICLE_COLUMNS)
-    return con.execute(
-        f"""
-        INSERT INTO articles ({cols})
-        SELECT {cols} FROM (
-            SELECT *, row_number() OVER (PARTITION BY article_id ORDER BY fetched_at, published_at) AS rn
-            FROM {src}
-        ) WHERE rn = 1
-        ON CONFLICT DO NOTHING
-        RETURNING article_id, source_id
-        """,
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _marsad_staged AS
+            SELECT {cols} FROM (
+                SELECT *, row_number() OVER (PARTITION BY article_id ORDER BY fetched_at, published_at) AS rn FROM {src}
+            ) WHERE rn = 1""",
         params,
-    ).fetchall()
+    )
+    try:
+        sets = ", ".join(f"{c} = s.{c}" for c in _CORRECTABLE)
+        corrected = [
+            r[0]
+            for r in con.execute(
+                f"""UPDATE articles SET {sets}, classified_at = NULL
+                    FROM _marsad_staged s
+                    WHERE articles.article_id = s.article_id AND articles.content_hash <> s.content_hash
+                    RETURNING articles.article_id"""
+            ).fetchall()
+        ]
+        new = con.execute(
+            f"""
+            WITH fresh AS (
+                SELECT s.* FROM _marsad_staged s ANTI JOIN articles a USING (article_id)
+            ),
+            shared_urls AS (  -- one URL, several texts in this batch: a home or section page
+                SELECT source_id, canonical_url FROM _marsad_staged WHERE canonical_url IS NOT NULL
+                GROUP BY ALL HAVING count(DISTINCT content_hash) > 1
+            ),
+            keyed AS (
+                SELECT f.*,
+                       CASE WHEN f.canonical_url IS NOT NULL AND u.canonical_url IS NULL
+                                 AND NOT regexp_matches(f.canonical_url, '^[a-z]+://[^/]+/?$')
+                            THEN f.canonical_url END AS url_key
+                FROM fresh f LEFT JOIN shared_urls u USING (source_id, canonical_url)
+            ),
+            ranked AS (
+                SELECT *,
+                       row_number() OVER (PARTITION BY source_id, content_hash ORDER BY fetched_at, published_at, article_id) AS by_hash,
+                       row_number() OVER (PARTITION BY source_id, coalesce(url_key, article_id) ORDER BY fetched_at, published_at, article_id) AS by_url
+                FROM keyed
+            )
+            INSERT INTO articles ({cols})
+            SELECT {cols} FROM ranked r
+            WHERE by_hash = 1 AND by_url = 1
+              AND NOT EXISTS (SELECT 1 FROM articles a
+                              WHERE a.source_id = r.source_id
+                                AND a.fetched_at >= r.fetched_at - INTERVAL {DEDUPE_HORIZON_DAYS} DAY
+                                AND (a.content_hash = r.content_hash OR a.canonical_url = r.url_key))
+            ON CONFLICT DO NOTHING
+            RETURNING article_id, source_id
+            """
+        ).fetchall()
+    finally:
+        con.execute("DROP TABLE IF EXISTS _marsad_staged")
+    if corrected:
+        forget_derived(con, corrected)
+    return new, corrected
+
+
+def forget_derived(con: duckdb.DuckDBPyConnection, article_ids: list[str]) -> None:
+    """Drop what was derived from these articles' old text (verdicts, tags, sketch), so that the
+    load classifies them again. Their event links stay until ``unlink_unmatched``: a corrected
+    article that still matches an indicator keeps its event (no churn of events and updates)."""
+    for table in ("article_indicators", "article_entities", "article_sketches"):
+        con.execute(f"DELETE FROM {table} WHERE list_contains(?, article_id)", [article_ids])
+
+
+def unlink_unmatched(con: duckdb.DuckDBPyConnection, article_ids: list[str]) -> None:
+    """After re-classifying corrected articles: remove their links to events of indicators they
+    no longer match, and the events so emptied that no alert has cited. Indicators they now
+    match for the first time are linked by event assignment as for any new article."""
+    if not article_ids:
+        return
+    events = [
+        r[0]
+        for r in con.execute(
+            """DELETE FROM event_articles ea USING events e
+               WHERE ea.event_id = e.event_id AND list_contains(?, ea.article_id)
+                 AND NOT EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = ea.article_id AND ai.indicator = e.indicator)
+               RETURNING ea.event_id""",
+            [article_ids],
+        ).fetchall()
+    ]
+    if events:
+        con.execute(
+            """DELETE FROM events e WHERE list_contains(?, e.event_id)
+                 AND NOT EXISTS (SELECT 1 FROM event_articles ea WHERE ea.event_id = e.event_id)
+                 AND NOT EXISTS (SELECT 1 FROM alert_events ae WHERE ae.event_id = e.event_id)""",
+            [events],
+        )
