@@ -188,17 +188,25 @@ class _Mention:
 class FrameReader:
     """Reads frames with one pass of a term index over each text (title, summary)."""
 
-    def __init__(self, spec: LexiconSpec, gazetteers=None):
+    def __init__(self, spec: LexiconSpec, gazetteers=None, index=None):
+        """``index``: a term index to share (the classifier's), so one pass over an article's
+        words finds the indicators' terms and the frames' words alike."""
         from alerts.matching import TermIndex, parse_term  # matching imports this module
 
         self.spec = spec
-        self.index = TermIndex()
+        self.index = index if index is not None else TermIndex()
         self._groups: dict[int, tuple[str, str, str, bool]] = {}  # uid -> (cat, cls, form, place)
         self.kinds = {name: a.kind for name, a in spec.actions.items()}
+        self.act_groups: set[int] = set()  # groups of act words and of parties: a text with neither
+        self.party_groups: set[int] = set()  # has no frame an indicator could accept
 
         def add(cat: str, cls: str, terms, form: str = "", refs=None, place: bool = False) -> None:
             uid = self.index.new_group()
             self._groups[uid] = (cat, cls, form, place)
+            if cat == "action" and self.kinds[cls] == "act":
+                self.act_groups.add(uid)
+            elif cat == "party":
+                self.party_groups.add(uid)
             for t in terms:
                 self.index.add(uid, parse_term(t), None if refs is None else refs.get(t))
 
@@ -228,7 +236,7 @@ class FrameReader:
                 add(cat, name, list(t.en) + list(t.ar))
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_LEXICON, gazetteers=None) -> "FrameReader":
+    def load(cls, path: str | Path = DEFAULT_LEXICON, gazetteers=None, index=None) -> "FrameReader":
         doc = load_yaml(path)
         spec = validate(doc, LexiconSpec)
         problems = []
@@ -240,18 +248,28 @@ class FrameReader:
                     problems.append(doc.error(("actions", name, "ar_verbs", i), str(exc)))
         if problems:
             raise ConfigError(problems)
-        return cls(spec, gazetteers)
+        return cls(spec, gazetteers, index)
 
     # ------------------------------------------------------------------ mentions
 
-    def _mentions(self, tokens: list[str]) -> list[_Mention]:
-        found = self.index.hits(tokens)
+    def _mentions(self, tokens: list[str], found=None, lo: int = 0) -> list[_Mention]:
+        """The lexicon's words in ``tokens``. ``found``: the index's hits over a longer text of
+        which ``tokens`` are the words from ``lo`` on (one pass over title and summary)."""
+        if found is None:
+            found = self.index.hits(tokens)
+        hi = lo + len(tokens)
+        groups = self._groups
         out: list[_Mention] = []
         for uid, hits in found.items():
-            cat, cls, form, place = self._groups[uid]
+            g = groups.get(uid)
+            if g is None:
+                continue  # an indicator's group, not the lexicon's
+            cat, cls, form, place = g
             for h in hits:
                 n = len(h.text.split())
-                out.append(_Mention(h.position, h.position + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
+                if h.position < lo or h.position + n > hi:
+                    continue
+                out.append(_Mention(h.position - lo, h.position - lo + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
         # Longest mention wins where two of the same category overlap ("Iran backed" over "Iran").
         out.sort(key=lambda m: (m.start, -(m.end - m.start)))
         kept: list[_Mention] = []
@@ -284,11 +302,19 @@ class FrameReader:
         leaves both actor and target open."""
         t = title if folded else fold(title)
         s = summary if folded else fold(summary)
-        frames = self._read_text(t.split(), "title")
+        return self._read(t.split(), s.split())
+
+    def read_found(self, words: list[str], title_words: int, found) -> list[Frame]:
+        """``read`` of an article's folded words (title, then summary) already looked up in the
+        shared index: ``found`` is ``index.hits(words)``."""
+        return self._read(words[:title_words], words[title_words:], found)
+
+    def _read(self, t: list[str], s: list[str], found=None) -> list[Frame]:
+        frames = self._read_text(t, "title", found, 0)
         if not frames:
-            return self._read_text(s.split(), "summary")
+            return self._read_text(s, "summary", found, len(t))
         if s:
-            extra = self._read_text(s.split(), "summary")
+            extra = self._read_text(s, "summary", found, len(t))
             for f in frames:
                 same = [g for g in extra if g.action == f.action]
                 if not same:
@@ -309,10 +335,10 @@ class FrameReader:
             return frames + extra
         return frames
 
-    def _read_text(self, tokens: list[str], source: str) -> list[Frame]:
+    def _read_text(self, tokens: list[str], source: str, found=None, lo: int = 0) -> list[Frame]:
         if not tokens:
             return []
-        mentions = self._mentions(tokens)
+        mentions = self._mentions(tokens, found, lo)
         # Clauses: cut at connectives. Each clause carries how its acts relate to now.
         cuts = sorted((m for m in mentions if m.cat == "connective"), key=lambda m: m.start)
         bounds: list[tuple[int, int, str]] = []

@@ -604,7 +604,7 @@ class Classifier:
         reader = None
         if any(i.spec.frame for i in indicators):
             lexicon = directory.parent / "frames.yaml"
-            reader = FrameReader.load(lexicon if lexicon.exists() else DEFAULT_LEXICON, gaz)
+            reader = FrameReader.load(lexicon if lexicon.exists() else DEFAULT_LEXICON, gaz, index)
             for ind, doc in zip(indicators, docs):
                 problems += _check_predicate(doc, ind.spec.frame, reader)
             if problems:
@@ -632,24 +632,24 @@ class Classifier:
         """``classify`` of text already folded (``Article.text_folded`` is exactly that: the
         folded title, then the folded summary). ``title_words``: how many of its words are the
         title (None: all of it), for the frames, which read the title first."""
-        found = self.index.hits(folded.split())
+        words = folded.split()
+        found = self.index.hits(words)  # the frames' words too: the reader shares this index
+        reader = self.frames
+        # An indicator none of whose clauses has a hit for its first group cannot match by
+        # keywords; one whose predicate accepts frames alone may, if the text has an act and a party.
+        eligible = [ind for ind in self.indicators if any(groups[0].uid in found for groups, _, _ in ind.clauses)]
+        if reader is not None and any(uid in found for uid in reader.act_groups) and any(uid in found for uid in reader.party_groups):
+            eligible += [ind for ind in self.indicators if ind.spec.frame and ind.spec.frame.accept and ind not in eligible]
         frames = None
-        if self.frames is not None:
-            words = folded.split()
-            n = len(words) if title_words is None else title_words
-            frames = self.frames.read(" ".join(words[:n]), " ".join(words[n:]), folded=True)
+        if reader is not None and any(ind.spec.frame for ind in eligible):
+            frames = reader.read_found(words, len(words) if title_words is None else title_words, found)
         out = []
-        for ind in self.indicators:
-            # An indicator none of whose clauses has a hit for its first group cannot match by
-            # keywords; one whose frame predicate accepts frames alone may still match.
-            if not any(groups[0].uid in found for groups, _, _ in ind.clauses) and not (
-                ind.spec.frame and ind.spec.frame.accept and frames
-            ):
-                continue
+        for ind in eligible:
             v = ind.evaluate(folded, found, frames)
             if v.matched:
                 out.append(v)
-        return out
+        order = {ind.id: i for i, ind in enumerate(self.indicators)}
+        return sorted(out, key=lambda v: order[v.indicator])
 
 
 def _check_predicate(doc: Document, pred: FramePredicate | None, reader: FrameReader) -> list[str]:
