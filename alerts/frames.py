@@ -200,7 +200,18 @@ class FrameReader:
         self.act_groups: set[int] = set()  # groups of act words and of parties: a text with neither
         self.party_groups: set[int] = set()  # has no frame an indicator could accept
 
+        # Little words (roles, connectives, modality: "on", "after", "will", "من") are in most
+        # texts; they are looked up in an index of their own, only for texts whose frames are read.
+        self.aux_index = TermIndex()
+        self._aux_groups: dict[int, tuple[str, str, str, bool]] = {}
+
         def add(cat: str, cls: str, terms, form: str = "", refs=None, place: bool = False) -> None:
+            if cat in ("role", "connective", "modality"):
+                uid = self.aux_index.new_group()
+                self._aux_groups[uid] = (cat, cls, form, place)
+                for t in terms:
+                    self.aux_index.add(uid, parse_term(t), None)
+                return
             uid = self.index.new_group()
             self._groups[uid] = (cat, cls, form, place)
             if cat == "action" and self.kinds[cls] == "act":
@@ -256,20 +267,20 @@ class FrameReader:
         """The lexicon's words in ``tokens``. ``found``: the index's hits over a longer text of
         which ``tokens`` are the words from ``lo`` on (one pass over title and summary)."""
         if found is None:
-            found = self.index.hits(tokens)
-        hi = lo + len(tokens)
-        groups = self._groups
+            found, lo = self.index.hits(tokens), 0
         out: list[_Mention] = []
-        for uid, hits in found.items():
-            g = groups.get(uid)
-            if g is None:
-                continue  # an indicator's group, not the lexicon's
-            cat, cls, form, place = g
-            for h in hits:
-                n = len(h.text.split())
-                if h.position < lo or h.position + n > hi:
-                    continue
-                out.append(_Mention(h.position - lo, h.position - lo + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
+        for hits_by_group, groups, base in ((found, self._groups, lo), (self.aux_index.hits(tokens), self._aux_groups, 0)):
+            for uid, hits in hits_by_group.items():
+                g = groups.get(uid)
+                if g is None:
+                    continue  # an indicator's group, not the lexicon's
+                cat, cls, form, place = g
+                for h in hits:
+                    n = len(h.text.split())
+                    if h.position < base or h.position + n > base + len(tokens):
+                        continue
+                    start = h.position - base
+                    out.append(_Mention(start, start + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
         # Longest mention wins where two of the same category overlap ("Iran backed" over "Iran").
         out.sort(key=lambda m: (m.start, -(m.end - m.start)))
         kept: list[_Mention] = []
@@ -303,11 +314,6 @@ class FrameReader:
         t = title if folded else fold(title)
         s = summary if folded else fold(summary)
         return self._read(t.split(), s.split())
-
-    def read_found(self, words: list[str], title_words: int, found) -> list[Frame]:
-        """``read`` of an article's folded words (title, then summary) already looked up in the
-        shared index: ``found`` is ``index.hits(words)``."""
-        return self._read(words[:title_words], words[title_words:], found)
 
     def _read(self, t: list[str], s: list[str], found=None) -> list[Frame]:
         frames = self._read_text(t, "title", found, 0)

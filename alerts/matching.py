@@ -438,6 +438,9 @@ class Indicator:
 
         self.clauses = [([group(g) for g in c.all], c.within, [group(g) for g in c.none]) for c in spec.match]
         self.none = [group(g) for g in spec.none]
+        self.first_groups = frozenset(groups[0].uid for groups, _, _ in self.clauses)
+        self.all_groups = frozenset(g.uid for groups, _, _ in self.clauses for g in groups)
+        self.accepts_frames = bool(spec.frame and spec.frame.accept)
 
     def evaluate(self, folded: str, found: dict[int, list[Hit]] | None = None, frames: list[Frame] | None = None) -> Verdict:
         verdict = self._keywords(folded, found)
@@ -604,7 +607,7 @@ class Classifier:
         reader = None
         if any(i.spec.frame for i in indicators):
             lexicon = directory.parent / "frames.yaml"
-            reader = FrameReader.load(lexicon if lexicon.exists() else DEFAULT_LEXICON, gaz, index)
+            reader = FrameReader.load(lexicon if lexicon.exists() else DEFAULT_LEXICON, gaz)
             for ind, doc in zip(indicators, docs):
                 problems += _check_predicate(doc, ind.spec.frame, reader)
             if problems:
@@ -633,16 +636,19 @@ class Classifier:
         folded title, then the folded summary). ``title_words``: how many of its words are the
         title (None: all of it), for the frames, which read the title first."""
         words = folded.split()
-        found = self.index.hits(words)  # the frames' words too: the reader shares this index
+        found = self.index.hits(words)
         reader = self.frames
         # An indicator none of whose clauses has a hit for its first group cannot match by
-        # keywords; one whose predicate accepts frames alone may, if the text has an act and a party.
-        eligible = [ind for ind in self.indicators if any(groups[0].uid in found for groups, _, _ in ind.clauses)]
-        if reader is not None and any(uid in found for uid in reader.act_groups) and any(uid in found for uid in reader.party_groups):
-            eligible += [ind for ind in self.indicators if ind.spec.frame and ind.spec.frame.accept and ind not in eligible]
+        # keywords; one whose predicate accepts frames alone may, if any of its terms is there
+        # (an actor, a target, an act: frames are read for those articles only).
+        eligible = [
+            ind for ind in self.indicators
+            if not ind.first_groups.isdisjoint(found) or (ind.accepts_frames and not ind.all_groups.isdisjoint(found))
+        ]
         frames = None
         if reader is not None and any(ind.spec.frame for ind in eligible):
-            frames = reader.read_found(words, len(words) if title_words is None else title_words, found)
+            n = len(words) if title_words is None else title_words
+            frames = reader.read(" ".join(words[:n]), " ".join(words[n:]), folded=True)
         out = []
         for ind in eligible:
             v = ind.evaluate(folded, found, frames)
