@@ -115,6 +115,14 @@ class PlaceHierarchy:
             got = self._anc[place] = tuple(out)
         return got
 
+    def resolve(self, place: str) -> str:
+        """The place an entry names for event identity: an ``unnamed_site`` ("a US base in
+        Hasakah") names no particular site, so it stands for the place it is within."""
+        seen = 0
+        while self.kinds.get(place) == "unnamed_site" and place in self.parent and seen < 8:
+            place, seen = self.parent[place], seen + 1
+        return place
+
     def related(self, a: str, b: str) -> bool:
         """One place contains the other (or they are the same). Siblings are not related."""
         return a == b or a in self.ancestors(b) or b in self.ancestors(a)
