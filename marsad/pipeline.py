@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from alerts.delivery import DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
 from alerts.entities import EntityTagger, tag_articles
+from alerts.places import PlaceHierarchy
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
 from alerts.ops import evaluate_source_health
@@ -334,7 +335,7 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
         report.classified, late = classify_pending(con, classifier, now)
         report.matches += late
         tag_new_matches(con, classifier, now)
-        report.new_events = assign_events(con, now)
+        report.new_events = assign_events(con, now, PlaceHierarchy.from_gazetteers(classifier.gazetteers))
         prune_fetch_log(con, now, settings.fetch_log_retention)
     for p in manifests:  # committed: the staged files are no longer needed
         for f in (p, p.with_suffix(".jsonl")):

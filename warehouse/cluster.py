@@ -61,6 +61,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from alerts.places import PlaceHierarchy
 from warehouse import neardup
 
 WINDOW = timedelta(hours=36)
@@ -69,7 +70,11 @@ RENEWED_GAP = timedelta(hours=6)
 FOLLOWUP_HORIZON = timedelta(days=30)
 
 PLACE_KINDS = frozenset({"base", "diplomatic", "city", "port", "area"})
+# Places that count only where places.yaml nests them (``within``): the towns, provinces and
+# regions around the sites. A region nobody nested ("northern Israel") is not compared.
+NESTED_KINDS = frozenset({"town", "district", "province", "region", "unnamed_site"})
 ACTOR_KINDS = frozenset({"militia", "militia_umbrella", "state_force"})
+NO_PLACES = PlaceHierarchy()
 
 
 @dataclass
@@ -85,17 +90,32 @@ class Report:
     guid: str | None
     sketch: MinHash
     entities: set[tuple[str, str, str]] = field(default_factory=set)  # (gazetteer, id, kind)
+    launch: frozenset[str] = frozenset()  # places named only as where the attack came from
 
     def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> set[str]:
         return {i for g, i, k in self.entities if g == gazetteer and (kinds is None or k in kinds)}
 
     @property
     def places(self) -> set[str]:
-        return self._ids("places", PLACE_KINDS)
+        """The specific places the report names, launch places excepted (no nesting known)."""
+        return self.where(NO_PLACES)
+
+    def where(self, h: PlaceHierarchy) -> set[str]:
+        """The specific places of the attack: sites, and the towns, provinces and regions that
+        ``h`` nests; never a launch place; an ``unnamed_site`` as the place it is within."""
+        return {
+            h.resolve(i) for g, i, k in self.entities
+            if g == "places" and i not in self.launch and (k in PLACE_KINDS or (k in NESTED_KINDS and i in h.parent))
+        }
 
     @property
     def countries(self) -> set[str]:
-        return self._ids("places", frozenset({"country"}))
+        return self._ids("places", frozenset({"country"})) - self.launch
+
+    @property
+    def umbrella(self) -> bool:
+        """Names an umbrella of groups ("Islamic Resistance in Iraq"), which claims for its members."""
+        return any(g == "actors" and k == "militia_umbrella" for g, _, k in self.entities)
 
     @property
     def actors(self) -> set[str]:
@@ -129,13 +149,15 @@ class Event:
     actors: set[str] = field(default_factory=set)
     weapons: set[str] = field(default_factory=set)
     cues: set[str] = field(default_factory=set)
+    umbrella: bool = False
 
-    def absorb(self, r: Report) -> None:
+    def absorb(self, r: Report, where: set[str] | None = None) -> None:
         if r.published < self.first_report_at or r.fetched < self.first_seen_at:
             self.changed = not self.new
         self.first_report_at = min(self.first_report_at, r.published)
         self.first_seen_at = min(self.first_seen_at, r.fetched)
-        self.places |= r.places
+        self.places |= r.places if where is None else where
+        self.umbrella |= r.umbrella
         self.countries |= r.countries
         self.actors |= r.actors
         self.weapons |= r.weapons
@@ -150,6 +172,12 @@ def _disjoint(a: set, b: set) -> bool:
     return bool(a) and bool(b) and not (a & b)
 
 
+def _other_actors(r: Report, ev: "Event") -> bool:
+    """Both name groups or state forces, none in common, and neither names an umbrella that
+    claims for its members: Kataib Hezbollah's attack is not the IRGC's."""
+    return _disjoint(r.actors, ev.actors) and not (r.umbrella or ev.umbrella)
+
+
 class Clusterer:
     """Holds the recent events (and their reports) of some indicators; ``assign`` decides.
 
@@ -161,13 +189,15 @@ class Clusterer:
     So each report costs about the same however many reports the warehouse holds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, places: PlaceHierarchy | None = None) -> None:
+        self.places = places or NO_PLACES  # the nesting of places.yaml (``within``)
         self.events: dict[str, Event] = {}
         self._keys: dict[tuple[str, str], str] = {}  # (indicator, url/guid/hash key) -> event_id
         self._key_expiry: deque[tuple[datetime, tuple[str, str], str]] = deque()  # (event time, key, event_id)
         self._pools: dict[str, _Pool] = {}  # per indicator: the reports near-duplicates are sought among
         self._live: list[tuple[datetime, str, str]] = []  # heap of (event time when added, indicator, member id)
         self._by_place: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> event ids
+        self._by_area: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> events of places within it
         self._by_actor: dict[tuple[str, str], set[str]] = defaultdict(set)
 
     def add_event(self, ev: Event) -> None:
@@ -177,13 +207,15 @@ class Clusterer:
     def _index_event(self, ev: Event) -> None:
         for p in ev.places:
             self._by_place[(ev.indicator, p)].add(ev.event_id)
+            for a in self._areas(p):
+                self._by_area[(ev.indicator, a)].add(ev.event_id)
         for a in ev.actors:
             self._by_actor[(ev.indicator, a)].add(ev.event_id)
 
     def add_member(self, event_id: str, r: Report) -> None:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
-        ev.absorb(r)
+        ev.absorb(r, r.where(self.places))
         self._index_event(ev)
         for key, _ in r.keys():
             if (r.indicator, key) not in self._keys:
@@ -222,18 +254,43 @@ class Clusterer:
         found = set().union(*(index.get((indicator, i), ()) for i in ids)) if ids else set()
         return [self.events[e] for e in sorted(found)]
 
+    def _areas(self, place: str) -> tuple[str, ...]:
+        """The places that contain ``place``, countries excepted (countries are compared apart)."""
+        return tuple(a for a in self.places.ancestors(place) if self.places.kinds.get(a) != "country")
+
+    def _nested(self, indicator: str, places: set[str]) -> list[Event]:
+        """Events that name one of ``places``, a place containing one, or a place within one."""
+        if not places:
+            return []
+        found: set[str] = set()
+        for p in places:
+            for q in (p, *self._areas(p)):
+                found |= self._by_place.get((indicator, q), set())
+            found |= self._by_area.get((indicator, p), set())
+        return [self.events[e] for e in sorted(found)]
+
+    def _apart(self, mine: set[str], theirs: set[str]) -> bool:
+        """Both name specific places and none of the most specific of one side contains, or
+        lies within, one of the other's: a report of Shaddadi is apart from an event at
+        Rumailan (two bases of one province), one of "Hasakah province" is not."""
+        if not mine or not theirs:
+            return False
+        h = self.places
+        a, b = h.most_specific(mine), h.most_specific(theirs)
+        return not any(h.related(x, y) for x in a for y in b)
+
     def _decide(self, r: Report) -> tuple[str | None, str | None]:
         for key, why in r.keys():
             eid = self._keys.get((r.indicator, key))
             if eid and abs(r.published - self.events[eid].first_report_at) <= EXACT_HORIZON:
                 return eid, why
-        places, actors, weapons, countries = r.places, r.actors, r.weapons, r.countries
+        places, actors, weapons, countries = r.where(self.places), r.actors, r.weapons, r.countries
         renewed = "renewed" in r.cues
 
         def candidate(ev: Event) -> bool:
             return (
                 ev.indicator == r.indicator and abs(r.published - ev.first_report_at) <= WINDOW
-                and not _disjoint(places, ev.places)
+                and not self._apart(places, ev.places)
                 and not (renewed and "renewed" not in ev.cues and r.published - ev.first_report_at >= RENEWED_GAP)
             )
 
@@ -245,11 +302,14 @@ class Clusterer:
             return min(evs, key=lambda e: (abs(r.published - e.first_report_at), e.event_id)).event_id if evs else None
 
         same_place = [
-            ev for ev in self._indexed(self._by_place, r.indicator, places)
-            if candidate(ev) and not _disjoint(weapons, ev.weapons)
+            ev for ev in self._nested(r.indicator, places)
+            if candidate(ev) and not _disjoint(weapons, ev.weapons) and not _other_actors(r, ev)
         ]
         if same_place:
-            return closest(same_place), "same_place"
+            best = closest(same_place)
+            h = self.places
+            same = h.most_specific(places) & h.most_specific(self.events[best].places)
+            return best, "same_place" if same else "nested_place"
         same_actor = [
             ev for ev in self._indexed(self._by_actor, r.indicator, actors)
             if candidate(ev) and not (places and ev.places) and countries & ev.countries
@@ -259,8 +319,9 @@ class Clusterer:
             return closest(same_actor), "same_actor"
         if "followup" in r.cues and places:
             older = [
-                ev for ev in self._indexed(self._by_place, r.indicator, places)
+                ev for ev in self._nested(r.indicator, places)
                 if timedelta(0) <= r.published - ev.first_report_at <= FOLLOWUP_HORIZON
+                and not self._apart(places, ev.places)
             ]
             if older:
                 return max(older, key=lambda e: (e.first_report_at, e.event_id)).event_id, "followup"
