@@ -224,7 +224,7 @@ def place_roles(tokens: Sequence[str], mentions: Iterable) -> dict[str, str]:
         if prev is not None and prev[2] != "other":
             if prev[0] <= a < prev[1]:
                 role = prev[2]  # a name inside a longer one
-            elif prev[1] <= a and a - prev[1] <= 4 and all(t in _LINK for t in tokens[prev[1]:a]):
+            elif prev[1] < a and a - prev[1] <= 4 and all(t in _LINK for t in tokens[prev[1]:a]):
                 role = prev[2]
         if role is None:
             role = "launch" if _launch(tokens, a) else "target" if _target(tokens, a) else "other"

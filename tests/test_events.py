@@ -10,6 +10,7 @@ from sources.normalize import fold
 from warehouse import db, neardup
 
 EVENTS = TESTS / "fixtures" / "events_militia.jsonl"
+NESTED = TESTS / "fixtures" / "events_nested.jsonl"
 REPLAY_EVENTS = TESTS / "fixtures" / "replay_events.jsonl"
 
 
@@ -62,6 +63,73 @@ def test_dedupe_eval_pairwise_on_labelled_fixture():
     assert out["gold_events"] == 6 and out["marsad_events"] == 6
     assert out["pairwise"]["precision"] >= 0.95 and out["pairwise"]["recall"] >= 0.9
     assert "same_place" in out["joined_by"] and "near_duplicate" in out["joined_by"]
+
+
+def test_dedupe_eval_nested_place_names():
+    """Nine occurrences, 27 reports in Arabic and English, each attack named in several ways:
+    by the town rockets were fired from (Zummar), the base (Rumailan), its province (Hasakah)
+    and its region ("northeast Syria", "western Iraq"); follow-ups days later; two attacks at
+    sibling sites of one province (Rumailan and Shaddadi, Conoco and al-Omar); the same base
+    twice 12 days apart; Iran's own missiles at a base a militia drone hit the day before
+    (another indicator, another event); Tower 22 and al-Tanf the same night, one drone
+    "launched from Syria"."""
+    res = run("dedupe-eval", NESTED)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)["fixtures"][0]
+    print(json.dumps(out))
+    assert out["items_in_events"] == out["items"] == 27
+    assert out["gold_events"] == 9
+    assert out["pairwise"]["precision"] >= 0.95 and out["pairwise"]["recall"] >= 0.95
+    assert out["joined_by"].get("nested_place", 0) >= 5 and out["joined_by"].get("followup", 0) >= 2
+
+
+def test_place_roles_launch_is_not_target():
+    from alerts.entities import EntityTagger, place_roles
+    from alerts.matching import Gazetteers
+    from alerts.rules import DEFAULT_INDICATORS
+
+    tagger = EntityTagger(Gazetteers.load(DEFAULT_INDICATORS.parent / "gazetteers"))
+
+    def roles(text):
+        return {e.id: r for e, r in tagger.tag_roles(fold(text)) if e.gazetteer == "places"}
+
+    got = roles("Rockets fired from Zummar in Nineveh province hit the base at Rumailan")
+    assert got["zummar"] == got["nineveh"] == "launch" and got["rumalyan"] == "target"
+    got = roles("صواريخ انطلقت من ناحية زمار باتجاه قاعدة رميلان في محافظة الحسكة")
+    assert got["zummar"] == "launch" and got["rumalyan"] == got["hasakah"] == "target"
+    got = roles("سقوط صواريخ على قاعدة للتحالف مصدرها الأراضي العراقية")
+    assert got["iraq"] == "launch"
+    assert roles("Drone launched from Syria hits Tower 22 in northeastern Jordan")["syria"] == "launch"
+    # "from" that is not a launch: a distance, a withdrawal.
+    assert roles("A rocket landed 5 km from Harir air base")["harir"] != "launch"
+    assert roles("US troops withdraw from Ain al-Asad")["ain_al_asad"] != "launch"
+    # Southeast Syria is not read as (north)east Syria from the words inside its name.
+    assert set(roles("هجوم بطائرة مسيرة على قاعدة أمريكية جنوب شرق سوريا")) == {"southeast_syria", "syria"}
+    # The API the frame layer calls: folded tokens and (id, start, end) spans, or matcher hits.
+    tokens = fold("rockets launched from Zummar at the US base").split()
+    assert place_roles(tokens, [("zummar", 3, 4)]) == {"zummar": "launch"}
+
+
+def test_launch_places_are_stored_and_left_out_of_event_identity(settings):
+    """A report that names only where the rockets came from does not join an event at that
+    place: the Zummar report joins the Rumailan attack, not an attack on a site in Nineveh."""
+    from datetime import timedelta
+
+    t0 = datetime(2026, 5, 4, 20, 0, tzinfo=timezone.utc)
+    _load(settings, t0 + timedelta(minutes=15), [
+        ("w", "en", "Attack on the base at Rumailan in Hasakah province", "Rockets struck the US base.", "https://w.example/1", "r1", t0),
+        ("x", "en", "Rockets fired from Zummar at US forces in northeast Syria", "The rockets were launched from the Zummar area.",
+         "https://x.example/2", "r2", t0 + timedelta(minutes=10)),
+    ])
+    with db.connect(settings.warehouse, read_only=True) as con:
+        roles = dict(con.execute(
+            """SELECT x.entity_id, x.role FROM article_entities x JOIN articles a USING (article_id)
+               WHERE a.guid = 'r2' AND x.gazetteer = 'places'"""
+        ).fetchall())
+    assert roles["zummar"] == "launch" and roles["northeast_syria"] == "other"
+    links = _links(settings)
+    assert [g for g, _, _ in links] == ["r1", "r2"] and links[0][2] == links[1][2]
+    assert links[1][1] == "nested_place"
 
 
 def test_dedupe_eval_needs_labels(tmp_path):
