@@ -135,6 +135,9 @@ _NOT_LAUNCH = _folded(
     "كم كيلومتر كيلومترات كيلومترا ميل أميال مسافة قرب بالقرب مقربة بعيدا انسحاب انسحبت انسحب الانسحاب "
     "إخلاء نقل خروج مغادرة"
 )
+# "launchers found in Zummar", "منصة إطلاق الصواريخ في زمار": where the launcher stood.
+_LAUNCHER = ("launcher", "launchpad", "launch", "rails", "منصه", "منصات", "راجمه", "راجمات")
+_AT = _folded("in at near outside في قرب بالقرب داخل")
 _TARGET_CUE = _folded(
     "on at against targeting targeted targets target hit hitting hits struck toward towards into attacked "
     "attacking shelled shelling "
@@ -170,6 +173,9 @@ def _launch(tokens: Sequence[str], start: int) -> bool:
     i = _cue_before(tokens, start, _FILLER)
     if i < 0:
         return False
+    near = tokens[max(0, start - 5):start]
+    if any(t in _AT and any(u.startswith(_LAUNCHER) for u in near[:k]) for k, t in enumerate(near)):
+        return True
     cue = tokens[i]
     if cue in _ORIGIN:  # "originating in Zummar" is caught below; "مصدرها زمار" here
         return cue != "origin"
