@@ -9,13 +9,25 @@ What a report brings (``Report``): its indicator, time, canonical URL, content h
 MinHash sketch of its folded text (``warehouse.neardup``), and the gazetteer entries it
 names anywhere (``alerts.entities``), by ids that are the same in Arabic and English:
 
-* places: bases, diplomatic sites, cities, ports, areas (kind ``base`` ... ``area``), and
-  countries (kind ``country``); actors: named groups and state forces (not descriptors
+* places: bases, diplomatic sites, cities, ports, areas (kind ``base`` ... ``area``), the
+  towns, provinces and regions places.yaml nests (``within``: site -> town -> province ->
+  region -> country; ``alerts.places``), and countries (kind ``country``). A place the
+  report names only as where the attack came from ("rockets fired from Zummar", role
+  ``launch`` in ``article_entities``, ``alerts.entities.place_roles``) is left out: the
+  launch place is never taken for the place attacked. An ``unnamed_site`` ("a US base in
+  Hasakah") counts as the place it is within. Actors: named groups and state forces (not descriptors
   such as "Iran-backed militia", not "US forces"); weapons (drone, rocket/missile, mortar,
   IED, gunfire); cues: ``followup`` (looks back: "last week's attack", arrests, satellite
   images) and ``renewed`` ("another attack", "هجوم جديد", "للمرة الثانية").
 
 An event carries the union of its reports' places, actors, weapons and cues.
+
+Two sets of places *agree* when a most specific place of one (one that contains none of the
+others of its set) is, contains, or lies within a most specific place of the other: {the
+base at Rumailan} agrees with {Hasakah province} and with {northeast Syria}, and all three
+with {Rumailan, Hasakah}; {Shaddadi, Hasakah} does not agree with {Rumailan, Hasakah}: two
+bases of one province are siblings, and siblings are not containment. Countries are not
+compared this way (see rule 5). Without the nesting only identical places agree.
 
 Decision rules, in this order (``how`` in ``event_articles`` records which one joined):
 
@@ -23,22 +35,28 @@ Decision rules, in this order (``how`` in ``event_articles`` records which one j
    feed entry id, or the same folded title and summary) of a report of an event of the same indicator first reported within
    ``EXACT_HORIZON`` (7 days). Copies join whatever else they say.
 2. Candidates: events of the same indicator first reported within ``WINDOW`` (36 h) of the
-   report, either side. A candidate that names specific places none of which the report
-   names (and the report names some) *conflicts* and is never joined by the rules below:
-   a mortar attack on Harir is not the mortar attack on Ain al-Asad, however alike the text.
+   report, either side. A candidate whose specific places do not agree with the report's
+   (both name some) *conflicts* and is never joined by the rules below: a mortar attack on
+   Harir is not the mortar attack on Ain al-Asad, however alike the text, and the attack on
+   Shaddadi is not the one on Rumailan.
    Nor is one first reported ``RENEWED_GAP`` (6 h) or more before a report that says it is
    another attack (``renewed`` cue), unless the candidate is itself a renewed attack.
 3. ``near_duplicate``: the report's text is a near-duplicate (MinHash LSH, estimated
    Jaccard >= 0.5 on character 3-grams, same numbers and negations) of a report of a
    candidate: syndicated and lightly edited copies, updated headlines.
-4. ``same_place``: the report and a candidate name a common specific place, and they do
-   not name disjoint weapons (a drone on Ain al-Asad is not a rocket on it).
-   This is what joins an Arabic report to an English one: the place ids are shared.
+4. ``same_place`` / ``nested_place``: the report's places agree with a candidate's, and
+   they do not name disjoint weapons (a drone on Ain al-Asad is not a rocket on it) nor
+   disjoint actors (Kataib Hezbollah's attack is not the IRGC's; an umbrella such as the
+   Islamic Resistance in Iraq, which claims for its members, is compatible with any).
+   ``same_place`` when they share a most specific place, ``nested_place`` when one contains
+   the other ("rockets from Zummar at a US base in northeast Syria", "the base at
+   Rumailan", "Hasakah province": one attack). This is what joins an Arabic report to an
+   English one: the place ids are shared.
 5. ``same_actor``: one side names no specific place, and they share a named actor and a
    country, and do not name disjoint weapons ("Kataib Hezbollah drone attack on US
    forces in Iraq" joins the Ain al-Asad event that Kataib Hezbollah claimed).
    Among several candidates of rules 4 and 5, the one first reported closest in time wins.
-6. ``followup``: a report with a ``followup`` cue that names a specific place of an event
+6. ``followup``: a report with a ``followup`` cue whose places agree with those of an event
    of the same indicator first reported up to ``FOLLOWUP_HORIZON`` (30 days) earlier
    attaches to the most recent such event (most follow-ups are already excluded by the
    indicator files; this catches those that get through).
@@ -46,9 +64,13 @@ Decision rules, in this order (``how`` in ``event_articles`` records which one j
 
 So two attacks on the same base stay two events when they are more than 36 h apart,
 name different weapons, or the later reports say "another attack"; two attacks on
-different bases the same day stay apart by rule 2. Known limit: two attacks on the same
-base within 36 h with the same weapon and no "another attack" wording become one event
-(an undercount, never a double count).
+different bases the same day stay apart by rule 2, also when they are in one province.
+Iran's own strikes and a proxy's are different indicators, hence different events.
+Known limits: two attacks on the same base within 36 h with the same weapon and no
+"another attack" wording become one event, and a report naming only a province or a
+region joins the closest in time of two attacks at sites within it (undercounts, never a
+double count); an event first reported only by region ("a US base in northeast Syria")
+can take a report of any site in that region within the window.
 """
 from __future__ import annotations
 
