@@ -74,10 +74,12 @@ can take a report of any site in that region within the window.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -117,7 +119,7 @@ class Report:
     def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> set[str]:
         return {i for g, i, k in self.entities if g == gazetteer and (kinds is None or k in kinds)}
 
-    @property
+    @cached_property
     def places(self) -> set[str]:
         """The specific places the report names, launch places excepted (no nesting known)."""
         return self.where(NO_PLACES)
@@ -125,29 +127,31 @@ class Report:
     def where(self, h: PlaceHierarchy) -> set[str]:
         """The specific places of the attack: sites, and the towns, provinces and regions that
         ``h`` nests; never a launch place; an ``unnamed_site`` as the place it is within."""
+        if not self.entities:
+            return set()
         return {
             h.resolve(i) for g, i, k in self.entities
             if g == "places" and i not in self.launch and (k in PLACE_KINDS or (k in NESTED_KINDS and i in h.parent))
         }
 
-    @property
+    @cached_property
     def countries(self) -> set[str]:
         return self._ids("places", frozenset({"country"})) - self.launch
 
-    @property
+    @cached_property
     def umbrella(self) -> bool:
         """Names an umbrella of groups ("Islamic Resistance in Iraq"), which claims for its members."""
         return any(g == "actors" and k == "militia_umbrella" for g, _, k in self.entities)
 
-    @property
+    @cached_property
     def actors(self) -> set[str]:
         return self._ids("actors", ACTOR_KINDS)
 
-    @property
+    @cached_property
     def weapons(self) -> set[str]:
         return self._ids("weapons")
 
-    @property
+    @cached_property
     def cues(self) -> set[str]:
         return self._ids("cues")
 
@@ -172,6 +176,7 @@ class Event:
     weapons: set[str] = field(default_factory=set)
     cues: set[str] = field(default_factory=set)
     umbrella: bool = False
+    core: frozenset[str] = frozenset()  # the most specific of ``places`` (kept by the Clusterer)
 
     def absorb(self, r: Report, where: set[str] | None = None) -> None:
         if r.published < self.first_report_at or r.fetched < self.first_seen_at:
@@ -218,27 +223,34 @@ class Clusterer:
         self._key_expiry: deque[tuple[datetime, tuple[str, str], str]] = deque()  # (event time, key, event_id)
         self._pools: dict[str, _Pool] = {}  # per indicator: the reports near-duplicates are sought among
         self._live: list[tuple[datetime, str, str]] = []  # heap of (event time when added, indicator, member id)
-        self._by_place: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> event ids
-        self._by_area: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> events of places within it
-        self._by_actor: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # (indicator, id) -> [(event time when indexed, event id)] in time order: the events
+        # that name a place, name a place within it (_by_area), or name an actor.
+        self._by_place: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        self._by_area: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        self._by_actor: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
 
     def add_event(self, ev: Event) -> None:
         self.events[ev.event_id] = ev
         self._index_event(ev)
 
-    def _index_event(self, ev: Event) -> None:
-        for p in ev.places:
-            self._by_place[(ev.indicator, p)].add(ev.event_id)
+    def _index_event(self, ev: Event, places: set[str] | None = None, actors: set[str] | None = None) -> None:
+        entry = (ev.first_report_at, ev.event_id)
+        for p in ev.places if places is None else places:
+            bisect.insort(self._by_place.setdefault((ev.indicator, p), []), entry)
             for a in self._areas(p):
-                self._by_area[(ev.indicator, a)].add(ev.event_id)
-        for a in ev.actors:
-            self._by_actor[(ev.indicator, a)].add(ev.event_id)
+                bisect.insort(self._by_area.setdefault((ev.indicator, a), []), entry)
+        for a in ev.actors if actors is None else actors:
+            bisect.insort(self._by_actor.setdefault((ev.indicator, a), []), entry)
 
-    def add_member(self, event_id: str, r: Report) -> None:
+    def add_member(self, event_id: str, r: Report, where: set[str] | None = None) -> None:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
-        ev.absorb(r, r.where(self.places))
-        self._index_event(ev)
+        where = r.where(self.places) if where is None else where
+        new_places, new_actors = where - ev.places, r.actors - ev.actors
+        ev.absorb(r, where)
+        if new_places:
+            ev.core = frozenset(self.places.most_specific(ev.places))
+        self._index_event(ev, new_places, new_actors)
         for key, _ in r.keys():
             if (r.indicator, key) not in self._keys:
                 self._keys[(r.indicator, key)] = event_id
@@ -265,54 +277,70 @@ class Clusterer:
         """(event_id, how) for the report; the report is recorded as a member.
         Reports must come in order of publication (``assign_events`` sorts them)."""
         self._advance(r.published)
-        event_id, how = self._decide(r)
+        where = r.where(self.places)
+        event_id, how = self._decide(r, where)
         if event_id is None:
             event_id, how = event_id_for(r.indicator, r.article_id), "first"
             self.add_event(Event(event_id, r.indicator, r.published, r.fetched, r.title, new=True))
-        self.add_member(event_id, r)
+        self.add_member(event_id, r, where)
         return event_id, how
 
-    def _indexed(self, index: dict, indicator: str, ids: set[str]) -> list[Event]:
-        found = set().union(*(index.get((indicator, i), ()) for i in ids)) if ids else set()
+    def _since(self, index: dict, key: tuple[str, str], since: datetime) -> list[str]:
+        """The ids under ``key`` of events indexed at a time at or after ``since`` (an event's
+        time only moves earlier, so one that belongs is never left out), and forgets the
+        entries no rule can reach any more (older than ``FOLLOWUP_HORIZON`` + ``WINDOW``
+        before ``since``): a lookup costs what the window holds, not all history."""
+        entries = index.get(key)
+        if not entries:
+            return []
+        stale = bisect.bisect_left(entries, (since - FOLLOWUP_HORIZON - WINDOW,))
+        if stale:
+            del entries[:stale]
+        return [e for _, e in entries[bisect.bisect_left(entries, (since,)):]]
+
+    def _indexed(self, index: dict, indicator: str, ids: set[str], since: datetime) -> list[Event]:
+        found = {e for i in ids for e in self._since(index, (indicator, i), since)}
         return [self.events[e] for e in sorted(found)]
 
     def _areas(self, place: str) -> tuple[str, ...]:
         """The places that contain ``place``, countries excepted (countries are compared apart)."""
         return tuple(a for a in self.places.ancestors(place) if self.places.kinds.get(a) != "country")
 
-    def _nested(self, indicator: str, places: set[str]) -> list[Event]:
-        """Events that name one of ``places``, a place containing one, or a place within one."""
+    def _nested(self, indicator: str, places: set[str], since: datetime) -> list[Event]:
+        """Events (indexed at or after ``since``) that name one of ``places``, a place
+        containing one, or a place within one."""
         if not places:
             return []
         found: set[str] = set()
         for p in places:
             for q in (p, *self._areas(p)):
-                found |= self._by_place.get((indicator, q), set())
-            found |= self._by_area.get((indicator, p), set())
+                found.update(self._since(self._by_place, (indicator, q), since))
+            found.update(self._since(self._by_area, (indicator, p), since))
         return [self.events[e] for e in sorted(found)]
 
-    def _apart(self, mine: set[str], theirs: set[str]) -> bool:
-        """Both name specific places and none of the most specific of one side contains, or
-        lies within, one of the other's: a report of Shaddadi is apart from an event at
-        Rumailan (two bases of one province), one of "Hasakah province" is not."""
-        if not mine or not theirs:
+    def _apart(self, a: frozenset[str], b: frozenset[str]) -> bool:
+        """Both name specific places and none of the most specific places of one side (``a``,
+        ``b``: ``core``) contains, or lies within, one of the other's: a report of Shaddadi is
+        apart from an event at Rumailan (two bases of one province), one of "Hasakah
+        province" is not."""
+        if not a or not b or not a.isdisjoint(b):
             return False
-        h = self.places
-        a, b = h.most_specific(mine), h.most_specific(theirs)
-        return not any(h.related(x, y) for x in a for y in b)
+        related = self.places.related
+        return not any(related(x, y) for x in a for y in b)
 
-    def _decide(self, r: Report) -> tuple[str | None, str | None]:
+    def _decide(self, r: Report, where: set[str]) -> tuple[str | None, str | None]:
         for key, why in r.keys():
             eid = self._keys.get((r.indicator, key))
             if eid and abs(r.published - self.events[eid].first_report_at) <= EXACT_HORIZON:
                 return eid, why
-        places, actors, weapons, countries = r.where(self.places), r.actors, r.weapons, r.countries
+        places, actors, weapons, countries = where, r.actors, r.weapons, r.countries
+        core = frozenset(self.places.most_specific(places))
         renewed = "renewed" in r.cues
 
         def candidate(ev: Event) -> bool:
             return (
                 ev.indicator == r.indicator and abs(r.published - ev.first_report_at) <= WINDOW
-                and not self._apart(places, ev.places)
+                and not self._apart(core, ev.core)
                 and not (renewed and "renewed" not in ev.cues and r.published - ev.first_report_at >= RENEWED_GAP)
             )
 
@@ -324,16 +352,14 @@ class Clusterer:
             return min(evs, key=lambda e: (abs(r.published - e.first_report_at), e.event_id)).event_id if evs else None
 
         same_place = [
-            ev for ev in self._nested(r.indicator, places)
+            ev for ev in self._nested(r.indicator, places, r.published - WINDOW)
             if candidate(ev) and not _disjoint(weapons, ev.weapons) and not _other_actors(r, ev)
         ]
         if same_place:
             best = closest(same_place)
-            h = self.places
-            same = h.most_specific(places) & h.most_specific(self.events[best].places)
-            return best, "same_place" if same else "nested_place"
+            return best, "same_place" if core & self.events[best].core else "nested_place"
         same_actor = [
-            ev for ev in self._indexed(self._by_actor, r.indicator, actors)
+            ev for ev in self._indexed(self._by_actor, r.indicator, actors, r.published - WINDOW)
             if candidate(ev) and not (places and ev.places) and countries & ev.countries
             and not _disjoint(weapons, ev.weapons)
         ]
@@ -341,9 +367,9 @@ class Clusterer:
             return closest(same_actor), "same_actor"
         if "followup" in r.cues and places:
             older = [
-                ev for ev in self._nested(r.indicator, places)
+                ev for ev in self._nested(r.indicator, places, r.published - FOLLOWUP_HORIZON)
                 if timedelta(0) <= r.published - ev.first_report_at <= FOLLOWUP_HORIZON
-                and not self._apart(places, ev.places)
+                and not self._apart(core, ev.core)
             ]
             if older:
                 return max(older, key=lambda e: (e.first_report_at, e.event_id)).event_id, "followup"
