@@ -99,6 +99,7 @@ PLACE_KINDS = frozenset({"base", "diplomatic", "city", "port", "area"})
 NESTED_KINDS = frozenset({"town", "district", "province", "region", "unnamed_site"})
 ACTOR_KINDS = frozenset({"militia", "militia_umbrella", "state_force"})
 NO_PLACES = PlaceHierarchy()
+_NONE: frozenset[str] = frozenset()  # shared by the many reports that name nothing
 
 
 @dataclass
@@ -116,27 +117,30 @@ class Report:
     entities: set[tuple[str, str, str]] = field(default_factory=set)  # (gazetteer, id, kind)
     launch: frozenset[str] = frozenset()  # places named only as where the attack came from
 
-    def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> set[str]:
-        return {i for g, i, k in self.entities if g == gazetteer and (kinds is None or k in kinds)}
+    def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> frozenset[str]:
+        if not self.entities:
+            return _NONE
+        return frozenset(i for g, i, k in self.entities if g == gazetteer and (kinds is None or k in kinds)) or _NONE
 
     @cached_property
-    def places(self) -> set[str]:
+    def places(self) -> frozenset[str]:
         """The specific places the report names, launch places excepted (no nesting known)."""
         return self.where(NO_PLACES)
 
-    def where(self, h: PlaceHierarchy) -> set[str]:
+    def where(self, h: PlaceHierarchy) -> frozenset[str]:
         """The specific places of the attack: sites, and the towns, provinces and regions that
         ``h`` nests; never a launch place; an ``unnamed_site`` as the place it is within."""
         if not self.entities:
-            return set()
-        return {
+            return _NONE
+        return frozenset(
             h.resolve(i) for g, i, k in self.entities
             if g == "places" and i not in self.launch and (k in PLACE_KINDS or (k in NESTED_KINDS and i in h.parent))
-        }
+        ) or _NONE
 
     @cached_property
-    def countries(self) -> set[str]:
-        return self._ids("places", frozenset({"country"})) - self.launch
+    def countries(self) -> frozenset[str]:
+        found = self._ids("places", frozenset({"country"}))
+        return found - self.launch if found and self.launch else found
 
     @cached_property
     def umbrella(self) -> bool:
@@ -144,15 +148,15 @@ class Report:
         return any(g == "actors" and k == "militia_umbrella" for g, _, k in self.entities)
 
     @cached_property
-    def actors(self) -> set[str]:
+    def actors(self) -> frozenset[str]:
         return self._ids("actors", ACTOR_KINDS)
 
     @cached_property
-    def weapons(self) -> set[str]:
+    def weapons(self) -> frozenset[str]:
         return self._ids("weapons")
 
     @cached_property
-    def cues(self) -> set[str]:
+    def cues(self) -> frozenset[str]:
         return self._ids("cues")
 
     def keys(self) -> list[tuple[str, str]]:
@@ -178,7 +182,7 @@ class Event:
     umbrella: bool = False
     core: frozenset[str] = frozenset()  # the most specific of ``places`` (kept by the Clusterer)
 
-    def absorb(self, r: Report, where: set[str] | None = None) -> None:
+    def absorb(self, r: Report, where: frozenset[str] | None = None) -> None:
         if r.published < self.first_report_at or r.fetched < self.first_seen_at:
             self.changed = not self.new
         self.first_report_at = min(self.first_report_at, r.published)
@@ -212,7 +216,9 @@ class Clusterer:
     bounded by the time windows above, not by how much history is loaded: near-duplicates
     are looked up in a MinHash LSH index per indicator from which reports of events older
     than ``WINDOW`` are evicted as time advances; events that name a place or an actor are
-    found through an index by that id; exact-copy keys expire after ``EXACT_HORIZON``.
+    found through an index by that id (places also under each place containing them), kept
+    in time order so a lookup reads only the window; exact-copy keys expire after
+    ``EXACT_HORIZON``.
     So each report costs about the same however many reports the warehouse holds.
     """
 
@@ -242,7 +248,7 @@ class Clusterer:
         for a in ev.actors if actors is None else actors:
             bisect.insort(self._by_actor.setdefault((ev.indicator, a), []), entry)
 
-    def add_member(self, event_id: str, r: Report, where: set[str] | None = None) -> None:
+    def add_member(self, event_id: str, r: Report, where: frozenset[str] | None = None) -> None:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
         where = r.where(self.places) if where is None else where

@@ -74,7 +74,7 @@ def _report(indicator: str, row: tuple, minhash) -> Report:
     return Report(
         article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
         neardup.from_signature(minhash), {(e["g"], e["i"], e["k"]) for e in ents},
-        frozenset(e["i"] for e in ents if e["r"] == "launch"),
+        frozenset(e["i"] for e in ents if e["r"] == "launch") if ents else frozenset(),
     )
 
 
