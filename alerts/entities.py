@@ -113,8 +113,7 @@ _FILLER = _folded(
     "camp field oil gas facility compound international airport iraqi syrian jordanian near its their "
     "منطقة بلدة مدينة قرية ناحية قضاء محافظة ريف أراضي الأراضي داخل محيط أطراف ضواحي جهة بادية إقليم "
     "قاعدة القاعدة قواعد معسكر مطار حقل الأمريكية الأميركية الأمريكي الأميركي أمريكية أميركية أمريكي أميركي "
-    "التحالف الدولي "
-    "قوات القوات للقوات الاحتلال الجوية العسكرية العراقية السورية الأردنية"
+    "التحالف الدولي قوات القوات للقوات الاحتلال الجوية العسكرية العراقية السورية الأردنية"
 )
 # Words that tie a place to the one just before it, which it then shares the role of:
 # "from Zummar in Nineveh province", "على قاعدة رميلان في محافظة الحسكة".

@@ -68,10 +68,9 @@ def check_places_file(path: Path) -> list[str]:
     entries = (doc.data or {}).get("entries") if isinstance(doc.data, dict) else None
     if not isinstance(entries, list):
         return []
-    _, _, problems = _links(e for e in entries if isinstance(e, dict))
-    dicts = [e for e in entries if isinstance(e, dict)]
-    pos = {id(e): n for n, e in enumerate(entries)}
-    return [doc.error(("entries", pos[id(dicts[i])], "within"), msg.partition(": ")[2]) for i, msg in problems]
+    at = [n for n, e in enumerate(entries) if isinstance(e, dict)]  # position in the file of each mapping
+    _, _, problems = _links(entries[n] for n in at)
+    return [doc.error(("entries", at[i], "within"), msg.partition(": ")[2]) for i, msg in problems]
 
 
 class PlaceHierarchy:
