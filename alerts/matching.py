@@ -256,6 +256,7 @@ class GazetteerEntry(BaseModel):
     tags: list[str] = Field(default_factory=list)
     en: list[str] = Field(default_factory=list)
     ar: list[str] = Field(default_factory=list)
+    within: str | None = None  # places: the id of the enclosing place (alerts/places.py)
     notes: str | None = None
 
 

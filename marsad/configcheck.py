@@ -117,6 +117,11 @@ def check(environ: Mapping[str, str] | None = None) -> Report:
         try:
             gaz = Gazetteers.load(gaz_dir)
             r.good("gazetteers", f"{gaz_dir}: {len(gaz.entries)} files, {sum(len(v) for v in gaz.entries.values())} entries")
+            from alerts.places import check_places_file
+
+            nesting = check_places_file(gaz_dir / "places.yaml")  # `within`: parents exist, no cycles
+            if nesting:
+                r.bad("gazetteers", nesting, str(gaz_dir / "places.yaml"))
         except ConfigError as exc:
             gazetteers_ok = False
             r.bad("gazetteers", exc.problems, str(gaz_dir))

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from alerts.delivery import DEFAULT_BUDGET_S, DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
 from alerts.entities import EntityTagger, tag_articles
+from alerts.places import PlaceHierarchy
 from alerts.evaluate import evaluate as evaluate_rules
 from alerts.matching import Classifier
 from alerts.ops import evaluate_source_health, report_config_errors
@@ -428,7 +429,7 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
             report.matches += late
             tag_new_matches(con, classifier, now)
             unlink_unmatched(con, corrected)
-            report.new_events = assign_events(con, now)
+            report.new_events = assign_events(con, now, PlaceHierarchy.from_gazetteers(classifier.gazetteers))
         prune_fetch_log(con, now, settings.fetch_log_retention)
     return report
 

@@ -145,3 +145,48 @@ def test_arabic_indicator_file_not_utf8_names_the_line(tmp_path, damage):
     text = str(exc.value)
     assert f"militia_attack_us_forces.yaml:{line}: (file): not UTF-8" in text, text
     assert ":0:" not in text
+
+
+def test_config_check_reports_place_nesting_errors(tmp_path):
+    """`within` must name an entry of places.yaml, and the nesting must have no cycle."""
+    import os
+    import shutil
+
+    from alerts.places import PlaceHierarchy
+
+    repo_alerts = DEFAULT_INDICATORS.parent
+    shutil.copytree(repo_alerts / "indicators", tmp_path / "indicators")
+    shutil.copytree(repo_alerts / "gazetteers", tmp_path / "gazetteers")
+    places = tmp_path / "gazetteers" / "places.yaml"
+    text = places.read_text(encoding="utf-8")
+    text = text.replace("    within: al_baghdadi\n", "    within: al_bagdadi\n", 1)  # a typo
+    text = text.replace("    within: iraq\n    en: [\"western Iraq\"", "    within: al_baghdadi\n    en: [\"western Iraq\"", 1)
+    places.write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+    typo = next(n for n, line in enumerate(lines, 1) if line == "    within: al_bagdadi")
+    loop = next(n for n, line in enumerate(lines, 1) if line == "  - id: western_iraq") + 3
+    res = subprocess.run(
+        [sys.executable, "-m", "marsad.cli", "config", "check"], capture_output=True, text=True,
+        env={**os.environ, "MARSAD_INDICATORS": str(tmp_path / "indicators")},
+    )
+    assert res.returncode == 1
+    assert f"{places}:{typo}: entries.0.within: no place with id 'al_bagdadi' in places.yaml" in res.stderr
+    assert f"{places}:{loop}: " in res.stderr and "cycle western_iraq -> al_baghdadi -> anbar -> western_iraq" in res.stderr
+    # At run time a broken link is ignored, so nothing loops.
+    h = PlaceHierarchy.load(tmp_path / "gazetteers")
+    assert h.ancestors("ain_al_asad") == () and "western_iraq" not in h.ancestors("anbar")
+
+
+def test_shipped_places_nest_every_us_site_in_a_country():
+    from alerts.matching import Gazetteers
+    from alerts.places import PlaceHierarchy
+
+    gaz = Gazetteers.load(DEFAULT_INDICATORS.parent / "gazetteers")
+    h = PlaceHierarchy.from_gazetteers(gaz)
+    for e in gaz.entries["places"]:
+        if "us_site" in e.tags:
+            assert h.ancestors(e.id)[-1:] in (("iraq",), ("syria",), ("jordan",)), e.id
+    assert h.ancestors("ain_al_asad") == ("al_baghdadi", "anbar", "western_iraq", "iraq")
+    assert h.related("rumalyan", "northeast_syria") and h.related("hasakah", "rumalyan")
+    assert not h.related("rumalyan", "shaddadi")  # siblings are not containment
+    assert h.most_specific({"rumalyan", "hasakah", "northeast_syria", "syria"}) == {"rumalyan"}

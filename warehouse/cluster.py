@@ -9,13 +9,25 @@ What a report brings (``Report``): its indicator, time, canonical URL, content h
 MinHash sketch of its folded text (``warehouse.neardup``), and the gazetteer entries it
 names anywhere (``alerts.entities``), by ids that are the same in Arabic and English:
 
-* places: bases, diplomatic sites, cities, ports, areas (kind ``base`` ... ``area``), and
-  countries (kind ``country``); actors: named groups and state forces (not descriptors
+* places: bases, diplomatic sites, cities, ports, areas (kind ``base`` ... ``area``), the
+  towns, provinces and regions places.yaml nests (``within``: site -> town -> province ->
+  region -> country; ``alerts.places``), and countries (kind ``country``). A place the
+  report names only as where the attack came from ("rockets fired from Zummar", role
+  ``launch`` in ``article_entities``, ``alerts.entities.place_roles``) is left out: the
+  launch place is never taken for the place attacked. An ``unnamed_site`` ("a US base in
+  Hasakah") counts as the place it is within. Actors: named groups and state forces (not descriptors
   such as "Iran-backed militia", not "US forces"); weapons (drone, rocket/missile, mortar,
   IED, gunfire); cues: ``followup`` (looks back: "last week's attack", arrests, satellite
   images) and ``renewed`` ("another attack", "هجوم جديد", "للمرة الثانية").
 
 An event carries the union of its reports' places, actors, weapons and cues.
+
+Two sets of places *agree* when a most specific place of one (one that contains none of the
+others of its set) is, contains, or lies within a most specific place of the other: {the
+base at Rumailan} agrees with {Hasakah province} and with {northeast Syria}, and all three
+with {Rumailan, Hasakah}; {Shaddadi, Hasakah} does not agree with {Rumailan, Hasakah}: two
+bases of one province are siblings, and siblings are not containment. Countries are not
+compared this way (see rule 5). Without the nesting only identical places agree.
 
 Decision rules, in this order (``how`` in ``event_articles`` records which one joined):
 
@@ -23,22 +35,28 @@ Decision rules, in this order (``how`` in ``event_articles`` records which one j
    feed entry id, or the same folded title and summary) of a report of an event of the same indicator first reported within
    ``EXACT_HORIZON`` (7 days). Copies join whatever else they say.
 2. Candidates: events of the same indicator first reported within ``WINDOW`` (36 h) of the
-   report, either side. A candidate that names specific places none of which the report
-   names (and the report names some) *conflicts* and is never joined by the rules below:
-   a mortar attack on Harir is not the mortar attack on Ain al-Asad, however alike the text.
+   report, either side. A candidate whose specific places do not agree with the report's
+   (both name some) *conflicts* and is never joined by the rules below: a mortar attack on
+   Harir is not the mortar attack on Ain al-Asad, however alike the text, and the attack on
+   Shaddadi is not the one on Rumailan.
    Nor is one first reported ``RENEWED_GAP`` (6 h) or more before a report that says it is
    another attack (``renewed`` cue), unless the candidate is itself a renewed attack.
 3. ``near_duplicate``: the report's text is a near-duplicate (MinHash LSH, estimated
    Jaccard >= 0.5 on character 3-grams, same numbers and negations) of a report of a
    candidate: syndicated and lightly edited copies, updated headlines.
-4. ``same_place``: the report and a candidate name a common specific place, and they do
-   not name disjoint weapons (a drone on Ain al-Asad is not a rocket on it).
-   This is what joins an Arabic report to an English one: the place ids are shared.
+4. ``same_place`` / ``nested_place``: the report's places agree with a candidate's, and
+   they do not name disjoint weapons (a drone on Ain al-Asad is not a rocket on it) nor
+   disjoint actors (Kataib Hezbollah's attack is not the IRGC's; an umbrella such as the
+   Islamic Resistance in Iraq, which claims for its members, is compatible with any).
+   ``same_place`` when they share a most specific place, ``nested_place`` when one contains
+   the other ("rockets from Zummar at a US base in northeast Syria", "the base at
+   Rumailan", "Hasakah province": one attack). This is what joins an Arabic report to an
+   English one: the place ids are shared.
 5. ``same_actor``: one side names no specific place, and they share a named actor and a
    country, and do not name disjoint weapons ("Kataib Hezbollah drone attack on US
    forces in Iraq" joins the Ain al-Asad event that Kataib Hezbollah claimed).
    Among several candidates of rules 4 and 5, the one first reported closest in time wins.
-6. ``followup``: a report with a ``followup`` cue that names a specific place of an event
+6. ``followup``: a report with a ``followup`` cue whose places agree with those of an event
    of the same indicator first reported up to ``FOLLOWUP_HORIZON`` (30 days) earlier
    attaches to the most recent such event (most follow-ups are already excluded by the
    indicator files; this catches those that get through).
@@ -46,21 +64,28 @@ Decision rules, in this order (``how`` in ``event_articles`` records which one j
 
 So two attacks on the same base stay two events when they are more than 36 h apart,
 name different weapons, or the later reports say "another attack"; two attacks on
-different bases the same day stay apart by rule 2. Known limit: two attacks on the same
-base within 36 h with the same weapon and no "another attack" wording become one event
-(an undercount, never a double count).
+different bases the same day stay apart by rule 2, also when they are in one province.
+Iran's own strikes and a proxy's are different indicators, hence different events.
+Known limits: two attacks on the same base within 36 h with the same weapon and no
+"another attack" wording become one event, and a report naming only a province or a
+region joins the closest in time of two attacks at sites within it (undercounts, never a
+double count); an event first reported only by region ("a US base in northeast Syria")
+can take a report of any site in that region within the window.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from alerts.places import PlaceHierarchy
 from warehouse import neardup
 
 WINDOW = timedelta(hours=36)
@@ -69,7 +94,12 @@ RENEWED_GAP = timedelta(hours=6)
 FOLLOWUP_HORIZON = timedelta(days=30)
 
 PLACE_KINDS = frozenset({"base", "diplomatic", "city", "port", "area"})
+# Places that count only where places.yaml nests them (``within``): the towns, provinces and
+# regions around the sites. A region nobody nested ("northern Israel") is not compared.
+NESTED_KINDS = frozenset({"town", "district", "province", "region", "unnamed_site"})
 ACTOR_KINDS = frozenset({"militia", "militia_umbrella", "state_force"})
+NO_PLACES = PlaceHierarchy()
+_NONE: frozenset[str] = frozenset()  # shared by the many reports that name nothing
 
 
 @dataclass
@@ -85,28 +115,48 @@ class Report:
     guid: str | None
     sketch: MinHash
     entities: set[tuple[str, str, str]] = field(default_factory=set)  # (gazetteer, id, kind)
+    launch: frozenset[str] = frozenset()  # places named only as where the attack came from
 
-    def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> set[str]:
-        return {i for g, i, k in self.entities if g == gazetteer and (kinds is None or k in kinds)}
+    def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> frozenset[str]:
+        if not self.entities:
+            return _NONE
+        return frozenset(i for g, i, k in self.entities if g == gazetteer and (kinds is None or k in kinds)) or _NONE
 
-    @property
-    def places(self) -> set[str]:
-        return self._ids("places", PLACE_KINDS)
+    @cached_property
+    def places(self) -> frozenset[str]:
+        """The specific places the report names, launch places excepted (no nesting known)."""
+        return self.where(NO_PLACES)
 
-    @property
-    def countries(self) -> set[str]:
-        return self._ids("places", frozenset({"country"}))
+    def where(self, h: PlaceHierarchy) -> frozenset[str]:
+        """The specific places of the attack: sites, and the towns, provinces and regions that
+        ``h`` nests; never a launch place; an ``unnamed_site`` as the place it is within."""
+        if not self.entities:
+            return _NONE
+        return frozenset(
+            h.resolve(i) for g, i, k in self.entities
+            if g == "places" and i not in self.launch and (k in PLACE_KINDS or (k in NESTED_KINDS and i in h.parent))
+        ) or _NONE
 
-    @property
-    def actors(self) -> set[str]:
+    @cached_property
+    def countries(self) -> frozenset[str]:
+        found = self._ids("places", frozenset({"country"}))
+        return found - self.launch if found and self.launch else found
+
+    @cached_property
+    def umbrella(self) -> bool:
+        """Names an umbrella of groups ("Islamic Resistance in Iraq"), which claims for its members."""
+        return any(g == "actors" and k == "militia_umbrella" for g, _, k in self.entities)
+
+    @cached_property
+    def actors(self) -> frozenset[str]:
         return self._ids("actors", ACTOR_KINDS)
 
-    @property
-    def weapons(self) -> set[str]:
+    @cached_property
+    def weapons(self) -> frozenset[str]:
         return self._ids("weapons")
 
-    @property
-    def cues(self) -> set[str]:
+    @cached_property
+    def cues(self) -> frozenset[str]:
         return self._ids("cues")
 
     def keys(self) -> list[tuple[str, str]]:
@@ -129,13 +179,16 @@ class Event:
     actors: set[str] = field(default_factory=set)
     weapons: set[str] = field(default_factory=set)
     cues: set[str] = field(default_factory=set)
+    umbrella: bool = False
+    core: frozenset[str] = frozenset()  # the most specific of ``places`` (kept by the Clusterer)
 
-    def absorb(self, r: Report) -> None:
+    def absorb(self, r: Report, where: frozenset[str] | None = None) -> None:
         if r.published < self.first_report_at or r.fetched < self.first_seen_at:
             self.changed = not self.new
         self.first_report_at = min(self.first_report_at, r.published)
         self.first_seen_at = min(self.first_seen_at, r.fetched)
-        self.places |= r.places
+        self.places |= r.places if where is None else where
+        self.umbrella |= r.umbrella
         self.countries |= r.countries
         self.actors |= r.actors
         self.weapons |= r.weapons
@@ -150,6 +203,12 @@ def _disjoint(a: set, b: set) -> bool:
     return bool(a) and bool(b) and not (a & b)
 
 
+def _other_actors(r: Report, ev: "Event") -> bool:
+    """Both name groups or state forces, none in common, and neither names an umbrella that
+    claims for its members: Kataib Hezbollah's attack is not the IRGC's."""
+    return _disjoint(r.actors, ev.actors) and not (r.umbrella or ev.umbrella)
+
+
 class Clusterer:
     """Holds the recent events (and their reports) of some indicators; ``assign`` decides.
 
@@ -157,34 +216,47 @@ class Clusterer:
     bounded by the time windows above, not by how much history is loaded: near-duplicates
     are looked up in a MinHash LSH index per indicator from which reports of events older
     than ``WINDOW`` are evicted as time advances; events that name a place or an actor are
-    found through an index by that id; exact-copy keys expire after ``EXACT_HORIZON``.
+    found through an index by that id (places also under each place containing them), kept
+    in time order so a lookup reads only the window; exact-copy keys expire after
+    ``EXACT_HORIZON``.
     So each report costs about the same however many reports the warehouse holds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, places: PlaceHierarchy | None = None) -> None:
+        self.places = places or NO_PLACES  # the nesting of places.yaml (``within``)
         self.events: dict[str, Event] = {}
         self._keys: dict[tuple[str, str], str] = {}  # (indicator, url/guid/hash key) -> event_id
         self._key_expiry: deque[tuple[datetime, tuple[str, str], str]] = deque()  # (event time, key, event_id)
         self._pools: dict[str, _Pool] = {}  # per indicator: the reports near-duplicates are sought among
         self._live: list[tuple[datetime, str, str]] = []  # heap of (event time when added, indicator, member id)
-        self._by_place: dict[tuple[str, str], set[str]] = defaultdict(set)  # (indicator, place) -> event ids
-        self._by_actor: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # (indicator, id) -> [(event time when indexed, event id)] in time order: the events
+        # that name a place, name a place within it (_by_area), or name an actor.
+        self._by_place: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        self._by_area: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        self._by_actor: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
 
     def add_event(self, ev: Event) -> None:
         self.events[ev.event_id] = ev
         self._index_event(ev)
 
-    def _index_event(self, ev: Event) -> None:
-        for p in ev.places:
-            self._by_place[(ev.indicator, p)].add(ev.event_id)
-        for a in ev.actors:
-            self._by_actor[(ev.indicator, a)].add(ev.event_id)
+    def _index_event(self, ev: Event, places: set[str] | None = None, actors: set[str] | None = None) -> None:
+        entry = (ev.first_report_at, ev.event_id)
+        for p in ev.places if places is None else places:
+            bisect.insort(self._by_place.setdefault((ev.indicator, p), []), entry)
+            for a in self._areas(p):
+                bisect.insort(self._by_area.setdefault((ev.indicator, a), []), entry)
+        for a in ev.actors if actors is None else actors:
+            bisect.insort(self._by_actor.setdefault((ev.indicator, a), []), entry)
 
-    def add_member(self, event_id: str, r: Report) -> None:
+    def add_member(self, event_id: str, r: Report, where: frozenset[str] | None = None) -> None:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
-        ev.absorb(r)
-        self._index_event(ev)
+        where = r.where(self.places) if where is None else where
+        new_places, new_actors = where - ev.places, r.actors - ev.actors
+        ev.absorb(r, where)
+        if new_places:
+            ev.core = frozenset(self.places.most_specific(ev.places))
+        self._index_event(ev, new_places, new_actors)
         for key, _ in r.keys():
             if (r.indicator, key) not in self._keys:
                 self._keys[(r.indicator, key)] = event_id
@@ -211,29 +283,70 @@ class Clusterer:
         """(event_id, how) for the report; the report is recorded as a member.
         Reports must come in order of publication (``assign_events`` sorts them)."""
         self._advance(r.published)
-        event_id, how = self._decide(r)
+        where = r.where(self.places)
+        event_id, how = self._decide(r, where)
         if event_id is None:
             event_id, how = event_id_for(r.indicator, r.article_id), "first"
             self.add_event(Event(event_id, r.indicator, r.published, r.fetched, r.title, new=True))
-        self.add_member(event_id, r)
+        self.add_member(event_id, r, where)
         return event_id, how
 
-    def _indexed(self, index: dict, indicator: str, ids: set[str]) -> list[Event]:
-        found = set().union(*(index.get((indicator, i), ()) for i in ids)) if ids else set()
+    def _since(self, index: dict, key: tuple[str, str], since: datetime) -> list[str]:
+        """The ids under ``key`` of events indexed at a time at or after ``since`` (an event's
+        time only moves earlier, so one that belongs is never left out), and forgets the
+        entries no rule can reach any more (older than ``FOLLOWUP_HORIZON`` + ``WINDOW``
+        before ``since``): a lookup costs what the window holds, not all history."""
+        entries = index.get(key)
+        if not entries:
+            return []
+        stale = bisect.bisect_left(entries, (since - FOLLOWUP_HORIZON - WINDOW,))
+        if stale:
+            del entries[:stale]
+        return [e for _, e in entries[bisect.bisect_left(entries, (since,)):]]
+
+    def _indexed(self, index: dict, indicator: str, ids: set[str], since: datetime) -> list[Event]:
+        found = {e for i in ids for e in self._since(index, (indicator, i), since)}
         return [self.events[e] for e in sorted(found)]
 
-    def _decide(self, r: Report) -> tuple[str | None, str | None]:
+    def _areas(self, place: str) -> tuple[str, ...]:
+        """The places that contain ``place``, countries excepted (countries are compared apart)."""
+        return tuple(a for a in self.places.ancestors(place) if self.places.kinds.get(a) != "country")
+
+    def _nested(self, indicator: str, places: set[str], since: datetime) -> list[Event]:
+        """Events (indexed at or after ``since``) that name one of ``places``, a place
+        containing one, or a place within one."""
+        if not places:
+            return []
+        found: set[str] = set()
+        for p in places:
+            for q in (p, *self._areas(p)):
+                found.update(self._since(self._by_place, (indicator, q), since))
+            found.update(self._since(self._by_area, (indicator, p), since))
+        return [self.events[e] for e in sorted(found)]
+
+    def _apart(self, a: frozenset[str], b: frozenset[str]) -> bool:
+        """Both name specific places and none of the most specific places of one side (``a``,
+        ``b``: ``core``) contains, or lies within, one of the other's: a report of Shaddadi is
+        apart from an event at Rumailan (two bases of one province), one of "Hasakah
+        province" is not."""
+        if not a or not b or not a.isdisjoint(b):
+            return False
+        related = self.places.related
+        return not any(related(x, y) for x in a for y in b)
+
+    def _decide(self, r: Report, where: set[str]) -> tuple[str | None, str | None]:
         for key, why in r.keys():
             eid = self._keys.get((r.indicator, key))
             if eid and abs(r.published - self.events[eid].first_report_at) <= EXACT_HORIZON:
                 return eid, why
-        places, actors, weapons, countries = r.places, r.actors, r.weapons, r.countries
+        places, actors, weapons, countries = where, r.actors, r.weapons, r.countries
+        core = frozenset(self.places.most_specific(places))
         renewed = "renewed" in r.cues
 
         def candidate(ev: Event) -> bool:
             return (
                 ev.indicator == r.indicator and abs(r.published - ev.first_report_at) <= WINDOW
-                and not _disjoint(places, ev.places)
+                and not self._apart(core, ev.core)
                 and not (renewed and "renewed" not in ev.cues and r.published - ev.first_report_at >= RENEWED_GAP)
             )
 
@@ -245,13 +358,14 @@ class Clusterer:
             return min(evs, key=lambda e: (abs(r.published - e.first_report_at), e.event_id)).event_id if evs else None
 
         same_place = [
-            ev for ev in self._indexed(self._by_place, r.indicator, places)
-            if candidate(ev) and not _disjoint(weapons, ev.weapons)
+            ev for ev in self._nested(r.indicator, places, r.published - WINDOW)
+            if candidate(ev) and not _disjoint(weapons, ev.weapons) and not _other_actors(r, ev)
         ]
         if same_place:
-            return closest(same_place), "same_place"
+            best = closest(same_place)
+            return best, "same_place" if core & self.events[best].core else "nested_place"
         same_actor = [
-            ev for ev in self._indexed(self._by_actor, r.indicator, actors)
+            ev for ev in self._indexed(self._by_actor, r.indicator, actors, r.published - WINDOW)
             if candidate(ev) and not (places and ev.places) and countries & ev.countries
             and not _disjoint(weapons, ev.weapons)
         ]
@@ -259,8 +373,9 @@ class Clusterer:
             return closest(same_actor), "same_actor"
         if "followup" in r.cues and places:
             older = [
-                ev for ev in self._indexed(self._by_place, r.indicator, places)
+                ev for ev in self._nested(r.indicator, places, r.published - FOLLOWUP_HORIZON)
                 if timedelta(0) <= r.published - ev.first_report_at <= FOLLOWUP_HORIZON
+                and not self._apart(core, ev.core)
             ]
             if older:
                 return max(older, key=lambda e: (e.first_report_at, e.event_id)).event_id, "followup"

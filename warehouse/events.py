@@ -14,6 +14,7 @@ from datetime import datetime
 
 import duckdb
 
+from alerts.places import PlaceHierarchy
 from warehouse import neardup
 from warehouse.cluster import EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW, Clusterer, Event, Report
 from warehouse.load import bulk_insert
@@ -22,7 +23,7 @@ LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
 _REPORT_SQL = """SELECT {sel} a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
                         a.text_folded, a.guid,
-                        coalesce((SELECT list({{'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind}})
+                        coalesce((SELECT list({{'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind, 'r': x.role}})
                                   FROM article_entities x WHERE x.article_id = a.article_id), []) AS entities,
                         s.minhash
                  FROM {src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"""
@@ -73,11 +74,13 @@ def _report(indicator: str, row: tuple, minhash) -> Report:
     return Report(
         article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
         neardup.from_signature(minhash), {(e["g"], e["i"], e["k"]) for e in ents},
+        frozenset(e["i"] for e in ents if e["r"] == "launch") if ents else frozenset(),
     )
 
 
-def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
+def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None) -> int:
     """Link unlinked (article, indicator) pairs to events; returns how many events were opened.
+    ``places`` is the nesting of places.yaml (without it, only the same place joins).
     Pending reports are read ``CHUNK`` at a time, so memory holds the events and the links,
     not every pending report with its sketch."""
     _sketch_pending(con)
@@ -100,7 +103,7 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         ).fetchone()
         lo, hi = lo - LOOKBACK, hi + WINDOW
 
-        clusterer = Clusterer()
+        clusterer = Clusterer(places)
         for event_id, indicator, first_report, first_seen, title in con.execute(
             """SELECT event_id, indicator, first_report_at, first_seen_at, title FROM events
                WHERE list_contains(?, indicator) AND first_report_at BETWEEN ? AND ?""",
