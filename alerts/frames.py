@@ -394,7 +394,7 @@ class FrameReader:
         # The clause's subject: a party before the first action or statement word, not after a
         # role word ("attack on X" makes X a target, not a subject).
         first_act = min(a.start for a in actions)
-        speech = [m for m in mods if m.cls == "statement"]
+        speech = [m for m in mods if m.cls in ("statement", "claim")]
         subject = None
         for p in parties:
             if p.end <= max(first_act, min((s.start for s in speech), default=first_act)) and role_before(p) is None:
@@ -422,7 +422,7 @@ class FrameReader:
         # يعلن ... بقصف"), not of what merely happened to it.
         subject_speaks = subject is not None and any(
             0 <= s.start - subject.end <= 3
-            and (s.arabic and s.text in _ANNOUNCE or (not s.arabic and s.end < hi and tokens[s.end] in _PRONOUNS))
+            and (s.cls == "claim" or (s.arabic and s.text in _ANNOUNCE) or (not s.arabic and s.end < hi and tokens[s.end] in _PRONOUNS))
             for s in speech
         )
         party_starts = {p.start for p in parties}
@@ -470,6 +470,8 @@ class FrameReader:
                         role = role_before(p)
                         if role == "agent" and p.end != a.start:
                             continue  # "by Iran's attacks", not "groups backed by Iran, which targeted"
+                        if any(s_.start >= p.end and s_.end <= a.start for s_ in speech):
+                            break  # "the coalition says rockets were fired at its base": a speaker
                         if p.end <= a.start and a.start - p.end <= 3 and role in (None, "agent") and not between(p.end, a.start, "action"):
                             if not any(w in _NOT_AGENT for w in tokens[p.end:a.start]):
                                 actor = p
@@ -613,7 +615,10 @@ class FrameReader:
                 # "Iran denies involvement in the attack": the attack happened; "denies carrying out strikes": it did not
                 and not (m.cls == "denial" and any(w in _ROLE_WORDS for w in tokens[m.end:f.position]))
             ]
-            cues = [m for m in mods if m.cls != "statement" and (
+            dated = [m for m in mods if m.cls == "dated" and (
+                0 <= f.position - m.end <= 1 if not m.arabic else 0 <= m.start - (f.position + 1) <= 1
+            )]
+            cues = [m for m in mods if m.cls not in ("statement", "claim", "dated") and (
                 m.start < f.position
                 or (_is_arabic(m.text) and 0 < m.start - f.position <= 4)  # هجمات وشيكة
                 or m.cls == "past"  # a time adverbial dates the whole clause: "... على القاعدة الأسبوع الماضي"
@@ -634,6 +639,9 @@ class FrameReader:
             elif earlier:
                 f.modality = earlier[-1].cls
                 f.evidence["modality"] = earlier[-1].text
+            elif dated:
+                f.modality = "past"  # "the January drone strike" is not today's
+                f.evidence["modality"] = dated[0].text
             elif any(m.cls == "pause" for m in mods):
                 f.modality = "pause"
             elif cues:
