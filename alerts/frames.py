@@ -188,36 +188,17 @@ class _Mention:
 class FrameReader:
     """Reads frames with one pass of a term index over each text (title, summary)."""
 
-    def __init__(self, spec: LexiconSpec, gazetteers=None, index=None):
-        """``index``: a term index to share (the classifier's), so one pass over an article's
-        words finds the indicators' terms and the frames' words alike."""
+    def __init__(self, spec: LexiconSpec, gazetteers=None):
         from alerts.matching import TermIndex, parse_term  # matching imports this module
 
         self.spec = spec
-        self.index = index if index is not None else TermIndex()
+        self.index = TermIndex()
         self._groups: dict[int, tuple[str, str, str, bool]] = {}  # uid -> (cat, cls, form, place)
         self.kinds = {name: a.kind for name, a in spec.actions.items()}
-        self.act_groups: set[int] = set()  # groups of act words and of parties: a text with neither
-        self.party_groups: set[int] = set()  # has no frame an indicator could accept
-
-        # Little words (roles, connectives, modality: "on", "after", "will", "من") are in most
-        # texts; they are looked up in an index of their own, only for texts whose frames are read.
-        self.aux_index = TermIndex()
-        self._aux_groups: dict[int, tuple[str, str, str, bool]] = {}
 
         def add(cat: str, cls: str, terms, form: str = "", refs=None, place: bool = False) -> None:
-            if cat in ("role", "connective", "modality"):
-                uid = self.aux_index.new_group()
-                self._aux_groups[uid] = (cat, cls, form, place)
-                for t in terms:
-                    self.aux_index.add(uid, parse_term(t), None)
-                return
             uid = self.index.new_group()
             self._groups[uid] = (cat, cls, form, place)
-            if cat == "action" and self.kinds[cls] == "act":
-                self.act_groups.add(uid)
-            elif cat == "party":
-                self.party_groups.add(uid)
             for t in terms:
                 self.index.add(uid, parse_term(t), None if refs is None else refs.get(t))
 
@@ -247,7 +228,7 @@ class FrameReader:
                 add(cat, name, list(t.en) + list(t.ar))
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_LEXICON, gazetteers=None, index=None) -> "FrameReader":
+    def load(cls, path: str | Path = DEFAULT_LEXICON, gazetteers=None) -> "FrameReader":
         doc = load_yaml(path)
         spec = validate(doc, LexiconSpec)
         problems = []
@@ -259,28 +240,24 @@ class FrameReader:
                     problems.append(doc.error(("actions", name, "ar_verbs", i), str(exc)))
         if problems:
             raise ConfigError(problems)
-        return cls(spec, gazetteers, index)
+        return cls(spec, gazetteers)
 
     # ------------------------------------------------------------------ mentions
 
-    def _mentions(self, tokens: list[str], found=None, lo: int = 0) -> list[_Mention]:
-        """The lexicon's words in ``tokens``. ``found``: the index's hits over a longer text of
-        which ``tokens`` are the words from ``lo`` on (one pass over title and summary)."""
-        if found is None:
-            found, lo = self.index.hits(tokens), 0
+    def _mentions(self, tokens: list[str], found, lo: int) -> list[_Mention]:
+        """The lexicon's words in ``tokens``: ``found`` holds the index's hits over the whole
+        article (title, then summary), of which ``tokens`` are the words from ``lo`` on."""
+        hi = lo + len(tokens)
+        groups = self._groups
         out: list[_Mention] = []
-        for hits_by_group, groups, base in ((found, self._groups, lo), (self.aux_index.hits(tokens), self._aux_groups, 0)):
-            for uid, hits in hits_by_group.items():
-                g = groups.get(uid)
-                if g is None:
-                    continue  # an indicator's group, not the lexicon's
-                cat, cls, form, place = g
-                for h in hits:
-                    n = len(h.text.split())
-                    if h.position < base or h.position + n > base + len(tokens):
-                        continue
-                    start = h.position - base
-                    out.append(_Mention(start, start + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
+        for uid, hits in found.items():
+            cat, cls, form, place = groups[uid]
+            for h in hits:
+                n = len(h.text.split())
+                if h.position < lo or h.position + n > hi:
+                    continue  # in the other text, or across the break between them
+                start = h.position - lo
+                out.append(_Mention(start, start + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
         # Longest mention wins where two of the same category overlap ("Iran backed" over "Iran").
         out.sort(key=lambda m: (m.start, -(m.end - m.start)))
         kept: list[_Mention] = []
@@ -313,9 +290,11 @@ class FrameReader:
         leaves both actor and target open."""
         t = title if folded else fold(title)
         s = summary if folded else fold(summary)
-        return self._read(t.split(), s.split())
+        return self.read_words(t.split(), s.split())
 
-    def _read(self, t: list[str], s: list[str], found=None) -> list[Frame]:
+    def read_words(self, t: list[str], s: list[str]) -> list[Frame]:
+        """``read`` of folded words: the title's, then the summary's."""
+        found = self.index.hits(t + s)  # one pass over the article
         frames = self._read_text(t, "title", found, 0)
         if not frames:
             return self._read_text(s, "summary", found, len(t))
@@ -341,7 +320,7 @@ class FrameReader:
             return frames + extra
         return frames
 
-    def _read_text(self, tokens: list[str], source: str, found=None, lo: int = 0) -> list[Frame]:
+    def _read_text(self, tokens: list[str], source: str, found, lo: int) -> list[Frame]:
         if not tokens:
             return []
         mentions = self._mentions(tokens, found, lo)

@@ -649,7 +649,7 @@ class Classifier:
         frames = None
         if reader is not None and any(ind.spec.frame for ind in eligible):
             n = len(words) if title_words is None else title_words
-            frames = reader.read(" ".join(words[:n]), " ".join(words[n:]), folded=True)
+            frames = reader.read_words(words[:n], words[n:])
         out = []
         for ind in eligible:
             v = ind.evaluate(folded, found, frames)
