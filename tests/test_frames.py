@@ -204,3 +204,17 @@ def test_frames_are_kept_with_the_match(clf):
     d = v.frame.to_dict()
     assert d["action"] == "attack" and d["target"] == "us" and d["modality"] == "new"
     json.dumps(d)
+
+
+def test_a_bad_lemma_in_the_frame_vocabulary_is_an_error_with_its_line(tmp_path):
+    root = tmp_path / "alerts"
+    shutil.copytree(DEFAULT_INDICATORS.parent / "indicators", root / "indicators")
+    shutil.copytree(DEFAULT_INDICATORS.parent / "gazetteers", root / "gazetteers")
+    text = (DEFAULT_INDICATORS.parent / "frames.yaml").read_text(encoding="utf-8")
+    old = 'ar_verbs: ["قتل يقتل",'
+    assert old in text
+    (root / "frames.yaml").write_text(text.replace(old, 'ar_verbs: ["قتل",'), encoding="utf-8")
+    line = 1 + text[: text.index(old)].count("\n")
+    with pytest.raises(ConfigError) as exc:
+        Classifier.load(root / "indicators")
+    assert f"frames.yaml:{line}: actions.kill.ar_verbs.0: an Arabic verb is 'past present'" in str(exc.value)
