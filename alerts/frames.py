@@ -53,16 +53,15 @@ from sources.normalize import fold
 
 DEFAULT_LEXICON = Path(__file__).with_name("frames.yaml")
 
-ACT_KINDS = ("act",)
-# Every modality a frame can have: new acts, and what makes an act not new.
+# Every modality a frame can have: new, intercepted and background acts count; the others
+# (a cause cited, a threat, a dated or recalled act, a foiled plot ...) are not new acts.
 MODALITIES = ("new", "intercepted", "background", "cause", "threat", "future", "hypothetical", "denial", "suspension",
               "recalled", "past", "pause", "foiled", "non_act")
-NOT_NEW = frozenset({"cause", "threat", "future", "hypothetical", "denial", "suspension", "recalled", "past", "pause", "foiled", "non_act"})
 # Downed things that are the victim, not the weapon: shooting one down attacks its owner.
 _AIRCRAFT = frozenset(
     fold(w)
     for w in "spy surveillance reconnaissance jet jets fighter plane aircraft helicopter reaper hawk mq تجسس استطلاع "
-    "مقاتله مروحيه طائره_تجسس".split()
+    "مقاتله مروحيه".split()
 )
 
 
@@ -155,10 +154,6 @@ class Frame:
             "target_entity": self.target_entity, "also": self.also, "places": [list(p) for p in self.places],
             "modality": self.modality, "source": self.source, "denied_by": self.denied_by, "evidence": self.evidence,
         }
-
-    @property
-    def is_new_act(self) -> bool:
-        return self.kind == "act" and self.modality not in NOT_NEW
 
     def describe(self) -> str:
         who = self.actor or "?"
