@@ -400,6 +400,14 @@ class FrameReader:
             for s in speech
         )
         party_starts = {p.start for p in parties}
+        # Which named places are launch places: alerts.entities.place_roles decides, for the
+        # frames as for the places event identity compares (rockets "fired from Zummar").
+        from alerts.entities import place_roles  # entities imports matching, which imports this module
+
+        launch_places = {
+            eid for eid, r in place_roles(tokens, [(p.entity, p.start, p.end) for p in parties if p.place and p.entity]).items()
+            if r == "launch"
+        }
         frames: list[Frame] = []
         for a in actions:
             kind = self.kinds[a.cls]
@@ -480,6 +488,8 @@ class FrameReader:
                     if p.start < a.end or p is actor or p.start - a.end > 8:
                         continue
                     role = role_before(p)
+                    if p.place and p.entity in launch_places:
+                        role = "launch"  # the one reading of place roles event identity uses too
                     if role == "launch":
                         # "an attack from Iran", "drones launched from Yemen": where it came from
                         # names who sent it, unless it is a specific site (a town, a base).
