@@ -12,8 +12,9 @@ the indicators, ``FrameReader`` reads each article into zero or more frames:
   named; a place is a party (a US base is ``us``, Tel Aviv is ``israel``);
 * ``places`` with their role: ``target`` or ``launch`` (where it was fired from);
 * ``modality``: ``new``, ``intercepted``, ``background`` (a recent act given as the reason
-  for the main one), or one that is not a new act: ``threat``, ``future``, ``hypothetical``,
-  ``denial``, ``suspension``, ``recalled``, ``pause``, ``non_act``;
+  for the main one), or one that is not a new act (``MODALITIES``): ``cause``, ``threat``,
+  ``future``, ``hypothetical``, ``denial``, ``suspension``, ``recalled``, ``past``, ``pause``,
+  ``foiled``, ``non_act``;
 * ``evidence``: the phrase that decided each slot.
 
 How (shallow patterns in the spirit of TABARI/PETRARCH, since no Arabic parser runs
@@ -21,9 +22,9 @@ offline here; the vocabulary is ``alerts/frames.yaml``):
 
 1. The title is read first, the summary only when the title has no frame; a title frame
    missing its actor or target takes it from a summary frame of the same action.
-2. A text is cut into clauses at background connectives ("after", "in retaliation for",
-   "بعد", "رداً على"): acts after one are ``background``, after a distant one ("months
-   after", "الشهر الماضي") ``recalled``.
+2. A text is cut into clauses at connectives: acts after "after" / "بعد" are ``background``
+   (recent, they count), after "in retaliation for" / "رداً على" a ``cause`` (reported when it
+   happened), after "weeks after" / "بعد أشهر" ``recalled``.
 3. Each action word opens a frame. Its **actor** is a nationality on an attack noun ("US
    strike", "غارة أمريكية", "قصف مدفعي إيراني"), the party just before an active verb
    ("Iran fires", "الحوثيون يقصفون"), the party just after a clause-initial Arabic verb
@@ -34,10 +35,11 @@ offline here; the vocabulary is ``alerts/frames.yaml``):
    after "from" / "من" is a launch place, never the target.
 4. Shooting down drones or missiles is an attack by their owner on the defender,
    intercepted; shooting down a surveillance or manned aircraft is an attack on its owner.
-5. **Modality**: a threat, denial, suspension or non-attack activity word before an act in
-   its clause makes the act that ("vows to attack", "denies the attack", "halts attacks",
-   "training against drone attacks"); an accident anywhere in the clause, a conditional
-   ("if"), a future ("will", سـ) or a report of no attacks likewise.
+5. **Modality**: a threat or suspension word before an act in its clause makes the act that
+   ("vows to attack", "halts attacks"); a denial of carrying it out leaves it new with its
+   denier noted; non-attack activity anywhere in the clause makes it ``non_act`` ("training
+   against drone attacks"); a conditional ("if"), a future ("will", سـ), a time word
+   ("last month's", "الشهر الماضي", "the January strike") or a report of no attacks likewise.
 
 Indicators use frames as predicates (``alerts/matching.py``, key ``frame``).
 """
@@ -108,7 +110,7 @@ def arabic_verb_forms(lemma: str) -> tuple[list[str], list[str], list[str]]:
         perfect = [past + s for s in ("", "ت", "ا", "تا", "وا", "ن", "نا", "تم")]
     if stem.endswith("ي"):  # ينفي: تنفي ينفون ينفيان
         sbase = stem[:-1]
-        endings = [(p, sbase + s) for p in "يتنا" for s in ("ي",)] + [(p, sbase + s) for p in "يت" for s in ("ون", "يان", "وا")]
+        endings = [(p, sbase + "ي") for p in "يتنا"] + [(p, sbase + s) for p in "يت" for s in ("ون", "يان", "وا")]
     else:
         endings = [(p, stem) for p in "يتنا"] + [(p, stem + s) for p in "يت" for s in ("ون", "ان", "وا", "ا", "ين", "ن")]
     imperfect = sorted({p + s for p, s in endings})
@@ -279,13 +281,11 @@ class FrameReader:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, title: str, summary: str = "", folded: bool = False) -> list[Frame]:
+    def read(self, title: str, summary: str = "") -> list[Frame]:
         """The title's frames (slots filled from the summary where it agrees), then the
         summary's: the title decides, the summary only where the title has no frame or
         leaves both actor and target open."""
-        t = title if folded else fold(title)
-        s = summary if folded else fold(summary)
-        return self.read_words(t.split(), s.split())
+        return self.read_words(fold(title).split(), fold(summary).split())
 
     def read_words(self, t: list[str], s: list[str]) -> list[Frame]:
         """``read`` of folded words: the title's, then the summary's."""
@@ -297,21 +297,9 @@ class FrameReader:
             extra = self._read_text(s, "summary", found, len(t))
             for f in frames:
                 same = [g for g in extra if g.action == f.action]
-                if not same:
-                    continue
-                # The summary tells the same story only if its frames of that action agree.
-                actors = {(g.actor, g.actor_entity, g.evidence.get("actor", "")) for g in same}
-                targets = {(g.target, g.target_entity, g.evidence.get("target", "")) for g in same}
-                if f.actor is None and len({a[0] for a in actors}) == 1:
-                    cls, ent, ev = next(iter(actors))
-                    if cls is not None and cls != f.target and all(g.target in (None, f.target) or f.target is None for g in same):
-                        f.actor, f.actor_entity = cls, ent
-                        f.evidence["actor"] = "summary: " + ev
-                if f.target is None and len({t[0] for t in targets}) == 1:
-                    cls, ent, ev = next(iter(targets))
-                    if cls is not None and cls != f.actor and all(g.actor in (None, f.actor) or f.actor is None for g in same):
-                        f.target, f.target_entity = cls, ent
-                        f.evidence["target"] = "summary: " + ev
+                if same:
+                    _fill_from_summary(f, same, "actor", "target")
+                    _fill_from_summary(f, same, "target", "actor")
             return frames + extra
         return frames
 
@@ -365,10 +353,15 @@ class FrameReader:
         def between(a: int, b: int, cat: str) -> bool:
             return any(m.cat == cat and a <= m.start and m.end <= b for m in ms)
 
+        speech = [m for m in mods if m.cls in ("statement", "claim")]
+
+        def spoken_between(a: int, b: int) -> bool:
+            """A speech verb between: "the coalition says rockets were fired", "Israel says it was"."""
+            return any(a <= s.start and s.end <= b for s in speech)
+
         # The clause's subject: a party before the first action or statement word, not after a
         # role word ("attack on X" makes X a target, not a subject).
         first_act = min(a.start for a in actions)
-        speech = [m for m in mods if m.cls in ("statement", "claim")]
         subject = None
         for p in parties:
             if p.end <= max(first_act, min((s.start for s in speech), default=first_act)) and role_before(p) is None:
@@ -392,11 +385,11 @@ class FrameReader:
                     if r.end <= p.start <= r.end + 1:
                         accused = p
                         break
-        # The subject is the actor of what it says it did ("Pentagon says it killed", "الحرس الثوري
-        # يعلن ... بقصف"), not of what merely happened to it.
+        # The subject is the actor of what it says it did ("Pentagon says it killed") or claims or
+        # announces ("الحرس الثوري يعلن ... بقصف"), not of what merely happened to it.
         subject_speaks = subject is not None and any(
             0 <= s.start - subject.end <= 3
-            and (s.cls == "claim" or (s.arabic and s.text in _ANNOUNCE) or (not s.arabic and s.end < hi and tokens[s.end] in _PRONOUNS))
+            and (s.cls == "claim" or (not s.arabic and s.end < hi and tokens[s.end] in _PRONOUNS))
             for s in speech
         )
         party_starts = {p.start for p in parties}
@@ -452,7 +445,7 @@ class FrameReader:
                         role = role_before(p)
                         if role == "agent" and p.end != a.start:
                             continue  # "by Iran's attacks", not "groups backed by Iran, which targeted"
-                        if any(s_.start >= p.end and s_.end <= a.start for s_ in speech):
+                        if spoken_between(p.end, a.start):
                             break  # "the coalition says rockets were fired at its base": a speaker
                         if p.end <= a.start and a.start - p.end <= 3 and role in (None, "agent") and not between(p.end, a.start, "action"):
                             if not any(w in _NOT_AGENT for w in tokens[p.end:a.start]):
@@ -478,7 +471,7 @@ class FrameReader:
             target = None
             if passive:
                 for p in reversed(parties):
-                    if any(s_.start >= p.end and s_.end <= a.start for s_ in speech):
+                    if spoken_between(p.end, a.start):
                         break  # "Israel says it was intercepted": the speaker, not what was hit
                     if p.end <= a.start and a.start - p.end <= 4 and p is not actor:
                         target = p
@@ -577,9 +570,7 @@ class FrameReader:
                     f.evidence["actor"] = g.evidence.get("actor", "")
 
         # Modality, from what else the clause says.
-        intercepted = any(f.action == "intercept" for f in frames) or any(
-            m.cls == "intercept" for m in ms if m.cat == "action"
-        )
+        intercepted = any(a.cls == "intercept" for a in actions)
         non_acts = [m for m in actions if self.kinds[m.cls] == "non_act"]
         for f in frames:
             if f.kind == "statement":
@@ -607,7 +598,7 @@ class FrameReader:
                 or (_is_arabic(m.text) and 0 < m.start - f.position <= 4)  # هجمات وشيكة
                 or m.cls == "past"  # a time adverbial dates the whole clause: "... على القاعدة الأسبوع الماضي"
             )]
-            if any(m.cls == "accident" for m in non_acts) or non_acts:
+            if non_acts:
                 f.modality = "non_act"
                 f.evidence["modality"] = non_acts[0].text
             elif earlier and earlier[-1].cls == "denial":
@@ -638,6 +629,25 @@ class FrameReader:
         return frames
 
 
+def _fill_from_summary(f: Frame, same: list[Frame], slot: str, other: str) -> None:
+    """Fill ``f``'s open ``slot`` (actor or target) from the summary's frames of its action,
+    when they tell the same story: they all name one class there, it is not ``f``'s ``other``
+    slot, and they do not name another ``other`` than ``f`` does."""
+    if getattr(f, slot) is not None:
+        return
+    classes = {getattr(g, slot) for g in same}
+    if len(classes) != 1:
+        return
+    (cls,) = classes
+    mine = getattr(f, other)
+    if cls is None or cls == mine or (mine is not None and any(getattr(g, other) not in (None, mine) for g in same)):
+        return
+    g = same[0]
+    setattr(f, slot, cls)
+    setattr(f, f"{slot}_entity", getattr(g, f"{slot}_entity"))
+    f.evidence[slot] = "summary: " + g.evidence.get(slot, "")
+
+
 def _nisba(p: _Mention) -> bool:
     """A nationality adjective (أمريكية، الإيراني، إسرائيليين), not a noun phrase: "غارة أمريكية"
     names the attacker; "مقتل جنود أمريكيين", "استهداف القاعدة الأمريكية" name the victim."""
@@ -664,7 +674,6 @@ _ROLE_WORDS = frozenset(fold(w) for w in (
 _FLAGS = frozenset({"us", "israel", "iran_state", "turkey", "gulf_state"})
 _PURPOSE = frozenset({"used", "tried", "attempted", "sought", "launched", "sent", "fired", "deployed", "aimed"})
 _PRONOUNS = frozenset({"it", "they", "we", "its"})
-_ANNOUNCE = frozenset({"اعلن", "اعلنت", "يعلن", "تعلن", "يعلنون", "تبنت", "تبني", "يتبني", "تتبني"})
 _AUX = frozenset({"was", "were", "is", "are", "been", "being", "be", "came", "comes", "under"})
 
 

@@ -444,22 +444,17 @@ class Indicator:
         self.accepts_frames = bool(spec.frame and spec.frame.accept)
 
     def evaluate(self, folded: str, found: dict[int, list[Hit]] | None = None, frames: list[Frame] | None = None) -> Verdict:
-        verdict = self._keywords(folded, found)
+        if found is None:
+            found = self.index.hits(folded.split())
+        vetoes = [h for g in self.none for h in g.hits(found)]  # the indicator's own exclusions
+        verdict = self._keywords(found, vetoes)
         pred = self.spec.frame
         if pred is None or frames is None:
             return verdict
-        return judge(pred, frames, verdict, self.index_vetoes(folded, found))
+        return judge(pred, frames, verdict, vetoes)
 
-    def index_vetoes(self, folded: str, found: dict[int, list[Hit]] | None) -> list[Hit]:
-        if found is None:
-            found = self.index.hits(folded.split())
-        return [h for g in self.none for h in g.hits(found)]
-
-    def _keywords(self, folded: str, found: dict[int, list[Hit]] | None = None) -> Verdict:
-        if found is None:
-            found = self.index.hits(folded.split())
+    def _keywords(self, found: dict[int, list[Hit]], vetoes: list[Hit]) -> Verdict:
         verdict = Verdict(self.id, False)
-        vetoes = [h for g in self.none for h in g.hits(found)]
         for ci, (groups, within, nones) in enumerate(self.clauses):
             per_group = [g.hits(found) for g in groups]
             missing = [g.name for g, hs in zip(groups, per_group) if not hs]

@@ -186,12 +186,13 @@ def test_a_predicate_naming_an_unknown_class_is_an_error_with_its_line(tmp_path)
 
 
 def test_explain_shows_frames_and_the_predicate(tmp_path):
+    import os
     import subprocess
     import sys
 
     res = subprocess.run(
         [sys.executable, "-m", "marsad.cli", "explain", "Militia vows to attack US forces at Ain al-Asad"],
-        capture_output=True, text=True, cwd=TESTS.parent, env={**__import__("os").environ, "MARSAD_WAREHOUSE": str(tmp_path / "w.duckdb")},
+        capture_output=True, text=True, cwd=TESTS.parent, env={**os.environ, "MARSAD_WAREHOUSE": str(tmp_path / "w.duckdb")},
     )
     assert res.returncode == 0, res.stderr
     assert "militia —threat→" in res.stdout
