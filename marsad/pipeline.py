@@ -206,11 +206,13 @@ def fetch_batches(sources: list[dict], max_batch: int | None = None, min_batches
 # ----------------------------------------------------------------------------- staging
 
 
-def _matches(classifier: Classifier, a: Article) -> list[dict]:
+def _verdicts(classifier: Classifier, text_folded: str, title_folded: str | None) -> list[dict]:
+    """An article's matches as the rows of ``article_indicators`` (without ``article_id``): the
+    fetch tasks stage them, the loader inserts them, and both classify the same way."""
     return [
         dict(indicator=v.indicator, clause=v.clause, hits=[{"group": h.group, "text": h.text} for h in v.hits], refs=v.refs,
              frame=v.frame.to_dict() if v.frame else None)
-        for v in classifier.classify_folded(a.text_folded, title_words=len(a.title_folded.split()))
+        for v in classifier.classify_folded(text_folded, title_words=len((title_folded or "").split()))
     ]
 
 
@@ -233,7 +235,7 @@ def stage(settings: Settings, meta: dict, articles: list[Article], classifier: C
         if classifier is None:
             write_jsonl_atomic(data, (a.to_dict() for a in articles))
         else:
-            write_jsonl_atomic(data, ({**a.to_dict(), "matches": _matches(classifier, a)} for a in articles))
+            write_jsonl_atomic(data, ({**a.to_dict(), "matches": _verdicts(classifier, a.text_folded, a.title_folded)} for a in articles))
     manifest = settings.staging / f"{fetch_id}.json"
     try:
         write_text_atomic(manifest, json.dumps(meta, ensure_ascii=False))
@@ -533,19 +535,11 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
     rows = con.execute("SELECT article_id, text_folded, title_folded FROM articles WHERE classified_at IS NULL").fetchall()
     if not rows:
         return 0, 0
-    matches = []
-    for article_id, folded, title_folded in rows:
-        for v in classifier.classify_folded(folded, title_words=len((title_folded or "").split())):
-            matches.append(
-                dict(
-                    article_id=article_id,
-                    indicator=v.indicator,
-                    clause=v.clause,
-                    hits=[{"group": h.group, "text": h.text} for h in v.hits],
-                    refs=v.refs,
-                    frame=v.frame.to_dict() if v.frame else None,
-                )
-            )
+    matches = [
+        {"article_id": article_id, **m}
+        for article_id, folded, title_folded in rows
+        for m in _verdicts(classifier, folded, title_folded)
+    ]
     bulk_insert(
         con, "article_indicators", matches,
         {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON", "frame": "JSON"},
