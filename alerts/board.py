@@ -179,29 +179,12 @@ def snapshot(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[dic
 
 
 def _sources(con, now: datetime, health_cfg, ops_alerts: list[dict]) -> list[dict]:
-    from sources.health import human, source_health
+    from sources.health import STATES, assess, source_health
 
     firing = {a["rule_id"].split(":", 1)[1]: a["rule_id"] for a in ops_alerts if a["state"] == "firing" and ":" in a["rule_id"]}
     out = []
     for h in source_health(con, now, health_cfg):
-        detail = h.detail
-        if not h.enabled:
-            health = "disabled"
-        elif h.last_attempt_at is None:
-            health = "never polled"
-        elif h.consecutive_failures > 0:
-            health = "failing"
-            if not detail:
-                since = h.failing_since or h.last_attempt_at
-                n = h.consecutive_failures
-                detail = f"failing for {human((now - since).total_seconds())} ({n} failed poll{'s' if n != 1 else ''} in a row)"
-        elif h.problem == "silent":
-            health = "silent"
-        elif h.last_success_at is not None and now - h.last_success_at > timedelta(seconds=3 * h.interval_s):
-            health = "stale"
-            detail = f"no successful poll for {human((now - h.last_success_at).total_seconds())} (interval {human(h.interval_s)}): is the pipeline running?"
-        else:
-            health = "ok"
+        health, detail = assess(h, now)
         out.append({
             "source_id": h.source_id, "name": h.name, "lang": h.lang, "health": health, "problem": h.problem, "detail": detail,
             "last_success_at": h.last_success_at, "last_attempt_at": h.last_attempt_at, "last_status": h.last_status,
@@ -210,8 +193,7 @@ def _sources(con, now: datetime, health_cfg, ops_alerts: list[dict]) -> list[dic
             "items_24h": h.items_24h, "items_7d": h.items_7d, "last_item_at": h.last_item_at,
             "ops_alert": firing.get(h.source_id),
         })
-    order = {"failing": 0, "silent": 1, "stale": 2, "never polled": 3, "ok": 4, "disabled": 5}
-    out.sort(key=lambda s: (order[s["health"]], s["source_id"]))
+    out.sort(key=lambda s: (STATES.index(s["health"]), s["source_id"]))
     return out
 
 

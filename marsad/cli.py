@@ -297,7 +297,8 @@ def cmd_sources_status(args) -> int:
         with db.transaction(con):
             sync_sources(con, registry, now)  # feeds added since the last poll show up as new
         rows = source_health(con, now, registry.health)
-    print(format_table(rows, now))
+        removed = con.execute("SELECT count(*) FROM sources WHERE removed_at IS NOT NULL").fetchone()[0]
+    print(format_table(rows, now, removed))
     return 0
 
 

@@ -133,24 +133,43 @@ def _classifier(directory: Path, mtimes: tuple) -> Classifier:
 
 
 def sync_sources(con, registry: Registry, now: datetime) -> None:
-    """Mirror the registry into the ``sources`` table (set-based upsert)."""
+    """Mirror the registry into the ``sources`` table (set-based upsert).
+
+    A feed id given a new URL starts afresh: the old URL's validators, backoff and last error
+    are dropped (its next poll is due now) and its earlier failed polls stop counting. A feed
+    that left the registry is disabled and marked removed (status and the board stop listing it;
+    its articles stay); if it comes back it is listed again."""
     rows = [
-        dict(source_id=f.id, name=f.name, lang=f.lang, url=f.url, interval_s=f.interval, reliability=f.reliability, enabled=f.enabled, updated_at=now)
+        dict(source_id=f.id, name=f.name, lang=f.lang, url=f.url, interval_s=f.interval, reliability=f.reliability, enabled=f.enabled,
+             updated_at=now, removed_at=None, url_since=now)
         for f in registry.feeds
     ]
+    ids, urls = [f.id for f in registry.feeds], [f.url for f in registry.feeds]
+    con.execute(
+        """DELETE FROM source_state WHERE source_id IN (
+               SELECT s.source_id FROM sources s JOIN (SELECT unnest(?::VARCHAR[]) AS source_id, unnest(?::VARCHAR[]) AS url) r
+               USING (source_id) WHERE s.url <> r.url)""",
+        [ids, urls],
+    )
     upsert_sources(con, rows)
-    listed = [f.id for f in registry.feeds]
-    con.execute("UPDATE sources SET enabled = false WHERE NOT list_contains(?, source_id) AND url NOT LIKE 'replay:%'", [listed])
+    con.execute(
+        """UPDATE sources SET enabled = false, removed_at = coalesce(removed_at, ?)
+           WHERE NOT list_contains(?, source_id) AND url NOT LIKE 'replay:%'""",
+        [now, ids],
+    )
 
 
 SOURCE_COLUMNS = {
     "source_id": "VARCHAR", "name": "VARCHAR", "lang": "VARCHAR", "url": "VARCHAR", "interval_s": "INTEGER",
-    "reliability": "VARCHAR", "enabled": "BOOLEAN", "updated_at": "TIMESTAMPTZ",
+    "reliability": "VARCHAR", "enabled": "BOOLEAN", "updated_at": "TIMESTAMPTZ", "removed_at": "TIMESTAMPTZ",
+    "url_since": "TIMESTAMPTZ",
 }
 
 
 def upsert_sources(con, rows: list[dict]) -> None:
-    sets = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS if c != "source_id")
+    sets = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS if c not in ("source_id", "url_since"))
+    # url_since moves only when the URL does (set before the url itself is overwritten).
+    sets = f"url_since = CASE WHEN sources.url <> excluded.url THEN excluded.url_since ELSE sources.url_since END, {sets}"
     bulk_insert(con, "sources", rows, SOURCE_COLUMNS, conflict=f"(source_id) DO UPDATE SET {sets}")
 
 

@@ -101,19 +101,62 @@ def source_health(con, now: datetime, cfg: HealthSettings | None = None) -> list
     return [judge(SourceHealth(*r), cfg, now) for r in rows]
 
 
-def format_table(rows: list[SourceHealth], now: datetime) -> str:
-    """The ``marsad sources status`` table; unhealthy sources are marked ``!!`` and explained."""
-    head = ("", "source", "status", "last attempt", "last success", "fails", "24h", "7d", "lag", "problem")
+# One vocabulary for a source's state, used by ``marsad sources status`` and the board.
+# ``problem`` (down, silent) is what ops alerts fire on; ``state`` also says what is not yet
+# an alert: a feed failing for less than ``down_after`` (or one that has never answered once)
+# is "failing", never "ok".
+STATES = ("failing", "silent", "stale", "never polled", "ok", "disabled")
+
+
+def assess(h: SourceHealth, now: datetime) -> tuple[str, str]:
+    """(state, detail) of one judged source: one of ``STATES`` and a sentence for people."""
+    detail = h.detail
+    if not h.enabled:
+        return "disabled", detail
+    if h.last_attempt_at is None:
+        return "never polled", detail or "not polled yet"
+    if h.consecutive_failures > 0:
+        if not detail:
+            since = h.failing_since or h.last_attempt_at
+            n = h.consecutive_failures
+            polls = f"{n} failed poll{'s' if n != 1 else ''} in a row"
+            if h.last_success_at is None:
+                detail = f"has never succeeded ({polls} since {human((now - since).total_seconds())} ago)"
+            else:
+                detail = f"failing for {human((now - since).total_seconds())} ({polls})"
+            if h.last_error:
+                detail += f"; last error: {h.last_error[:200]}"
+        return "failing", detail
+    if h.problem == "silent":
+        return "silent", detail
+    if h.last_success_at is not None and now - h.last_success_at > timedelta(seconds=3 * h.interval_s):
+        return "stale", (f"no successful poll for {human((now - h.last_success_at).total_seconds())} "
+                         f"(interval {human(h.interval_s)}): is the pipeline running?")
+    return "ok", detail
+
+
+_MARKS = {"failing": "!!", "silent": "!!", "stale": "! ", "never polled": "..", "ok": "ok", "disabled": "--"}
+
+
+def format_table(rows: list[SourceHealth], now: datetime, removed: int = 0) -> str:
+    """The ``marsad sources status`` table. Failing and silent sources are marked ``!!`` and
+    explained (a feed that has never answered is failing, not ok); the last line counts every state."""
+    head = ("", "source", "state", "last attempt", "last success", "fails", "24h", "7d", "lag", "problem")
     lines = [head]
+    counts: dict[str, int] = {}
     for h in rows:
-        mark = "!!" if h.problem else ("--" if not h.enabled else "ok")
+        state, detail = assess(h, now)
+        counts[state] = counts.get(state, 0) + 1
         ago = lambda t: human((now - t).total_seconds()) + " ago" if t else "never"  # noqa: E731
-        status = "disabled" if not h.enabled else (h.last_status or "new")
-        problem = f"{h.problem.upper()}: {h.detail}" if h.problem else ""
-        lines.append((mark, h.source_id, status, ago(h.last_attempt_at), ago(h.last_success_at), str(h.consecutive_failures),
-                       str(h.items_24h), str(h.items_7d), human(h.median_lag_s), problem))
+        problem = f"{h.problem.upper()}: {detail}" if h.problem else detail
+        lines.append((_MARKS[state], h.source_id, state, ago(h.last_attempt_at), ago(h.last_success_at), str(h.consecutive_failures),
+                      str(h.items_24h), str(h.items_7d), human(h.median_lag_s), problem))
     widths = [max(len(r[i]) for r in lines) for i in range(len(head) - 1)]
     out = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in lines]
-    bad = sum(1 for h in rows if h.problem)
-    out.append(f"{len(rows)} source(s), {bad} unhealthy" + (" (marked !!)" if bad else ""))
+    bad = counts.get("failing", 0) + counts.get("silent", 0)
+    tally = ", ".join(f"{counts[s]} {s}" for s in STATES if counts.get(s))
+    summary = f"{len(rows)} source(s): {tally or 'none'}; {bad} unhealthy" + (" (marked !!)" if bad else "")
+    if removed:
+        summary += f"; {removed} removed from the feeds file not shown (their articles are kept)"
+    out.append(summary)
     return "\n".join(line.rstrip() for line in out)

@@ -114,7 +114,7 @@ def test_sources_status_marks_unhealthy_sources(tmp_path, feed_server, settings,
     assert rows["gone"].startswith("!!") and "DOWN: every poll has failed" in rows["gone"] and "HTTP 404" in rows["gone"]
     assert rows["good"].startswith("ok ") and " ok " in rows["good"] and "DOWN" not in rows["good"]
     assert rows["off"].startswith("--") and "disabled" in rows["off"]
-    assert out[-1] == "3 source(s), 1 unhealthy (marked !!)"
+    assert out[-1] == "3 source(s): 1 failing, 1 ok, 1 disabled; 1 unhealthy (marked !!)"
 
 
 def test_health_settings_are_validated_with_file_and_line(tmp_path):
@@ -129,3 +129,58 @@ def test_health_settings_are_validated_with_file_and_line(tmp_path):
         problems = exc.problems
     assert f"{path}:2: health.down_after: 'soon' is not a duration like 15m, 72h or 14d" in problems
     assert f"{path}:3: health.chanel: unknown field (check the spelling)" in problems
+
+
+def _status(settings, monkeypatch, capsys) -> tuple[dict[str, str], str]:
+    monkeypatch.setenv("MARSAD_FEEDS", str(settings.feeds))
+    assert main(["sources", "status", "--db", str(settings.warehouse)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    return {line.split()[1]: line for line in out[1:-1]}, out[-1]
+
+
+def test_a_feed_that_never_answered_is_failing_not_ok_even_before_it_counts_as_down(tmp_path, feed_server, settings, monkeypatch, capsys):
+    settings.feeds = feeds_file(tmp_path, [
+        {"id": "nope1", "name": "Nope", "lang": "en", "url": feed_server.url("/missing1.xml")},
+        {"id": "nope2", "name": "Nope", "lang": "ar", "url": feed_server.url("/missing2.xml")},
+    ], health={"down_after": "2h"})
+    poll(settings, datetime.now(timezone.utc))
+    rows, summary = _status(settings, monkeypatch, capsys)
+    for sid in ("nope1", "nope2"):
+        assert rows[sid].startswith("!!") and " failing " in rows[sid], rows[sid]
+        assert "has never succeeded" in rows[sid] and "HTTP 404" in rows[sid]
+    assert summary == "2 source(s): 2 failing; 2 unhealthy (marked !!)"
+
+
+def test_a_feed_id_given_a_new_url_starts_afresh(tmp_path, feed_server, settings, monkeypatch, capsys):
+    settings.feeds = feeds_file(tmp_path, [{"id": "wire", "name": "Wire", "lang": "en", "url": feed_server.url("/old.xml"), "interval": "15m"}])
+    t0 = datetime.now(timezone.utc)
+    for k in range(3):  # three failures (polled now, on the real clock): the backoff reaches 15m * 2^2 * (0.8..1.2)
+        poll(settings, t0 + timedelta(hours=k))
+    t1 = t0 + timedelta(minutes=10)
+    assert pipeline.due_sources(settings, t1) == []  # backing off
+    settings.feeds = feeds_file(tmp_path, [{"id": "wire", "name": "Wire", "lang": "en", "url": feed_server.serve("/new.xml", GOOD), "interval": "15m"}])
+    due = pipeline.due_sources(settings, t1)
+    assert [(d["source_id"], d["url"], d["etag"]) for d in due] == [("wire", feed_server.url("/new.xml"), None)]  # due now, no old validators
+    with db.connect(settings.warehouse, read_only=True) as con:
+        (h,) = source_health(con, t1)
+    assert (h.consecutive_failures, h.last_error, h.failing_since) == (0, None, None)
+    pipeline.fetch_stage(settings, due)
+    pipeline.load(settings, t1)
+    with db.connect(settings.warehouse, read_only=True) as con:
+        (h,) = source_health(con, t1 + timedelta(minutes=1))
+    assert (h.last_status, h.consecutive_failures) == ("ok", 0)
+
+
+def test_feeds_removed_from_the_registry_leave_status_and_come_back_when_re_added(tmp_path, feed_server, settings, monkeypatch, capsys):
+    feeds = [{"id": f"f{i}", "name": f"F{i}", "lang": "en", "url": feed_server.serve(f"/f{i}.xml", GOOD)} for i in range(3)]
+    settings.feeds = feeds_file(tmp_path, feeds)
+    poll(settings, datetime.now(timezone.utc))
+    settings.feeds = feeds_file(tmp_path, feeds[:1])
+    rows, summary = _status(settings, monkeypatch, capsys)
+    assert list(rows) == ["f0"]
+    assert summary.endswith("; 2 removed from the feeds file not shown (their articles are kept)")
+    with db.connect(settings.warehouse, read_only=True) as con:
+        assert con.execute("SELECT count(DISTINCT source_id) FROM articles").fetchone()[0] == 3
+    settings.feeds = feeds_file(tmp_path, feeds[:2])
+    rows, summary = _status(settings, monkeypatch, capsys)
+    assert sorted(rows) == ["f0", "f1"] and "1 removed" in summary
