@@ -67,3 +67,17 @@ def list_alerts(con: duckdb.DuckDBPyConnection, firing_only: bool = False, limit
             FROM alerts {where} ORDER BY started_at DESC LIMIT ?""",
         [limit],
     ).fetchall()
+
+
+def check_target(matcher: str, value: str, indicators: set[str], rules: set[str], rule_prefixes: tuple[str, ...] = ()) -> None:
+    """A silence must name an indicator or rule that exists: a typo would otherwise hold back
+    nothing while ops believe the channel is quiet. ``rule_prefixes`` admit families of rules
+    named at run time (``source-down:<feed>``)."""
+    known = indicators if matcher == "indicator" else rules
+    if value in known or (matcher == "rule" and value.startswith(rule_prefixes)):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(value, sorted(known), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known {matcher}s: {', '.join(sorted(known)[:20])}"
+    raise LifecycleError(f"no {matcher} {value!r}{hint}")

@@ -206,6 +206,7 @@ def cmd_silence(args) -> int:
         try:
             if args.silence_command == "add":
                 matcher, value = ("indicator", args.indicator) if args.indicator else ("rule", args.rule)
+                _check_silence_target(settings, matcher, value)
                 sid = add_silence(con, matcher, value, parse_duration(args.duration), args.reason, args.by or _user(), now)
                 print(f"silence {sid}: {matcher} {value} until {(now + __import__('datetime').timedelta(seconds=parse_duration(args.duration))).isoformat(timespec='minutes')}")
             elif args.silence_command == "expire":
@@ -220,6 +221,18 @@ def cmd_silence(args) -> int:
         except (LifecycleError, ValueError) as exc:
             return _die(str(exc))
     return 0
+
+
+def _check_silence_target(settings, matcher: str, value: str) -> None:
+    """Refuse a silence of an indicator or rule that does not exist (ops alerts included)."""
+    from alerts import ops
+    from alerts.lifecycle import check_target
+
+    pack, clf = settings.rule_pack(), settings.classifier()
+    feeds = [f.id for f in settings.registry().feeds]
+    indicators = set(clf.ids) | {r.indicator for r in pack.rules} | {ops.INDICATOR, ops.CONFIG_INDICATOR}
+    rules = {r.id for r in pack.rules} | {f"source-{p}:{f}" for p in ops.SEVERITY for f in feeds}
+    check_target(matcher, value, indicators, rules, rule_prefixes=("config:",))
 
 
 def cmd_ack(args) -> int:

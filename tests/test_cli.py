@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import CORPORA, TESTS, rss
+from marsad.cli import main
 
 MARSAD = [sys.executable, "-m", "marsad.cli"]
 
@@ -268,3 +269,20 @@ def test_replay_refuses_a_live_warehouse_and_bad_input(tmp_path, settings):
     bad.write_text('{"id": "x", "source": "s", "published": "yesterday", "title": "t"}\n')
     res = run("replay", bad, "--db", tmp_path / "n.duckdb")
     assert res.returncode == 2 and "bad.jsonl:1: published" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_silence_of_an_unknown_indicator_or_rule_is_refused_with_suggestions(settings, capsys):
+    db_ = str(settings.warehouse)
+    assert main(["silence", "--db", db_, "add", "--indicator", "militia_attack_us_force", "--for", "6h", "--reason", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "no indicator 'militia_attack_us_force'" in err and "did you mean militia_attack_us_forces" in err
+    assert main(["silence", "--db", db_, "add", "--rule", "militia-attack-resume", "--for", "6h", "--reason", "x"]) == 2
+    assert "did you mean militia-attacks-resume" in capsys.readouterr().err
+    assert main(["silence", "--db", db_, "list"]) == 0 and "no active silences" in capsys.readouterr().out  # nothing was written
+    # Real names, ops rules of a registered feed and config rules are accepted.
+    assert main(["silence", "--db", db_, "add", "--rule", "militia-attacks-resume", "--for", "6h", "--reason", "drill week"]) == 0
+    feed = settings.registry().feeds[0].id
+    assert main(["silence", "--db", db_, "add", "--rule", f"source-down:{feed}", "--for", "1h", "--reason", "maintenance"]) == 0
+    assert main(["silence", "--db", db_, "add", "--indicator", "source_health", "--for", "1h", "--reason", "maintenance"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("silence ") == 3
