@@ -255,6 +255,8 @@ def cmd_alerts(args) -> int:
 
     with db.connect(_settings(args).warehouse, read_only=True) as con:
         rows = list_alerts(con, firing_only=args.firing, limit=args.limit)
+    if rows:
+        print(f"{'alert':<20}  {'state':<8} {'severity':<8} {'rule':<28} {'started (UTC)':<16}  summary")
     for aid, rule, ind, sev, state, started, resolved, acked_by, summary in rows:
         extra = f" acked by {acked_by}" if acked_by else ""
         print(f"{aid}  {state:<8} {sev:<8} {rule:<28} {started:%Y-%m-%d %H:%M}{extra}  {summary}")

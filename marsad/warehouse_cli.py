@@ -49,6 +49,8 @@ def cmd_search(args) -> int:
         return _die(str(exc).splitlines()[0], 1)
     finally:
         con.close()
+    if hits and not args.json:
+        print("published (UTC)    source  lang  title  url")
     for h in hits:
         if args.json:
             print(json.dumps(h.as_dict(), ensure_ascii=False))
@@ -62,7 +64,7 @@ def cmd_search(args) -> int:
 def cmd_query(args) -> int:
     import duckdb
 
-    from warehouse.query import QueryRefused, check, connect, run, to_parquet, write
+    from warehouse.query import QueryRefused, check, connect, describe_error, run, to_parquet, write
 
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     if args.format == "parquet" and not args.out:
@@ -89,7 +91,7 @@ def cmd_query(args) -> int:
     except duckdb.PermissionException as exc:
         return _die(f"refused: no file or network access: {str(exc).splitlines()[0]}")
     except duckdb.Error as exc:
-        return _die(str(exc).splitlines()[0])
+        return _die(describe_error(con, plan, exc))
     finally:
         con.close()
     return 0

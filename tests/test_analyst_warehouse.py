@@ -68,7 +68,8 @@ def test_search_ranks_phrases_first_and_filters_time_and_language(reader):
 def test_search_command_prints_ranked_hits(shared):
     res = marsad(shared, "search", "عين الأسد", "--since", "30d")
     assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
+    header, *lines = res.stdout.splitlines()
+    assert header.split() == ["published", "(UTC)", "source", "lang", "title", "url"]
     assert len(lines) == 3
     assert all("test-ar  ar  " in line and "https://ar.example/n/" in line for line in lines)
     res = marsad(shared, "search", "Harir", "--json")
@@ -111,6 +112,19 @@ def test_query_command_refuses_anything_but_reads(shared, sql, word):
 def test_query_errors_are_one_line(shared):
     res = marsad(shared, "query", "SELECT * FROM no_such_table")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no_such_table" in res.stderr
+
+
+def test_a_wrong_column_name_lists_the_real_columns_of_the_tables_named(shared):
+    res = marsad(shared, "query", "SELECT a.headline, s.nom FROM articles a JOIN sources s USING (source_id)")
+    assert res.returncode == 2
+    first, *more = res.stderr.splitlines()
+    assert "headline" in first
+    cols = dict(line.strip().removeprefix("columns of ").split(": ", 1) for line in more)
+    assert set(cols) == {"articles", "sources"}
+    assert {"title", "summary", "published_at", "lang"} <= set(cols["articles"].split(", "))
+    assert {"name", "url", "reliability"} <= set(cols["sources"].split(", "))
+    res = marsad(shared, "query", "SELECT indicatr FROM events_v")  # views too
+    assert "columns of events_v: event_id, indicator," in res.stderr
 
 
 def test_views_answer_the_common_questions(reader):

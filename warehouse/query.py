@@ -183,6 +183,39 @@ def check(sql: str) -> Plan:
         parser.close()
 
 
+def _tables_named(sql: str) -> list[str]:
+    """The base tables and views ``sql`` reads, in the order they appear (by DuckDB's parser)."""
+    parser = _parser()
+    try:
+        names = []
+        for st in parser.extract_statements(sql):
+            inner = _explained(st.query) if st.type == duckdb.StatementType.EXPLAIN else st.query
+            tree = json.loads(parser.execute("SELECT json_serialize_sql(?)", [inner]).fetchone()[0])
+            names += [n["table_name"] for n in _walk(tree) if n.get("type") == "BASE_TABLE" and n.get("table_name")]
+        return list(dict.fromkeys(names))
+    except duckdb.Error:
+        return []
+    finally:
+        parser.close()
+
+
+def describe_error(con: duckdb.DuckDBPyConnection, sql: str | Plan, exc: duckdb.Error) -> str:
+    """DuckDB's one-line error, and for a column it cannot find, the real columns of each table
+    or view the query names (DuckDB suggests only near spellings, often none)."""
+    first = str(exc).splitlines()[0]
+    if not isinstance(exc, duckdb.BinderException) or "column" not in first.lower():
+        return first
+    text = ";\n".join(sql.reads) if isinstance(sql, Plan) else sql
+    lines = [first]
+    for name in _tables_named(text):
+        cols = [r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE lower(table_name) = lower(?) AND NOT internal ORDER BY column_index", [name]
+        ).fetchall()]
+        if cols:
+            lines.append(f"columns of {name}: {', '.join(cols)}")
+    return "\n".join(lines)
+
+
 def connect(read_copy: str | Path, plan: Plan, writable=()) -> duckdb.DuckDBPyConnection:
     """The sealed analysts' connection for ``plan``, its settings applied (``open_read_copy``)."""
     from warehouse.publish import open_read_copy
