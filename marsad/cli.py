@@ -300,6 +300,23 @@ def cmd_config_env(args) -> int:
     return 0
 
 
+def cmd_slack_test(args) -> int:
+    """One test message through the Slack setup Marsad uses; says what to fix when it fails."""
+    from marsad.airflow_env import REPO
+    from marsad.settings import load
+    from marsad.slack_check import SetupError, check, format_report, resolve
+
+    loaded = load()
+    home = Path(os.environ.get("MARSAD_AIRFLOW_HOME") or REPO / ".airflow")
+    try:
+        setup = resolve(loaded.get("ops.slack_conn_id"), airflow_home=home)
+    except SetupError as exc:
+        return _die(str(exc), 1)
+    report = check(setup, args.channel or loaded.get("ops.channel"))
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
 def cmd_sources_status(args) -> int:
     from marsad.pipeline import sync_sources, utcnow
     from sources.health import format_table, source_health
@@ -432,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_config_check)
     c = cs.add_parser("env", help="print the settings as the MARSAD_* variables Airflow gets (variable > settings.yaml > default)")
     c.set_defaults(fn=cmd_config_env)
+
+    s = sub.add_parser("slack", help="Slack: check the setup")
+    ss = s.add_subparsers(dest="slack_command", required=True)
+    c = ss.add_parser("test", help="send one test message through the configured Slack setup; say exactly what fails")
+    c.add_argument("--channel", help="channel to post to (default: ops.channel in marsad/settings.yaml)")
+    c.set_defaults(fn=cmd_slack_test)
 
     s = sub.add_parser("sources", help="feed sources: health, OPML import and export")
     ss = s.add_subparsers(dest="sources_command", required=True)
