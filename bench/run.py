@@ -110,9 +110,29 @@ def _fetch_batch(settings, sources) -> int:
     return len(pipeline.fetch_stage(settings, sources, concurrency=32, per_host=32))
 
 
-def bench_poll(n_feeds: int, entries: int) -> list[Row]:
-    """A poll cycle of n feeds: all new, then all 304, against a sequential feedparser.parse(url) loop."""
+def _naive_poll(db: str, urls: list[str]) -> int:
+    """The naive poller a reviewer would write: feedparser.parse(url) and one SQLite row per
+    entry, committed per feed (the poll baseline: run in as many processes as Marsad uses)."""
+    import sqlite3
+
     import feedparser
+
+    con = sqlite3.connect(db, timeout=60)
+    con.execute("CREATE TABLE IF NOT EXISTS entries (link TEXT PRIMARY KEY, title TEXT, summary TEXT, published TEXT)")
+    n = 0
+    for url in urls:
+        d = feedparser.parse(url)
+        rows = [(e.get("link"), e.get("title"), e.get("summary"), e.get("published")) for e in d.entries]
+        with con:
+            con.executemany("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?)", rows)
+        n += len(rows)
+    con.close()
+    return n
+
+
+def bench_poll(n_feeds: int, entries: int) -> list[Row]:
+    """A poll cycle of n feeds: all new, then all 304, against the naive poller (feedparser.parse(url)
+    + SQLite) run with the same parallelism (two processes)."""
     import yaml
 
     from bench.feeds import FeedFarm
@@ -146,13 +166,16 @@ def bench_poll(n_feeds: int, entries: int) -> list[Row]:
         assert n_due == n_feeds and rep.new_articles == n_feeds * entries, rep
         t_304, (n_due2, rep2) = _timed(cycle, datetime.now(timezone.utc) + timedelta(minutes=10))
         assert n_due2 == n_feeds and rep2.new_articles == 0
-        base_s, parsed = _timed(lambda: [len(feedparser.parse(farm.url(i)).entries) for i in range(n_feeds)])
+        urls = [farm.url(i) for i in range(n_feeds)]
+        naive_db = str(tmp / "naive.sqlite")
+        base_s, parsed = _timed(lambda: list(workers.map(_naive_poll, [naive_db] * 2, [urls[0::2], urls[1::2]])))
         assert sum(parsed) == n_feeds * entries
         workers.shutdown()
+    naive = "baseline: the naive poller, feedparser.parse(url) + SQLite insert, in 2 processes like Marsad's fetch (no conditional GET)"
     rows.append(Row("poll", f"{n_feeds} feeds x {entries} entries, all new", round(t_new, 2), round(base_s, 2), "s",
-                    round(t_new / base_s, 3), "<= 15 s", t_new <= 15, "baseline: sequential feedparser.parse(url), no load"))
+                    round(t_new / base_s, 3), "<= 15 s", t_new <= 15, naive))
     rows.append(Row("poll", f"{n_feeds} feeds, all 304 Not Modified", round(t_304, 2), round(base_s, 2), "s",
-                    round(t_304 / base_s, 3), "<= 2 s", t_304 <= 2))
+                    round(t_304 / base_s, 3), "<= 2 s", t_304 <= 2, naive + "; it re-reads every feed each cycle"))
     return rows
 
 
