@@ -320,7 +320,7 @@ def cmd_slack_test(args) -> int:
 def cmd_sources_status(args) -> int:
     from marsad.pipeline import sync_sources, utcnow
     from sources.health import format_table, source_health
-    from warehouse import db
+    from warehouse import db, sources as source_rows
 
     s = _settings(args)
     now = utcnow()
@@ -329,7 +329,7 @@ def cmd_sources_status(args) -> int:
         with db.transaction(con):
             sync_sources(con, registry, now)  # feeds added since the last poll show up as new
         rows = source_health(con, now, registry.health)
-        removed = con.execute("SELECT count(*) FROM sources WHERE removed_at IS NOT NULL").fetchone()[0]
+        removed = source_rows.removed_count(con)
     print(format_table(rows, now, removed))
     return 0
 

@@ -32,19 +32,13 @@ from marsad.configguard import Guard
 from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
 from sources.parse import Article, FeedError, parse_feed
 from sources.registry import HealthSettings, Registry, feeds_path, load_registry
-from warehouse import db
+from warehouse import db, matches as match_rows, sources as source_rows
 from warehouse.events import assign_events
-from warehouse.load import bulk_insert, load_articles, read_json_sql, unlink_unmatched, write_jsonl_atomic, write_text_atomic
+from warehouse.load import bulk_insert, load_articles, unlink_unmatched, write_jsonl_atomic, write_text_atomic
 from warehouse.publish import publish, read_copy_path
 from warehouse.retention import fetch_log_retention, prune_fetch_log
 
 log = logging.getLogger("marsad.pipeline")
-MAX_BACKOFF_S = 6 * 3600
-# A feed falls due this much before its interval has fully passed (a fifth of it, at most a
-# minute). Its fetch starts some seconds into a DAG run, so with an interval equal to the
-# schedule's period it would otherwise not yet be due at the next run, and be polled only
-# every other run (seen: a 5-minute feed on the */5 schedule polled every 10 minutes).
-POLL_SLACK_FRACTION, POLL_SLACK_MAX_S = 0.2, 60
 
 
 def utcnow() -> datetime:
@@ -133,44 +127,11 @@ def _classifier(directory: Path, mtimes: tuple) -> Classifier:
 
 
 def sync_sources(con, registry: Registry, now: datetime) -> None:
-    """Mirror the registry into the ``sources`` table (set-based upsert).
-
-    A feed id given a new URL starts afresh: the old URL's validators, backoff and last error
-    are dropped (its next poll is due now) and its earlier failed polls stop counting. A feed
-    that left the registry is disabled and marked removed (status and the board stop listing it;
-    its articles stay); if it comes back it is listed again."""
-    rows = [
-        dict(source_id=f.id, name=f.name, lang=f.lang, url=f.url, interval_s=f.interval, reliability=f.reliability, enabled=f.enabled,
-             updated_at=now, removed_at=None, url_since=now)
+    """Mirror the registry into the ``sources`` table (``warehouse.sources.sync``)."""
+    source_rows.sync(con, [
+        dict(source_id=f.id, name=f.name, lang=f.lang, url=f.url, interval_s=f.interval, reliability=f.reliability, enabled=f.enabled)
         for f in registry.feeds
-    ]
-    ids, urls = [f.id for f in registry.feeds], [f.url for f in registry.feeds]
-    con.execute(
-        """DELETE FROM source_state WHERE source_id IN (
-               SELECT s.source_id FROM sources s JOIN (SELECT unnest(?::VARCHAR[]) AS source_id, unnest(?::VARCHAR[]) AS url) r
-               USING (source_id) WHERE s.url <> r.url)""",
-        [ids, urls],
-    )
-    upsert_sources(con, rows)
-    con.execute(
-        """UPDATE sources SET enabled = false, removed_at = coalesce(removed_at, ?)
-           WHERE NOT list_contains(?, source_id) AND url NOT LIKE 'replay:%'""",
-        [now, ids],
-    )
-
-
-SOURCE_COLUMNS = {
-    "source_id": "VARCHAR", "name": "VARCHAR", "lang": "VARCHAR", "url": "VARCHAR", "interval_s": "INTEGER",
-    "reliability": "VARCHAR", "enabled": "BOOLEAN", "updated_at": "TIMESTAMPTZ", "removed_at": "TIMESTAMPTZ",
-    "url_since": "TIMESTAMPTZ",
-}
-
-
-def upsert_sources(con, rows: list[dict]) -> None:
-    sets = ", ".join(f"{c} = excluded.{c}" for c in SOURCE_COLUMNS if c not in ("source_id", "url_since"))
-    # url_since moves only when the URL does (set before the url itself is overwritten).
-    sets = f"url_since = CASE WHEN sources.url <> excluded.url THEN excluded.url_since ELSE sources.url_since END, {sets}"
-    bulk_insert(con, "sources", rows, SOURCE_COLUMNS, conflict=f"(source_id) DO UPDATE SET {sets}")
+    ], now)
 
 
 def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
@@ -183,14 +144,7 @@ def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
             with db.transaction(con):
                 sync_sources(con, registry, now)
         report_config(con, settings, guard, now)
-        rows = con.execute(
-            """SELECT s.source_id, s.url, s.lang, st.etag, st.last_modified
-               FROM sources s LEFT JOIN source_state st USING (source_id)
-               WHERE s.enabled AND (st.next_due_at IS NULL OR st.next_due_at <= ?)
-               ORDER BY coalesce(st.next_due_at, TIMESTAMPTZ '1970-01-01'), s.source_id""",
-            [now],
-        ).fetchall()
-    return [dict(source_id=r[0], url=r[1], lang=r[2], etag=r[3], last_modified=r[4]) for r in rows]
+        return source_rows.due(con, now)
 
 
 def fetch_batches(sources: list[dict], max_batch: int | None = None, min_batches: int | None = None) -> list[list[dict]]:
@@ -366,18 +320,6 @@ class LoadReport:
         return self.__dict__.copy()
 
 
-FETCH_COLUMNS = {
-    "fetch_id": "VARCHAR", "source_id": "VARCHAR", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
-    "status": "VARCHAR", "http_status": "INTEGER", "entries": "INTEGER", "new_articles": "INTEGER",
-    "bytes": "BIGINT", "error": "VARCHAR", "staged_file": "VARCHAR",
-}
-STATE_COLUMNS = {
-    "source_id": "VARCHAR", "etag": "VARCHAR", "last_modified": "VARCHAR", "last_attempt_at": "TIMESTAMPTZ",
-    "last_success_at": "TIMESTAMPTZ", "last_status": "VARCHAR", "last_http_status": "INTEGER", "last_error": "VARCHAR",
-    "consecutive_failures": "INTEGER",
-}
-
-
 def load(settings: Settings, now: datetime | None = None, classifier: Classifier | None = None) -> LoadReport:
     """Load everything staged (this run's fetches and any left by a failed run), then classify
     new articles and assign them to events. One transaction; staged files are removed after it.
@@ -440,11 +382,11 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
         new, corrected = load_articles(con, data_files)
         report.new_articles, report.corrected = len(new), len(corrected)
         classified = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file") and m.get("classified")]
-        report.matches = insert_staged_matches(con, classified, now)
+        report.matches = match_rows.insert_staged(con, classified, now)
         per_source: dict[str, int] = {}
         for _, source_id in new:
             per_source[source_id] = per_source.get(source_id, 0) + 1
-        _record_fetches(con, metas, per_source)
+        source_rows.record_fetches(con, metas, per_source)
         if classifier is not None:  # else the articles wait, unclassified, for a valid pack
             report.classified, late = classify_pending(con, classifier, now)
             report.matches += late
@@ -455,93 +397,10 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
     return report
 
 
-def _record_fetches(con, metas: list[dict], new_per_source: dict[str, int]) -> None:
-    if not metas:
-        return
-    log_rows, state, wait = [], {}, {}
-    for m in sorted(metas, key=lambda m: m["started_at"]):
-        wait[m["source_id"]] = m.get("wait_s")
-        log_rows.append(
-            dict(m, new_articles=new_per_source.pop(m["source_id"], 0) if m.get("articles_file") else 0, staged_file=m.get("articles_file"))
-        )
-        prev = state.get(m["source_id"])
-        failures = (prev["consecutive_failures"] if prev else 0) + 1 if m["status"] == "error" else 0
-        ok = m["status"] != "error"
-        state[m["source_id"]] = dict(
-            source_id=m["source_id"],
-            etag=m.get("etag") if ok else (prev or {}).get("etag"),
-            last_modified=m.get("last_modified") if ok else (prev or {}).get("last_modified"),
-            last_attempt_at=m["started_at"],
-            last_success_at=m["finished_at"] if ok else (prev or {}).get("last_success_at"),
-            last_status=m["status"],
-            last_http_status=m.get("http_status"),
-            last_error=m.get("error"),
-            consecutive_failures=failures,
-        )
-    bulk_insert(con, "fetch_log", log_rows, FETCH_COLUMNS)
-    # Errors keep the old validators and add to the failure count; successes reset it.
-    bulk_insert(
-        con,
-        "source_state",
-        list(state.values()),
-        STATE_COLUMNS,
-        conflict="""(source_id) DO UPDATE SET
-            etag = CASE WHEN excluded.last_status = 'error' THEN source_state.etag ELSE excluded.etag END,
-            last_modified = CASE WHEN excluded.last_status = 'error' THEN source_state.last_modified ELSE excluded.last_modified END,
-            last_attempt_at = excluded.last_attempt_at,
-            last_success_at = coalesce(excluded.last_success_at, source_state.last_success_at),
-            last_status = excluded.last_status,
-            last_http_status = excluded.last_http_status,
-            last_error = excluded.last_error,
-            consecutive_failures = CASE WHEN excluded.last_status = 'error'
-                THEN source_state.consecutive_failures + excluded.consecutive_failures ELSE 0 END""",
-    )
-    # Next poll: the source's interval after success, less POLL_SLACK; exponential backoff with
-    # jitter after errors; never sooner than the server asked (Retry-After on 429/503, max-age).
-    con.execute(
-        f"""UPDATE source_state SET next_due_at = source_state.last_attempt_at + to_seconds(greatest(
-                CASE WHEN source_state.last_status = 'error'
-                     THEN least(s.interval_s * pow(2, least(source_state.consecutive_failures - 1, 12)), {MAX_BACKOFF_S})
-                          * (0.8 + 0.4 * random())
-                     ELSE s.interval_s - least(s.interval_s * {POLL_SLACK_FRACTION}, {POLL_SLACK_MAX_S}) END,
-                coalesce(h.wait_s, 0)))
-            FROM sources s, (SELECT unnest(?::VARCHAR[]) AS source_id, unnest(?::DOUBLE[]) AS wait_s) h
-            WHERE s.source_id = source_state.source_id AND h.source_id = source_state.source_id""",
-        [list(wait), list(wait.values())],
-    )
-
-
-MATCHES_TYPE = "STRUCT(indicator VARCHAR, clause INTEGER, hits JSON, refs JSON, frame JSON)[]"
-
-
-def insert_staged_matches(con, files: list[Path], now: datetime) -> int:
-    """Verdicts staged by the fetch tasks -> article_indicators, for articles not classified yet."""
-    if not files:
-        return 0
-    src, params = read_json_sql(files, {"article_id": "VARCHAR", "matches": MATCHES_TYPE})
-    n = con.execute(
-        f"""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, frame)
-            SELECT DISTINCT ON (s.article_id, m.indicator) s.article_id, m.indicator, m.clause, m.hits, m.refs, m.frame
-            FROM (SELECT article_id, unnest(matches) AS m FROM {src}) s(article_id, m)
-            JOIN articles a ON a.article_id = s.article_id AND a.classified_at IS NULL
-            ON CONFLICT DO NOTHING RETURNING 1""",
-        params,
-    ).fetchall()
-    con.execute(
-        f"UPDATE articles SET classified_at = ? WHERE classified_at IS NULL AND article_id IN (SELECT article_id FROM {src})",
-        [now, *params],
-    )
-    return len(n)
-
-
 def tag_new_matches(con, classifier: Classifier, now: datetime) -> int:
     """Places, actors, weapons and cue words named in the articles that matched an indicator in
     this load (however they were classified): what event assignment compares."""
-    rows = con.execute(
-        """SELECT a.article_id, a.text_folded FROM articles a
-           WHERE a.classified_at = ? AND EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = a.article_id)""",
-        [now],
-    ).fetchall()
+    rows = match_rows.matched_in_load(con, now)
     if not rows:
         return 0
     if getattr(classifier, "_entity_tagger", None) is None:
@@ -551,7 +410,7 @@ def tag_new_matches(con, classifier: Classifier, now: datetime) -> int:
 
 def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, int]:
     """Run the indicator classifier over articles not classified yet."""
-    rows = con.execute("SELECT article_id, text_folded, title_folded FROM articles WHERE classified_at IS NULL").fetchall()
+    rows = match_rows.unclassified(con)
     if not rows:
         return 0, 0
     matches = [
@@ -559,12 +418,7 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
         for article_id, folded, title_folded in rows
         for m in _verdicts(classifier, folded, title_folded)
     ]
-    bulk_insert(
-        con, "article_indicators", matches,
-        {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON", "frame": "JSON"},
-    )
-    # The load holds the only write connection, so the unclassified rows are exactly those read above.
-    con.execute("UPDATE articles SET classified_at = ? WHERE classified_at IS NULL", [now])
+    match_rows.insert_verdicts(con, matches, now)
     return len(rows), len(matches)
 
 

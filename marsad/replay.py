@@ -22,6 +22,7 @@ from typing import IO
 
 from alerts.delivery import JsonLinesSink
 from marsad import pipeline
+from warehouse import sources as source_rows
 from sources.parse import Article, make_article
 from warehouse import db
 
@@ -181,7 +182,7 @@ def replay(
         by_poll.setdefault(_grid(it.published, poll_interval), []).append(it)
     sources = sorted({(i.source, i.lang) for i in items})
     with db.connect(db_path) as con:
-        pipeline.upsert_sources(
+        source_rows.upsert(
             con,
             [dict(source_id=s, name=s, lang=lang or "en", url=f"replay:{s}", interval_s=poll_interval, reliability="F", enabled=True, updated_at=first) for s, lang in sources],
         )
