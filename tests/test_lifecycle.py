@@ -139,7 +139,7 @@ def test_daily_digest_posts_counts_unhealthy_sources_and_a_chart(con, slack, sin
     assert rep.sent == 1
     (post,) = slack.posts()
     body = str(post["blocks"])
-    assert "militia_attack_us_forces` 1 event(s)" in body and "Dead Outlet" in body and "HTTP 503" in body
+    assert "*Militia attack on US forces (Iraq, Syria, Jordan)* 1 event(s)" in body and "Dead Outlet" in body and "HTTP 503" in body
     (upload,) = slack.state.uploads.values()
     assert upload["data"][:8] == b"\x89PNG\r\n\x1a\n" and upload["filename"].endswith(".png")
     chart_msg = slack.state.messages["C0ALERTS"][-1]
