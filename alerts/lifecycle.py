@@ -236,3 +236,49 @@ def list_alerts(con: duckdb.DuckDBPyConnection, firing_only: bool = False, limit
             FROM alerts {where} ORDER BY started_at DESC LIMIT ?""",
         [limit],
     ).fetchall()
+
+
+# ----------------------------------------------------------------------------- the ingest deadline
+# The deadline notice is posted by Airflow's triggerer while the slow run still holds (or
+# waits for) the warehouse: it cannot write the outbox, so it is the one notice that does not
+# go through ``apply``. It is still a ``Notice``, drawn by the same renderer, and a silence of
+# its indicator (``pipeline``) or rule (``ingest-deadline``) holds it back: the silences are
+# read from the analysts' read copy (never locked: it is replaced by rename), which is at most
+# one publish behind the warehouse.
+
+DEADLINE_INDICATOR = "pipeline"
+DEADLINE_RULE = "ingest-deadline"
+
+
+def deadline_notice(dag_id: str, run_id: str, after: str, deadline_at: str, run_state: str, now: datetime) -> Notice:
+    return Notice(
+        indicator=DEADLINE_INDICATOR, indicator_name="Marsad pipeline", rule=DEADLINE_RULE, kind="deadline", state="deadline",
+        at=now.isoformat(), severity="medium",
+        summary=(f"Marsad: {dag_id} run {run_id} has not finished {after} after it was queued (deadline {deadline_at}; "
+                 f"the run was {run_state}). It goes on; if it fails, ops hear of it again."),
+        rationale="A run that overruns its deadline delays every alert behind it; its log says what it waits for.",
+        facts={"dag_id": dag_id, "run_id": run_id, "deadline": deadline_at, "run_state": run_state},
+    )
+
+
+def silenced_in_read_copy(notice: Notice, read_copy: str | None, now: datetime) -> bool | None:
+    """Whether a silence in the read copy holds ``notice`` back; None when there is no read copy
+    to ask (then the notice is posted: better told twice than not at all)."""
+    if not read_copy:
+        return None
+    from pathlib import Path
+
+    from warehouse.publish import open_read_copy
+
+    if not Path(read_copy).exists():
+        return None
+    try:
+        con = open_read_copy(read_copy, fts=False)
+    except Exception:
+        return None
+    try:
+        return silenced(con, notice.indicator, notice.rule, now)
+    except duckdb.Error:
+        return None  # a copy from before silences existed
+    finally:
+        con.close()

@@ -269,6 +269,7 @@ def render(payload, run_url: str | None = None, resolved_at: str | None = None,
     context = f"rule `{escape(payload.get('rule'))}` · {escape(payload.get('rationale', ''))}"
     if run_url:
         context += f" · {link(run_url, 'Airflow run')}"
+        fallback.append(link(run_url, "Airflow run"))
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(context)}]})
     # At most 3 + MAX_EVENTS + 4 blocks, well under BLOCKS_MAX.
     return clip("\n".join(fallback), TEXT_MAX), blocks

@@ -107,3 +107,30 @@ def test_many_events_and_long_titles_stay_within_slack_limits_and_links_stay_who
     assert "and 50 more event(s)" in str(blocks) and "and 50 more event(s)" in text
     assert re.search(r"\+\d+ more", str(sections(blocks)))  # reports that did not fit are counted
     assert len(text) <= 3000 and "<" not in re.sub(r"<[^<>]*>", "", text)
+
+
+def test_the_deadline_notice_is_a_notice_drawn_by_the_same_renderer_and_held_by_silences(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from alerts.lifecycle import add_silence, deadline_notice, expire_silence, silenced_in_read_copy
+    from warehouse import db
+    from warehouse.publish import publish
+
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    notice = deadline_notice("marsad_ingest", "manual__1", "10m", "12:00:00 UTC", "running", now)
+    text, blocks = render(notice, "http://127.0.0.1:8080/dags/marsad_ingest/runs/manual__1")
+    assert "marsad_ingest run manual__1 has not finished 10m after it was queued" in text
+    assert "<http://127.0.0.1:8080/dags/marsad_ingest/runs/manual__1|Airflow run>" in text
+    assert blocks[0]["text"]["text"] == "Marsad pipeline · medium · deadline" and not [b for b in blocks if b["type"] == "actions"]
+
+    wh, copy = tmp_path / "wh.duckdb", tmp_path / "read.duckdb"
+    assert silenced_in_read_copy(notice, str(copy), now) is None  # no copy yet: post
+    with db.connect(wh) as con:
+        sid = add_silence(con, "rule", "ingest-deadline", 3600, "planned backfill", "ops", now - timedelta(minutes=5))
+    publish(wh, copy)
+    assert silenced_in_read_copy(notice, str(copy), now) is True
+    assert silenced_in_read_copy(notice, str(copy), now + timedelta(hours=2)) is False  # the silence is over
+    with db.connect(wh) as con:
+        expire_silence(con, sid, now - timedelta(minutes=1))
+    publish(wh, copy)
+    assert silenced_in_read_copy(notice, str(copy), now) is False
