@@ -299,7 +299,7 @@ def _entity_names(directory: Path, _mtimes: tuple) -> dict[str, str]:
         gaz = Gazetteers.load(directory)
     except (ConfigError, OSError):
         return {}  # the ids stand in; `marsad config check` reports the file
-    return {e.id: (e.en or e.ar or [e.id])[0] for entries in gaz.entries.values() for e in entries}
+    return {e.id: (e.en or e.ar or [e.id])[0].replace("*", "") for entries in gaz.entries.values() for e in entries}
 
 
 def entity_names() -> dict[str, str]:
