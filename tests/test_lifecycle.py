@@ -202,3 +202,35 @@ def test_messages_list_events_newest_first_with_place_actor_weapon_and_every_rep
     assert "Militia attack on US forces (Iraq, Syria, Jordan): 2 events in 1d" in post["text"]
     alert_id = con.execute("SELECT alert_id FROM alerts").fetchone()[0]
     assert [b["accessory"]["value"] for b in events] == [f"{alert_id}|e2", f"{alert_id}|e1"]
+
+
+def test_config_errors_and_the_digest_follow_the_same_lifecycle(con, slack, sink):
+    """A broken file fires once, a different error in it is an update in the same thread, it
+    resolves when the file validates; a silence of ``digest`` holds the digest back."""
+    from types import SimpleNamespace
+
+    from alerts.digest import queue
+    from alerts.ops import report_config_errors
+
+    def broken(error):
+        return [SimpleNamespace(file="alerts/rules.yaml", error=error, fallback="the last good rule pack is used")]
+
+    t = T0 + timedelta(hours=1)
+    assert [q["state"] for q in report_config_errors(con, t, broken("rules.yaml:3: rules.0.kind: bad"), set(), "#marsad-ops")] == ["firing"]
+    assert report_config_errors(con, t + timedelta(hours=1), broken("rules.yaml:3: rules.0.kind: bad"), set(), "#marsad-ops") == []
+    (upd,) = report_config_errors(con, t + timedelta(hours=2), broken("rules.yaml:9: rules.2.window: bad"), set(), "#marsad-ops")
+    assert upd["state"] == "update" and "rules.yaml:9" in upd["summary"]
+    (res,) = report_config_errors(con, t + timedelta(hours=3), [], {"alerts/rules.yaml"}, "#marsad-ops")
+    assert res["state"] == "resolved"
+    assert con.execute("SELECT count(*), count(DISTINCT alert_id) FROM notifications").fetchone() == (3, 1)  # one alert, one thread
+    deliver(con, sink)
+    root, *replies = slack.state.messages["C0OPS"]
+    assert [r["thread_ts"] for r in replies] == [root["ts"], root["ts"]] and root["blocks"][0]["text"]["text"].startswith("RESOLVED · Configuration")
+
+    add_silence(con, "indicator", "digest", 86400, "holiday", "ops", T0 + timedelta(hours=20))
+    payload = queue(con, T0 + timedelta(hours=23), ["ind"], "#marsad-alerts")
+    assert payload["state"] == "digest" and payload["alert_id"] is None
+    assert queue(con, T0 + timedelta(hours=23, minutes=5), ["ind"], "#marsad-alerts")["state"] == "digest"
+    assert con.execute("SELECT count(*) FROM notifications WHERE alert_id LIKE 'digest:%'").fetchone()[0] == 1  # once a day
+    rep = deliver(con, sink)
+    assert rep.silenced == 1 and "C0ALERTS" not in slack.state.messages
