@@ -282,3 +282,58 @@ def silenced_in_read_copy(notice: Notice, read_copy: str | None, now: datetime) 
         return None  # a copy from before silences existed
     finally:
         con.close()
+
+
+# ----------------------------------------------------------------------------- the message, as it stands
+
+
+def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime):
+    """What ops did to an alert, for drawing its first message again (``alerts.render.MessageState``):
+    who acknowledged it, the silence of its rule or indicator in force at ``now`` (the one that
+    ends last), and its events flagged as not events (``event_feedback``, when that table exists)."""
+    from alerts.render import MessageState
+
+    row = con.execute("SELECT rule_id, indicator, acked_by, acked_at FROM alerts WHERE alert_id = ?", [alert_id]).fetchone()
+    if row is None:
+        raise LifecycleError(f"no alert {alert_id!r}")
+    rule_id, indicator, acked_by, acked_at = row
+    state = MessageState(acked_by=acked_by, acked_at=acked_at.isoformat() if acked_at else None)
+    silence = con.execute(
+        """SELECT ends_at, created_by FROM silences
+           WHERE starts_at <= ? AND ends_at > ? AND ((matcher = 'rule' AND value = ?) OR (matcher = 'indicator' AND value = ?))
+           ORDER BY ends_at DESC LIMIT 1""", [now, now, rule_id, indicator]).fetchone()
+    if silence:
+        state.silenced_until, state.silenced_by = silence[0].isoformat(), silence[1]
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'event_feedback'").fetchone()[0]:
+        from alerts import feedback
+
+        events = {e for (e,) in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()}
+        state.not_events = {e: by for e, by in feedback.flagged(con).items() if e in events}
+    return state
+
+
+def first_message(con: duckdb.DuckDBPyConnection, alert_id: str) -> tuple[str | None, str | None, dict] | None:
+    """(Slack channel id, ts, payload) of the alert's first posted message; None before it is posted."""
+    import json
+
+    row = con.execute(
+        """SELECT slack_channel, slack_ts, payload FROM notifications
+           WHERE alert_id = ? AND status = 'sent' ORDER BY seq LIMIT 1""", [alert_id]).fetchone()
+    if row is None:
+        return None
+    return row[0], row[1], json.loads(row[2]) if isinstance(row[2], str) else row[2]
+
+
+def redraw(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime, run_url: str | None = None):
+    """(channel, ts, text, blocks) to pass to ``chat.update`` for the alert's first message as
+    it stands now (acknowledged, silenced, events flagged, resolved); None before it is posted."""
+    from alerts.render import render
+
+    first = first_message(con, alert_id)
+    if first is None:
+        return None
+    channel, ts, payload = first
+    resolved_at = con.execute("SELECT resolved_at FROM alerts WHERE alert_id = ? AND state = 'resolved'", [alert_id]).fetchone()
+    text, blocks = render(payload, run_url, resolved_at=resolved_at[0].isoformat() if resolved_at else None,
+                          state=message_state(con, alert_id, now))
+    return channel, ts, text, blocks
