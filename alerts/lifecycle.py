@@ -23,6 +23,7 @@ whether one applies), so nothing is lost and the history shows what was held bac
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Callable
@@ -112,6 +113,9 @@ class Transition:
     notice: Notice | None = None
 
 
+_CHANGED_JSON = json.dumps([{"alert_id": "VARCHAR", "state": "VARCHAR", "summary": "VARCHAR"}])
+
+
 def alert_id_for(rule_id: str, first: str | None, now: datetime) -> str:
     return hashlib.sha1(f"{rule_id}\x1f{first}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
 
@@ -167,13 +171,18 @@ def apply(con: duckdb.DuckDBPyConnection, observed: list[Observation], now: date
         m.notice = notices[m.alert_id]
         if not m.obs.oneshot:
             m.notice.alert_id = m.alert_id
-        if m.state == "resolved":
-            con.execute("UPDATE alerts SET state = 'resolved', resolved_at = ?, last_notified_at = ? WHERE alert_id = ?",
-                        [now, now, m.alert_id])
-        elif m.state in ("update", "repeat"):
-            con.execute("UPDATE alerts SET last_notified_at = ?, summary = ? WHERE alert_id = ?", [now, m.summary, m.alert_id])
         rows.append(dict(notification_id=f"{m.alert_id}:{m.seq}", alert_id=m.alert_id, seq=m.seq, state=m.state,
                          created_at=now, channel=m.obs.channel, payload=m.notice.to_payload()))
+    changed = [dict(alert_id=m.alert_id, state=m.state, summary=m.summary) for m in moves if m.state in ("update", "repeat", "resolved")]
+    if changed:  # one statement for all of them; a resolved alert keeps the summary of its condition
+        con.execute(
+            f"""UPDATE alerts SET state = CASE WHEN x.state = 'resolved' THEN 'resolved' ELSE alerts.state END,
+                                 resolved_at = CASE WHEN x.state = 'resolved' THEN $now ELSE alerts.resolved_at END,
+                                 last_notified_at = $now,
+                                 summary = CASE WHEN x.state = 'resolved' THEN alerts.summary ELSE x.summary END
+                FROM (SELECT unnest(from_json($x, '{_CHANGED_JSON}'), recursive := true)) x
+                WHERE alerts.alert_id = x.alert_id""",
+            {"now": now, "x": json.dumps(changed)})
     bulk_insert(con, "alerts", new_alerts, ALERT_COLUMNS)
     inserted = {r[0] for r in bulk_insert(con, "notifications", rows, NOTIFICATION_COLUMNS, returning="notification_id")}
     return [r["payload"] for r in rows if r["notification_id"] in inserted]
@@ -314,8 +323,6 @@ def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime):
 
 def first_message(con: duckdb.DuckDBPyConnection, alert_id: str) -> tuple[str | None, str | None, dict] | None:
     """(Slack channel id, ts, payload) of the alert's first posted message; None before it is posted."""
-    import json
-
     row = con.execute(
         """SELECT slack_channel, slack_ts, payload FROM notifications
            WHERE alert_id = ? AND status = 'sent' ORDER BY seq LIMIT 1""", [alert_id]).fetchone()
