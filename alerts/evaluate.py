@@ -297,7 +297,7 @@ def _entity_names(directory: Path, _mtimes: tuple) -> dict[str, str]:
 
     try:
         gaz = Gazetteers.load(directory)
-    except (ConfigError, OSError):
+    except (ConfigError, OSError, ValueError):
         return {}  # the ids stand in; `marsad config check` reports the file
     return {e.id: (e.en or e.ar or [e.id])[0].replace("*", "") for entries in gaz.entries.values() for e in entries}
 
@@ -313,9 +313,10 @@ def indicator_names(directory: str | Path | None = None) -> dict[str, str]:
     from alerts.board import _indicators
 
     directory = Path(directory) if directory else indicators_dir()
-    if not directory.is_dir():
+    try:
+        found, _ = _indicators(directory) if directory.is_dir() else ([], [])
+    except Exception:  # a file being edited (or cut short): the ids stand in; the config guard reports it
         return {}
-    found, _ = _indicators(directory)
     return {i["id"]: i["name"] for i in found}
 
 

@@ -565,11 +565,20 @@ def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | N
         return registry.health if registry is not None else HealthSettings()
 
     with db.connect(settings.warehouse) as con:
-        queued = evaluate_rules(con, pack, now, indicator_names(settings.indicators)) if pack is not None else []
+        queued = evaluate_rules(con, pack, now, _indicator_names(settings, guard)) if pack is not None else []
         # Sources that are down or silent page ops through the same outbox.
         queued = queued + evaluate_source_health(con, now, health)
         queued = queued + report_config(con, settings, guard, now)
     return queued
+
+
+def _indicator_names(settings: Settings, guard) -> dict[str, str]:
+    """Indicator id -> name for messages, from the indicator pack in force (the last good copy
+    when a file does not validate)."""
+    classifier = settings.guarded_classifier(guard)
+    if classifier is None:
+        return indicator_names(settings.indicators)
+    return {i.id: i.spec.name for i in classifier.indicators}
 
 
 def publish_read_copy(settings: Settings) -> dict | None:
@@ -602,7 +611,7 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
     classifier = settings.guarded_classifier(guard)
     with db.connect(settings.warehouse) as con:
         ids = classifier.ids if classifier is not None else [r[0] for r in con.execute("SELECT DISTINCT indicator FROM events ORDER BY 1").fetchall()]
-        payload = queue(con, now, ids, channel, indicator_names(settings.indicators))
+        payload = queue(con, now, ids, channel, _indicator_names(settings, guard))
         report_config(con, settings, guard, now)
     return payload
 
