@@ -257,7 +257,10 @@ def render(payload, run_url: str | None = None, resolved_at: str | None = None,
         line = f"• {_when(ev['at'])}: {escape(_shorten(ev['title'], LABEL_MAX))} ({', '.join(escape(o) for o in ev['outlets'][:4])}; {', '.join(ev['languages'])})"
         fallback.append(f"~{line}~ (not an event)" if flagged is not None else line)
     if len(events) > len(shown):
-        more = f"… and {len(events) - len(shown)} more event(s) (oldest not shown): see the Marsad board, or `marsad alerts`"
+        more = f"… and {len(events) - len(shown)} more event(s) (the oldest): on the indicator board"
+        if payload.get("alert_id"):
+            more += (f", or `marsad query \"SELECT e.* FROM events_v e JOIN alert_events USING (event_id) "
+                     f"WHERE alert_id = '{escape(payload['alert_id'])}' ORDER BY first_report_at DESC\"`")
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
         fallback.append(more)
     lines = _state_lines(state)
