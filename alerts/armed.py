@@ -128,8 +128,8 @@ def _judge(rule: Rule, facts: dict, watched: datetime | None, last: datetime | N
         if not ok:
             return False, at, why
         if last is not None and now - last < timedelta(seconds=rule.quiet):
-            if facts.get("events"):  # firing on this very spell
-                return True, None, f"resumption: resumed {last:%Y-%m-%d %H:%M} UTC after {quiet} quiet"
+            if facts.get("events"):  # the condition holds: it resumed within its window
+                return True, None, f"resumption: resumed after {quiet} quiet: {facts['events']} event(s) since"
             back = last + timedelta(seconds=rule.quiet)
             return False, back, (f"resumption: re-armed in {_in(back - now)}: last event {last:%Y-%m-%d %H:%M} UTC "
                                  f"(needs {quiet} quiet)")

@@ -267,7 +267,7 @@ def _not_armed(con, settings) -> list[str]:
         pack = settings.rule_pack()
     except (ConfigError, OSError) as exc:
         return [f"rules: not read ({str(exc).splitlines()[0]}): see `marsad config check`"]
-    return [f"NOT ARMED  {s['rule']:<28} {s['detail']}" for s in not_armed(rule_status(con, pack, utcnow()))]
+    return [f"{s['state'].upper():<10} {s['rule']:<28} {s['detail']}" for s in not_armed(rule_status(con, pack, utcnow()))]
 
 
 def cmd_rules_status(args) -> int:

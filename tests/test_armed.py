@@ -77,6 +77,7 @@ def test_armed_after_enough_history_and_rearmed_after_the_quiet(con):
     evaluate(con, pack(), now + timedelta(minutes=1))
     s = by_rule(rule_status(con, pack(), now + timedelta(minutes=2)))
     assert s["resume"]["state"] == "firing" and s["resume"]["firing_since"]
+    assert s["resume"]["detail"] == "resumption: resumed after 2w quiet: 1 event(s) since"
     later = now + timedelta(days=4)
     evaluate(con, pack(), later)
     s = by_rule(rule_status(con, pack(), later))
