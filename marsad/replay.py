@@ -9,6 +9,10 @@ A rule's verdict only changes when events appear or when a time boundary passes 
 event leaving a window, a repeat falling due, enough history accumulating), so polls
 with neither are skipped unless ``exhaustive`` is set; a test checks both give the
 same alert stream.
+
+``backfill`` (``marsad backfill``) polls past items the same way into the live warehouse,
+so that a new install starts with history; what it would have notified is recorded as
+``backfilled`` and never sent.
 """
 from __future__ import annotations
 
