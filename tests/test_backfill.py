@@ -128,3 +128,22 @@ def test_backfill_reads_captured_feed_files_and_refuses_what_it_cannot_place(env
     bad.write_text('{"id": "x", "source": "s"}\n', encoding="utf-8")
     assert cli.main(["backfill", str(bad), "--db", str(path)]) == 2
     assert "bad.jsonl:1: missing published, title" in capsys.readouterr().err
+
+
+def test_backfill_leaves_a_polled_feed_as_the_poller_knows_it(env, capsys):
+    """Items of a registered feed that is already polled: its row in ``sources`` and its
+    polling state (validators, last success, next poll) are what they were."""
+    path = env / "wh.duckdb"
+    settings = pipeline.Settings.from_env(path)
+    with db.connect(path) as con:
+        pipeline.sync_sources(con, settings.registry(), NOW)
+        con.execute("""INSERT INTO source_state (source_id, etag, last_attempt_at, last_success_at, last_status, consecutive_failures, next_due_at)
+                       VALUES ('bbc-ar', '"v1"', ?, ?, 'ok', 0, ?)""", [NOW, NOW, NOW + timedelta(minutes=5)])
+        before = con.execute("SELECT * FROM source_state").fetchall(), con.execute("SELECT * FROM sources ORDER BY source_id").fetchall()
+    items = [dict(attack(i, NOW - timedelta(days=10 - i), BASES[i]), source="bbc-ar") for i in range(3)]
+    assert cli.main(["backfill", str(write_jsonl(env / "bbc.jsonl", items)), "--db", str(path)]) == 0
+    with db.connect(path, read_only=True) as con:
+        assert (con.execute("SELECT * FROM source_state").fetchall(), con.execute("SELECT * FROM sources ORDER BY source_id").fetchall()) == before
+        assert con.execute("SELECT count(*) FROM articles WHERE source_id = 'bbc-ar'").fetchone()[0] == 3
+        first_poll = con.execute("SELECT min(started_at) FROM fetch_log").fetchone()[0]
+        assert NOW - timedelta(days=10) <= first_poll <= NOW - timedelta(days=10) + timedelta(minutes=15)  # history starts then
