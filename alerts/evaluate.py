@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from alerts.feedback import flag_reason
+from alerts.feedback import flag_reason, flaggers
 from alerts.lifecycle import ALERT_COLUMNS, NOTIFICATION_COLUMNS, Notice, Observation, Transition, apply  # noqa: F401 (re-exported)
 from alerts.rules import Rule, RulePack, indicators_dir
 from sources.configfile import format_duration
@@ -434,10 +434,13 @@ def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime, name
                 rule = by_id[m.obs.rule_id]
                 name = names.get(rule.indicator)
                 summary = _summary(rule, conds[rule.id], m.state, name)
-                if m.state == "resolved" and (why := flag_reason(con, m.alert_id)):
-                    summary = f"{summary}: {why}"  # the resolution says it was analysts' feedback
+                flagged = flaggers(con, m.alert_id)[1] if m.state == "resolved" else []
+                if flagged:  # the resolution says it was analysts' feedback
+                    summary = f"{summary}: {flag_reason(con, m.alert_id)}"
                 m.summary = summary if m.state != "resolved" else m.summary
                 out[m.alert_id] = _notice(rule, m.state, now, conds[rule.id], ev.get(m.alert_id, []), summary, ents, name)
+                if flagged:
+                    out[m.alert_id].detail["flagged_by"] = flagged
             return out
 
         queued = apply(con, observed, now, build, first={r.id: conds[r.id].first_event for r in rules})

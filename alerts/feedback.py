@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import datetime
 from pathlib import Path
 
@@ -87,27 +86,25 @@ def list_feedback(con: duckdb.DuckDBPyConnection, include_undone: bool = False) 
     return [dict(zip(FEEDBACK_KEYS, r)) for r in rows]
 
 
-def flag_reason(con: duckdb.DuckDBPyConnection, alert_id: str) -> str | None:
-    """Why an alert's events no longer count, if analysts flagged any of them:
-    "2 events flagged not an event by <@U1>, <@U2>" (None when none was)."""
-    row = con.execute(
+def flaggers(con: duckdb.DuckDBPyConnection, alert_id: str) -> tuple[int, list[str]]:
+    """How many of the events an alert told about are flagged now, and by whom."""
+    n, by = con.execute(
         """SELECT count(DISTINCT f.event_id), list(DISTINCT f.flagged_by ORDER BY f.flagged_by)
            FROM alert_events ae JOIN event_feedback f USING (event_id)
            WHERE ae.alert_id = ? AND f.undone_at IS NULL""",
         [alert_id],
     ).fetchone()
-    if not row or not row[0]:
+    return n or 0, by or []
+
+
+def flag_reason(con: duckdb.DuckDBPyConnection, alert_id: str) -> str | None:
+    """Why an alert's events no longer count, if analysts flagged any of them, as plain text
+    (a summary is escaped when rendered; the message shows the mentions from ``flaggers``):
+    "2 events flagged not an event by U1, U2". None when none was."""
+    n, by = flaggers(con, alert_id)
+    if not n:
         return None
-    who = ", ".join(_mention(b) for b in row[1])
-    return f"{row[0]} event{'s' if row[0] != 1 else ''} flagged not an event by {who}"
-
-
-_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
-
-
-def _mention(by: str) -> str:
-    """A Slack user id as a mention (<@U…>), anything else (a login name) as it is."""
-    return f"<@{by}>" if _SLACK_USER.match(by) else by
+    return f"{n} event{'s' if n != 1 else ''} flagged not an event by {', '.join(by)}"
 
 
 # One line per report of each actively flagged event; an article in events of several

@@ -72,12 +72,14 @@ def test_a_flagged_event_leaves_the_counts_and_the_alert_resolves_saying_why(con
     # The threshold no longer holds (2 of 3): it resolves, and says it was feedback; the
     # tripwire still holds on e1 and e3 and stays firing, quietly.
     assert [(q["rule"], q["state"]) for q in queued] == [("campaign", "resolved")]
-    assert queued[0]["summary"].endswith(f"cleared: 1 event flagged not an event by <@{ANALYST}>")
+    assert queued[0]["summary"].endswith(f"cleared: 1 event flagged not an event by {ANALYST}")
+    assert queued[0]["flagged_by"] == [ANALYST]
     states = {r: s for r, s, _ in alert_states(con)}
     assert states == {"campaign": "resolved", "any": "firing"}
     parent = next(m for m in slack.state.messages["C0ALERTS"] if m["thread_ts"] is None and "campaign" in str(m["blocks"]))
     reply = [m for m in slack.state.messages["C0ALERTS"] if m["thread_ts"] == parent["ts"]]
-    assert len(reply) == 1 and "flagged not an event by" in reply[0]["text"] and ANALYST in reply[0]["text"]
+    assert len(reply) == 1 and f"flagged not an event by {ANALYST}" in reply[0]["text"]
+    assert f"Events flagged not an event by <@{ANALYST}>" in json.dumps(reply[0]["blocks"])  # a mention Slack renders
 
     # Undo: the event counts again, and the next evaluation fires the threshold anew.
     assert feedback.undo(con, "e2", "U0LEAD", now + timedelta(minutes=20))
