@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from alerts.feedback import flag_reason, flaggers
 from alerts.lifecycle import ALERT_COLUMNS, NOTIFICATION_COLUMNS, Notice, Observation, Transition, apply  # noqa: F401 (re-exported)
 from alerts.rules import Rule, RulePack, indicators_dir
 from sources.configfile import format_duration
@@ -76,7 +77,8 @@ CREATE OR REPLACE TEMP TABLE _eval_lookback AS
 WITH ev AS (
     SELECT event_id, indicator, first_report_at AS t, epoch_us(first_report_at) AS t_us
     FROM events
-    WHERE first_report_at > $lo AND first_report_at <= $now AND first_seen_at <= $now)
+    WHERE first_report_at > $lo AND first_report_at <= $now AND first_seen_at <= $now
+      AND event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL))  -- flagged not an event
 SELECT r.rule_id, ev.event_id, ev.t, ev.t_us > $now_us - r.window_us AS in_window,
        row_number() OVER w AS pos, lag(ev.t) OVER w AS prev_t
 FROM _eval_rules r JOIN ev ON ev.indicator = r.indicator AND ev.t_us > $now_us - r.lookback_us
@@ -124,6 +126,7 @@ WITH q AS (SELECT unnest(from_json($q, '{json}'), recursive := true))
 SELECT q.rule_id, max(e.first_report_at)
 FROM q JOIN events e ON e.indicator = q.indicator AND epoch_us(e.first_report_at) < q.before_us
 WHERE e.first_seen_at <= $now {bound}
+  AND e.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
 GROUP BY q.rule_id
 """
 
@@ -432,8 +435,13 @@ def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime, name
                 rule = by_id[m.obs.rule_id]
                 name = names.get(rule.indicator)
                 summary = _summary(rule, conds[rule.id], m.state, name)
+                flagged = flaggers(con, m.alert_id)[1] if m.state == "resolved" else []
+                if flagged:  # the resolution says it was analysts' feedback
+                    summary = f"{summary}: {flag_reason(con, m.alert_id)}"
                 m.summary = summary if m.state != "resolved" else m.summary
                 out[m.alert_id] = _notice(rule, m.state, now, conds[rule.id], ev.get(m.alert_id, []), summary, ents, name)
+                if flagged:
+                    out[m.alert_id].detail["flagged_by"] = flagged
             return out
 
         queued = apply(con, observed, now, build, first={r.id: conds[r.id].first_event for r in rules})

@@ -264,6 +264,8 @@ def render(payload, run_url: str | None = None, resolved_at: str | None = None,
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
         fallback.append(more)
     lines = _state_lines(state)
+    if st == "resolved" and payload.get("flagged_by"):  # resolved because analysts flagged its events
+        lines.append(":wastebasket: Events flagged not an event by " + ", ".join(who(u) for u in payload["flagged_by"]))
     if lines:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(line)} for line in lines]})
         fallback.extend(lines)

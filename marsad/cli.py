@@ -127,6 +127,9 @@ def cmd_eval(args) -> int:
     except (ValueError, OSError) as exc:
         return _die(str(exc))
     print_report(rep, sys.stdout, show_misses=not args.no_misses)
+    if args.fail_on_false_positive and rep.total.fp:
+        print(f"marsad: {rep.total.fp} false positive(s)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -253,8 +256,10 @@ def cmd_alerts(args) -> int:
     from alerts.lifecycle import list_alerts
     from warehouse import db
 
-    with db.connect(_settings(args).warehouse, read_only=True) as con:
+    settings = _settings(args)
+    with db.connect(settings.warehouse, read_only=True) as con:
         rows = list_alerts(con, firing_only=args.firing, limit=args.limit)
+        unarmed = _not_armed(con, settings)
     if rows:
         print(f"{'alert':<20}  {'state':<8} {'severity':<8} {'rule':<28} {'started (UTC)':<16}  summary")
     for aid, rule, ind, sev, state, started, resolved, acked_by, summary in rows:
@@ -262,6 +267,86 @@ def cmd_alerts(args) -> int:
         print(f"{aid}  {state:<8} {sev:<8} {rule:<28} {started:%Y-%m-%d %H:%M}{extra}  {summary}")
     if not rows:
         print("no alerts")
+    for line in unarmed:  # rules that could not fire now: an empty list is not "all quiet"
+        print(line)
+    return 0
+
+
+def _not_armed(con, settings) -> list[str]:
+    """One line per rule that cannot fire now (``alerts.armed``), for ``marsad alerts``."""
+    from alerts.armed import not_armed, rule_status
+    from marsad.pipeline import utcnow
+    from sources.configfile import ConfigError
+
+    try:
+        pack = settings.rule_pack()
+    except (ConfigError, OSError) as exc:
+        return [f"rules: not read ({str(exc).splitlines()[0]}): see `marsad config check`"]
+    return [f"{s['state'].upper():<10} {s['rule']:<28} {s['detail']}" for s in not_armed(rule_status(con, pack, utcnow()))]
+
+
+def cmd_rules_status(args) -> int:
+    from alerts.armed import format_table, rule_status
+    from marsad.pipeline import utcnow
+    from warehouse import db
+
+    settings = _settings(args)
+    pack = settings.rule_pack()
+    if not settings.warehouse.exists():
+        return _die(f"{settings.warehouse}: no warehouse yet (run `marsad run-once` or `marsad backfill` first)")
+    with db.connect(settings.warehouse, read_only=True) as con:
+        statuses = rule_status(con, pack, utcnow())
+    if args.json:
+        for s in statuses:
+            print(json.dumps(s, ensure_ascii=False))
+    else:
+        print(format_table(statuses))
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    from alerts import feedback
+    from marsad.pipeline import utcnow
+    from warehouse import db
+
+    settings = _settings(args)
+    read_only = args.feedback_command in ("list", "export")
+    with db.connect(settings.warehouse, read_only=read_only) as con:
+        try:
+            if args.feedback_command == "flag":
+                done = feedback.flag_not_event(con, args.event_id, None, args.by or _user(), utcnow(), args.note)
+                print(f"event {args.event_id} flagged not an event: rules no longer count it from their next evaluation"
+                      if done else f"event {args.event_id} was already flagged: nothing changed")
+            elif args.feedback_command == "undo":
+                if not feedback.undo(con, args.event_id, args.by or _user(), utcnow()):
+                    return _die(f"event {args.event_id} has no active flag (see `marsad feedback list --all`)", 1)
+                print(f"event {args.event_id} counts again from the next evaluation")
+            elif args.feedback_command == "export":
+                n = feedback.export_jsonl(con, args.file)
+                print(f"{n} flagged report(s) written to {args.file}; score them with `marsad eval {args.file}`")
+            else:
+                rows = feedback.list_feedback(con, include_undone=args.all)
+                for r in rows:
+                    undone = f"  undone {r['undone_at']:%Y-%m-%d %H:%M} by {r['undone_by']}" if r["undone_at"] else ""
+                    note = f"  ({r['note']})" if r["note"] else ""
+                    print(f"{r['event_id']}  {r['indicator']:<26} {r['flagged_at']:%Y-%m-%d %H:%M} by {r['flagged_by']}{undone}"
+                          f"  {r['title'] or '(event gone)'}{note}")
+                if not rows:
+                    print("no flagged events" if not args.all else "no feedback")
+        except feedback.FeedbackError as exc:
+            return _die(str(exc))
+    return 0
+
+
+def cmd_backfill(args) -> int:
+    from marsad.replay import ReplayError, backfill
+    from sources.configfile import parse_duration
+
+    try:
+        stats = backfill(Path(args.file), _settings(args), parse_duration(args.poll_interval))
+    except (ReplayError, ValueError, OSError) as exc:
+        return _die(str(exc))
+    print(json.dumps({"backfill": stats}))
     return 0
 
 
@@ -377,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", metavar="FILE.jsonl", help="items {id, title, summary, labels[, ok, lang]}")
     s.add_argument("--labels", metavar="LABELS.jsonl", help="gold labels in a separate file, joined by id")
     s.add_argument("--no-misses", action="store_true", help="do not list the misses")
+    s.add_argument("--fail-on-false-positive", action="store_true",
+                   help="exit 1 on any false positive (for checking a rule change against `marsad feedback export`)")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("explain", help="show which terms and exclusions decide each indicator for a text or an article id")
@@ -438,6 +525,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=50)
     s.add_argument("--db")
     s.set_defaults(fn=cmd_alerts)
+
+    s = sub.add_parser("rules", help="the rule pack: whether each rule can fire now")
+    rs = s.add_subparsers(dest="rules_command", required=True)
+    c = rs.add_parser("status", help="per rule: armed, not armed (and when it will be), firing, silenced or disabled, and why")
+    c.add_argument("--db")
+    c.add_argument("--json", action="store_true", help="one JSON object per rule")
+    c.set_defaults(fn=cmd_rules_status)
+
+    s = sub.add_parser("feedback", help="events flagged 'not an event' (Slack's button, or here): list, flag, undo, export")
+    s.add_argument("--db")
+    fs = s.add_subparsers(dest="feedback_command", required=True)
+    c = fs.add_parser("list", help="flagged events, newest first")
+    c.add_argument("--all", action="store_true", help="include flags that were undone")
+    c = fs.add_parser("flag", help="flag an event as not an event of its indicator (rules stop counting it)")
+    c.add_argument("event_id")
+    c.add_argument("--note")
+    c.add_argument("--by", help="who (default $MARSAD_USER or the login name)")
+    c = fs.add_parser("undo", help="withdraw a flag: the event counts again")
+    c.add_argument("event_id")
+    c.add_argument("--by", help="who (default $MARSAD_USER or the login name)")
+    c = fs.add_parser("export", help="the flagged reports as labelled JSON lines for `marsad eval` (label: not <indicator>)")
+    c.add_argument("file", metavar="FILE.jsonl")
+    for c in fs.choices.values():
+        c.add_argument("--db", default=argparse.SUPPRESS)
+    s.set_defaults(fn=cmd_feedback)
+
+    s = sub.add_parser("backfill", help="load past items into the warehouse (history for the rules); nothing is sent")
+    s.add_argument("file", metavar="FILE.jsonl|DIR", help="replay-format JSON lines, or a directory of captured feed files")
+    s.add_argument("--db", help="warehouse file (default: paths.warehouse in marsad/settings.yaml, $MARSAD_WAREHOUSE)")
+    s.add_argument("--poll-interval", default="15m", help="simulated polling interval (default 15m)")
+    s.set_defaults(fn=cmd_backfill)
 
     s = sub.add_parser("digest", help="queue and send the daily digest now")
     s.add_argument("--db")
