@@ -261,10 +261,11 @@ def _alert_id(rule: Rule, first_event: str | None, now: datetime) -> str:
     return hashlib.sha1(f"{rule.id}\x1f{first_event}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
 
 
-def _payload(rule: Rule, state: str, now: datetime, cond: Condition, ev: list[dict], summary: str) -> dict:
+def _payload(rule: Rule, state: str, now: datetime, cond: Condition, ev: list[dict], summary: str, alert_id: str | None = None) -> dict:
     outlets = sorted({e["source_id"] for e in ev})
     langs = sorted({e["lang"] for e in ev})
     return {
+        "alert_id": alert_id,
         "indicator": rule.indicator,
         "rule": rule.id,
         "kind": rule.kind,
@@ -384,7 +385,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> l
                 {"now": now},
             )
             for rule, alert_id, seq, state, cond, summary in actions:
-                notes.append((alert_id, seq, state, pack.channel_for(rule), _payload(rule, state, now, cond, ev.get(alert_id, []), summary)))
+                notes.append((alert_id, seq, state, pack.channel_for(rule), _payload(rule, state, now, cond, ev.get(alert_id, []), summary, alert_id)))
         for t in _TEMP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS temp.{t}")
 

@@ -69,7 +69,7 @@ def evaluate_source_health(
                 new_alerts.append(dict(alert_id=alert_id, rule_id=rule_id, indicator=INDICATOR, kind=f"source_{problem}",
                                        severity=SEVERITY[problem], channel=cfg.channel, state="firing", started_at=now,
                                        resolved_at=None, last_notified_at=now, summary=summary))
-                notes.append((alert_id, 1, "firing", _payload(rule_id, problem, "firing", now, h, summary)))
+                notes.append((alert_id, 1, "firing", dict(_payload(rule_id, problem, "firing", now, h, summary), alert_id=alert_id)))
                 continue
             alert_id, last_notified = open_alerts[rule_id]
             if now - last_notified >= timedelta(seconds=cfg.repeat):
@@ -145,7 +145,7 @@ def report_config_errors(con: duckdb.DuckDBPyConnection, now: datetime, problems
                                    last_notified_at=now, summary=summary))
             facts = {"file": p.file, "errors": lines[:20], "meanwhile": p.fallback}
             rows.append(dict(notification_id=f"{alert_id}:1", alert_id=alert_id, seq=1, state="firing", created_at=now,
-                             channel=channel, payload=_config_payload(rule_id, "firing", now, f"{summary}; {p.fallback}", facts)))
+                             channel=channel, payload=dict(_config_payload(rule_id, "firing", now, f"{summary}; {p.fallback}", facts), alert_id=alert_id)))
         for rule_id, (alert_id, _) in firing.items():
             file = rule_id.removeprefix("config:")
             if file not in fine or rule_id in seen:
