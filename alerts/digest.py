@@ -22,6 +22,7 @@ def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str]) 
         """SELECT e.indicator, count(DISTINCT e.event_id), count(DISTINCT a.article_id), count(DISTINCT a.source_id)
            FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
            WHERE e.first_report_at > ? AND e.first_report_at <= ?
+             AND e.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
            GROUP BY e.indicator""",
         [since, now],
     ).fetchall()
@@ -33,6 +34,7 @@ def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str]) 
            FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
            LEFT JOIN sources s USING (source_id)
            WHERE e.first_report_at > ? AND e.first_report_at <= ? AND ea.how = 'first'
+             AND e.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
            ORDER BY e.first_report_at DESC LIMIT 8""",
         [since, now],
     ).fetchall()

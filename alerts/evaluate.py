@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import duckdb
 
+from alerts.feedback import flag_reason
 from alerts.rules import Rule, RulePack
 from sources.configfile import format_duration
 from warehouse.db import transaction
@@ -75,7 +76,8 @@ CREATE OR REPLACE TEMP TABLE _eval_lookback AS
 WITH ev AS (
     SELECT event_id, indicator, first_report_at AS t, epoch_us(first_report_at) AS t_us
     FROM events
-    WHERE first_report_at > $lo AND first_report_at <= $now AND first_seen_at <= $now)
+    WHERE first_report_at > $lo AND first_report_at <= $now AND first_seen_at <= $now
+      AND event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL))  -- flagged not an event
 SELECT r.rule_id, ev.event_id, ev.t, ev.t_us > $now_us - r.window_us AS in_window,
        row_number() OVER w AS pos, lag(ev.t) OVER w AS prev_t
 FROM _eval_rules r JOIN ev ON ev.indicator = r.indicator AND ev.t_us > $now_us - r.lookback_us
@@ -123,6 +125,7 @@ WITH q AS (SELECT unnest(from_json($q, '{json}'), recursive := true))
 SELECT q.rule_id, max(e.first_report_at)
 FROM q JOIN events e ON e.indicator = q.indicator AND epoch_us(e.first_report_at) < q.before_us
 WHERE e.first_seen_at <= $now {bound}
+  AND e.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
 GROUP BY q.rule_id
 """
 
@@ -362,7 +365,10 @@ def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> l
                 state = "repeat"
             else:
                 continue
-            actions.append((rule, alert_id, n_notes + 1, state, cond, _summary(rule, cond, state)))
+            summary = _summary(rule, cond, state)
+            if state == "resolved" and (why := flag_reason(con, alert_id)):
+                summary = f"{summary}: {why}"  # the resolution says it was analysts' feedback
+            actions.append((rule, alert_id, n_notes + 1, state, cond, summary))
 
         notes = []
         if actions:
