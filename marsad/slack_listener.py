@@ -162,8 +162,11 @@ def cmd_listen(args) -> int:
     missing = [n for n, v in (("bot token (MARSAD_SLACK_TOKEN or the connection's password)", cfg.bot_token),
                               ("app-level token (MARSAD_SLACK_APP_TOKEN or the connection's extra app_token)", cfg.app_token)) if not v]
     if missing:
-        print(f"marsad: Slack listener not started: no {' and no '.join(missing)}", file=sys.stderr)
+        print(f"no {' and no '.join(missing)}", file=sys.stderr if not args.check else sys.stdout)
         return 2
+    if args.check:
+        print(f"tokens from {cfg.source}")
+        return 0
     handler = handler_from_settings(cfg, args.db)
     listener = SocketModeListener(handler, cfg.app_token).start()
     done = threading.Event()
@@ -195,6 +198,7 @@ def add_commands(sub) -> None:
     """``marsad slack listen|serve`` into the ``slack`` command group's subparsers."""
     c = sub.add_parser("listen", help="receive Slack button presses over Socket Mode (needs an app-level token)")
     c.add_argument("--db", help="warehouse file (default: paths.warehouse in marsad/settings.yaml, $MARSAD_WAREHOUSE)")
+    c.add_argument("--check", action="store_true", help="only say whether the tokens are configured (exit 0) or not (exit 2)")
     c.set_defaults(fn=cmd_listen)
     c = sub.add_parser("serve", help="receive Slack button presses on an HTTP request URL (needs the signing secret)")
     c.add_argument("--db")

@@ -230,3 +230,44 @@ def test_request_url_acts_on_signed_requests_and_refuses_forged_stale_and_replay
     with db.connect(path, read_only=True) as con:
         assert one(con, "SELECT acked_by FROM alerts")[0] == "U0ALICE"
     assert len(slack.calls("chat.update")) == 1
+
+
+def test_make_run_starts_the_listener_with_airflow_and_stops_it(alert, slack, tmp_path):
+    """``make run``'s launcher starts ``marsad slack listen`` (its own process group) when an
+    app-level token is configured, the listener acts on a press, and stopping takes it down."""
+    from marsad.airflow_env import airflow_env, start_slack_listener, stop_group
+
+    path, alert_id, ts = alert
+    home = tmp_path / "airflow"
+    home.mkdir()
+    env = airflow_env(home, warehouse=path)
+    env.update(MARSAD_SLACK_TOKEN=slack.state.token, MARSAD_SLACK_BASE_URL=slack.base_url)
+    env.pop("MARSAD_SLACK_APP_TOKEN", None)
+    proc, note = start_slack_listener(env, home)
+    assert proc is None and note.startswith("off: no app-level token")
+    env["MARSAD_SLACK_APP_TOKEN"] = slack.state.app_token
+    proc, note = start_slack_listener(env, home)
+    try:
+        assert proc is not None and "listening over Socket Mode" in note
+        assert slack.connected(timeout=120), (home / "slack-listener.log").read_text()
+        slack.press("C0ALERTS", ts, "U0ALICE", "marsad_ack", alert_id)
+        assert slack.wait_for(lambda: slack.calls("chat.update"), timeout=60), (home / "slack-listener.log").read_text()
+    finally:
+        stop_group(proc, grace=15)
+    assert proc.poll() is not None
+    with db.connect(path, read_only=True) as con:
+        assert one(con, "SELECT acked_by FROM alerts")[0] == "U0ALICE"
+
+
+def test_ops_actors_is_validated_with_file_line_and_field(tmp_path):
+    from marsad.settings import load
+    from sources.configfile import ConfigError
+
+    f = tmp_path / "settings.yaml"
+    f.write_text('ops:\n  channel: "#marsad-ops"\n  actors: "Marsad Ops"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load({"MARSAD_SETTINGS": str(f)})
+    assert f"{f}:3: ops.actors: 'Marsad Ops' is neither a Slack channel" in str(exc.value)
+    f.write_text('ops:\n  actors: S0ONCALL\n', encoding="utf-8")
+    assert load({"MARSAD_SETTINGS": str(f)}).get("ops.actors") == "S0ONCALL"
+    assert load({"MARSAD_SETTINGS": str(f), "MARSAD_SLACK_ACTORS": "#marsad-alerts"}).get("ops.actors") == "#marsad-alerts"
