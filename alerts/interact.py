@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -219,6 +220,9 @@ class InteractionHandler:
         self.access = Access(client, actors)
         self.lock_wait_s = lock_wait_s
         self.clock = clock
+        # Presses arrive on several threads (slack-sdk's workers, the queue drainer); one at a
+        # time here, so two presses of one alert never race in one DuckDB instance.
+        self._one_at_a_time = threading.Lock()
 
     # -- entry points
 
@@ -238,8 +242,10 @@ class InteractionHandler:
             try:
                 allowed = self.access.allowed(press.user, press.channel)
             except SlackApiError as exc:
-                log.error("could not check who may act (%s): refusing the press of %s", exc.response.get("error"), press.user)
-                allowed = False
+                err = exc.response.get("error") if exc.response is not None else str(exc)
+                log.error("could not check who may act (%s): refusing the press of %s", err, press.user)
+                return self._tell(press, Outcome("refused", f"Marsad could not check who may act ({err}): nothing was changed. "
+                                                             "Tell the Marsad admins (ops.actors, the bot's scopes)."))
             if not allowed:
                 return self._tell(press, Outcome("refused", f"Only members of {self.access.describe(press.channel)} can act on Marsad "
                                                              "alerts; nothing was changed. Ask to be added, or ask a member."))
@@ -263,13 +269,14 @@ class InteractionHandler:
 
     def _apply(self, press: Press) -> tuple[Outcome, _Drawn | None]:
         now = datetime.fromisoformat(press.at)
-        con = db.open_db(self.warehouse, wait_s=self.lock_wait_s)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            db.migrate(con)
-            return self._apply_on(con, press, now)
-        finally:
-            con.close()
+        with self._one_at_a_time:
+            con = db.open_db(self.warehouse, wait_s=self.lock_wait_s)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                db.migrate(con)
+                return self._apply_on(con, press, now)
+            finally:
+                con.close()
 
     def _apply_on(self, con: duckdb.DuckDBPyConnection, press: Press, now: datetime) -> tuple[Outcome, _Drawn | None]:
         note = con.execute(

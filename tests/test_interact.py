@@ -154,6 +154,11 @@ def test_a_press_by_someone_outside_the_channel_or_group_is_refused(alert, liste
     assert slack.wait_for(lambda: slack.ack_of(e))  # acknowledged to Slack all the same
     told = slack.wait_for(lambda: slack.responses_to(p["response_url"]))
     assert "Only members of <#C0ALERTS>" in told[0]["text"] and "nothing was changed" in told[0]["text"]
+    # A button value that is not this message's alert (a crafted payload) changes nothing either.
+    p = slack.block_actions("C0ALERTS", ts, "U0ALICE", "marsad_ack", alert_id)
+    p["actions"][0]["value"] = "0" * 20
+    slack.push(p)
+    assert "does not belong to this message" in slack.wait_for(lambda: slack.responses_to(p["response_url"]))[0]["text"]
     # With ops.actors a user group, a channel member outside it is refused too, and a member acts.
     listening.access.actors = "S0ONCALL"
     p = slack.block_actions("C0ALERTS", ts, "U0ALICE", "marsad_silence_6h", alert_id)
