@@ -167,11 +167,11 @@ def cmd_listen(args) -> int:
     if args.check:
         print(f"tokens from {cfg.source}")
         return 0
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before connecting: a stop never finds the default handler
+        signal.signal(sig, lambda *_: done.set())
     handler = handler_from_settings(cfg, args.db)
     listener = SocketModeListener(handler, cfg.app_token).start()
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     print(f"marsad: listening for Slack button presses over Socket Mode (tokens from {cfg.source}); warehouse {handler.warehouse}",
           flush=True)
     handler.apply_pending()
