@@ -568,6 +568,15 @@ class SlackServer(ThreadingHTTPServer):
         connection.send(json.dumps(envelope))
         return envelope["envelope_id"]
 
+    def refresh(self, reason: str = "refresh_requested") -> None:
+        """Slack's ``disconnect`` message on every open connection (Slack refreshes connections
+        regularly; the app must open a new one with apps.connections.open). The old connection
+        stays open until the app closes it, as it may in Slack for a few seconds."""
+        with self.state.lock:
+            sockets = list(self.state.sockets)
+        for connection in sockets:
+            connection.send(json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-stand-in"}}))
+
     def press(self, channel: str, ts: str, user: str, action_id: str, value: str | None = None) -> str:
         """A user presses a button of a message: the envelope goes out over Socket Mode."""
         return self.push(self.block_actions(channel, ts, user, action_id, value))

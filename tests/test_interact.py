@@ -276,3 +276,15 @@ def test_ops_actors_is_validated_with_file_line_and_field(tmp_path):
     f.write_text('ops:\n  actors: S0ONCALL\n', encoding="utf-8")
     assert load({"MARSAD_SETTINGS": str(f)}).get("ops.actors") == "S0ONCALL"
     assert load({"MARSAD_SETTINGS": str(f), "MARSAD_SLACK_ACTORS": "#marsad-alerts"}).get("ops.actors") == "#marsad-alerts"
+
+
+def test_the_listener_follows_slacks_connection_refresh(alert, listening, slack):
+    """Slack asks Socket Mode apps to reconnect regularly (``disconnect``): presses keep working."""
+    path, alert_id, ts = alert
+    first = slack.state.sockets[-1]
+    slack.refresh()
+    assert slack.wait_for(lambda: len(slack.calls("apps.connections.open")) == 2 and slack.state.sockets and slack.state.sockets[-1] is not first)
+    e = slack.press("C0ALERTS", ts, "U0ALICE", "marsad_ack", alert_id)
+    assert slack.wait_for(lambda: slack.ack_of(e)) and slack.wait_for(lambda: slack.calls("chat.update"))
+    with db.connect(path, read_only=True) as con:
+        assert one(con, "SELECT acked_by FROM alerts")[0] == "U0ALICE"
