@@ -207,6 +207,21 @@ class Access:
                 return None
 
 
+def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, payload: Mapping, now: datetime) -> MessageState:
+    """What ops did to an alert, as its message shows it (``alerts.render.MessageState``): who
+    acknowledged it, the silence of its rule or indicator in force, and which of the message's
+    events are flagged not an event. Any edit of the alert's first message (a press, the
+    resolution) can draw it, so no edit forgets what ops did."""
+    rule_id, indicator, acked_at, acked_by = con.execute(
+        "SELECT rule_id, indicator, acked_at, acked_by FROM alerts WHERE alert_id = ?", [alert_id]
+    ).fetchone()
+    silence = InteractionHandler._silence(con, rule_id, indicator, now)
+    events = {e.get("event_id") for e in payload.get("evidence") or []}
+    flags = {e: by for e, by in flagged(con).items() if e in events}
+    return MessageState(acked_by=acked_by, acked_at=_iso(acked_at), silenced_until=_iso(silence[0]) if silence else None,
+                        silenced_by=silence[1] if silence else None, not_events=flags)
+
+
 # ----------------------------------------------------------------------------- the handler
 
 
@@ -344,15 +359,8 @@ class InteractionHandler:
         ).fetchone()
 
     def _drawn(self, con, alert_id: str, payload: dict, rule_id: str, indicator: str, now: datetime) -> _Drawn:
-        acked_at, acked_by, state, resolved_at = con.execute(
-            "SELECT acked_at, acked_by, state, resolved_at FROM alerts WHERE alert_id = ?", [alert_id]
-        ).fetchone()
-        silence = self._silence(con, rule_id, indicator, now)
-        events = {e.get("event_id") for e in payload.get("evidence") or []}
-        flags = {e: by for e, by in flagged(con).items() if e in events}
-        st = MessageState(acked_by=acked_by, acked_at=_iso(acked_at), silenced_until=_iso(silence[0]) if silence else None,
-                          silenced_by=silence[1] if silence else None, not_events=flags)
-        return _Drawn(payload, st, _iso(resolved_at) if state == "resolved" else None)
+        state, resolved_at = con.execute("SELECT state, resolved_at FROM alerts WHERE alert_id = ?", [alert_id]).fetchone()
+        return _Drawn(payload, message_state(con, alert_id, payload, now), _iso(resolved_at) if state == "resolved" else None)
 
     # -- Slack calls (no warehouse connection open)
 

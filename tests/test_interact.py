@@ -282,6 +282,8 @@ def test_the_listener_follows_slacks_connection_refresh(alert, listening, slack)
     """Slack asks Socket Mode apps to reconnect regularly (``disconnect``): presses keep working."""
     path, alert_id, ts = alert
     first = slack.state.sockets[-1]
+    e = slack.push({"type": "event_callback", "event": {"type": "app_home_opened", "user": "U0ALICE"}}, kind="events_api")
+    assert slack.wait_for(lambda: slack.ack_of(e))  # any envelope is acknowledged; only button presses act
     slack.refresh()
     assert slack.wait_for(lambda: len(slack.calls("apps.connections.open")) == 2 and slack.state.sockets and slack.state.sockets[-1] is not first)
     e = slack.press("C0ALERTS", ts, "U0ALICE", "marsad_ack", alert_id)
