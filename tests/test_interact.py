@@ -290,3 +290,39 @@ def test_the_listener_follows_slacks_connection_refresh(alert, listening, slack)
     assert slack.wait_for(lambda: slack.ack_of(e)) and slack.wait_for(lambda: slack.calls("chat.update"))
     with db.connect(path, read_only=True) as con:
         assert one(con, "SELECT acked_by FROM alerts")[0] == "U0ALICE"
+
+
+@pytest.mark.airflow
+def test_make_run_reads_the_app_token_from_the_airflow_connection_and_stops_the_listener_with_airflow(tmp_path, slack):
+    """``make run`` (marsad.airflow_env.main) under airflow standalone: the app-level token in the
+    Slack connection's extra starts the listener (the banner says so), Ctrl-C stops both."""
+    import os
+    import signal
+
+    from conftest import free_port, processes_with
+    from marsad.settings import ENV
+
+    home = tmp_path / "airflow"
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"schedules:\n  ingest: none\n  digest: none\ningest:\n  deadline: none\npaths:\n  warehouse: {tmp_path}/wh.duckdb\n",
+                        encoding="utf-8")
+    conn = json.dumps({"conn_type": "slack", "password": slack.state.token,
+                       "extra": {"base_url": slack.base_url, "app_token": slack.state.app_token}})
+    env = {k: v for k, v in os.environ.items() if k not in ENV.values() and not k.startswith("MARSAD_SLACK")}
+    env.update(MARSAD_SETTINGS=str(settings), MARSAD_AIRFLOW_HOME=str(home), MARSAD_UI_PORT=str(free_port()),
+               AIRFLOW_CONN_SLACK_API_DEFAULT=conn, AIRFLOW__API__WORKERS="1")
+    out = open(tmp_path / "make-run.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "marsad.airflow_env"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert slack.connected(timeout=300), (tmp_path / "make-run.log").read_text()[-3000:]
+        end = time.monotonic() + 300
+        while "Slack buttons:" not in (tmp_path / "make-run.log").read_text() and proc.poll() is None and time.monotonic() < end:
+            time.sleep(1)
+        banner = (tmp_path / "make-run.log").read_text()
+        assert "marsad: Slack buttons: listening over Socket Mode (tokens from Airflow connection slack_api_default)" in banner, banner[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the launcher's group
+        proc.wait(timeout=120)
+    time.sleep(1)
+    assert processes_with(str(home)) == [], "make run left processes behind (the listener?)"
+    assert "marsad: stopped." in (tmp_path / "make-run.log").read_text()
