@@ -21,7 +21,6 @@ Tokens, from the environment, else from the Airflow Slack connection (``ops.slac
 | signing secret (request URL only) | ``MARSAD_SLACK_SIGNING_SECRET`` | extra ``signing_secret`` |
 | Web API base URL (tests, proxies) | ``MARSAD_SLACK_BASE_URL`` | extra ``base_url`` |
 """
-import json
 import logging
 import os
 import signal
