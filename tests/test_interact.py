@@ -145,6 +145,23 @@ def test_not_an_event_flags_the_event_strikes_it_through_and_the_rule_resolves(a
     assert replies and "flagged not an event" in replies[-1]["text"] and "U0ALICE" in replies[-1]["text"]
     with db.connect(path, read_only=True) as con:
         assert one(con, "SELECT state FROM alerts WHERE alert_id = ?", [alert_id])[0] == "resolved"
+    # The resolution edits the first message again, and keeps the event struck through.
+    msg = slack.message("C0ALERTS", ts)
+    assert msg["blocks"][0]["text"]["text"].startswith("RESOLVED") and not buttons(msg)
+    assert "flagged not an event by <@U0ALICE>" in json.dumps(msg["blocks"])
+
+
+def test_the_resolved_message_still_says_who_acknowledged_it(alert, listening, slack):
+    path, alert_id, ts = alert
+    slack.press("C0ALERTS", ts, "U0ALICE", "marsad_ack", alert_id)
+    assert slack.wait_for(lambda: slack.calls("chat.update"))
+    with db.connect(path) as con:
+        con.execute("UPDATE events SET first_report_at = first_report_at - INTERVAL 2 DAY")  # both events leave the 24 h window
+        evaluate(con, PACK, NOW + timedelta(minutes=5))
+    deliver(path, SlackSink(slack_client(slack.state.token, slack.base_url, timeout=5)))
+    assert len(slack.calls("chat.update")) == 2
+    msg = slack.message("C0ALERTS", ts)
+    assert msg["blocks"][0]["text"]["text"].startswith("RESOLVED") and "Acknowledged by <@U0ALICE>" in json.dumps(msg["blocks"])
 
 
 def test_a_press_by_someone_outside_the_channel_or_group_is_refused(alert, listening, slack):
