@@ -531,17 +531,23 @@ def _mark_parent_resolved(path: Path, sink: Sink, root: _Root, resolved: dict, b
     if budget.out():
         log.warning("out of time: the first message of %s is not marked resolved (its thread says so)", root.nid)
         return
-    state = None
-    try:
-        from alerts.interact import message_state  # acknowledged by, silenced, flagged events: the edit keeps them
-
-        with db.connect(path, migrate_schema=False) as con:
-            state = message_state(con, root.payload.get("alert_id") or root.nid.rsplit(":", 1)[0], root.payload, datetime.now(timezone.utc))
-    except Exception as exc:
-        log.warning("the resolved first message of %s is drawn without what ops did to it: %s", root.nid, exc)
+    state = _ops_state(path, root) if root.channel and root.ts else None  # nothing to edit for the local and replay sinks
     try:
         sink.update(root.channel, root.ts, root.payload, resolved_at=resolved["at"], state=state)
     except Exception as exc:  # the reply in the thread already says it; the edit is cosmetic
         log.error("could not mark the first message of %s resolved: %s", root.nid, exc)
         return
     _record(path, "UPDATE notifications SET parent_updated = true WHERE notification_id = ?", [root.nid])
+
+
+def _ops_state(path: Path, root: _Root):
+    """What ops did to the alert (acknowledged by, silence, events flagged), so that the
+    resolution's edit of its first message keeps it; None if it cannot be read."""
+    from alerts.interact import message_state
+
+    try:
+        with db.connect(path, migrate_schema=False) as con:
+            return message_state(con, root.payload.get("alert_id") or root.nid.rsplit(":", 1)[0], root.payload, datetime.now(timezone.utc))
+    except Exception as exc:
+        log.warning("the resolved first message of %s is drawn without what ops did to it: %s", root.nid, exc)
+        return None
