@@ -69,7 +69,7 @@ class Sink(Protocol):
 
     def post(self, notification_id: str, alert_id: str, channel: str, payload: dict, thread_ts: str | None) -> Posted: ...
 
-    def update(self, channel: str | None, ts: str | None, payload: dict, resolved_at: str) -> None: ...
+    def update(self, channel: str | None, ts: str | None, payload: dict, resolved_at: str, state=None) -> None: ...
 
 
 class LocalSink:
@@ -90,7 +90,7 @@ class LocalSink:
             self.stream.write(f"[{channel}] {payload['state']}: {payload['summary']}\n")
         return Posted(None, None)
 
-    def update(self, channel, ts, payload, resolved_at):
+    def update(self, channel, ts, payload, resolved_at, state=None):
         return None
 
 
@@ -118,7 +118,7 @@ class JsonLinesSink:
         self.stream.flush()
         return Posted(None, None)
 
-    def update(self, channel, ts, payload, resolved_at):
+    def update(self, channel, ts, payload, resolved_at, state=None):
         return None
 
 
@@ -230,11 +230,12 @@ class SlackSink:
         except Exception as exc:
             log.error("digest chart upload failed: %s", exc)
 
-    def update(self, channel, ts, payload, resolved_at):
-        """Edit the alert's first message so the channel shows at a glance that it is over."""
+    def update(self, channel, ts, payload, resolved_at, state=None):
+        """Edit the alert's first message so the channel shows at a glance that it is over
+        (keeping what ops did to it: ``state``, an ``alerts.render.MessageState``)."""
         if not (channel and ts):
             return
-        text, blocks = render(payload, self.run_url, resolved_at=resolved_at)
+        text, blocks = render(payload, self.run_url, resolved_at=resolved_at, state=state)
         self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
 
@@ -530,9 +531,23 @@ def _mark_parent_resolved(path: Path, sink: Sink, root: _Root, resolved: dict, b
     if budget.out():
         log.warning("out of time: the first message of %s is not marked resolved (its thread says so)", root.nid)
         return
+    state = _ops_state(path, root) if root.channel and root.ts else None  # nothing to edit for the local and replay sinks
     try:
-        sink.update(root.channel, root.ts, root.payload, resolved_at=resolved["at"])
+        sink.update(root.channel, root.ts, root.payload, resolved_at=resolved["at"], state=state)
     except Exception as exc:  # the reply in the thread already says it; the edit is cosmetic
         log.error("could not mark the first message of %s resolved: %s", root.nid, exc)
         return
     _record(path, "UPDATE notifications SET parent_updated = true WHERE notification_id = ?", [root.nid])
+
+
+def _ops_state(path: Path, root: _Root):
+    """What ops did to the alert (acknowledged by, silence, events flagged), so that the
+    resolution's edit of its first message keeps it; None if it cannot be read."""
+    from alerts.interact import message_state
+
+    try:
+        with db.connect(path, migrate_schema=False) as con:
+            return message_state(con, root.payload.get("alert_id") or root.nid.rsplit(":", 1)[0], root.payload, datetime.now(timezone.utc))
+    except Exception as exc:
+        log.warning("the resolved first message of %s is drawn without what ops did to it: %s", root.nid, exc)
+        return None

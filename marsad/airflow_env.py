@@ -180,6 +180,24 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
+def start_slack_listener(env: dict[str, str], home: Path) -> tuple[subprocess.Popen | None, str]:
+    """``marsad slack listen`` (Socket Mode: Slack button presses) alongside Airflow, in its own
+    process group so that it stops with it; only when an app-level token is configured
+    (MARSAD_SLACK_APP_TOKEN, or the extra ``app_token`` of the Airflow Slack connection)."""
+    cli = [sys.executable, "-m", "marsad.cli", "slack", "listen"]
+    try:
+        check = subprocess.run([*cli, "--check"], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return None, "off (checking the Slack tokens took too long)"
+    if check.returncode != 0:
+        why = (check.stdout.strip().splitlines() or check.stderr.strip().splitlines() or ["no tokens"])[-1]
+        return None, f"off: {why}. Buttons need a Socket Mode listener (README, Slack)."
+    out = open(home / "slack-listener.log", "ab")
+    proc = subprocess.Popen(cli, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    out.close()
+    return proc, f"listening over Socket Mode ({check.stdout.strip()}); log {home}/slack-listener.log"
+
+
 def main(argv: list[str] | None = None) -> int:
     port = int(os.environ.get("MARSAD_UI_PORT", "8080"))
     home = Path(os.environ.get("MARSAD_AIRFLOW_HOME") or REPO / ".airflow")
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
+    listener, listener_note = start_slack_listener(env, home)
     stopping = False
 
     def _stop(signum, frame):
@@ -216,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"marsad: Airflow is up at http://127.0.0.1:{port}/ — log in as admin / {pw or '(see ' + str(home) + '/simple_auth_manager_passwords.json.generated)'}\n"
                     f"marsad: DAGs marsad_ingest (schedule {env['MARSAD_INGEST_SCHEDULE']}) and marsad_evaluate (after each load) are running;\n"
-                    f"marsad: warehouse {env['MARSAD_WAREHOUSE']}; logs {home}/standalone.log. Ctrl-C stops everything.",
+                    f"marsad: warehouse {env['MARSAD_WAREHOUSE']}; logs {home}/standalone.log. Ctrl-C stops everything.\n"
+                    f"marsad: Slack buttons: {listener_note}",
                     flush=True,
                 )
             if not announced and time.monotonic() > deadline:
@@ -224,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(0.5)
     finally:
+        if listener is not None:
+            stop_group(listener, grace=15)
         stop_group(proc)
         log.close()
     if not stopping and proc.returncode not in (0, None, -signal.SIGINT, -signal.SIGKILL):

@@ -591,6 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     from marsad.warehouse_cli import add_commands
 
     add_commands(sub)  # search, query, publish, prune, export
+
+    # Slack button presses: Socket Mode listener and HTTP request URL (marsad/slack_listener.py)
+    s = sub.add_parser("slack", help="Slack: receive button presses (listen: Socket Mode; serve: HTTP request URL)")
+    slack_sub = s.add_subparsers(dest="slack_command", required=True)
+    from marsad.slack_listener import add_commands as add_slack_listener_commands
+
+    add_slack_listener_commands(slack_sub)
     return p
 
 

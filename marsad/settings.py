@@ -159,9 +159,17 @@ class Tasks(_Section):
     retries: int | None = Field(default=None, ge=0, le=20)
 
 
+def _actors(value: Any) -> str | None:
+    from alerts.interact import check_actors
+
+    return check_actors(value)
+
+
 class Ops(_Section):
     channel: Channel = "#marsad-ops"
     slack_conn_id: Name = "slack_api_default"
+    # Who may press the alert buttons: a channel's members or a user group (S...); empty: the alert's channel.
+    actors: Annotated[str | None, BeforeValidator(_actors)] = None
 
 
 class Deployment(_Section):
@@ -196,6 +204,7 @@ ENV: dict[str, str] = {
     "tasks.retries": "MARSAD_TASK_RETRIES",
     "ops.channel": "MARSAD_OPS_CHANNEL",
     "ops.slack_conn_id": "MARSAD_SLACK_CONN_ID",
+    "ops.actors": "MARSAD_SLACK_ACTORS",
 }
 PATHS = ("paths.warehouse", "paths.staging", "paths.read_copy", "paths.feeds", "paths.rules", "paths.indicators")
 

@@ -19,16 +19,52 @@ answer depends on it:
   ``page_cap`` lowers every page further (Slack caps pages at 15 for some apps). ``oldest`` and
   ``latest`` bound the time range, exclusive unless ``inclusive`` is true.
 - A message's metadata is returned only with ``include_all_metadata=true``.
+
+Interactivity (buttons), as Slack documents it:
+
+- ``chat.update`` needs ``channel`` and the ``ts`` of an existing message (``message_not_found``)
+  that this app posted (``cant_update_message`` for anyone else's), and text or blocks
+  (``no_text``). Blocks posted without a ``block_id`` get one from Slack, as in Slack.
+- ``conversations.members`` (paged like history: ``limit`` default 100, at most 1000) and
+  ``usergroups.users.list`` (``no_such_subteam``) say who may act.
+- Tokens have types: the bot token (``xoxb-``) calls the Web API; the app-level token
+  (``xapp-``) may call only ``apps.connections.open``, in the Authorization header; each
+  refuses the other's methods with ``not_allowed_token_type``.
+- ``apps.connections.open`` answers a ``ws://`` URL on loopback (a port other than 443, which
+  slack-sdk's built-in client accepts without TLS) with a single-use ticket. The Socket Mode
+  server sends ``hello`` on connect, then the envelopes a test pushes (``press``): type
+  ``interactive``, an ``envelope_id``, ``accepts_response_payload`` and a ``block_actions``
+  payload built from the stored message, so only a button that the message really carries can
+  be pressed. Acknowledgements (``{"envelope_id": ...}``) are recorded (``acks``).
+- Each press carries a ``response_url`` on this server; it takes at most 5 posts (Slack: five
+  times within 30 minutes) and records them (``responses``): ephemeral replies to the presser.
+- ``signed_request`` builds the HTTP form of an interaction (``payload=`` form body, signed
+  with the signing secret: ``X-Slack-Signature``, ``X-Slack-Request-Timestamp``) for an app's
+  request URL.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import itertools
 import json
+import secrets
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import serve as ws_serve
+
+BOT_USER = "UMARSAD"
+BOT_ID = "B0MARSAD"
+APP_ID = "A0MARSAD"
+TEAM = {"id": "T0MARSAD", "domain": "marsad-test"}
+RESPONSE_URL_USES = 5  # Slack: a response_url takes up to five posts within 30 minutes
 
 
 @dataclass
@@ -56,6 +92,19 @@ class SlackState:
     tickets: int = 0  # held calls are carried out in the order they came, once released
     served: int = 0
     turns: threading.Condition = field(default_factory=threading.Condition)
+    # Interactivity
+    app_token: str = "xapp-1-A0MARSAD-1-marsadtest"
+    signing_secret: str = "8f742231b10e8888abcd99yyyzzz85a5"
+    users: dict[str, str] = field(default_factory=lambda: {BOT_USER: "marsad", "U0ALICE": "alice", "U0BOB": "bob", "U0MALLORY": "mallory"})
+    members: dict[str, list[str]] = field(default_factory=lambda: {"C0ALERTS": [BOT_USER, "U0ALICE", "U0BOB"], "C0OPS": [BOT_USER, "U0ALICE"]})
+    usergroups: dict[str, list[str]] = field(default_factory=lambda: {"S0ONCALL": ["U0BOB"]})
+    ws_tickets: set = field(default_factory=set)  # apps.connections.open tickets not used yet
+    sockets: list = field(default_factory=list)  # open Socket Mode connections
+    envelopes: list[dict] = field(default_factory=list)  # every envelope pushed
+    acks: list[dict] = field(default_factory=list)  # every message the app sent back on the socket
+    response_urls: dict[str, dict] = field(default_factory=dict)  # id -> {uses, channel, ts, user}
+    responses: dict[str, list[dict]] = field(default_factory=dict)  # id -> what the app posted to it
+    changed: threading.Condition = field(default_factory=threading.Condition)  # notified on acks and responses
 
     def next_ts(self) -> str:
         self.clock = max(self.clock + 0.000100, time.time())
@@ -163,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._reply(404, {"ok": False})
                 state.uploads[fid]["data"] = data
             return self._reply(200, {"ok": True})
+        if path.startswith("/actions/"):  # a press's response_url
+            return self._response_url(path.rsplit("/", 1)[-1])
         if not path.startswith("/api/"):
             return self._reply(404, {"ok": False, "error": "unknown_method"})
         method = path[len("/api/"):]
@@ -188,6 +239,25 @@ class _Handler(BaseHTTPRequestHandler):
                     state.turns.notify_all()
         return self._answer(method, params, failure)
 
+    def _response_url(self, rid: str) -> None:
+        state = self.server.state
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with state.lock:
+            hook = state.response_urls.get(rid)
+            if hook is None:
+                return self._reply(404, {"ok": False, "error": "no_active_hooks"})
+            if hook["uses"] >= RESPONSE_URL_USES:
+                return self._reply(404, {"ok": False, "error": "used_url"})
+            try:
+                msg = json.loads(body)
+            except json.JSONDecodeError:
+                return self._reply(400, {"ok": False, "error": "invalid_payload"})
+            hook["uses"] += 1
+            state.responses.setdefault(rid, []).append(msg)
+        with state.changed:
+            state.changed.notify_all()
+        self._reply(200, {"ok": True})
+
     def _answer(self, method: str, params: dict, failure) -> None:
         state = self.server.state
         if failure is not None:
@@ -211,8 +281,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             return self._reply(200, {"ok": False, "error": kind})
         auth = self.headers.get("Authorization", "")
-        if auth != f"Bearer {state.token}":
-            return self._reply(200, {"ok": False, "error": "invalid_auth" if auth else "not_authed"})
+        if not auth:  # a token as a POST parameter is refused too: Slack wants the header for app tokens
+            return self._reply(200, {"ok": False, "error": "not_authed"})
+        token = auth.removeprefix("Bearer ")
+        wants_app_token = method == "apps.connections.open"
+        if token not in (state.token, state.app_token):
+            return self._reply(200, {"ok": False, "error": "invalid_auth"})
+        if (token == state.app_token) != wants_app_token:
+            return self._reply(200, {"ok": False, "error": "not_allowed_token_type"})
         self._reply(200, self._dispatch(method, params))
 
     def _dispatch(self, method: str, p: dict) -> dict:
@@ -224,19 +300,41 @@ class _Handler(BaseHTTPRequestHandler):
                 cid = state.channel_id(p.get("channel", ""))
                 if cid is None:
                     return {"ok": False, "error": "channel_not_found"}
-                msg = {"type": "message", "ts": state.next_ts(), "text": p.get("text", ""), "blocks": p.get("blocks"),
-                       "thread_ts": p.get("thread_ts"), "metadata": p.get("metadata")}
+                msg = {"type": "message", "ts": state.next_ts(), "text": p.get("text", ""), "blocks": _with_block_ids(p.get("blocks")),
+                       "thread_ts": p.get("thread_ts"), "metadata": p.get("metadata"), "user": BOT_USER, "bot_id": BOT_ID}
                 if msg["thread_ts"] and _truthy(p.get("reply_broadcast")):
                     msg["subtype"] = "thread_broadcast"
                 state.messages.setdefault(cid, []).append(msg)
                 return {"ok": True, "channel": cid, "ts": msg["ts"], "message": msg}
             if method == "chat.update":
+                if not p.get("channel") or not p.get("ts"):
+                    return {"ok": False, "error": "invalid_arguments"}
+                cid = state.channel_id(p["channel"])
+                if cid is None:
+                    return {"ok": False, "error": "channel_not_found"}
+                msg = next((m for m in state.messages.get(cid, []) if m["ts"] == p["ts"]), None)
+                if msg is None:
+                    return {"ok": False, "error": "message_not_found"}
+                if msg.get("user") != BOT_USER:
+                    return {"ok": False, "error": "cant_update_message"}
+                if not p.get("text") and not p.get("blocks"):
+                    return {"ok": False, "error": "no_text"}
+                msg.update(text=p.get("text", msg["text"]), blocks=_with_block_ids(p.get("blocks")) if p.get("blocks") else msg["blocks"],
+                           edited={"user": BOT_USER, "ts": state.next_ts()})
+                return {"ok": True, "channel": cid, "ts": msg["ts"], "text": msg["text"], "message": self._view(cid, msg, False)}
+            if method == "apps.connections.open":
+                ticket = secrets.token_hex(8)
+                state.ws_tickets.add(ticket)
+                return {"ok": True, "url": f"ws://127.0.0.1:{self.server.ws_port}/link/?ticket={ticket}&app_id={APP_ID}"}
+            if method == "conversations.members":
                 cid = state.channel_id(p.get("channel", ""))
-                for msg in state.messages.get(cid or "", []):
-                    if msg["ts"] == p.get("ts"):
-                        msg.update(text=p.get("text", msg["text"]), blocks=p.get("blocks", msg["blocks"]), edited=True)
-                        return {"ok": True, "channel": cid, "ts": msg["ts"]}
-                return {"ok": False, "error": "message_not_found"}
+                if cid is None:
+                    return {"ok": False, "error": "channel_not_found"}
+                return self._page_ids(state.members.get(cid, []), "members", p, default=100, most=1000)
+            if method == "usergroups.users.list":
+                if p.get("usergroup") not in state.usergroups:
+                    return {"ok": False, "error": "no_such_subteam"}
+                return {"ok": True, "users": list(state.usergroups[p["usergroup"]])}
             if method == "files.getUploadURLExternal":
                 fid = f"F{len(state.uploads) + 1:06d}"
                 state.uploads[fid] = {"filename": p.get("filename"), "length": int(p.get("length") or 0), "data": None}
@@ -252,7 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
                     up = state.uploads.get(f["id"])
                     if up is None or up["data"] is None or len(up["data"]) != up["length"]:
                         return {"ok": False, "error": "file_upload_incomplete"}
-                msg = {"type": "message", "ts": state.next_ts(), "text": p.get("initial_comment", ""), "thread_ts": p.get("thread_ts"),
+                msg = {"type": "message", "ts": state.next_ts(), "text": p.get("initial_comment", ""), "thread_ts": p.get("thread_ts"), "user": BOT_USER,
                        "files": [{"id": f["id"], "title": f.get("title"), "name": state.uploads[f["id"]]["filename"]} for f in files]}
                 state.messages.setdefault(cid, []).append(msg)
                 return {"ok": True, "files": msg["files"]}
@@ -280,6 +378,23 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._page(cid, [parent, *replies], p, default=1000, most=1000)
             return {"ok": False, "error": "unknown_method"}
 
+
+    def _page_ids(self, ids: list[str], key: str, p: dict, default: int, most: int) -> dict:
+        """A page of a list of ids (``conversations.members``), cursor as Slack's: opaque."""
+        try:
+            limit = int(p.get("limit") or default)
+        except ValueError:
+            return {"ok": False, "error": "invalid_limit"}
+        limit = max(1, min(limit, most, self.server.state.page_cap or most))
+        start = 0
+        if p.get("cursor"):
+            try:
+                start = int(base64.b64decode(p["cursor"], validate=True).decode().removeprefix("offset:"))
+            except Exception:
+                return {"ok": False, "error": "invalid_cursor"}
+        more = start + limit < len(ids)
+        nxt = base64.b64encode(f"offset:{start + limit}".encode()).decode() if more else ""
+        return {"ok": True, key: ids[start:start + limit], "response_metadata": {"next_cursor": nxt}}
 
     def _view(self, cid: str, msg: dict, metadata: bool) -> dict:
         """A stored message as Slack returns it: thread fields on a parent, metadata on request."""
@@ -314,6 +429,24 @@ class _Handler(BaseHTTPRequestHandler):
                 "response_metadata": {"next_cursor": _cursor(items[start + limit]["ts"]) if more else ""}}
 
 
+def _with_block_ids(blocks):
+    """Slack gives every block without a ``block_id`` one of its own."""
+    if not isinstance(blocks, list):
+        return blocks
+    return [dict(b, block_id=b.get("block_id") or secrets.token_urlsafe(4)) if isinstance(b, dict) else b for b in blocks]
+
+
+def _buttons(blocks) -> list[tuple[str, dict]]:
+    """(block_id, element) of every button a message shows: in actions blocks and as section accessories."""
+    out = []
+    for b in blocks or []:
+        if b.get("type") == "actions":
+            out += [(b["block_id"], e) for e in b.get("elements", []) if e.get("type") == "button"]
+        elif b.get("type") == "section" and (b.get("accessory") or {}).get("type") == "button":
+            out.append((b["block_id"], b["accessory"]))
+    return out
+
+
 class SlackServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -321,6 +454,10 @@ class SlackServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.state = SlackState()
         self._thread: threading.Thread | None = None
+        self._ws = ws_serve(self._socket_mode, "127.0.0.1", 0, process_request=self._ws_admit, ping_interval=None)
+        self.ws_port = self._ws.socket.getsockname()[1]
+        self._ws_thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
 
     @property
     def base_url(self) -> str:
@@ -329,12 +466,156 @@ class SlackServer(ThreadingHTTPServer):
     def start(self) -> "SlackServer":
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
+        self._ws_thread = threading.Thread(target=self._ws.serve_forever, daemon=True)
+        self._ws_thread.start()
         return self
 
     def stop(self) -> None:
         self.release()
         self.shutdown()
         self.server_close()
+        self._ws.shutdown()
+
+    # Socket Mode
+
+    def _ws_admit(self, connection, request):
+        """Only a ticket from apps.connections.open opens a connection, once."""
+        query = parse_qs(urlsplit(request.path).query)
+        ticket = (query.get("ticket") or [""])[0]
+        with self.state.lock:
+            if ticket not in self.state.ws_tickets:
+                return connection.respond(401, "invalid or used ticket\n")
+            self.state.ws_tickets.discard(ticket)
+        return None
+
+    def _socket_mode(self, connection) -> None:
+        state = self.state
+        with state.lock:
+            state.sockets.append(connection)
+        try:
+            connection.send(json.dumps({
+                "type": "hello", "num_connections": len(state.sockets),
+                "debug_info": {"host": "applink-stand-in", "build_number": 1, "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID},
+            }))
+            for raw in connection:
+                try:
+                    msg = json.loads(raw)
+                except (TypeError, json.JSONDecodeError):
+                    msg = {"unparsed": raw}
+                with state.lock:
+                    state.acks.append(msg)
+                with state.changed:
+                    state.changed.notify_all()
+        except ConnectionClosed:
+            pass
+        finally:
+            with state.lock:
+                if connection in state.sockets:
+                    state.sockets.remove(connection)
+
+    def connected(self, timeout: float = 30.0) -> bool:
+        """Wait until an app holds a Socket Mode connection."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.state.sockets:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def block_actions(self, channel: str, ts: str, user: str, action_id: str, value: str | None = None) -> dict:
+        """The ``block_actions`` payload Slack sends when ``user`` presses the button ``action_id``
+        (with ``value``, if several share the id) of the stored message ``ts``: only a button the
+        message shows can be pressed."""
+        state = self.state
+        with state.lock:
+            cid = state.channel_id(channel)
+            msg = next((m for m in state.messages.get(cid or "", []) if m["ts"] == ts), None)
+            assert msg is not None, f"no message {ts} in {channel}"
+            found = [(bid, e) for bid, e in _buttons(msg.get("blocks")) if e.get("action_id") == action_id and (value is None or e.get("value") == value)]
+            assert found, f"the message shows no button {action_id} {value or ''}: {[e.get('action_id') for _, e in _buttons(msg.get('blocks'))]}"
+            block_id, button = found[0]
+            rid = f"{next(self._ids)}{secrets.token_hex(6)}"
+            state.response_urls[rid] = {"uses": 0, "channel": cid, "ts": ts, "user": user}
+            port = self.server_address[1]
+            name = state.users.get(user, user.lower())
+            view = {k: v for k, v in msg.items() if v is not None and k != "metadata"}
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": name, "name": name, "team_id": TEAM["id"]},
+            "api_app_id": APP_ID,
+            "token": "Shh_its_a_seekrit",  # the deprecated verification token Slack still sends
+            "container": {"type": "message", "message_ts": ts, "channel_id": cid, "is_ephemeral": False},
+            "trigger_id": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "team": dict(TEAM),
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": cid, "name": state.channels[cid]},
+            "message": view,
+            "state": {"values": {}},
+            "response_url": f"http://127.0.0.1:{port}/actions/{TEAM['id']}/{rid}",
+            "actions": [{"action_id": action_id, "block_id": block_id, "text": button.get("text"), "value": button.get("value"),
+                         "style": button.get("style"), "type": "button", "action_ts": f"{time.time():.6f}"}],
+        }
+
+    def push(self, payload: dict, kind: str = "interactive") -> str:
+        """Send an envelope over the app's Socket Mode connection; its ``envelope_id``."""
+        with self.state.lock:
+            assert self.state.sockets, "no Socket Mode connection: is the app listening?"
+            connection = self.state.sockets[-1]
+            envelope = {"envelope_id": str(uuid.uuid4()), "payload": payload, "type": kind, "accepts_response_payload": False}
+            self.state.envelopes.append(envelope)
+        connection.send(json.dumps(envelope))
+        return envelope["envelope_id"]
+
+    def refresh(self, reason: str = "refresh_requested") -> None:
+        """Slack's ``disconnect`` message on every open connection (Slack refreshes connections
+        regularly; the app must open a new one with apps.connections.open). The old connection
+        stays open until the app closes it, as it may in Slack for a few seconds."""
+        with self.state.lock:
+            sockets = list(self.state.sockets)
+        for connection in sockets:
+            connection.send(json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-stand-in"}}))
+
+    def press(self, channel: str, ts: str, user: str, action_id: str, value: str | None = None) -> str:
+        """A user presses a button of a message: the envelope goes out over Socket Mode."""
+        return self.push(self.block_actions(channel, ts, user, action_id, value))
+
+    def wait_for(self, check, timeout: float = 30.0):
+        """Wait until ``check()`` returns something true (an ack, a response, an edit) and return it."""
+        end = time.monotonic() + timeout
+        with self.state.changed:
+            while True:
+                got = check()
+                if got or time.monotonic() >= end:
+                    return got
+                self.state.changed.wait(min(0.05, max(0.0, end - time.monotonic())))
+
+    def ack_of(self, envelope_id: str) -> dict | None:
+        return next((a for a in self.state.acks if a.get("envelope_id") == envelope_id), None)
+
+    def responses_to(self, response_url: str) -> list[dict]:
+        return self.state.responses.get(response_url.rsplit("/", 1)[-1], [])
+
+    def message(self, channel: str, ts: str) -> dict | None:
+        cid = self.state.channel_id(channel)
+        return next((m for m in self.state.messages.get(cid or "", []) if m["ts"] == ts), None)
+
+    def post_as(self, user: str, channel: str, text: str) -> str:
+        """A message some person posted (the app may not edit it)."""
+        with self.state.lock:
+            cid = self.state.channel_id(channel)
+            msg = {"type": "message", "ts": self.state.next_ts(), "text": text, "user": user}
+            self.state.messages.setdefault(cid, []).append(msg)
+            return msg["ts"]
+
+    def signed_request(self, payload: dict, timestamp: int | None = None, secret: str | None = None) -> tuple[bytes, dict]:
+        """An interaction as Slack POSTs it to a request URL: a form with ``payload``, signed."""
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        base = f"v0:{ts}:".encode() + body
+        sig = "v0=" + hmac.new((secret or self.state.signing_secret).encode(), base, hashlib.sha256).hexdigest()
+        return body, {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig}
 
     # helpers for assertions
     def calls(self, method: str) -> list[Request]:
