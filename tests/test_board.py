@@ -17,8 +17,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from board_data import populate
+from board_data import LATE_AR, populate
 from conftest import REPO, FeedServer, free_port, processes_with
+from slack_server import SlackServer
 
 ARTIFACTS = Path(os.environ.get("MARSAD_TEST_ARTIFACTS") or REPO / "tests" / "artifacts")
 CHROMIUM = Path(os.environ.get("MARSAD_CHROMIUM", "/usr/bin/chromium"))
@@ -30,7 +31,15 @@ FIRING, RESOLVED, QUIET = "militia_attack_us_forces", "us_strike_militia", "nucl
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory):
+def board_slack():
+    """The Slack stand-in the board's alerts were delivered to (their threads link there)."""
+    srv = SlackServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory, board_slack):
     """A warehouse and its read copy, filled once per module by fetching from loopback feeds."""
     from marsad import pipeline
 
@@ -42,7 +51,7 @@ def filled(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.1/32")
-            times = populate(settings, srv, tmp, resolve_after=RESOLVE_AFTER)
+            times = populate(settings, srv, tmp, resolve_after=RESOLVE_AFTER, slack=board_slack)
     finally:
         srv.shutdown()
         srv.server_close()
@@ -71,7 +80,7 @@ def test_board_data_states_quiet_days_events_and_source_health(filled):
     now = times["resolved_at"] + timedelta(minutes=1)
     board = build(_config(settings), now=now)
     assert board["status"] == "ok" and board["config_problems"] == []
-    assert board["published"]["articles"] == 7
+    assert board["published"]["articles"] == 9
     ind = _by_id(board)
     assert len(ind) == 11, "every indicator of alerts/indicators/ has a row, with events or not"
     assert [i["state"] for i in board["indicators"]][:3] == ["firing", "resolved", "quiet"], "firing first, then resolved"
@@ -79,14 +88,21 @@ def test_board_data_states_quiet_days_events_and_source_health(filled):
     firing = ind[FIRING]
     assert firing["state"] == "firing"
     assert [a["rule_id"] for a in firing["firing"]] == ["militia-attack-campaign"]
-    assert [e["title"][:5] for e in firing["events"]] == ["هجوم ", "Rocke", "Drone"], "newest event first"
+    assert [e["title"][:5] for e in firing["events"]] == ["سقوط ", "Rocke", "Drone", "Drone"], "newest event first"
     asad = firing["events"][0]
-    # The Arabic report and the English wire copy are one event: first report's outlet and link,
-    # corroborated by two outlets in two languages.
-    assert (asad["outlet"], asad["url"]) == ("Outlet AR", "https://ar.example/asad")
-    assert (asad["n_outlets"], asad["n_articles"], asad["languages"]) == (2, 2, ["ar", "en"])
-    assert asad["outlets"] == ["Outlet AR", "Second Wire"]
-    assert firing["events_7d"] == 3 and 0.05 < firing["days_since_last_event"] < 0.15  # two hours
+    # Two Arabic reports and the English wire copy are one event, shown by its first report (the
+    # outlet added later, whose report moved the event's time): its title, link and outlet,
+    # corroborated by three outlets in two languages.
+    assert (asad["title"], asad["url"], asad["outlet"]) == (LATE_AR["title"], "https://late.example/asad", "Late AR")
+    assert asad["at"] == times["late_report"]
+    assert (asad["n_outlets"], asad["n_articles"], asad["languages"]) == (3, 3, ["ar", "en"])
+    assert asad["outlets"] == ["Late AR", "Outlet AR", "Second Wire"]
+    for e in (e for i in board["indicators"] for e in i["events"]):  # the title shown is the title linked, by the outlet shown
+        first = e["reports"][0]
+        assert (e["title"], e["url"], e["outlet"]) == (first["title"], first["url"], first["outlet"]), e
+        assert first["published_at"] == min(r["published_at"] for r in e["reports"]) == e["at"]
+    assert firing["events_7d"] == 3 and 0.09 < firing["days_since_last_event"] < 0.2  # three hours
+    assert abs(firing["since_last_event_s"] - (now - times["late_report"]).total_seconds()) < 1
 
     resolved = ind[RESOLVED]
     assert resolved["state"] == "resolved" and resolved["firing"] == []
@@ -102,17 +118,18 @@ def test_board_data_states_quiet_days_events_and_source_health(filled):
     assert [r["id"] for r in never["rules"]] == ["hormuz-threat"]
 
     health = {s["source_id"]: s for s in board["sources"]}
-    assert {k: s["health"] for k, s in health.items()} == {"broken": "failing", "wire-en": "ok", "outlet-ar": "ok", "second-wire": "ok"}
+    assert {k: s["health"] for k, s in health.items()} == {"broken": "failing", "wire-en": "ok", "outlet-ar": "ok", "second-wire": "ok",
+                                                           "late-ar": "ok"}
     assert board["sources"][0]["source_id"] == "broken", "unhealthy sources first"
     assert health["broken"]["last_error"] == "HTTP 404" and health["broken"]["last_success_at"] is None
-    assert health["wire-en"]["last_success_at"] is not None and health["wire-en"]["items_24h"] == 5
-    assert board["counts"] == {"firing": 1, "resolved": 1, "quiet": 9, "sources_failing": 1, "sources_ok": 3}
+    assert health["wire-en"]["last_success_at"] is not None and health["wire-en"]["items_24h"] == 6
+    assert board["counts"] == {"firing": 1, "resolved": 1, "quiet": 9, "sources_failing": 1, "sources_ok": 4}
 
     # Four days on: the resolved alert is old news, and no poll since then makes every source stale.
     later = build(_config(settings), now=times["resolved_at"] + timedelta(days=4))
     assert _by_id(later)[RESOLVED]["state"] == "quiet"
     assert {s["source_id"]: s["health"] for s in later["sources"]} == {
-        "broken": "failing", "wire-en": "stale", "outlet-ar": "stale", "second-wire": "stale"}
+        "broken": "failing", "wire-en": "stale", "outlet-ar": "stale", "second-wire": "stale", "late-ar": "stale"}
     assert 23.9 < _by_id(later)[QUIET]["days_since_last_event"] < 24.1
 
 
@@ -153,7 +170,7 @@ def test_board_never_waits_for_the_pipeline_and_never_holds_it_up(filled, tmp_pa
         before = os.stat(settings.read_copy).st_ino
         assert publish_read_copy(settings) is not None, "publishing failed while the board held the read copy"
         assert os.stat(settings.read_copy).st_ino != before, "a new copy was swapped in"
-        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 5  # the old copy stays readable
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 6  # the old copy stays readable
     finally:
         reader.close()
 
@@ -179,7 +196,7 @@ def test_page_escapes_feed_text_and_links_only_http(filled):
     assert '<img src=x onerror="alert(1)">' not in page
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;Rockets" in page
     assert "javascript:" not in page
-    assert 'href="https://ar.example/asad"' in page  # an http(s) link is a link
+    assert 'href="https://late.example/asad"' in page  # an http(s) link is a link
     assert 'data-state="firing"' in page and 'data-health="failing"' in page
 
 
