@@ -196,9 +196,10 @@ def _frame(value) -> dict | None:
 
 
 def latest_events(con: duckdb.DuckDBPyConnection, now: datetime, events_shown: int = EVENTS_SHOWN,
-                  event_ids: list[str] | None = None) -> dict[str, list[dict]]:
-    """Indicator -> its last ``events_shown`` events seen by ``now``, newest first (or the events
-    ``event_ids``), each with its evidence: every report (title, link, outlet, language, how
+                  day: tuple[str, date] | None = None) -> dict[str, list[dict]]:
+    """Indicator -> its last ``events_shown`` events seen by ``now``, newest first (or, with
+    ``day`` = (indicator, UTC date), every event of that indicator first reported that day),
+    each with its evidence: every report (title, link, outlet, language, how
     it joined, its frame), the event's frame (that of its first report that has one), its
     corroboration, and the alerts that told ops about it with their Slack thread.
 
@@ -207,9 +208,11 @@ def latest_events(con: duckdb.DuckDBPyConnection, now: datetime, events_shown: i
     published earlier that joins later moves the event's time, not its title."""
     pick = ("SELECT event_id, indicator, first_report_at FROM events WHERE first_seen_at <= $now "
             "QUALIFY row_number() OVER (PARTITION BY indicator ORDER BY first_report_at DESC, event_id) <= $n")
-    if event_ids is not None:
-        pick = "SELECT event_id, indicator, first_report_at FROM events WHERE list_contains($ids, event_id)"
-    params = {"now": now, "n": events_shown} if event_ids is None else {"ids": list(event_ids)}
+    params = {"now": now, "n": events_shown}
+    if day is not None:
+        pick = ("SELECT event_id, indicator, first_report_at FROM events WHERE first_seen_at <= $now AND indicator = $indicator "
+                "AND CAST(date_trunc('day', first_report_at AT TIME ZONE 'UTC') AS DATE) = $day")
+        params = {"now": now, "indicator": day[0], "day": day[1]}
     rows = con.execute(
         f"""WITH latest AS ({pick}),
            {_SLACK_ROOTS},
@@ -255,18 +258,26 @@ def latest_events(con: duckdb.DuckDBPyConnection, now: datetime, events_shown: i
     return out
 
 
-def event_detail(cfg: BoardConfig, event_id: str) -> dict | None:
-    """One event with its evidence (as in ``latest_events``), from the read copy; None if unknown."""
+def day_events(cfg: BoardConfig, indicator: str, day: date, now: datetime | None = None) -> dict:
+    """Every event of ``indicator`` first reported on the UTC day ``day``, with its evidence
+    (as in ``latest_events``), oldest first: what a bar of the timeline stands for."""
+    now = now or datetime.now(timezone.utc)
+    indicators, _ = _indicators(cfg.indicators)
+    known = {i["id"]: i for i in indicators}
+    out = {"status": "ok", "message": None, "generated_at": now, "read_copy": str(cfg.read_copy), "day": day,
+           "indicator": known.get(indicator, {"id": indicator, "name": indicator, "definition": ""}), "events": []}
+    if indicator not in known:
+        out.update(status="error", message=f"No indicator {indicator!r} (known: {', '.join(sorted(known))}).")
+        return out
+    if not cfg.read_copy.exists():
+        out.update(status="no_read_copy", message=f"No read copy has been published yet at {cfg.read_copy}.")
+        return out
     con = open_board_copy(cfg.read_copy)
     try:
-        found = latest_events(con, datetime.now(timezone.utc), event_ids=[event_id])
-        row = con.execute("SELECT indicator FROM events WHERE event_id = ?", [event_id]).fetchone()
+        out["events"] = sorted(latest_events(con, now, day=(indicator, day)).get(indicator, []), key=lambda e: (e["at"], e["event_id"]))
     finally:
         con.close()
-    if not found or not row:
-        return None
-    (event,) = found[row[0]]
-    return {"indicator": row[0], **event}
+    return out
 
 
 def slack_thread(cfg: BoardConfig, alert_id: str) -> dict | None:

@@ -11,7 +11,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import timedelta
+from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -175,13 +176,13 @@ def test_board_never_waits_for_the_pipeline_and_never_holds_it_up(filled, tmp_pa
         reader.close()
 
 
-def _render(board):
+def _render(board, page="board"):
     sys.path.insert(0, str(REPO / "plugins"))
     try:
         import marsad_board
     finally:
         sys.path.remove(str(REPO / "plugins"))
-    return marsad_board.render(board)
+    return marsad_board.render(board, page=page)
 
 
 def test_page_escapes_feed_text_and_links_only_http(filled):
@@ -198,6 +199,149 @@ def test_page_escapes_feed_text_and_links_only_http(filled):
     assert "javascript:" not in page
     assert 'href="https://late.example/asad"' in page  # an http(s) link is a link
     assert 'data-state="firing"' in page and 'data-health="failing"' in page
+
+
+def _utc_day(t):
+    return t.astimezone(timezone.utc).date()
+
+
+def _event_times(times):
+    """The militia attacks' first reports (board_data): 40 days ago, then three in 30 hours."""
+    t0 = times["t0"]
+    return [times["old_attack"], t0 - timedelta(hours=30), t0 - timedelta(hours=20), times["late_report"]]
+
+
+def test_timeline_counts_events_per_day_and_shades_quiet_spells(filled):
+    from alerts.board import build
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    ind = _by_id(build(_config(settings), now=now))
+    tl = ind[FIRING]["timeline"]
+    days = [d["day"] for d in tl["days"]]
+    assert len(days) == 90 and days[-1] == _utc_day(now) and days == [days[0] + timedelta(days=k) for k in range(90)]
+    expected = Counter(_utc_day(t) for t in _event_times(times))
+    assert {d["day"]: d["events"] for d in tl["days"] if d["events"]} == expected
+    assert (tl["events"], tl["max_events"]) == (4, max(expected.values()))
+    assert all(i["timeline"]["events"] == 0 and i["timeline"]["quiet_spells"] == [] for i in ind.values() if i["last_event_at"] is None)
+
+    # The resumption rule's quiet (14 days) marks the 38-day gap before the three attacks; the
+    # last attack was three hours ago, so nothing is quiet now.
+    assert (tl["quiet_s"], tl["quiet_from_rule"]) == (14 * 86400, True)
+    first_of_three = times["t0"] - timedelta(hours=30)
+    assert tl["quiet_spells"] == [{"start": times["old_attack"], "end": first_of_three,
+                                   "seconds": round((first_of_three - times["old_attack"]).total_seconds()),
+                                   "ongoing": False, "since_watch_start": False}]
+    # Nuclear talks have no resumption rule: the board's default (7 days) marks the 20 days since the talks.
+    talks = ind[QUIET]["timeline"]
+    assert (talks["quiet_s"], talks["quiet_from_rule"]) == (7 * 86400, False)
+    (spell,) = talks["quiet_spells"]
+    assert (spell["start"], spell["end"], spell["ongoing"]) == (times["t0"] - timedelta(days=20), now, True)
+
+    # Ten days on, an indicator that never had an event has been quiet since Marsad started watching.
+    later = times["resolved_at"] + timedelta(days=10)
+    never = _by_id(build(_config(settings), now=later))["hormuz_threat"]["timeline"]
+    (spell,) = never["quiet_spells"]
+    assert spell["since_watch_start"] and spell["ongoing"] and spell["end"] == later
+    assert times["t0"] < spell["start"] < times["evaluated_at"], "watching began with the first successful poll"
+    # And the militia attacks' last quiet spell is the one running since the last attack.
+    spells = _by_id(build(_config(settings), now=later))[FIRING]["timeline"]["quiet_spells"]
+    assert [(s["start"], s["ongoing"]) for s in spells] == [(times["old_attack"], False)], "10 days is shorter than 14"
+
+
+def test_timeline_marks_alerts_with_their_slack_thread_and_rule_thresholds(filled, board_slack):
+    from alerts.board import build
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    ind = _by_id(build(_config(settings), now=now))
+    parents = {m["ts"] for m in board_slack.state.messages["C0ALERTS"] if not m.get("thread_ts")}
+
+    (campaign,) = ind[FIRING]["timeline"]["alerts"]
+    assert (campaign["rule_id"], campaign["state"], campaign["started_at"], campaign["resolved_at"]) == (
+        "militia-attack-campaign", "firing", times["evaluated_at"], None)
+    assert campaign["slack"]["channel"] == "C0ALERTS" and campaign["slack"]["ts"] in parents
+    assert ind[FIRING]["firing"][0]["slack"] == campaign["slack"], "the card's firing alert links the same thread"
+    (strike,) = ind[RESOLVED]["timeline"]["alerts"]
+    assert (strike["state"], strike["resolved_at"]) == ("resolved", times["resolved_at"])
+    assert strike["slack"]["ts"] in parents and strike["slack"] != campaign["slack"]
+    # Seen from before it resolved, the same alert is still firing.
+    before = _by_id(build(_config(settings), now=times["evaluated_at"] + timedelta(seconds=1)))
+    assert [(a["state"], a["resolved_at"]) for a in before[RESOLVED]["timeline"]["alerts"]] == [("firing", None)]
+
+    # The Ain al-Asad event was told to ops by the campaign alert: the event links its thread.
+    asad = ind[FIRING]["events"][0]
+    assert [(a["rule_id"], a["slack"]) for a in asad["alerts"]] == [("militia-attack-campaign", campaign["slack"])]
+    assert asad["frame"]["action"] == "attack" and asad["frame"]["target"] == "us"
+    assert {r["lang"] for r in asad["reports"]} == {"ar", "en"} and all(r["frame"] for r in asad["reports"])
+
+    # The campaign rule (3 events in 72 h): its line at 3, and each day the most events its window held.
+    (th,) = ind[FIRING]["timeline"]["thresholds"]
+    assert (th["rule_id"], th["kind"], th["count"], th["window_s"]) == ("militia-attack-campaign", "threshold", 3, 72 * 3600)
+    window = timedelta(hours=72)
+    attacks = _event_times(times)
+    expected = []
+    for d in ind[FIRING]["timeline"]["days"]:
+        start = datetime.combine(d["day"], datetime.min.time(), tzinfo=timezone.utc)
+        instants = [start] + [t for t in attacks if _utc_day(t) == d["day"]]
+        expected.append(max(sum(1 for e in attacks if i - window < e <= i) for i in instants))
+    assert th["peaks"] == expected and max(expected) == 3
+    # A flatline rule has its line (fewer than 1 in 30 days) but no window peaks.
+    assert [(t["rule_id"], t["kind"], t["count"], t["peaks"]) for t in ind[QUIET]["timeline"]["thresholds"]] == [
+        ("nuclear-talks-silent", "flatline", 1, None)]
+
+
+def test_timeline_svg_and_event_details_on_the_page(filled):
+    import xml.etree.ElementTree as ET
+
+    from alerts.board import build, day_events
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    board = build(_config(settings), now=now)
+    page = _render(board)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    svgs = {}
+    for chunk in page.split('<svg class="timeline"')[1:]:
+        svg = ET.fromstring('<svg class="timeline"' + chunk.split("</svg>")[0] + "</svg>")  # well-formed XML
+        svgs[svg.get("data-indicator")] = svg
+    assert set(svgs) == {i["id"] for i in board["indicators"]}
+    firing = svgs[FIRING]
+    assert firing.get("role") == "img" and firing.find("s:title", ns).text.startswith("Events per day over the last 90 days")
+    bars = firing.findall(".//s:rect[@class='bar']", ns)
+    assert {b.get("data-day"): int(b.get("data-events")) for b in bars} == {
+        str(d): n for d, n in Counter(_utc_day(t) for t in _event_times(times)).items()}
+    assert len(firing.findall(".//s:g[@class='quiet']", ns)) == 1
+    assert firing.find(".//s:g[@class='quiet']/s:text", ns).text == "quiet 39 d"
+    assert firing.find(".//s:g[@class='threshold']", ns).get("data-count") == "3"
+    (alert,) = firing.findall(".//s:g[@data-alert]", ns)
+    assert alert.find("s:a", ns).get("href") == f"slack/{board['indicators'][0]['firing'][0]['alert_id']}"
+    assert svgs[QUIET].find(".//s:g[@class='quiet']/s:text", ns).text == "quiet 20 d so far"
+
+    # Days since the last event read as hours within a day, as days after.
+    assert '<b class="days">3 h</b> since the last event' in page
+    assert '<b class="days">20 days</b> since the last event' in page
+    # Every report of an event, in both languages, with its frame, behind the event's <details>.
+    assert page.count('<li class="report" data-lang="ar"') >= 2 and '<li class="report" data-lang="en"' in page
+    assert 'dir="auto" lang="ar"' in page and "unknown actor — attack → us (ain_al_asad)" in page
+
+    # A bar opens its day: every event first reported that day, with its evidence.
+    day = day_events(_config(settings), FIRING, _utc_day(times["late_report"]), now=now)
+    assert day["status"] == "ok" and [e["event_id"] for e in day["events"]][-1] == board["indicators"][0]["events"][0]["event_id"]
+    assert len(day["events"]) == Counter(_utc_day(t) for t in _event_times(times))[_utc_day(times["late_report"])]
+    html = _render(day, page="day")
+    assert html.count('<details class="event"') == html.count(" open>") == len(day["events"]), "a day's events open at once"
+    assert day_events(_config(settings), "no_such", _utc_day(now))["status"] == "error"
+
+
+def test_days_since_the_last_event_reads_as_hours_then_days():
+    sys.path.insert(0, str(REPO / "plugins"))
+    try:
+        from marsad_board import _since
+    finally:
+        sys.path.remove(str(REPO / "plugins"))
+    assert [_since(s) for s in (None, 0, 59 * 60, 3600, 5 * 3600 + 1800, 86399, 86400, 1.5 * 86400, 20.4 * 86400)] == [
+        "–", "under an hour", "under an hour", "1 h", "5 h", "23 h", "1.0 days", "1.5 days", "20 days"]
 
 
 # ----------------------------------------------------------------------------- in Airflow, in a browser
