@@ -337,8 +337,12 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
     spells: dict[str, list[dict]] = {}
     for iid, s_at, e_at, ongoing, from_watch in con.execute(
         """WITH q AS (SELECT unnest($ids::VARCHAR[]) AS indicator, unnest($quiet::BIGINT[]) AS quiet_us),
-                ev AS (SELECT indicator, first_report_at AS t FROM events
-                       WHERE first_seen_at <= $now AND first_report_at <= $now AND list_contains($ids, indicator)),
+                seen AS (SELECT indicator, first_report_at AS t FROM events
+                         WHERE first_seen_at <= $now AND first_report_at <= $now AND list_contains($ids, indicator)),
+                -- the period's events, and the last one before it (where a spell into the period starts)
+                ev AS (SELECT indicator, t FROM seen WHERE t >= $start
+                       UNION ALL
+                       SELECT indicator, max(t) FROM seen WHERE t < $start GROUP BY indicator),
                 gaps AS (
                     SELECT indicator, lag(t) OVER (PARTITION BY indicator ORDER BY t) AS prev_t, t AS next_t FROM ev
                     UNION ALL  -- after the last event (or, with none, since watching began): up to now
@@ -374,23 +378,25 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
     rolling = [(iid, r) for iid, r in counting if r["kind"] in ("threshold", "spike")]
     if rolling:
         # A window's count peaks right after an event or at the start of a day (it only falls
-        # in between): the day's peak is the largest count at those instants.
+        # in between): the day's peak is the largest count at those instants. Each instant counts
+        # the events in (t - window, t] with a window frame over the rule's events (weight 1)
+        # and the days' starts (weight 0).
         peaks = dict(con.execute(
             """WITH r AS (SELECT unnest($rules::VARCHAR[]) AS rule_id, unnest($inds::VARCHAR[]) AS indicator,
                                  unnest($windows::BIGINT[]) AS window_us),
                     days AS (SELECT CAST(d AS DATE) AS day FROM generate_series($first::DATE, $last::DATE, INTERVAL 1 DAY) g(d)),
-                    ev AS (SELECT indicator, first_report_at AS t FROM events
+                    ev AS (SELECT indicator, epoch_us(first_report_at) AS t_us FROM events
                            WHERE first_seen_at <= $now AND first_report_at <= $now AND list_contains($inds, indicator)
                              AND epoch_us(first_report_at) > epoch_us($start::TIMESTAMPTZ) - $widest),
-                    pts AS (SELECT r.rule_id, r.indicator, r.window_us, ev.t FROM r JOIN ev USING (indicator) WHERE ev.t >= $start
-                            UNION
-                            SELECT r.rule_id, r.indicator, r.window_us, CAST(days.day AS TIMESTAMP) AT TIME ZONE 'UTC' FROM r CROSS JOIN days),
-                    cnt AS (SELECT p.rule_id, CAST(date_trunc('day', p.t AT TIME ZONE 'UTC') AS DATE) AS day, p.t, count(ev.t) AS n
-                            FROM pts p LEFT JOIN ev ON ev.indicator = p.indicator AND ev.t <= p.t
-                                                   AND epoch_us(ev.t) > epoch_us(p.t) - p.window_us
-                            GROUP BY p.rule_id, p.t),
-                    daily AS (SELECT rule_id, day, max(n) AS n FROM cnt GROUP BY ALL)
-               SELECT r.rule_id, list(coalesce(daily.n, 0) ORDER BY days.day)
+                    pts AS (SELECT r.rule_id, r.window_us, ev.t_us, 1 AS w FROM r JOIN ev USING (indicator)
+                            UNION ALL
+                            SELECT r.rule_id, r.window_us, epoch_us(CAST(days.day AS TIMESTAMP) AT TIME ZONE 'UTC'), 0 FROM r CROSS JOIN days),
+                    cnt AS (SELECT rule_id, t_us,
+                                   sum(w) OVER (PARTITION BY rule_id ORDER BY t_us RANGE BETWEEN window_us - 1 PRECEDING AND CURRENT ROW) AS n
+                            FROM pts),
+                    daily AS (SELECT rule_id, CAST(date_trunc('day', make_timestamp(t_us)) AS DATE) AS day, max(n) AS n
+                              FROM cnt WHERE t_us >= epoch_us($start::TIMESTAMPTZ) GROUP BY ALL)
+               SELECT r.rule_id, list(coalesce(daily.n, 0)::BIGINT ORDER BY days.day)
                FROM r CROSS JOIN days LEFT JOIN daily USING (rule_id, day)
                GROUP BY r.rule_id""",
             {"rules": [r["id"] for _, r in rolling], "inds": [i for i, _ in rolling],

@@ -143,7 +143,7 @@ def timeline_svg(tl: dict | None, indicator: dict, now: datetime) -> str:
 
     iid = escape(indicator["id"])
     out = [f'<svg class="timeline" viewBox="0 0 {TL_W} {TL_H}" role="img" aria-labelledby="tl-{iid}-t tl-{iid}-d" '
-           f'data-indicator="{iid}" xmlns="http://www.w3.org/2000/svg">']
+           f'data-timeline="{iid}" xmlns="http://www.w3.org/2000/svg">']
     spells = tl["quiet_spells"]
     desc = [f"{tl['events']} events from {tl['first_day']} to {tl['last_day']}"]
     if spells:
@@ -164,7 +164,7 @@ def timeline_svg(tl: dict | None, indicator: dict, now: datetime) -> str:
                    f'<title>No event for {_span(s["seconds"])}: {escape(since)} {escape(until)}</title>'
                    f'<rect x="{sx:.1f}" y="{y_top:.1f}" width="{max(ex - sx, 1):.1f}" height="{y_base - y_top:.1f}"/>')
         if ex - sx >= 44:
-            out.append(f'<text x="{(sx + ex) / 2:.1f}" y="{y_top + 12:.1f}" text-anchor="middle">{escape(label)}</text>')
+            out.append(f'<text x="{(sx + ex) / 2:.1f}" y="{(y_top + y_base) / 2:.1f}" text-anchor="middle" dy="0.32em">{escape(label)}</text>')
         out.append("</g>")
 
     # Axes: baseline, the largest count, dates.

@@ -304,7 +304,7 @@ def test_timeline_svg_and_event_details_on_the_page(filled):
     svgs = {}
     for chunk in page.split('<svg class="timeline"')[1:]:
         svg = ET.fromstring('<svg class="timeline"' + chunk.split("</svg>")[0] + "</svg>")  # well-formed XML
-        svgs[svg.get("data-indicator")] = svg
+        svgs[svg.get("data-timeline")] = svg
     assert set(svgs) == {i["id"] for i in board["indicators"]}
     firing = svgs[FIRING]
     assert firing.get("role") == "img" and firing.find("s:title", ns).text.startswith("Events per day over the last 90 days")
@@ -370,7 +370,7 @@ def _get(url: str, token: str | None = None, follow: bool = True):
 
 
 @pytest.mark.airflow
-def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
+def test_board_in_the_airflow_ui_in_headless_chromium(filled, board_slack, tmp_path):
     if not CHROMIUM.exists():
         _need(f"{CHROMIUM} not found")
     try:
@@ -383,6 +383,9 @@ def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
     home, port = tmp_path / "airflow", free_port()
     env = airflow_env(home, warehouse=settings.warehouse, port=port)
     env["MARSAD_FEEDS"] = str(settings.feeds)
+    # The Slack connection the pipeline delivered through: the board asks it for thread links.
+    env["AIRFLOW_CONN_SLACK_API_DEFAULT"] = json.dumps(
+        {"conn_type": "slack", "password": board_slack.state.token, "extra": {"base_url": board_slack.base_url}})
     base = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / "api-server.log"
@@ -440,6 +443,10 @@ def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
                 t_page = time.monotonic()
                 _check_board(page, times)
                 page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+                _check_details_and_slack_link(page, base, times, board_slack)
+                page.locator(f'[data-indicator="{FIRING}"] .timeline-box').screenshot(path=str(ARTIFACTS / "board-timeline.png"))
+                _check_day_page(page, times)
+                page.screenshot(path=str(ARTIFACTS / "board-day.png"), full_page=True)
 
                 # In the Airflow UI: the nav entry shows the board in Airflow's frame.
                 page.goto(f"{base}/")
@@ -449,6 +456,12 @@ def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
                 frame.locator(f'[data-indicator="{FIRING}"][data-state="firing"]').wait_for(timeout=60_000)
                 assert frame.locator("#framed-note").is_visible(), "inside the frame the page says how to open articles"
                 page.screenshot(path=str(ARTIFACTS / "board-in-airflow.png"))
+
+                # At 1280 px, inside Airflow's frame, headlines keep the card's width: an Arabic
+                # headline takes a line or two, not a word a line.
+                page.set_viewport_size({"width": 1280, "height": 1000})
+                _check_layout(frame)
+                page.screenshot(path=str(ARTIFACTS / "board-1280.png"))
             finally:
                 browser.close()
         print(f"\nboard test: api-server healthy after {t_up - t_start:.1f}s (incl. db migrate); data.json median "
@@ -478,26 +491,41 @@ def _healthy(base: str) -> bool:
 
 
 def _check_board(page, times) -> None:
-    """What a person sees: the firing indicator with its event, a quiet one with its days, the failing source."""
+    """What a person sees: the firing indicator with its event and timeline, a quiet one with its days, the failing source."""
     firing = page.locator(f'[data-indicator="{FIRING}"]')
     assert firing.get_attribute("data-state") == "firing"
     assert firing.locator(".badge.state").inner_text().strip().upper() == "FIRING"
     assert "militia-attack-campaign" in firing.locator(".alerts").inner_text()
-    asad = firing.locator("tr.event").first
-    link = asad.locator("td.title a")
-    assert link.inner_text().startswith("هجوم بطائرة مسيّرة على قاعدة عين الأسد")
-    assert link.get_attribute("href") == "https://ar.example/asad"
-    assert asad.locator("td.outlet").inner_text() == "Outlet AR"
-    assert asad.locator("td.corr").inner_text().startswith("2 outlets · 2 reports")
-    rockets = firing.locator("tr.event").nth(1)
-    assert rockets.locator("td.title a").get_attribute("href") == "https://en.example/tanf"
-    assert rockets.locator("td.outlet").inner_text() == "Wire EN"
+    assert firing.locator(".since .days").inner_text() == "3 h"
+    asad = firing.locator("details.event").first
+    link = asad.locator("summary .title a")
+    # The title shown, the article it links to and the outlet beside it are one report's.
+    assert link.inner_text().startswith(LATE_AR["title"][:30])
+    assert link.get_attribute("href") == "https://late.example/asad"
+    assert asad.locator("summary .outlet").inner_text() == "Late AR"
+    assert asad.locator("summary .corr").inner_text().startswith("3 outlets · 3 reports")
+    rockets = firing.locator("details.event").nth(1)
+    assert rockets.locator("summary .title a").get_attribute("href") == "https://en.example/tanf"
+    assert rockets.locator("summary .outlet").inner_text() == "Wire EN"
+
+    # The timeline: a bar per day with events, the 39 quiet days before the attacks, the alert.
+    svg = firing.locator("svg.timeline")
+    assert svg.get_attribute("role") == "img" and svg.is_visible()
+    days = Counter(_utc_day(t) for t in _event_times(times))
+    assert svg.locator("rect.bar").count() == len(days)
+    assert sorted(svg.locator("rect.bar").evaluate_all("els => els.map(e => e.dataset.day)")) == sorted(str(d) for d in days)
+    assert svg.locator("g.quiet").count() == 1 and svg.locator("g.quiet text").text_content() == "quiet 39 d"
+    assert svg.locator("g.threshold").get_attribute("data-count") == "3"
+    assert svg.locator("g.alert.firing path.fired").count() == 1
+    bar_h = svg.locator("rect.bar").evaluate_all("els => els.map(e => e.getBoundingClientRect().height)")
+    assert min(bar_h) > 0
 
     assert page.locator(f'[data-indicator="{RESOLVED}"]').get_attribute("data-state") == "resolved"
     quiet = page.locator(f'[data-indicator="{QUIET}"]')
     assert quiet.get_attribute("data-state") == "quiet"
-    assert quiet.locator(".days").inner_text() == "20"
-    assert "days since the last event" in quiet.locator(".since").inner_text()
+    assert quiet.locator(".days").inner_text() == "20 days"
+    assert "since the last event" in quiet.locator(".since").inner_text()
+    assert quiet.locator("svg.timeline g.quiet text").text_content() == "quiet 20 d so far"
 
     broken = page.locator('tr.source[data-source="broken"]')
     assert broken.get_attribute("data-health") == "failing"
@@ -505,3 +533,57 @@ def _check_board(page, times) -> None:
     assert "HTTP 404" in broken.inner_text()
     assert page.locator('tr.source[data-source="wire-en"]').get_attribute("data-health") == "ok"
     assert page.locator("section.card").count() == 11
+
+
+def _check_details_and_slack_link(page, base, times, slack) -> None:
+    """A click on an event opens its reports in both languages, its frame, its corroboration and
+    its alert, whose link leads (through chat.getPermalink) to the alert's thread in Slack."""
+    asad = page.locator(f'[data-indicator="{FIRING}"] details.event').first
+    evidence = asad.locator(".evidence")
+    assert not evidence.is_visible()
+    asad.locator("summary .meta").click()
+    evidence.wait_for(state="visible")
+    ar, en = evidence.locator('li.report[data-lang="ar"]'), evidence.locator('li.report[data-lang="en"]')
+    assert ar.count() == 2 and en.count() == 1 and ar.first.is_visible() and en.first.is_visible()
+    assert ar.nth(1).locator(".rtitle a").inner_text().startswith("هجوم بطائرة مسيّرة على قاعدة عين الأسد")
+    assert en.locator(".rtitle a").get_attribute("href") == "https://wire.example/asad"
+    assert "attack → us (ain_al_asad)" in evidence.locator(".frame").first.inner_text()
+    assert evidence.locator(".corroboration").inner_text().startswith("3 reports from 3 outlets (Late AR, Outlet AR, Second Wire)")
+    thread = evidence.locator("a.thread")
+    assert thread.is_visible() and thread.inner_text().startswith("Slack thread")
+    href = thread.get_attribute("href")
+    alert_id = href.rsplit("/", 1)[1]
+    resp = page.request.get(f"{base}/marsad/board/{href}", max_redirects=0)  # Slack itself is not reachable here
+    root = next(m for m in slack.state.messages["C0ALERTS"] if not m.get("thread_ts") and alert_id in json.dumps(m.get("metadata")))
+    assert resp.status == 303, resp.text()[:500]
+    assert resp.headers["location"] == f"https://test.slack.com/archives/C0ALERTS/p{root['ts'].replace('.', '')}"
+    assert slack.calls("chat.getPermalink")[-1].params == {"channel": "C0ALERTS", "message_ts": root["ts"]}
+    missing = page.request.get(f"{base}/marsad/board/slack/no-such-alert", max_redirects=0)
+    assert missing.status == 404 and "no message in Slack" in missing.text()
+
+
+def _check_day_page(page, times) -> None:
+    """A bar of the timeline opens that day's events, each with its evidence."""
+    bar = page.locator(f'[data-indicator="{FIRING}"] svg.timeline rect.bar[data-day="{_utc_day(times["late_report"])}"]')
+    bar.click()
+    page.wait_for_url("**/marsad/board/day?*", timeout=60_000)
+    events = page.locator("details.event[open]")
+    assert events.count() == Counter(_utc_day(t) for t in _event_times(times))[_utc_day(times["late_report"])]
+    assert page.locator('details.event[open] li.report[data-lang="ar"]').count() >= 2
+    assert page.locator("h1").inner_text().endswith(f"{_utc_day(times['late_report'])} (UTC)")
+
+
+def _check_layout(frame) -> None:
+    """Inside Airflow's frame: the Arabic headline is at most two lines and takes most of its card."""
+    card = frame.locator(f'[data-indicator="{FIRING}"]')
+    card.wait_for()
+    title = card.locator("details.event").first.locator("summary .title")
+    box, card_box = title.bounding_box(), card.bounding_box()
+    line = title.evaluate("e => parseFloat(getComputedStyle(e).lineHeight)")
+    assert title.get_attribute("dir") == "auto" and title.evaluate("e => getComputedStyle(e).direction") == "rtl"
+    assert box["height"] <= 2 * line + 1, f"the Arabic headline takes {box['height'] / line:.1f} lines"
+    assert box["width"] >= 0.8 * (card_box["width"] - 40), (box, card_box)
+    # Opened, its reports' headlines are as wide.
+    card.locator("details.event").first.locator("summary .meta").click()
+    for r in card.locator("li.report .rtitle").all():
+        assert r.bounding_box()["height"] <= 2 * line + 1, r.inner_text()
