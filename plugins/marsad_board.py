@@ -1,8 +1,13 @@
 """The indicator board in the Airflow UI: a FastAPI app on the api-server, and nav entries.
 
 * ``/marsad/board/``: the board as a page (``marsad_board.html``): per indicator its state
-  (quiet / firing / resolved), days since its last event and its last events with outlet,
-  link and corroboration; per source its health.
+  (quiet / firing / resolved), time since its last event, a 90-day timeline (an SVG drawn
+  here: events per day, quiet spells, alerts, rule thresholds) and its last events, each
+  opening to its reports, frame, corroboration and alerts; per source its health.
+* ``/marsad/board/day?indicator=..&day=YYYY-MM-DD``: one indicator's events of one day (a
+  bar of the timeline links there).
+* ``/marsad/board/slack/<alert_id>``: to the alert's Slack thread, by the permalink Slack
+  gives for its first message (``chat.getPermalink`` through the Airflow Slack connection).
 * ``/marsad/board/data.json``: the same data as JSON, for ops.
 * The Airflow UI gets a nav entry "Marsad" (left bar) that shows the page inside Airflow
   (an external view with a ``url_route``), and "Indicator board (new tab)" under Browse.
