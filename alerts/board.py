@@ -1,6 +1,13 @@
-"""The indicator board's data: per indicator its state, quiet time and last events; per
-source its health. Plain Python over the analysts' read copy, so the Airflow UI page
-(``plugins/marsad_board.py``), its JSON endpoint and any CLI read the very same thing.
+"""The indicator board's data: per indicator its state, quiet time, 90-day timeline and last
+events with their evidence; per source its health. Plain Python over the analysts' read
+copy, so the Airflow UI page (``plugins/marsad_board.py``), its JSON endpoint and any CLI
+read the very same thing.
+
+``build`` returns one dict of sections: ``status``/``message`` (no read copy, unreadable),
+``published`` (the read copy's age), ``indicators`` (one row per indicator: state, alerts,
+``events`` with ``reports``/``frame``/``alerts``, ``timeline``), ``sources`` (health),
+``counts``, ``config_problems``. A new panel is a new section computed in ``snapshot``.
+The numbers (events per day, quiet spells, window peaks) come from DuckDB SQL.
 
 The board never opens the primary warehouse: it opens the published read copy
 (``warehouse.publish``) read-only for the length of one query and closes it. The
