@@ -461,7 +461,17 @@ def test_board_in_the_airflow_ui_in_headless_chromium(filled, board_slack, tmp_p
                 # headline takes a line or two, not a word a line.
                 page.set_viewport_size({"width": 1280, "height": 1000})
                 _check_layout(frame)
+                _check_contrast(frame, dark=False)
                 page.screenshot(path=str(ARTIFACTS / "board-1280.png"))
+
+                # Airflow's dark theme (kept by its UI in localStorage "theme"): the board follows it.
+                page.evaluate("localStorage.setItem('theme', 'dark')")
+                page.reload()
+                page.wait_for_function("document.documentElement.classList.contains('dark')", timeout=60_000)
+                frame = page.frame_locator('iframe[title="Marsad"]')
+                frame.locator(f'[data-indicator="{FIRING}"] svg.timeline').wait_for(timeout=60_000)
+                _check_contrast(frame, dark=True)
+                page.screenshot(path=str(ARTIFACTS / "board-dark.png"))
             finally:
                 browser.close()
         print(f"\nboard test: api-server healthy after {t_up - t_start:.1f}s (incl. db migrate); data.json median "
@@ -571,6 +581,31 @@ def _check_day_page(page, times) -> None:
     assert events.count() == Counter(_utc_day(t) for t in _event_times(times))[_utc_day(times["late_report"])]
     assert page.locator('details.event[open] li.report[data-lang="ar"]').count() >= 2
     assert page.locator("h1").inner_text().endswith(f"{_utc_day(times['late_report'])} (UTC)")
+
+
+def _luminance(css: str) -> float:
+    """WCAG relative luminance of a computed CSS colour "rgb(r, g, b)"."""
+    r, g, b = (int(float(v)) / 255 for v in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _check_contrast(frame, dark: bool) -> None:
+    """The board in Airflow's light or dark theme: dark background or not, and bars, threshold
+    and text that stand out from the card (WCAG contrast: 3 for graphics, 4.5 for text)."""
+    card = frame.locator(f'[data-indicator="{FIRING}"]')
+    style = "(e, p) => getComputedStyle(e)[p]"
+    card_bg = card.evaluate(style, "backgroundColor")
+    assert (_luminance(frame.locator("body").evaluate(style, "backgroundColor")) < 0.1) == dark
+    assert _contrast(card.locator("svg.timeline rect.bar").first.evaluate(style, "fill"), card_bg) >= 3
+    assert _contrast(card.locator("svg.timeline g.threshold line").evaluate(style, "stroke"), card_bg) >= 3
+    assert _contrast(card.locator("details.event summary .title a").first.evaluate(style, "color"), card_bg) >= 4.5
+    assert _contrast(card.locator("h2").evaluate(style, "color"), card_bg) >= 4.5
 
 
 def _check_layout(frame) -> None:
