@@ -315,9 +315,9 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
       last one runs to ``now`` (``ongoing``);
     * ``alerts``: every alert episode of its rules that overlaps the period (started, resolved,
       its Slack thread);
-    * ``thresholds``: per counting rule (threshold, spike, flatline) its ``count`` in ``window``
-      and, for threshold and spike rules, the most events its window held on each day (the
-      count the rule compared with ``count``).
+    * ``thresholds``: per counting rule (threshold, spike, flatline; a tripwire counts as a
+      threshold of 1) its ``count`` in ``window`` and, for threshold and spike rules, the most
+      events its window held on each day (the count the rule compared with ``count``).
     Events count once Marsad has seen them (``first_seen_at <= now``), as on the rest of the board."""
     from alerts.evaluate import history_start
 
@@ -339,8 +339,9 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
            GROUP BY ind.indicator""",
         {"ids": ids, "first": first, "last": last, "now": now, "start": start}).fetchall())
 
-    quiet = {iid: min((r["quiet_s"] for r in rules.get(iid, []) if r["kind"] == "resumption" and r.get("quiet_s")),
-                      default=None) for iid in ids}
+    resumption = {iid: min(((r["quiet_s"], r["id"]) for r in rules.get(iid, []) if r["kind"] == "resumption" and r.get("quiet_s")),
+                           default=(None, None)) for iid in ids}
+    quiet = {iid: q for iid, (q, _) in resumption.items()}
     spells: dict[str, list[dict]] = {}
     for iid, s_at, e_at, ongoing, from_watch in con.execute(
         """WITH q AS (SELECT unnest($ids::VARCHAR[]) AS indicator, unnest($quiet::BIGINT[]) AS quiet_us),
@@ -379,8 +380,9 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
             a.update(state="firing", resolved_at=None)
         alerts.setdefault(r[0], []).append({**a, "slack": _slack(r[9], r[10])})
 
-    counting = [(iid, r) for iid in ids for r in rules.get(iid, [])
-                if r["kind"] in ("threshold", "spike", "flatline") and r.get("count") and r.get("window_s")]
+    # A tripwire is a threshold of one event in its window.
+    counting = [(iid, dict(r, count=1) if r["kind"] == "tripwire" else r) for iid in ids for r in rules.get(iid, [])
+                if r["kind"] == "tripwire" or (r["kind"] in ("threshold", "spike", "flatline") and r.get("count") and r.get("window_s"))]
     peaks: dict[str, list[int]] = {}
     rolling = [(iid, r) for iid, r in counting if r["kind"] in ("threshold", "spike")]
     if rolling:
@@ -422,6 +424,7 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
             "first_day": first, "last_day": last, "days": [{"day": d, "events": c} for d, c in zip(day_list, n)],
             "max_events": max(n, default=0), "events": sum(n),
             "quiet_s": round(quiet[iid] or DEFAULT_QUIET.total_seconds()), "quiet_from_rule": quiet[iid] is not None,
+            "quiet_rule": resumption[iid][1],
             "quiet_spells": spells.get(iid, []), "alerts": alerts.get(iid, []), "thresholds": thresholds.get(iid, []),
             "watched_since": watched,
         }

@@ -196,7 +196,7 @@ def timeline_svg(tl: dict | None, indicator: dict, now: datetime) -> str:
     # Counting rules: the threshold, and the most events the rule's window held each day.
     for t in tl["thresholds"]:
         ty = y(t["count"])
-        word = {"threshold": "fires at", "spike": "needs at least", "flatline": "fires below"}[t["kind"]]
+        word = {"threshold": "fires at", "tripwire": "fires at", "spike": "needs at least", "flatline": "fires below"}[t["kind"]]
         label = f"{t['rule_id']}: {word} {t['count']} in {_dur(t['window_s'])}"
         out.append(f'<g class="threshold" data-rule="{escape(t["rule_id"])}" data-count="{t["count"]}"><title>{escape(label)}</title>'
                    f'<line x1="{x0}" y1="{ty:.1f}" x2="{x1}" y2="{ty:.1f}"/>'

@@ -227,14 +227,14 @@ def test_timeline_counts_events_per_day_and_shades_quiet_spells(filled):
 
     # The resumption rule's quiet (14 days) marks the 38-day gap before the three attacks; the
     # last attack was three hours ago, so nothing is quiet now.
-    assert (tl["quiet_s"], tl["quiet_from_rule"]) == (14 * 86400, True)
+    assert (tl["quiet_s"], tl["quiet_from_rule"], tl["quiet_rule"]) == (14 * 86400, True, "militia-attacks-resume")
     first_of_three = times["t0"] - timedelta(hours=30)
     assert tl["quiet_spells"] == [{"start": times["old_attack"], "end": first_of_three,
                                    "seconds": round((first_of_three - times["old_attack"]).total_seconds()),
                                    "ongoing": False, "since_watch_start": False}]
     # Nuclear talks have no resumption rule: the board's default (7 days) marks the 20 days since the talks.
     talks = ind[QUIET]["timeline"]
-    assert (talks["quiet_s"], talks["quiet_from_rule"]) == (7 * 86400, False)
+    assert (talks["quiet_s"], talks["quiet_from_rule"], talks["quiet_rule"]) == (7 * 86400, False, None)
     (spell,) = talks["quiet_spells"]
     assert (spell["start"], spell["end"], spell["ongoing"]) == (times["t0"] - timedelta(days=20), now, True)
 
@@ -286,9 +286,11 @@ def test_timeline_marks_alerts_with_their_slack_thread_and_rule_thresholds(fille
         instants = [start] + [t for t in attacks if _utc_day(t) == d["day"]]
         expected.append(max(sum(1 for e in attacks if i - window < e <= i) for i in instants))
     assert th["peaks"] == expected and max(expected) == 3
-    # A flatline rule has its line (fewer than 1 in 30 days) but no window peaks.
+    # A flatline rule has its line (fewer than 1 in 30 days) but no window peaks; a tripwire is a threshold of 1.
     assert [(t["rule_id"], t["kind"], t["count"], t["peaks"]) for t in ind[QUIET]["timeline"]["thresholds"]] == [
         ("nuclear-talks-silent", "flatline", 1, None)]
+    assert [(t["rule_id"], t["count"], t["window_s"]) for t in ind[RESOLVED]["timeline"]["thresholds"]] == [
+        ("us-strikes-militias", 1, 86400)]
 
 
 def test_timeline_svg_and_event_details_on_the_page(filled):
