@@ -310,7 +310,7 @@ def build_app():
         try:
             resp = client.chat_getPermalink(channel=msg["channel"], message_ts=msg["ts"])
         except SlackApiError as exc:
-            return _problem(502, f"Slack answered {exc.response.get('error')!r} to chat.getPermalink for channel {msg['channel']}, "
+            return _problem(502, f"Slack answered {exc.response.get('error')} to chat.getPermalink for channel {msg['channel']}, "
                                  f"message {msg['ts']}.")
         except Exception as exc:  # network: Slack unreachable, timeout
             return _problem(502, f"Cannot reach Slack for chat.getPermalink ({type(exc).__name__}: {exc}).")

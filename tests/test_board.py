@@ -572,6 +572,13 @@ def _check_details_and_slack_link(page, base, times, slack) -> None:
     assert slack.calls("chat.getPermalink")[-1].params == {"channel": "C0ALERTS", "message_ts": root["ts"]}
     missing = page.request.get(f"{base}/marsad/board/slack/no-such-alert", max_redirects=0)
     assert missing.status == 404 and "no message in Slack" in missing.text()
+    # A thread deleted in Slack: the board says what Slack answered, and where it looked.
+    strike = page.locator(f'[data-indicator="{RESOLVED}"] .alerts a.thread').get_attribute("href")
+    with slack.state.lock:
+        gone = [m for m in slack.state.messages["C0ALERTS"] if strike.rsplit("/", 1)[1] in json.dumps(m.get("metadata"))]
+        slack.state.messages["C0ALERTS"] = [m for m in slack.state.messages["C0ALERTS"] if m not in gone]
+    deleted = page.request.get(f"{base}/marsad/board/{strike}", max_redirects=0)
+    assert deleted.status == 502 and "answered message_not_found" in deleted.text() and "C0ALERTS" in deleted.text(), deleted.text()
 
 
 def _check_day_page(page, times) -> None:
