@@ -376,6 +376,17 @@ class _Handler(BaseHTTPRequestHandler):
                 parent = next((m for m in msgs if m["ts"] == root_ts), named)
                 replies = [m for m in msgs if m.get("thread_ts") == root_ts and m["ts"] != root_ts and _in_range(m["ts"], p)]
                 return self._page(cid, [parent, *replies], p, default=1000, most=1000)
+            if method == "chat.getPermalink":  # the workspace "test": https://test.slack.com/archives/<channel>/p<ts without the dot>
+                cid = state.channel_id(p.get("channel", ""))
+                if cid is None:
+                    return {"ok": False, "error": "channel_not_found"}
+                msg = next((m for m in state.messages.get(cid, []) if m["ts"] == p.get("message_ts")), None)
+                if msg is None:
+                    return {"ok": False, "error": "message_not_found"}
+                link = f"https://test.slack.com/archives/{cid}/p{msg['ts'].replace('.', '')}"
+                if msg.get("thread_ts") and msg["thread_ts"] != msg["ts"]:
+                    link += f"?thread_ts={msg['thread_ts']}&cid={cid}"
+                return {"ok": True, "channel": cid, "permalink": link}
             return {"ok": False, "error": "unknown_method"}
 
 

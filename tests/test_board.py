@@ -11,14 +11,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import timedelta
+from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from board_data import populate
+from board_data import LATE_AR, populate
 from conftest import REPO, FeedServer, free_port, processes_with
+from slack_server import SlackServer
 
 ARTIFACTS = Path(os.environ.get("MARSAD_TEST_ARTIFACTS") or REPO / "tests" / "artifacts")
 CHROMIUM = Path(os.environ.get("MARSAD_CHROMIUM", "/usr/bin/chromium"))
@@ -30,7 +32,15 @@ FIRING, RESOLVED, QUIET = "militia_attack_us_forces", "us_strike_militia", "nucl
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory):
+def board_slack():
+    """The Slack stand-in the board's alerts were delivered to (their threads link there)."""
+    srv = SlackServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory, board_slack):
     """A warehouse and its read copy, filled once per module by fetching from loopback feeds."""
     from marsad import pipeline
 
@@ -42,7 +52,7 @@ def filled(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MARSAD_ALLOW_PRIVATE_FEEDS", "127.0.0.1/32")
-            times = populate(settings, srv, tmp, resolve_after=RESOLVE_AFTER)
+            times = populate(settings, srv, tmp, resolve_after=RESOLVE_AFTER, slack=board_slack)
     finally:
         srv.shutdown()
         srv.server_close()
@@ -71,7 +81,7 @@ def test_board_data_states_quiet_days_events_and_source_health(filled):
     now = times["resolved_at"] + timedelta(minutes=1)
     board = build(_config(settings), now=now)
     assert board["status"] == "ok" and board["config_problems"] == []
-    assert board["published"]["articles"] == 7
+    assert board["published"]["articles"] == 9
     ind = _by_id(board)
     assert len(ind) == 11, "every indicator of alerts/indicators/ has a row, with events or not"
     assert [i["state"] for i in board["indicators"]][:3] == ["firing", "resolved", "quiet"], "firing first, then resolved"
@@ -79,14 +89,21 @@ def test_board_data_states_quiet_days_events_and_source_health(filled):
     firing = ind[FIRING]
     assert firing["state"] == "firing"
     assert [a["rule_id"] for a in firing["firing"]] == ["militia-attack-campaign"]
-    assert [e["title"][:5] for e in firing["events"]] == ["هجوم ", "Rocke", "Drone"], "newest event first"
+    assert [e["title"][:5] for e in firing["events"]] == ["سقوط ", "Rocke", "Drone", "Drone"], "newest event first"
     asad = firing["events"][0]
-    # The Arabic report and the English wire copy are one event: first report's outlet and link,
-    # corroborated by two outlets in two languages.
-    assert (asad["outlet"], asad["url"]) == ("Outlet AR", "https://ar.example/asad")
-    assert (asad["n_outlets"], asad["n_articles"], asad["languages"]) == (2, 2, ["ar", "en"])
-    assert asad["outlets"] == ["Outlet AR", "Second Wire"]
-    assert firing["events_7d"] == 3 and 0.05 < firing["days_since_last_event"] < 0.15  # two hours
+    # Two Arabic reports and the English wire copy are one event, shown by its first report (the
+    # outlet added later, whose report moved the event's time): its title, link and outlet,
+    # corroborated by three outlets in two languages.
+    assert (asad["title"], asad["url"], asad["outlet"]) == (LATE_AR["title"], "https://late.example/asad", "Late AR")
+    assert asad["at"] == times["late_report"]
+    assert (asad["n_outlets"], asad["n_articles"], asad["languages"]) == (3, 3, ["ar", "en"])
+    assert asad["outlets"] == ["Late AR", "Outlet AR", "Second Wire"]
+    for e in (e for i in board["indicators"] for e in i["events"]):  # the title shown is the title linked, by the outlet shown
+        first = e["reports"][0]
+        assert (e["title"], e["url"], e["outlet"]) == (first["title"], first["url"], first["outlet"]), e
+        assert first["published_at"] == min(r["published_at"] for r in e["reports"]) == e["at"]
+    assert firing["events_7d"] == 3 and 0.09 < firing["days_since_last_event"] < 0.2  # three hours
+    assert abs(firing["since_last_event_s"] - (now - times["late_report"]).total_seconds()) < 1
 
     resolved = ind[RESOLVED]
     assert resolved["state"] == "resolved" and resolved["firing"] == []
@@ -102,17 +119,18 @@ def test_board_data_states_quiet_days_events_and_source_health(filled):
     assert [r["id"] for r in never["rules"]] == ["hormuz-threat"]
 
     health = {s["source_id"]: s for s in board["sources"]}
-    assert {k: s["health"] for k, s in health.items()} == {"broken": "failing", "wire-en": "ok", "outlet-ar": "ok", "second-wire": "ok"}
+    assert {k: s["health"] for k, s in health.items()} == {"broken": "failing", "wire-en": "ok", "outlet-ar": "ok", "second-wire": "ok",
+                                                           "late-ar": "ok"}
     assert board["sources"][0]["source_id"] == "broken", "unhealthy sources first"
     assert health["broken"]["last_error"] == "HTTP 404" and health["broken"]["last_success_at"] is None
-    assert health["wire-en"]["last_success_at"] is not None and health["wire-en"]["items_24h"] == 5
-    assert board["counts"] == {"firing": 1, "resolved": 1, "quiet": 9, "sources_failing": 1, "sources_ok": 3}
+    assert health["wire-en"]["last_success_at"] is not None and health["wire-en"]["items_24h"] == 6
+    assert board["counts"] == {"firing": 1, "resolved": 1, "quiet": 9, "sources_failing": 1, "sources_ok": 4}
 
     # Four days on: the resolved alert is old news, and no poll since then makes every source stale.
     later = build(_config(settings), now=times["resolved_at"] + timedelta(days=4))
     assert _by_id(later)[RESOLVED]["state"] == "quiet"
     assert {s["source_id"]: s["health"] for s in later["sources"]} == {
-        "broken": "failing", "wire-en": "stale", "outlet-ar": "stale", "second-wire": "stale"}
+        "broken": "failing", "wire-en": "stale", "outlet-ar": "stale", "second-wire": "stale", "late-ar": "stale"}
     assert 23.9 < _by_id(later)[QUIET]["days_since_last_event"] < 24.1
 
 
@@ -153,18 +171,18 @@ def test_board_never_waits_for_the_pipeline_and_never_holds_it_up(filled, tmp_pa
         before = os.stat(settings.read_copy).st_ino
         assert publish_read_copy(settings) is not None, "publishing failed while the board held the read copy"
         assert os.stat(settings.read_copy).st_ino != before, "a new copy was swapped in"
-        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 5  # the old copy stays readable
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 6  # the old copy stays readable
     finally:
         reader.close()
 
 
-def _render(board):
+def _render(board, page="board"):
     sys.path.insert(0, str(REPO / "plugins"))
     try:
         import marsad_board
     finally:
         sys.path.remove(str(REPO / "plugins"))
-    return marsad_board.render(board)
+    return marsad_board.render(board, page=page)
 
 
 def test_page_escapes_feed_text_and_links_only_http(filled):
@@ -179,8 +197,153 @@ def test_page_escapes_feed_text_and_links_only_http(filled):
     assert '<img src=x onerror="alert(1)">' not in page
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;Rockets" in page
     assert "javascript:" not in page
-    assert 'href="https://ar.example/asad"' in page  # an http(s) link is a link
+    assert 'href="https://late.example/asad"' in page  # an http(s) link is a link
     assert 'data-state="firing"' in page and 'data-health="failing"' in page
+
+
+def _utc_day(t):
+    return t.astimezone(timezone.utc).date()
+
+
+def _event_times(times):
+    """The militia attacks' first reports (board_data): 40 days ago, then three in 30 hours."""
+    t0 = times["t0"]
+    return [times["old_attack"], t0 - timedelta(hours=30), t0 - timedelta(hours=20), times["late_report"]]
+
+
+def test_timeline_counts_events_per_day_and_shades_quiet_spells(filled):
+    from alerts.board import build
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    ind = _by_id(build(_config(settings), now=now))
+    tl = ind[FIRING]["timeline"]
+    days = [d["day"] for d in tl["days"]]
+    assert len(days) == 90 and days[-1] == _utc_day(now) and days == [days[0] + timedelta(days=k) for k in range(90)]
+    expected = Counter(_utc_day(t) for t in _event_times(times))
+    assert {d["day"]: d["events"] for d in tl["days"] if d["events"]} == expected
+    assert (tl["events"], tl["max_events"]) == (4, max(expected.values()))
+    assert all(i["timeline"]["events"] == 0 and i["timeline"]["quiet_spells"] == [] for i in ind.values() if i["last_event_at"] is None)
+
+    # The resumption rule's quiet (14 days) marks the 38-day gap before the three attacks; the
+    # last attack was three hours ago, so nothing is quiet now.
+    assert (tl["quiet_s"], tl["quiet_from_rule"], tl["quiet_rule"]) == (14 * 86400, True, "militia-attacks-resume")
+    first_of_three = times["t0"] - timedelta(hours=30)
+    assert tl["quiet_spells"] == [{"start": times["old_attack"], "end": first_of_three,
+                                   "seconds": round((first_of_three - times["old_attack"]).total_seconds()),
+                                   "ongoing": False, "since_watch_start": False}]
+    # Nuclear talks have no resumption rule: the board's default (7 days) marks the 20 days since the talks.
+    talks = ind[QUIET]["timeline"]
+    assert (talks["quiet_s"], talks["quiet_from_rule"], talks["quiet_rule"]) == (7 * 86400, False, None)
+    (spell,) = talks["quiet_spells"]
+    assert (spell["start"], spell["end"], spell["ongoing"]) == (times["t0"] - timedelta(days=20), now, True)
+
+    # Ten days on, an indicator that never had an event has been quiet since Marsad started watching.
+    later = times["resolved_at"] + timedelta(days=10)
+    never = _by_id(build(_config(settings), now=later))["hormuz_threat"]["timeline"]
+    (spell,) = never["quiet_spells"]
+    assert spell["since_watch_start"] and spell["ongoing"] and spell["end"] == later
+    assert times["t0"] < spell["start"] < times["evaluated_at"], "watching began with the first successful poll"
+    # And the militia attacks' last quiet spell is the one running since the last attack.
+    spells = _by_id(build(_config(settings), now=later))[FIRING]["timeline"]["quiet_spells"]
+    assert [(s["start"], s["ongoing"]) for s in spells] == [(times["old_attack"], False)], "10 days is shorter than 14"
+
+
+def test_timeline_marks_alerts_with_their_slack_thread_and_rule_thresholds(filled, board_slack):
+    from alerts.board import build
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    ind = _by_id(build(_config(settings), now=now))
+    parents = {m["ts"] for m in board_slack.state.messages["C0ALERTS"] if not m.get("thread_ts")}
+
+    (campaign,) = ind[FIRING]["timeline"]["alerts"]
+    assert (campaign["rule_id"], campaign["state"], campaign["started_at"], campaign["resolved_at"]) == (
+        "militia-attack-campaign", "firing", times["evaluated_at"], None)
+    assert campaign["slack"]["channel"] == "C0ALERTS" and campaign["slack"]["ts"] in parents
+    assert ind[FIRING]["firing"][0]["slack"] == campaign["slack"], "the card's firing alert links the same thread"
+    (strike,) = ind[RESOLVED]["timeline"]["alerts"]
+    assert (strike["state"], strike["resolved_at"]) == ("resolved", times["resolved_at"])
+    assert strike["slack"]["ts"] in parents and strike["slack"] != campaign["slack"]
+    # Seen from before it resolved, the same alert is still firing.
+    before = _by_id(build(_config(settings), now=times["evaluated_at"] + timedelta(seconds=1)))
+    assert [(a["state"], a["resolved_at"]) for a in before[RESOLVED]["timeline"]["alerts"]] == [("firing", None)]
+
+    # The Ain al-Asad event was told to ops by the campaign alert: the event links its thread.
+    asad = ind[FIRING]["events"][0]
+    assert [(a["rule_id"], a["slack"]) for a in asad["alerts"]] == [("militia-attack-campaign", campaign["slack"])]
+    assert asad["frame"]["action"] == "attack" and asad["frame"]["target"] == "us"
+    assert {r["lang"] for r in asad["reports"]} == {"ar", "en"} and all(r["frame"] for r in asad["reports"])
+
+    # The campaign rule (3 events in 72 h): its line at 3, and each day the most events its window held.
+    (th,) = ind[FIRING]["timeline"]["thresholds"]
+    assert (th["rule_id"], th["kind"], th["count"], th["window_s"]) == ("militia-attack-campaign", "threshold", 3, 72 * 3600)
+    window = timedelta(hours=72)
+    attacks = _event_times(times)
+    expected = []
+    for d in ind[FIRING]["timeline"]["days"]:
+        start = datetime.combine(d["day"], datetime.min.time(), tzinfo=timezone.utc)
+        instants = [start] + [t for t in attacks if _utc_day(t) == d["day"]]
+        expected.append(max(sum(1 for e in attacks if i - window < e <= i) for i in instants))
+    assert th["peaks"] == expected and max(expected) == 3
+    # A flatline rule has its line (fewer than 1 in 30 days) but no window peaks; a tripwire is a threshold of 1.
+    assert [(t["rule_id"], t["kind"], t["count"], t["peaks"]) for t in ind[QUIET]["timeline"]["thresholds"]] == [
+        ("nuclear-talks-silent", "flatline", 1, None)]
+    assert [(t["rule_id"], t["count"], t["window_s"]) for t in ind[RESOLVED]["timeline"]["thresholds"]] == [
+        ("us-strikes-militias", 1, 86400)]
+
+
+def test_timeline_svg_and_event_details_on_the_page(filled):
+    import xml.etree.ElementTree as ET
+
+    from alerts.board import build, day_events
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    board = build(_config(settings), now=now)
+    page = _render(board)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    svgs = {}
+    for chunk in page.split('<svg class="timeline"')[1:]:
+        svg = ET.fromstring('<svg class="timeline"' + chunk.split("</svg>")[0] + "</svg>")  # well-formed XML
+        svgs[svg.get("data-timeline")] = svg
+    assert set(svgs) == {i["id"] for i in board["indicators"]}
+    firing = svgs[FIRING]
+    assert firing.get("role") == "img" and firing.find("s:title", ns).text.startswith("Events per day over the last 90 days")
+    bars = firing.findall(".//s:rect[@class='bar']", ns)
+    assert {b.get("data-day"): int(b.get("data-events")) for b in bars} == {
+        str(d): n for d, n in Counter(_utc_day(t) for t in _event_times(times)).items()}
+    assert len(firing.findall(".//s:g[@class='quiet']", ns)) == 1
+    assert firing.find(".//s:g[@class='quiet']/s:text", ns).text == "quiet 39 d"
+    assert firing.find(".//s:g[@class='threshold']", ns).get("data-count") == "3"
+    (alert,) = firing.findall(".//s:g[@data-alert]", ns)
+    assert alert.find("s:a", ns).get("href") == f"slack/{board['indicators'][0]['firing'][0]['alert_id']}"
+    assert svgs[QUIET].find(".//s:g[@class='quiet']/s:text", ns).text == "quiet 20 d so far"
+
+    # Days since the last event read as hours within a day, as days after.
+    assert '<b class="days">3 h</b> since the last event' in page
+    assert '<b class="days">20 days</b> since the last event' in page
+    # Every report of an event, in both languages, with its frame, behind the event's <details>.
+    assert page.count('<li class="report" data-lang="ar"') >= 2 and '<li class="report" data-lang="en"' in page
+    assert 'dir="auto" lang="ar"' in page and "unknown actor — attack → us (ain_al_asad)" in page
+
+    # A bar opens its day: every event first reported that day, with its evidence.
+    day = day_events(_config(settings), FIRING, _utc_day(times["late_report"]), now=now)
+    assert day["status"] == "ok" and [e["event_id"] for e in day["events"]][-1] == board["indicators"][0]["events"][0]["event_id"]
+    assert len(day["events"]) == Counter(_utc_day(t) for t in _event_times(times))[_utc_day(times["late_report"])]
+    html = _render(day, page="day")
+    assert html.count('<details class="event"') == html.count(" open>") == len(day["events"]), "a day's events open at once"
+    assert day_events(_config(settings), "no_such", _utc_day(now))["status"] == "error"
+
+
+def test_days_since_the_last_event_reads_as_hours_then_days():
+    sys.path.insert(0, str(REPO / "plugins"))
+    try:
+        from marsad_board import _since
+    finally:
+        sys.path.remove(str(REPO / "plugins"))
+    assert [_since(s) for s in (None, 0, 59 * 60, 3600, 5 * 3600 + 1800, 86399, 86400, 1.5 * 86400, 20.4 * 86400)] == [
+        "–", "under an hour", "under an hour", "1 h", "5 h", "23 h", "1.0 days", "1.5 days", "20 days"]
 
 
 # ----------------------------------------------------------------------------- in Airflow, in a browser
@@ -209,7 +372,7 @@ def _get(url: str, token: str | None = None, follow: bool = True):
 
 
 @pytest.mark.airflow
-def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
+def test_board_in_the_airflow_ui_in_headless_chromium(filled, board_slack, tmp_path):
     if not CHROMIUM.exists():
         _need(f"{CHROMIUM} not found")
     try:
@@ -222,6 +385,9 @@ def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
     home, port = tmp_path / "airflow", free_port()
     env = airflow_env(home, warehouse=settings.warehouse, port=port)
     env["MARSAD_FEEDS"] = str(settings.feeds)
+    # The Slack connection the pipeline delivered through: the board asks it for thread links.
+    env["AIRFLOW_CONN_SLACK_API_DEFAULT"] = json.dumps(
+        {"conn_type": "slack", "password": board_slack.state.token, "extra": {"base_url": board_slack.base_url}})
     base = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / "api-server.log"
@@ -279,6 +445,10 @@ def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
                 t_page = time.monotonic()
                 _check_board(page, times)
                 page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+                _check_details_and_slack_link(page, base, times, board_slack)
+                page.locator(f'[data-indicator="{FIRING}"] .timeline-box').screenshot(path=str(ARTIFACTS / "board-timeline.png"))
+                _check_day_page(page, times)
+                page.screenshot(path=str(ARTIFACTS / "board-day.png"), full_page=True)
 
                 # In the Airflow UI: the nav entry shows the board in Airflow's frame.
                 page.goto(f"{base}/")
@@ -288,6 +458,22 @@ def test_board_in_the_airflow_ui_in_headless_chromium(filled, tmp_path):
                 frame.locator(f'[data-indicator="{FIRING}"][data-state="firing"]').wait_for(timeout=60_000)
                 assert frame.locator("#framed-note").is_visible(), "inside the frame the page says how to open articles"
                 page.screenshot(path=str(ARTIFACTS / "board-in-airflow.png"))
+
+                # At 1280 px, inside Airflow's frame, headlines keep the card's width: an Arabic
+                # headline takes a line or two, not a word a line.
+                page.set_viewport_size({"width": 1280, "height": 1000})
+                _check_layout(frame)
+                _check_contrast(frame, dark=False)
+                page.screenshot(path=str(ARTIFACTS / "board-1280.png"))
+
+                # Airflow's dark theme (kept by its UI in localStorage "theme"): the board follows it.
+                page.evaluate("localStorage.setItem('theme', 'dark')")
+                page.reload()
+                page.wait_for_function("document.documentElement.classList.contains('dark')", timeout=60_000)
+                frame = page.frame_locator('iframe[title="Marsad"]')
+                frame.locator(f'[data-indicator="{FIRING}"] svg.timeline').wait_for(timeout=60_000)
+                _check_contrast(frame, dark=True)
+                page.screenshot(path=str(ARTIFACTS / "board-dark.png"))
             finally:
                 browser.close()
         print(f"\nboard test: api-server healthy after {t_up - t_start:.1f}s (incl. db migrate); data.json median "
@@ -317,26 +503,41 @@ def _healthy(base: str) -> bool:
 
 
 def _check_board(page, times) -> None:
-    """What a person sees: the firing indicator with its event, a quiet one with its days, the failing source."""
+    """What a person sees: the firing indicator with its event and timeline, a quiet one with its days, the failing source."""
     firing = page.locator(f'[data-indicator="{FIRING}"]')
     assert firing.get_attribute("data-state") == "firing"
     assert firing.locator(".badge.state").inner_text().strip().upper() == "FIRING"
     assert "militia-attack-campaign" in firing.locator(".alerts").inner_text()
-    asad = firing.locator("tr.event").first
-    link = asad.locator("td.title a")
-    assert link.inner_text().startswith("هجوم بطائرة مسيّرة على قاعدة عين الأسد")
-    assert link.get_attribute("href") == "https://ar.example/asad"
-    assert asad.locator("td.outlet").inner_text() == "Outlet AR"
-    assert asad.locator("td.corr").inner_text().startswith("2 outlets · 2 reports")
-    rockets = firing.locator("tr.event").nth(1)
-    assert rockets.locator("td.title a").get_attribute("href") == "https://en.example/tanf"
-    assert rockets.locator("td.outlet").inner_text() == "Wire EN"
+    assert firing.locator(".since .days").inner_text() == "3 h"
+    asad = firing.locator("details.event").first
+    link = asad.locator("summary .title a")
+    # The title shown, the article it links to and the outlet beside it are one report's.
+    assert link.inner_text().startswith(LATE_AR["title"][:30])
+    assert link.get_attribute("href") == "https://late.example/asad"
+    assert asad.locator("summary .outlet").inner_text() == "Late AR"
+    assert asad.locator("summary .corr").inner_text().startswith("3 outlets · 3 reports")
+    rockets = firing.locator("details.event").nth(1)
+    assert rockets.locator("summary .title a").get_attribute("href") == "https://en.example/tanf"
+    assert rockets.locator("summary .outlet").inner_text() == "Wire EN"
+
+    # The timeline: a bar per day with events, the 39 quiet days before the attacks, the alert.
+    svg = firing.locator("svg.timeline")
+    assert svg.get_attribute("role") == "img" and svg.is_visible()
+    days = Counter(_utc_day(t) for t in _event_times(times))
+    assert svg.locator("rect.bar").count() == len(days)
+    assert sorted(svg.locator("rect.bar").evaluate_all("els => els.map(e => e.dataset.day)")) == sorted(str(d) for d in days)
+    assert svg.locator("g.quiet").count() == 1 and svg.locator("g.quiet text").text_content() == "quiet 39 d"
+    assert svg.locator("g.threshold").get_attribute("data-count") == "3"
+    assert svg.locator("g.alert.firing path.fired").count() == 1
+    bar_h = svg.locator("rect.bar").evaluate_all("els => els.map(e => e.getBoundingClientRect().height)")
+    assert min(bar_h) > 0
 
     assert page.locator(f'[data-indicator="{RESOLVED}"]').get_attribute("data-state") == "resolved"
     quiet = page.locator(f'[data-indicator="{QUIET}"]')
     assert quiet.get_attribute("data-state") == "quiet"
-    assert quiet.locator(".days").inner_text() == "20"
-    assert "days since the last event" in quiet.locator(".since").inner_text()
+    assert quiet.locator(".days").inner_text() == "20 days"
+    assert "since the last event" in quiet.locator(".since").inner_text()
+    assert quiet.locator("svg.timeline g.quiet text").text_content() == "quiet 20 d so far"
 
     broken = page.locator('tr.source[data-source="broken"]')
     assert broken.get_attribute("data-health") == "failing"
@@ -344,3 +545,89 @@ def _check_board(page, times) -> None:
     assert "HTTP 404" in broken.inner_text()
     assert page.locator('tr.source[data-source="wire-en"]').get_attribute("data-health") == "ok"
     assert page.locator("section.card").count() == 11
+
+
+def _check_details_and_slack_link(page, base, times, slack) -> None:
+    """A click on an event opens its reports in both languages, its frame, its corroboration and
+    its alert, whose link leads (through chat.getPermalink) to the alert's thread in Slack."""
+    asad = page.locator(f'[data-indicator="{FIRING}"] details.event').first
+    evidence = asad.locator(".evidence")
+    assert not evidence.is_visible()
+    asad.locator("summary .meta").click()
+    evidence.wait_for(state="visible")
+    ar, en = evidence.locator('li.report[data-lang="ar"]'), evidence.locator('li.report[data-lang="en"]')
+    assert ar.count() == 2 and en.count() == 1 and ar.first.is_visible() and en.first.is_visible()
+    assert ar.nth(1).locator(".rtitle a").inner_text().startswith("هجوم بطائرة مسيّرة على قاعدة عين الأسد")
+    assert en.locator(".rtitle a").get_attribute("href") == "https://wire.example/asad"
+    assert "attack → us (ain_al_asad)" in evidence.locator(".frame").first.inner_text()
+    assert evidence.locator(".corroboration").inner_text().startswith("3 reports from 3 outlets (Late AR, Outlet AR, Second Wire)")
+    thread = evidence.locator("a.thread")
+    assert thread.is_visible() and thread.inner_text().startswith("Slack thread")
+    href = thread.get_attribute("href")
+    alert_id = href.rsplit("/", 1)[1]
+    resp = page.request.get(f"{base}/marsad/board/{href}", max_redirects=0)  # Slack itself is not reachable here
+    root = next(m for m in slack.state.messages["C0ALERTS"] if not m.get("thread_ts") and alert_id in json.dumps(m.get("metadata")))
+    assert resp.status == 303, resp.text()[:500]
+    assert resp.headers["location"] == f"https://test.slack.com/archives/C0ALERTS/p{root['ts'].replace('.', '')}"
+    assert slack.calls("chat.getPermalink")[-1].params == {"channel": "C0ALERTS", "message_ts": root["ts"]}
+    missing = page.request.get(f"{base}/marsad/board/slack/no-such-alert", max_redirects=0)
+    assert missing.status == 404 and "no message in Slack" in missing.text()
+    # A thread deleted in Slack: the board says what Slack answered, and where it looked.
+    strike = page.locator(f'[data-indicator="{RESOLVED}"] .alerts a.thread').get_attribute("href")
+    with slack.state.lock:
+        gone = [m for m in slack.state.messages["C0ALERTS"] if strike.rsplit("/", 1)[1] in json.dumps(m.get("metadata"))]
+        slack.state.messages["C0ALERTS"] = [m for m in slack.state.messages["C0ALERTS"] if m not in gone]
+    deleted = page.request.get(f"{base}/marsad/board/{strike}", max_redirects=0)
+    assert deleted.status == 502 and "answered message_not_found" in deleted.text() and "C0ALERTS" in deleted.text(), deleted.text()
+
+
+def _check_day_page(page, times) -> None:
+    """A bar of the timeline opens that day's events, each with its evidence."""
+    bar = page.locator(f'[data-indicator="{FIRING}"] svg.timeline rect.bar[data-day="{_utc_day(times["late_report"])}"]')
+    bar.click()
+    page.wait_for_url("**/marsad/board/day?*", timeout=60_000)
+    events = page.locator("details.event[open]")
+    assert events.count() == Counter(_utc_day(t) for t in _event_times(times))[_utc_day(times["late_report"])]
+    assert page.locator('details.event[open] li.report[data-lang="ar"]').count() >= 2
+    assert page.locator("h1").inner_text().endswith(f"{_utc_day(times['late_report'])} (UTC)")
+
+
+def _luminance(css: str) -> float:
+    """WCAG relative luminance of a computed CSS colour "rgb(r, g, b)"."""
+    r, g, b = (int(float(v)) / 255 for v in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _check_contrast(frame, dark: bool) -> None:
+    """The board in Airflow's light or dark theme: dark background or not, and bars, threshold
+    and text that stand out from the card (WCAG contrast: 3 for graphics, 4.5 for text)."""
+    card = frame.locator(f'[data-indicator="{FIRING}"]')
+    style = "(e, p) => getComputedStyle(e)[p]"
+    card_bg = card.evaluate(style, "backgroundColor")
+    assert (_luminance(frame.locator("body").evaluate(style, "backgroundColor")) < 0.1) == dark
+    assert _contrast(card.locator("svg.timeline rect.bar").first.evaluate(style, "fill"), card_bg) >= 3
+    assert _contrast(card.locator("svg.timeline g.threshold line").evaluate(style, "stroke"), card_bg) >= 3
+    assert _contrast(card.locator("details.event summary .title a").first.evaluate(style, "color"), card_bg) >= 4.5
+    assert _contrast(card.locator("h2").evaluate(style, "color"), card_bg) >= 4.5
+
+
+def _check_layout(frame) -> None:
+    """Inside Airflow's frame: the Arabic headline is at most two lines and takes most of its card."""
+    card = frame.locator(f'[data-indicator="{FIRING}"]')
+    card.wait_for()
+    title = card.locator("details.event").first.locator("summary .title")
+    box, card_box = title.bounding_box(), card.bounding_box()
+    line = title.evaluate("e => parseFloat(getComputedStyle(e).lineHeight)")
+    assert title.get_attribute("dir") == "auto" and title.evaluate("e => getComputedStyle(e).direction") == "rtl"
+    assert box["height"] <= 2 * line + 1, f"the Arabic headline takes {box['height'] / line:.1f} lines"
+    assert box["width"] >= 0.8 * (card_box["width"] - 40), (box, card_box)
+    # Opened, its reports' headlines are as wide.
+    card.locator("details.event").first.locator("summary .meta").click()
+    for r in card.locator("li.report .rtitle").all():
+        assert r.bounding_box()["height"] <= 2 * line + 1, r.inner_text()
