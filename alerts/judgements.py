@@ -1,0 +1,546 @@
+"""Key judgements as first-class objects: is an assessment holding, under pressure or wrong?
+
+An analyst writes each assessment as a file in ``alerts/assessments/`` (``paths.assessments``
+in marsad/settings.yaml): its title, source, cut-off date, the Slack channel that hears of it,
+and its key judgements. Each judgement has its text, a likelihood from the ICD 203 yardstick,
+a window that starts at the cut-off, and its indicators:
+
+* ``contradicted_by``: indicators any event of which (after the cut-off, inside the window)
+  contradicts the judgement ("US unlikely to strike IRGC units" and one ``us_strike_irgc``);
+* ``supported_by``: indicators whose events bear it out (they are its evidence, and with
+  ``requires_support: true`` the judgement holds at expiry only if one of them occurred:
+  a judgement that something *will* happen);
+* ``conditions``: rules in the rule language of ``alerts/rules.yaml`` (tripwire, threshold,
+  resumption, spike, flatline with their window, count, quiet ...), each with an ``effect``:
+  ``pressure`` (the judgement is under pressure while it holds: "no ``nuclear_talks`` event
+  for 30 days") or ``contradict`` (it is contradicted: "militia attacks resume").
+
+Every evaluation (the pipeline's ``evaluate`` step) computes each judgement's status with the
+SAME evaluator as the rules (``alerts.evaluate.conditions``: the indicators become rules,
+``contradicted_by`` and ``supported_by`` tripwires whose window runs from the cut-off):
+
+* ``holding``; ``under_pressure`` (a pressure condition holds); ``contradicted`` (a
+  contradicting event or condition; this stays: the judgement has failed, and its evidence
+  is the events that did it, with their frames);
+* ``expired`` once the window is over, with the outcome: ``failed`` (contradicted, or a
+  required support never came), ``held``, or ``unobserved`` when Marsad did not watch the
+  whole window (it started polling after the cut-off) and saw nothing that contradicts:
+  an outcome Marsad cannot vouch for is kept out of the track record.
+
+A status change is recorded (table ``judgement_history``, migration 0015) and notifies the
+assessment's channel through the alert outbox (``_notify``): an alert per episode away from
+``holding``, so silences, delivery, threading and resolution are those of every alert.
+
+The track record (``report``): per likelihood band, the judgements that expired with an
+outcome, how many held, and the Brier score of the stated likelihoods. The likelihood is the
+probability of what the judgement states ("unlikely": 20-45 % that it happens), scored at the
+band's midpoint; a judgement *holds* when things went the way it leaned (for "roughly even
+chance": when what it states came about). Brier = mean((p - happened)^2), 0 is perfect, 0.25
+is what always saying "even chance" scores.
+"""
+from __future__ import annotations
+
+import calendar
+import hashlib
+import html
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import duckdb
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from alerts.evaluate import ALERT_COLUMNS, NOTIFICATION_COLUMNS, Condition, conditions, history_start
+from alerts.rules import ALERTS_DIR, Kind, Rule
+from sources.configfile import ConfigError, Document, format_duration, load_yaml, parse_duration, slack_channel, validate
+from warehouse.db import transaction
+from warehouse.load import bulk_insert
+
+DEFAULT_ASSESSMENTS = ALERTS_DIR / "assessments"
+INDICATOR = "judgement"  # the alerts' ``indicator``: `marsad silence add --indicator judgement` holds them all
+
+# ICD 203 (US Intelligence Community Directive 203, "Analytic Standards"): its seven terms,
+# each with the directive's paired alternative, and the probability range. The Brier score
+# uses the midpoint. "highly likely"/"highly unlikely" (the UK yardstick's words, and common
+# usage) are read as ICD 203's "very likely"/"very unlikely".
+YARDSTICK: dict[str, tuple[float, float]] = {
+    "almost no chance": (0.01, 0.05),
+    "very unlikely": (0.05, 0.20),
+    "unlikely": (0.20, 0.45),
+    "roughly even chance": (0.45, 0.55),
+    "likely": (0.55, 0.80),
+    "very likely": (0.80, 0.95),
+    "almost certain": (0.95, 0.99),
+}
+SYNONYMS = {
+    "remote": "almost no chance",
+    "highly improbable": "very unlikely",
+    "highly unlikely": "very unlikely",
+    "improbable": "unlikely",
+    "roughly even odds": "roughly even chance",
+    "even chance": "roughly even chance",
+    "probable": "likely",
+    "highly probable": "very likely",
+    "highly likely": "very likely",
+    "nearly certain": "almost certain",
+}
+STATUSES = ("holding", "under_pressure", "contradicted", "expired")
+OUTCOMES = ("held", "failed", "unobserved")
+_SEVERITY = {"under_pressure": "medium", "contradicted": "high", "expired": "info", "holding": "info"}
+
+
+def midpoint(term: str) -> float:
+    lo, hi = YARDSTICK[term]
+    return round((lo + hi) / 2, 4)
+
+
+def _likelihood(value: Any) -> str:
+    text = " ".join(str(value).lower().replace("-", " ").split()) if isinstance(value, str) else None
+    if text in YARDSTICK:
+        return text
+    if text in SYNONYMS:
+        return SYNONYMS[text]
+    raise ValueError(f"{value!r} is not on the ICD 203 yardstick: write one of {', '.join(YARDSTICK)}")
+
+
+_MONTHS = re.compile(r"^\s*(\d+)\s*(mo|mos|month|months)\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Window:
+    """How long a judgement runs from its cut-off: calendar months, or a duration."""
+
+    months: int = 0
+    seconds: int = 0
+
+    def end(self, start: datetime) -> datetime:
+        if not self.months:
+            return start + timedelta(seconds=self.seconds)
+        m = start.month - 1 + self.months
+        year, month = start.year + m // 12, m % 12 + 1
+        return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
+
+    def __str__(self) -> str:
+        return f"{self.months} month(s)" if self.months else format_duration(self.seconds)
+
+
+def _window(value: Any) -> Window:
+    if isinstance(value, Window):
+        return value
+    m = _MONTHS.match(value) if isinstance(value, str) else None
+    if m:
+        if int(m.group(1)) <= 0:
+            raise ValueError("a window must be positive")
+        return Window(months=int(m.group(1)))
+    try:
+        return Window(seconds=parse_duration(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a window: write 3mo (calendar months), 90d, 12w or 72h") from None
+
+
+def _cutoff(value: Any) -> datetime:
+    """A date means the end of that day (UTC): what was known up to and including it."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime.combine(value + timedelta(days=1), time(0), tzinfo=timezone.utc)
+    if isinstance(value, str):
+        try:
+            return _cutoff(datetime.fromisoformat(value.strip().replace("Z", "+00:00")) if "T" in value else date.fromisoformat(value.strip()))
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date: write 2023-05-15 (or an ISO time 2023-05-15T12:00:00Z)")
+
+
+Likelihood = Annotated[str, BeforeValidator(_likelihood)]
+WindowField = Annotated[Window, BeforeValidator(_window)]
+Cutoff = Annotated[datetime, BeforeValidator(_cutoff)]
+Channel = Annotated[str, BeforeValidator(slack_channel)]
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+
+
+class JudgementCondition(BaseModel):
+    """A rule of the rule language (``alerts/rules.py``) and what it does to the judgement."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    effect: Literal["pressure", "contradict"]
+    indicator: str
+    kind: Kind
+    window: Duration | None = None
+    count: int | None = Field(default=None, ge=1)
+    quiet: Duration | None = None
+    baseline: Duration | None = None
+    ratio: float | None = Field(default=None, gt=1.0)
+
+    @model_validator(mode="after")
+    def _as_rule(self) -> "JudgementCondition":
+        self.rule("check")  # the rule language's own check of the fields each kind needs
+        return self
+
+    def rule(self, rule_id: str) -> Rule:
+        fields = self.model_dump(exclude={"effect"}, exclude_none=True)
+        return Rule(id=rule_id, rationale=f"judgement condition ({self.effect})", **fields)
+
+    def describe(self) -> str:
+        parts = [f"{k} {format_duration(v) if k in ('window', 'quiet', 'baseline') else v}"
+                 for k, v in self.model_dump(exclude={"effect", "indicator", "kind"}, exclude_none=True).items()]
+        return f"{self.kind} {self.indicator}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+class Judgement(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id
+    text: str = Field(min_length=10)
+    likelihood: Likelihood
+    window: WindowField
+    contradicted_by: list[str] = Field(default_factory=list)
+    supported_by: list[str] = Field(default_factory=list)
+    requires_support: bool = False
+    conditions: list[JudgementCondition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _watchable(self) -> "Judgement":
+        if not (self.contradicted_by or self.supported_by or self.conditions):
+            raise ValueError("a judgement needs indicators to watch: contradicted_by, supported_by or conditions")
+        if self.requires_support and not self.supported_by:
+            raise ValueError("requires_support needs supported_by")
+        return self
+
+    @property
+    def probability(self) -> float:
+        return midpoint(self.likelihood)
+
+
+class Assessment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id
+    title: str = Field(min_length=3)
+    source: str = Field(min_length=2)
+    cutoff: Cutoff
+    channel: Channel
+    judgements: list[Judgement] = Field(min_length=1)
+
+    @field_validator("judgements")
+    @classmethod
+    def _unique(cls, v: list[Judgement]) -> list[Judgement]:
+        ids = [j.id for j in v]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate judgement id(s): {', '.join(dup)}")
+        return v
+
+    def key(self, j: Judgement) -> str:
+        return f"{self.id}/{j.id}"
+
+
+def assessments_dir() -> Path:
+    return Path(os.environ.get("MARSAD_ASSESSMENTS") or DEFAULT_ASSESSMENTS)
+
+
+def load_assessment(path: str | Path, indicator_ids: list[str] | None = None) -> Assessment:
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.error((), "expected a mapping: id, title, source, cutoff, channel, judgements")])
+    a = validate(doc, Assessment)
+    if indicator_ids is not None:
+        problems = _unknown_indicators(doc, a, set(indicator_ids))
+        if problems:
+            raise ConfigError(problems)
+    return a
+
+
+def _unknown_indicators(doc: Document, a: Assessment, known: set[str]) -> list[str]:
+    out = []
+    hint = f"(known: {', '.join(sorted(known))})"
+    for i, j in enumerate(a.judgements):
+        for field in ("contradicted_by", "supported_by"):
+            for k, ind in enumerate(getattr(j, field)):
+                if ind not in known:
+                    out.append(doc.error(("judgements", i, field, k), f"unknown indicator {ind!r} {hint}"))
+        for k, c in enumerate(j.conditions):
+            if c.indicator not in known:
+                out.append(doc.error(("judgements", i, "conditions", k, "indicator"), f"unknown indicator {c.indicator!r} {hint}"))
+    return out
+
+
+def load_assessments(directory: str | Path | None = None, indicator_ids: list[str] | None = None) -> list[Assessment]:
+    """Every ``*.yaml`` of the directory (none: an empty list). ``ConfigError`` lists the
+    problems of all files, each as ``file:line: field: message``; assessment ids are unique."""
+    directory = Path(directory or assessments_dir())
+    if not directory.is_dir():
+        return []
+    out, problems, seen = [], [], {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            a = load_assessment(path, indicator_ids)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if a.id in seen:
+            problems.append(load_yaml(path).error(("id",), f"duplicate assessment id {a.id!r} (also in {seen[a.id]})"))
+            continue
+        seen[a.id] = path.name
+        out.append(a)
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Verdict:
+    key: str
+    status: str
+    outcome: str | None
+    event_ids: list[str]
+    facts: dict
+
+
+def _rule_id(key: str, tag: str) -> str:
+    return "j" + hashlib.sha1(key.encode()).hexdigest()[:12] + "-" + tag
+
+
+def _rules_for(a: Assessment, j: Judgement, t: datetime) -> list[tuple[str, str, Rule]]:
+    """(role, description, rule) for each thing the judgement watches, as of ``t``: its
+    contradicting and supporting indicators as tripwires over the window so far, and its
+    conditions as written."""
+    key = a.key(j)
+    out = []
+    since = int((t - a.cutoff).total_seconds())
+    if since > 0:
+        for k, ind in enumerate(j.contradicted_by):
+            out.append(("contradict", f"any {ind} event", Rule(id=_rule_id(key, f"c{k}"), indicator=ind, kind="tripwire",
+                                                               window=since, rationale="judgement: contradicting indicator")))
+        for k, ind in enumerate(j.supported_by):
+            out.append(("support", f"any {ind} event", Rule(id=_rule_id(key, f"s{k}"), indicator=ind, kind="tripwire",
+                                                          window=since, rationale="judgement: supporting indicator")))
+    for k, c in enumerate(j.conditions):
+        out.append((c.effect, c.describe(), c.rule(_rule_id(key, f"x{k}"))))
+    return out
+
+
+def _watch(con, specs: list[tuple[str, str, Rule]], t: datetime, watched: datetime | None) -> tuple[dict[str, Condition], dict[str, list[str]]]:
+    """The conditions of ``specs`` at ``t`` (alerts.evaluate.conditions, the rules' evaluator)
+    and, per rule, the events behind each (its ``_eval_cond`` rows)."""
+    rules = [r for _, _, r in specs]
+    if not rules:
+        return {}, {}
+    conds = conditions(con, rules, t, watched)
+    events: dict[str, list[str]] = {}
+    for rule_id, event_id in con.execute("SELECT rule_id, event_id FROM _eval_cond ORDER BY t, event_id").fetchall():
+        events.setdefault(rule_id, []).append(event_id)
+    for tmp in ("_eval_rules", "_eval_lookback", "_eval_cond"):
+        con.execute(f"DROP TABLE IF EXISTS temp.{tmp}")
+    return conds, events
+
+
+def _judge(a: Assessment, j: Judgement, previous: dict | None, t: datetime, expired: bool, watched: datetime | None,
+           conds: dict[str, Condition], events: dict[str, list[str]], specs: list[tuple[str, str, Rule]]) -> Verdict:
+    why: dict[str, list] = {"contradict": [], "pressure": [], "support": []}
+    ev: dict[str, list[str]] = {"contradict": [], "pressure": [], "support": []}
+    for role, desc, rule in specs:
+        c = conds.get(rule.id)
+        if c is None or not c.active:
+            continue
+        why[role].append({"what": desc, **{k: v for k, v in c.facts.items() if v is not None}})
+        ev[role] += [e for e in events.get(rule.id, []) if e not in ev[role]]
+    was = (previous or {}).get("status")
+    facts = {"supporting_events": len(ev["support"])}
+    if was == "contradicted" and not why["contradict"]:
+        # A judgement once contradicted stays so: what contradicted it keeps its evidence.
+        status, event_ids = "contradicted", list((previous or {}).get("event_ids") or [])
+        facts["contradicted_by"] = (previous or {}).get("facts", {}).get("contradicted_by")
+        facts["contradicted_at"] = (previous or {}).get("facts", {}).get("contradicted_at")
+    elif why["contradict"]:
+        status, event_ids = "contradicted", ev["contradict"]
+        facts["contradicted_by"] = why["contradict"]
+        facts["contradicted_at"] = t.isoformat() if was != "contradicted" else (previous or {}).get("facts", {}).get("contradicted_at")
+    elif why["pressure"]:
+        status, event_ids = "under_pressure", ev["pressure"]
+        facts["pressure"] = why["pressure"]
+    else:
+        status, event_ids = "holding", ev["support"][-5:]
+    outcome = None
+    if expired:
+        facts["was"] = status
+        if status == "contradicted":
+            outcome = "failed"
+        elif watched is None or watched > a.cutoff:
+            outcome = "unobserved"  # Marsad did not watch the whole window: it cannot say it held
+            facts["watched_since"] = watched.isoformat() if watched else None
+        elif j.requires_support and not ev["support"]:
+            outcome, event_ids = "failed", []
+            facts["missing_support"] = f"no {' or '.join(j.supported_by)} event in the window"
+        else:
+            outcome = "held"
+        status = "expired"
+    return Verdict(a.key(j), status, outcome, event_ids, facts)
+
+
+HISTORY_COLUMNS = {
+    "assessment_id": "VARCHAR", "judgement_id": "VARCHAR", "changed_at": "TIMESTAMPTZ", "status": "VARCHAR",
+    "previous": "VARCHAR", "outcome": "VARCHAR", "likelihood": "VARCHAR", "probability": "DOUBLE",
+    "window_end": "TIMESTAMPTZ", "event_ids": "VARCHAR[]", "facts": "JSON", "alert_id": "VARCHAR",
+}
+
+
+def latest(con) -> dict[str, dict]:
+    """The last recorded status of every judgement, by ``assessment/judgement`` key."""
+    rows = con.execute(
+        """SELECT assessment_id || '/' || judgement_id, status, outcome, changed_at, event_ids, facts, alert_id,
+                  likelihood, probability, window_end
+           FROM judgement_status_v"""
+    ).fetchall()
+    keys = ("status", "outcome", "changed_at", "event_ids", "facts", "alert_id", "likelihood", "probability", "window_end")
+    out = {}
+    for key, *r in rows:
+        d = dict(zip(keys, r))
+        d["facts"] = json.loads(d["facts"]) if isinstance(d["facts"], str) else (d["facts"] or {})
+        out[key] = d
+    return out
+
+
+def evaluate_judgements(con: duckdb.DuckDBPyConnection, assessments: list[Assessment], now: datetime) -> list[dict]:
+    """Every judgement's status at ``now``; changes are recorded and queued for the assessment's
+    channel. Returns the notifications queued. One transaction; a repeat at the same time adds nothing."""
+    if not assessments:
+        return []
+    with transaction(con):
+        watched = history_start(con)
+        prev = latest(con)
+        # Judgements still open, grouped by the time they are judged at: now, or the end of
+        # their window for those that expired since the last evaluation (one evaluator call each).
+        groups: dict[datetime, list[tuple[Assessment, Judgement, bool]]] = {}
+        for a in assessments:
+            if a.cutoff > now:
+                continue  # its window has not begun
+            for j in a.judgements:
+                if (prev.get(a.key(j)) or {}).get("status") == "expired":
+                    continue
+                end = j.window.end(a.cutoff)
+                t = min(now, end)
+                groups.setdefault(t, []).append((a, j, now >= end))
+        queued = []
+        for t, items in sorted(groups.items()):
+            specs = {a.key(j): _rules_for(a, j, t) for a, j, _ in items}
+            conds, events = _watch(con, [s for ss in specs.values() for s in ss], t, watched)
+            for a, j, expired in items:
+                v = _judge(a, j, prev.get(a.key(j)), t, expired, watched, conds, events, specs[a.key(j)])
+                old = prev.get(v.key)
+                if old and old["status"] == v.status and old["outcome"] == v.outcome:
+                    continue
+                if old is None and v.status == "holding":
+                    _record(con, a, j, v, None, now, None)  # the first look: nothing changed, nobody to tell
+                    continue
+                queued += _notify(con, a, j, v, old, now)
+    return queued
+
+
+def _record(con, a: Assessment, j: Judgement, v: Verdict, old: dict | None, now: datetime, alert_id: str | None) -> None:
+    bulk_insert(con, "judgement_history", [dict(
+        assessment_id=a.id, judgement_id=j.id, changed_at=now, status=v.status, previous=(old or {}).get("status"),
+        outcome=v.outcome, likelihood=j.likelihood, probability=j.probability, window_end=j.window.end(a.cutoff),
+        event_ids=v.event_ids, facts=v.facts, alert_id=alert_id)], HISTORY_COLUMNS, conflict="DO NOTHING")
+
+
+_EVIDENCE_SQL = """
+SELECT e.event_id, e.indicator, e.first_report_at, e.title, e.n_outlets, e.languages, e.frame,
+       a.article_id, a.guid, a.source_id, coalesce(s.name, a.source_id), s.reliability, a.lang, a.title, a.url, a.published_at
+FROM events_v e
+JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id) LEFT JOIN sources s USING (source_id)
+WHERE list_contains($ids, e.event_id)
+QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY a.published_at, a.article_id) = 1
+ORDER BY e.first_report_at DESC, e.event_id
+"""
+
+
+def event_evidence(con, event_ids: list[str]) -> list[dict]:
+    """The events behind a status, newest first, with their frames (``events_v.frame``) and
+    their first report (the shape of an alert's evidence)."""
+    if not event_ids:
+        return []
+    out = []
+    for (eid, ind, first, etitle, outlets, langs, frame, aid, guid, src, name, rel, lang, title, url, pub) in con.execute(
+        _EVIDENCE_SQL, {"ids": list(event_ids)}
+    ).fetchall():
+        out.append(dict(event_id=eid, indicator=ind, first_report_at=first.isoformat(), n_outlets=outlets, languages=langs,
+                        frame=json.loads(frame) if isinstance(frame, str) else frame, article_id=aid, guid=guid, source_id=src,
+                        source=name, reliability=rel, lang=lang, title=title, url=url, published_at=pub.isoformat()))
+    return out
+
+
+def summary_line(a: Assessment, j: Judgement, status: str, outcome: str | None) -> str:
+    what = {"holding": "holding again", "under_pressure": "under pressure", "contradicted": "CONTRADICTED",
+            "expired": f"expired: {outcome}"}[status]
+    return f"{a.title} / {j.id}: {what} ({j.likelihood}: {j.text})"
+
+
+def _notify(con, a: Assessment, j: Judgement, v: Verdict, old: dict | None, now: datetime) -> list[dict]:
+    """Record a status change and queue it for the assessment's channel through the alert
+    outbox: an alert per episode away from ``holding`` (opened at the first such change,
+    updated in its thread by the next, resolved when the judgement holds again or expires).
+    The ONE place where judgements write alerts and notifications."""
+    key = a.key(j)
+    rule_id = f"judgement:{key}"
+    summary = summary_line(a, j, v.status, v.outcome)
+    ev = event_evidence(con, v.event_ids)
+    open_alert = con.execute(
+        "SELECT alert_id, (SELECT count(*) FROM notifications n WHERE n.alert_id = a.alert_id) FROM alerts a "
+        "WHERE rule_id = ? AND state = 'firing'", [rule_id]).fetchone()
+    closing = v.status in ("holding", "expired")
+    if open_alert is None:
+        alert_id = hashlib.sha1(f"{rule_id}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
+        bulk_insert(con, "alerts", [dict(
+            alert_id=alert_id, rule_id=rule_id, indicator=INDICATOR, kind="judgement", severity=_SEVERITY[v.status],
+            channel=a.channel, state="resolved" if closing else "firing", started_at=now, resolved_at=now if closing else None,
+            last_notified_at=now, summary=summary)], ALERT_COLUMNS)
+        seq, state = 1, "firing"  # the first message of its thread (an expiry with nothing before it stands alone)
+    else:
+        alert_id, n = open_alert
+        seq, state = n + 1, "resolved" if closing else "update"
+        con.execute(
+            """UPDATE alerts SET state = CASE WHEN $closing THEN 'resolved' ELSE state END,
+                                 resolved_at = CASE WHEN $closing THEN $now ELSE resolved_at END,
+                                 last_notified_at = $now, summary = $summary WHERE alert_id = $id""",
+            {"closing": closing, "now": now, "summary": summary, "id": alert_id})
+        con.execute("INSERT INTO alert_events (alert_id, event_id, notified_at) SELECT ?, unnest(?::VARCHAR[]), ? ON CONFLICT DO NOTHING",
+                    [alert_id, v.event_ids, now]) if v.event_ids else None
+    if open_alert is None and v.event_ids:
+        con.execute("INSERT INTO alert_events (alert_id, event_id, notified_at) SELECT ?, unnest(?::VARCHAR[]), ? ON CONFLICT DO NOTHING",
+                    [alert_id, v.event_ids, now])
+    end = j.window.end(a.cutoff)
+    payload = {
+        "indicator": INDICATOR, "rule": rule_id, "kind": "judgement", "state": state, "at": now.isoformat(),
+        "severity": _SEVERITY[v.status], "summary": summary,
+        "rationale": f"{a.title} ({a.source}, cut-off {a.cutoff:%Y-%m-%d}): {j.text}",
+        "facts": {"window": f"{j.window} from the cut-off, until {end:%Y-%m-%d}", "events": len(v.event_ids) or None,
+                  **{k: v for k, v in v.facts.items() if k in ("days_since_previous",)}},
+        "events": v.event_ids,
+        "corroboration": {"articles": len(ev), "outlets": len({e["source_id"] for e in ev}),
+                          "languages": sorted({e["lang"] for e in ev})} if ev else {},
+        "evidence": ev,
+        "judgement": {"assessment": a.id, "id": j.id, "title": a.title, "text": j.text, "likelihood": j.likelihood,
+                      "probability": j.probability, "status": v.status, "previous": (old or {}).get("status"),
+                      "outcome": v.outcome, "window_end": end.isoformat(), "why": v.facts,
+                      "frames": [{"event_id": e["event_id"], "frame": e["frame"]} for e in ev if e.get("frame")]},
+    }
+    _record(con, a, j, v, old, now, alert_id)
+    bulk_insert(con, "notifications", [dict(notification_id=f"{alert_id}:{seq}", alert_id=alert_id, seq=seq, state=state,
+                                            created_at=now, channel=a.channel, payload=payload)], NOTIFICATION_COLUMNS)
+    return [payload]
+
+
+def boundaries(assessments: list[Assessment], horizon_end: datetime) -> list[datetime]:
+    """Times at which a judgement's status changes without a new event (its window's end), for
+    ``marsad replay``, which evaluates only when something can change."""
+    return [t for a in assessments for j in a.judgements if (t := j.window.end(a.cutoff)) <= horizon_end]
