@@ -439,8 +439,10 @@ def evaluate_judgements(con: duckdb.DuckDBPyConnection, assessments: list[Assess
                 old = prev.get(v.key)
                 if old and old["status"] == v.status and old["outcome"] == v.outcome:
                     continue
-                if old is None and v.status == "holding":
-                    _record(con, a, j, v, None, now, None)  # the first look: nothing changed, nobody to tell
+                if old is None and (v.status == "holding" or v.outcome == "unobserved"):
+                    # The first look finds nothing to tell: holding, or a window that ended before
+                    # Marsad watched (an old assessment added to the directory). Recorded only.
+                    _record(con, a, j, v, None, now, None)
                     continue
                 queued += _notify(con, a, j, v, old, now)
     return queued
@@ -540,7 +542,184 @@ def _notify(con, a: Assessment, j: Judgement, v: Verdict, old: dict | None, now:
     return [payload]
 
 
-def boundaries(assessments: list[Assessment], horizon_end: datetime) -> list[datetime]:
+def condition_rules(assessments: list[Assessment]) -> list[Rule]:
+    """The judgements' conditions as rules, for ``marsad replay``'s boundaries (a flatline that
+    starts, a pressure tripwire whose event leaves its window)."""
+    return [c.rule(_rule_id(a.key(j), f"x{k}")) for a in assessments for j in a.judgements for k, c in enumerate(j.conditions)]
+
+
+def window_ends(assessments: list[Assessment], horizon_end: datetime) -> list[datetime]:
     """Times at which a judgement's status changes without a new event (its window's end), for
     ``marsad replay``, which evaluates only when something can change."""
     return [t for a in assessments for j in a.judgements if (t := j.window.end(a.cutoff)) <= horizon_end]
+
+
+# ----------------------------------------------------------------------------- where people look
+
+
+def _left(end: datetime, now: datetime) -> str:
+    if now >= end:
+        return "over"
+    d = end - now
+    return f"{d.days} d" if d.days >= 1 else f"{int(d.total_seconds() // 3600)} h"
+
+
+def _why_text(status: str, outcome: str | None, facts: dict) -> str | None:
+    """The evidence that is not an event: a condition's facts (a flatline's quiet spell)."""
+    for key in ("contradicted_by", "pressure"):
+        for w in facts.get(key) or []:
+            if "last_event_at" in w or w.get("events") == 0:
+                last = (w.get("last_event_at") or "")[:10] or "never"
+                return f"{w['what']}: {w.get('events', 0)} event(s) in {w.get('window')}, last {last}"
+    if facts.get("missing_support"):
+        return facts["missing_support"]
+    if facts.get("watched_since") is not None or outcome == "unobserved":
+        return "Marsad did not watch the whole window"
+    return None
+
+
+def status_rows(con, assessments: list[Assessment], now: datetime) -> list[dict]:
+    """One plain dict per judgement of the files (for ``marsad judgements status`` and the
+    board's panel): its status, the window left, and the last evidence (the newest event behind
+    the status, with its frame, or the condition that holds). Works on the primary warehouse
+    or the analysts' read copy."""
+    prev = latest(con)
+    ids = sorted({e for p in prev.values() for e in (p["event_ids"] or [])})
+    ev = {e["event_id"]: e for e in event_evidence(con, ids)}
+    order = {"contradicted": 0, "under_pressure": 1, "holding": 2, "not started": 3, "not evaluated": 4, "expired": 5}
+    rows = []
+    for a in assessments:
+        for j in a.judgements:
+            p = prev.get(a.key(j))
+            end = j.window.end(a.cutoff)
+            status = p["status"] if p else ("not started" if now < a.cutoff else "not evaluated")
+            evs = sorted((ev[e] for e in (p or {}).get("event_ids") or [] if e in ev), key=lambda e: e["first_report_at"])
+            last = evs[-1] if evs else None
+            rows.append({
+                "assessment": a.id, "assessment_title": a.title, "source": a.source, "cutoff": a.cutoff.isoformat(),
+                "channel": a.channel, "judgement": j.id, "key": a.key(j), "text": j.text, "likelihood": j.likelihood,
+                "probability": j.probability, "status": status, "outcome": (p or {}).get("outcome"),
+                "since": p["changed_at"].isoformat() if p else None, "window_end": end.isoformat(), "window_left": _left(end, now),
+                "events": len(evs),
+                "last_evidence": {k: last.get(k) for k in ("event_id", "indicator", "first_report_at", "title", "url", "source", "lang", "frame")}
+                if last else None,
+                "note": _why_text(status, (p or {}).get("outcome"), (p or {}).get("facts") or {}),
+            })
+    rows.sort(key=lambda r: (order.get(r["status"], 9), r["window_end"], r["key"]))
+    return rows
+
+
+def _status_label(r: dict) -> str:
+    return f"expired: {r['outcome']}" if r["status"] == "expired" else r["status"].replace("_", " ")
+
+
+def _frame_text(frame: dict | None) -> str:
+    if not frame:
+        return ""
+    parts = [frame.get("actor"), frame.get("action"), frame.get("target")]
+    return " ".join(str(p) for p in parts if p)
+
+
+def format_status(rows: list[dict]) -> str:
+    """``marsad judgements status``: a table with a header, one line per judgement, and its
+    evidence under it."""
+    if not rows:
+        return "no judgements (write one in the assessments directory: README, \"Key judgements\")"
+    head = f"{'status':<20} {'likelihood':<20} {'window left':<11} {'since':<16}  judgement"
+    out = [head, "-" * len(head)]
+    for r in rows:
+        since = (r["since"] or "-")[:16].replace("T", " ")
+        out.append(f"{_status_label(r):<20} {r['likelihood']:<20} {r['window_left']:<11} {since:<16}  {r['key']}")
+        e = r["last_evidence"]
+        if e:
+            frame = _frame_text(e.get("frame"))
+            out.append(f"{'':<20} last evidence: {e['first_report_at'][:16].replace('T', ' ')} {e['indicator']}: {e['title']}"
+                       + (f" [{frame}]" if frame else "") + (f" ({r['events']} events)" if r["events"] > 1 else ""))
+        if r["note"]:
+            out.append(f"{'':<20} {r['note']}")
+    return "\n".join(out)
+
+
+def report(con) -> dict:
+    """The track record of the judgements that expired with an outcome (held or failed), per
+    likelihood band: how many, how many held, what the band says should hold, and the Brier
+    score of the stated likelihoods (the band's midpoint) against what happened."""
+    rows = con.execute(
+        """SELECT likelihood, probability, outcome FROM judgement_status_v WHERE status = 'expired'"""
+    ).fetchall()
+    bands = {term: {"band": term, "range": list(YARDSTICK[term]), "n": 0, "held": 0, "_sq": 0.0} for term in YARDSTICK}
+    unobserved = 0
+    for term, p, outcome in rows:
+        if outcome not in ("held", "failed"):
+            unobserved += 1
+            continue
+        b = bands.setdefault(term, {"band": term, "range": [p, p], "n": 0, "held": 0, "_sq": 0.0})
+        held = outcome == "held"
+        # The likelihood is that of what the judgement states; it held when things went the way it leaned.
+        happened = held if p >= 0.5 else not held
+        b["n"] += 1
+        b["held"] += held
+        b["_sq"] += (p - happened) ** 2
+    out, total_sq, total_n = [], 0.0, 0
+    for b in bands.values():
+        lo, hi = b["range"]
+        b["expected_held"] = [lo, hi] if (lo + hi) / 2 >= 0.5 else [round(1 - hi, 2), round(1 - lo, 2)]
+        b["brier"] = round(b["_sq"] / b["n"], 4) if b["n"] else None
+        total_sq, total_n = total_sq + b.pop("_sq"), total_n + b["n"]
+        out.append(b)
+    return {"bands": out, "n": total_n, "held": sum(b["held"] for b in out),
+            "brier": round(total_sq / total_n, 4) if total_n else None, "unobserved": unobserved}
+
+
+def format_report(rep: dict) -> str:
+    head = f"{'likelihood':<20} {'stated':>9} {'should hold':>12} {'expired':>7} {'held':>5} {'brier':>7}"
+    out = [head, "-" * len(head)]
+    for b in rep["bands"]:
+        lo, hi = b["range"]
+        elo, ehi = b["expected_held"]
+        brier = f"{b['brier']:.4f}" if b["brier"] is not None else "-"
+        out.append(f"{b['band']:<20} {f'{lo:.0%}-{hi:.0%}':>9} {f'{elo:.0%}-{ehi:.0%}':>12} {b['n']:>7} {b['held']:>5} {brier:>7}")
+    out.append("-" * len(head))
+    if rep["n"]:
+        out.append(f"{'all':<20} {'':>9} {'':>12} {rep['n']:>7} {rep['held']:>5} {rep['brier']:>7.4f}")
+    else:
+        out.append("no judgement has expired with an outcome yet: no track record, no Brier score")
+    if rep["unobserved"]:
+        out.append(f"{rep['unobserved']} expired judgement(s) left out: Marsad did not watch their whole window")
+    out.append("Brier: mean (p - happened)^2 over the judgements, p the band's midpoint; 0 is perfect, 0.25 is always saying 'even chance'.")
+    return "\n".join(out)
+
+
+_STATUS_CLASS = {"contradicted": "contradicted", "under_pressure": "pressure", "holding": "holding", "expired": "expired"}
+
+
+def panel_html(rows: list[dict]) -> str:
+    """The board's judgements panel as an HTML fragment (a ``<section>``): status, window left,
+    the last evidence. Every text is escaped; analysts' and feed text gets ``dir="auto"`` so
+    Arabic reads right to left. Links only to http(s) URLs."""
+    e = html.escape
+    out = ['<section class="marsad-judgements"><h2>Key judgements</h2>']
+    if not rows:
+        out.append('<p class="empty">No judgements: write one in the assessments directory.</p></section>')
+        return "".join(out)
+    out.append('<table><thead><tr><th>status</th><th>judgement</th><th>likelihood</th><th>window left</th>'
+               '<th>last evidence</th></tr></thead><tbody>')
+    for r in rows:
+        cls = _STATUS_CLASS.get(r["status"], "none")
+        ev = r["last_evidence"]
+        if ev:
+            title = e(ev["title"] or "")
+            url = ev.get("url") or ""
+            label = f'<a href="{e(url)}" rel="noopener noreferrer" target="_blank">{title}</a>' if url.startswith(("http://", "https://")) else title
+            frame = _frame_text(ev.get("frame"))
+            evidence = (f'<span dir="auto">{label}</span> <small>{e(ev["first_report_at"][:16].replace("T", " "))} · '
+                        f'{e(ev["indicator"])}{" · " + e(frame) if frame else ""}</small>')
+        else:
+            evidence = f'<span dir="auto">{e(r["note"] or "")}</span>'
+        out.append(
+            f'<tr class="judgement {cls}"><td>{e(_status_label(r))}</td>'
+            f'<td><div dir="auto">{e(r["text"])}</div><small dir="auto">{e(r["assessment_title"])} · {e(r["judgement"])}</small></td>'
+            f'<td>{e(r["likelihood"])}</td><td>{e(r["window_left"])}</td><td>{evidence}</td></tr>'
+        )
+    out.append("</tbody></table></section>")
+    return "".join(out)

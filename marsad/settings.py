@@ -143,6 +143,7 @@ class Paths(_Section):
     feeds: PathText = "sources/feeds.yaml"
     rules: PathText = "alerts/rules.yaml"
     indicators: PathText = "alerts/indicators"
+    assessments: PathText = "alerts/assessments"
 
 
 class Warehouse(_Section):
@@ -189,6 +190,7 @@ ENV: dict[str, str] = {
     "paths.feeds": "MARSAD_FEEDS",
     "paths.rules": "MARSAD_RULES",
     "paths.indicators": "MARSAD_INDICATORS",
+    "paths.assessments": "MARSAD_ASSESSMENTS",
     "warehouse.fetch_log_retention": "MARSAD_FETCH_LOG_RETENTION",
     "warehouse.pool": "MARSAD_WAREHOUSE_POOL",
     "warehouse.queue": "MARSAD_WAREHOUSE_QUEUE",
@@ -197,7 +199,8 @@ ENV: dict[str, str] = {
     "ops.channel": "MARSAD_OPS_CHANNEL",
     "ops.slack_conn_id": "MARSAD_SLACK_CONN_ID",
 }
-PATHS = ("paths.warehouse", "paths.staging", "paths.read_copy", "paths.feeds", "paths.rules", "paths.indicators")
+PATHS = ("paths.warehouse", "paths.staging", "paths.read_copy", "paths.feeds", "paths.rules", "paths.indicators",
+         "paths.assessments")
 
 
 @dataclass
