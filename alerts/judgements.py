@@ -549,9 +549,9 @@ def condition_rules(assessments: list[Assessment]) -> list[Rule]:
 
 
 def window_ends(assessments: list[Assessment], horizon_end: datetime) -> list[datetime]:
-    """Times at which a judgement's status changes without a new event (its window's end), for
-    ``marsad replay``, which evaluates only when something can change."""
-    return [t for a in assessments for j in a.judgements if (t := j.window.end(a.cutoff)) <= horizon_end]
+    """Times at which a judgement's status changes without a new event (its window's start and
+    end), for ``marsad replay``, which evaluates only when something can change."""
+    return [t for a in assessments for j in a.judgements for t in (a.cutoff, j.window.end(a.cutoff)) if t <= horizon_end]
 
 
 # ----------------------------------------------------------------------------- where people look

@@ -333,7 +333,9 @@ def cmd_judgements(args) -> int:
     from warehouse import db
 
     settings = _settings(args)
-    assessments = load_assessments(settings.assessments, settings.classifier().ids)  # ConfigError: file:line errors, exit 2
+    # Indicator ids from the file names: compiling the pack is not needed to show a status.
+    ids = sorted(p.stem for p in settings.indicators.glob("*.yaml"))
+    assessments = load_assessments(settings.assessments, ids)  # ConfigError: file:line errors, exit 2
     if not settings.warehouse.exists():
         return _die(f"{settings.warehouse}: no warehouse yet (run an evaluation first: marsad run-once)", 1)
     with db.connect(settings.warehouse, read_only=True) as con:
