@@ -363,3 +363,14 @@ def test_a_status_change_reaches_the_assessment_channel_in_its_thread(con, tmp_p
     add_events(con, "nuclear_talks", [CUT + timedelta(days=30)])
     assert [n["state"] for n in evaluate_judgements(con, [a], CUT + timedelta(days=30, hours=1))] == ["resolved"]
     assert deliver(con, SlackSink(slack_client(slack.state.token, slack.base_url, timeout=2))).silenced == 1
+
+
+def test_the_readme_example_is_a_valid_assessment(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## For analysts: key judgements"):]
+    block = section[section.index("```yaml\n") + 8:]
+    d = write(tmp_path, "example.yaml", block[:block.index("```")])
+    (a,) = load_assessments(d, IDS)
+    assert [(j.id, j.likelihood, str(j.window)) for j in a.judgements] == [
+        ("talks-go-on", "likely", "3 month(s)"), ("no-direct-strike", "unlikely", "3 month(s)")]
+    assert a.cutoff == datetime(2025, 6, 11, tzinfo=UTC)
