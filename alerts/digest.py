@@ -1,8 +1,10 @@
 """The daily digest: the last 24 hours per indicator, with a chart, and the unhealthy sources.
 
-``build`` reads the warehouse and returns plain data; the digest is queued in the alert
-outbox like any notification (so it is delivered exactly once), and the Slack sink renders
-it with ``render_digest`` and uploads ``chart_png`` into its thread with the files API.
+``build`` reads the warehouse and returns the digest as a ``Notice`` (the one alert
+payload); ``queue`` hands it to the alert lifecycle (``alerts.lifecycle.apply``) as a
+one-shot notice, queued once per day in the outbox like any notification (so it is
+delivered exactly once, and a silence of ``digest`` holds it back), and the Slack sink
+renders it with ``render_digest`` and uploads ``chart_png`` into its thread with the files API.
 """
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ from datetime import datetime, timedelta
 
 import duckdb
 
+from alerts.lifecycle import Notice, Observation, apply
 from alerts.render import clip, escape, link
+from warehouse.db import transaction
 
 UNHEALTHY_AFTER = timedelta(hours=6)
 
 
-def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str]) -> dict:
+def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str], names: dict[str, str] | None = None) -> Notice:
     since = now - timedelta(hours=24)
     rows = con.execute(
         """SELECT e.indicator, count(DISTINCT e.event_id), count(DISTINCT a.article_id), count(DISTINCT a.source_id)
@@ -43,36 +47,45 @@ def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str]) 
            ORDER BY st.consecutive_failures DESC, s.source_id""",
         [now - UNHEALTHY_AFTER],
     ).fetchall()
-    return {
-        "indicator": "digest",
-        "rule": "daily-digest",
-        "kind": "digest",
-        "state": "digest",
-        "severity": "info",
-        "at": now.isoformat(),
-        "since": since.isoformat(),
-        "summary": f"Marsad digest: {sum(c['events'] for c in counts.values())} events in the last 24 hours",
-        "counts": counts,
-        "top": [
-            {"indicator": i, "title": t, "url": u, "source": s, "at": at.isoformat()} for i, t, u, s, at in top
-        ],
-        "unhealthy": [
-            {"source_id": sid, "name": name, "status": st, "failures": f, "last_success": ls.isoformat() if ls else None, "error": (err or "")[:200]}
-            for sid, name, st, f, ls, err in unhealthy
-        ],
-        "evidence": [],
-    }
+    return Notice(
+        indicator="digest", indicator_name="Marsad daily digest", rule="daily-digest", kind="digest", state="digest",
+        severity="info", at=now.isoformat(),
+        summary=f"Marsad digest: {sum(c['events'] for c in counts.values())} events in the last 24 hours",
+        detail={
+            "since": since.isoformat(),
+            "counts": counts,
+            "names": {ind: (names or {}).get(ind, ind) for ind in counts},
+            "top": [{"indicator": i, "title": t, "url": u, "source": s, "at": at.isoformat()} for i, t, u, s, at in top],
+            "unhealthy": [
+                {"source_id": sid, "name": name, "status": st, "failures": f, "last_success": ls.isoformat() if ls else None,
+                 "error": (err or "")[:200]}
+                for sid, name, st, f, ls, err in unhealthy
+            ],
+        },
+    )
+
+
+def queue(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str], channel: str,
+          names: dict[str, str] | None = None) -> dict:
+    """Queue today's digest (once per day: a re-run queues nothing new); returns its payload."""
+    notice = build(con, now, indicators, names)
+    key = f"digest:{now.date().isoformat()}"
+    with transaction(con):
+        apply(con, [Observation(rule_id=key, indicator="digest", kind="digest", severity="info", channel=channel, active=True,
+                                summary=notice.summary, oneshot=True)], now, lambda moves: {key: notice})
+    return notice.to_payload()
 
 
 def render_digest(d: dict) -> tuple[str, list[dict]]:
     text = escape(d["summary"])
-    lines = [f"`{ind}` {c['events']} event(s), {c['articles']} report(s), {c['outlets']} outlet(s)" for ind, c in sorted(d["counts"].items()) if c["events"]]
+    names = d.get("names") or {}
+    lines = [f"*{escape(names.get(ind, ind))}* {c['events']} event(s), {c['articles']} report(s), {c['outlets']} outlet(s)" for ind, c in sorted(d["counts"].items()) if c["events"]]
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Marsad daily digest", "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": clip(text + "\n" + ("\n".join(lines) or "_No indicator events in the last 24 hours._"))}},
     ]
     if d["top"]:
-        top = "\n".join(f"• `{e['indicator']}` {link(e['url'], e['title'])} — {escape(e['source'])}" for e in d["top"])
+        top = "\n".join(f"• _{escape(names.get(e['indicator'], e['indicator']))}_ {link(e['url'], e['title'])} — {escape(e['source'])}" for e in d["top"])
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip("*Latest events*\n" + top)}})
     if d["unhealthy"]:
         bad = "\n".join(f"• {escape(s['name'])} (`{s['source_id']}`): {s['failures']} failure(s), {escape(s['error'])}" for s in d["unhealthy"])

@@ -14,17 +14,18 @@ Python decides per rule (not per event) and builds the payloads.
 """
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 
-from alerts.rules import Rule, RulePack
+from alerts.lifecycle import ALERT_COLUMNS, NOTIFICATION_COLUMNS, Notice, Observation, Transition, apply  # noqa: F401 (re-exported)
+from alerts.rules import Rule, RulePack, indicators_dir
 from sources.configfile import format_duration
 from warehouse.db import transaction
-from warehouse.load import bulk_insert
 
 
 @dataclass
@@ -246,70 +247,133 @@ def evidence(con: duckdb.DuckDBPyConnection) -> dict[str, list[dict]]:
     return out
 
 
-def corroboration(ev: list[dict]) -> list[dict]:
-    """Per event, over all its reports: how many articles, outlets and languages (as ``events_v``)."""
+# What each event of ``_eval_want`` is about, over all its reports: the attacker of the first
+# report's event frame (else the actor its reports name most, ops' own forces last), the place
+# the attack landed (never where it was fired from), the weapon named most.
+_EVENT_ENTITIES_SQL = """
+WITH ev AS (SELECT DISTINCT event_id FROM _eval_want),
+framed AS (
+    SELECT ea.event_id, arg_min(ai.frame->>'actor_entity', a.published_at) FILTER (WHERE ai.frame->>'actor_entity' IS NOT NULL) AS actor
+    FROM ev JOIN event_articles ea USING (event_id) JOIN events e USING (event_id) JOIN articles a USING (article_id)
+    JOIN article_indicators ai ON ai.article_id = ea.article_id AND ai.indicator = e.indicator
+    GROUP BY ea.event_id),
+named AS (
+    SELECT ea.event_id, ae.gazetteer, ae.entity_id,
+           count(*) AS n,
+           CASE WHEN ae.gazetteer = 'places' THEN (coalesce(ae.role, 'other') = 'target')::INT
+                WHEN ae.gazetteer = 'actors' THEN CASE ae.kind WHEN 'us_military' THEN -2 WHEN 'descriptor' THEN -1 ELSE 0 END
+                ELSE 0 END AS pref
+    FROM ev JOIN event_articles ea USING (event_id) JOIN article_entities ae USING (article_id)
+    WHERE ae.gazetteer IN ('places', 'actors', 'weapons') AND coalesce(ae.role, 'other') <> 'launch'
+    GROUP BY ALL),
+best AS (
+    SELECT event_id, gazetteer, arg_max(entity_id, (pref, n, entity_id)) AS entity_id FROM named GROUP BY ALL)
+SELECT ev.event_id,
+       any_value(b.entity_id) FILTER (WHERE b.gazetteer = 'places'),
+       coalesce(any_value(f.actor), any_value(b.entity_id) FILTER (WHERE b.gazetteer = 'actors')),
+       any_value(b.entity_id) FILTER (WHERE b.gazetteer = 'weapons')
+FROM ev LEFT JOIN best b USING (event_id) LEFT JOIN framed f USING (event_id)
+GROUP BY ev.event_id
+"""
+
+
+def event_entities(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
+    """Place, actor and weapon of each event of ``_eval_want``, by display name."""
+    names = entity_names()
+    out = {}
+    for event_id, place, actor, weapon in con.execute(_EVENT_ENTITIES_SQL).fetchall():
+        out[event_id] = {k: names.get(v, v.replace("_", " ")) for k, v in (("place", place), ("actor", actor), ("weapon", weapon)) if v}
+    return out
+
+
+def _mtimes(directory: Path) -> tuple:
+    return tuple((str(f), f.stat().st_mtime_ns) for f in sorted(directory.glob("*.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _entity_names(directory: Path, _mtimes: tuple) -> dict[str, str]:
+    from alerts.matching import Gazetteers
+    from sources.configfile import ConfigError
+
+    try:
+        gaz = Gazetteers.load(directory)
+    except (ConfigError, OSError):
+        return {}  # the ids stand in; `marsad config check` reports the file
+    return {e.id: (e.en or e.ar or [e.id])[0].replace("*", "") for entries in gaz.entries.values() for e in entries}
+
+
+def entity_names() -> dict[str, str]:
+    """Gazetteer entry id -> display name (its first English name), read again when a file changes."""
+    directory = indicators_dir().parent / "gazetteers"
+    return _entity_names(directory, _mtimes(directory)) if directory.is_dir() else {}
+
+
+def indicator_names(directory: str | Path | None = None) -> dict[str, str]:
+    """Indicator id -> its name, as the board shows it (the board's reading of the indicator files)."""
+    from alerts.board import _indicators
+
+    directory = Path(directory) if directory else indicators_dir()
+    if not directory.is_dir():
+        return {}
+    found, _ = _indicators(directory)
+    return {i["id"]: i["name"] for i in found}
+
+
+def corroboration(ev: list[dict], entities: dict[str, dict] | None = None) -> list[dict]:
+    """Per event, over all its reports: how many articles, outlets and languages (as
+    ``events_v``), and its place, actor and weapon when known."""
     per: dict[str, list[dict]] = {}
     for e in ev:
         per.setdefault(e["event_id"], []).append(e)
     return [
-        {"event_id": k, "n_articles": len(v), "n_outlets": len({e["source_id"] for e in v}), "languages": sorted({e["lang"] for e in v})}
+        {"event_id": k, "n_articles": len(v), "n_outlets": len({e["source_id"] for e in v}), "languages": sorted({e["lang"] for e in v}),
+         **(entities or {}).get(k, {})}
         for k, v in sorted(per.items(), key=lambda kv: (kv[1][0]["published_at"], kv[0]))
     ]
 
 
-def _alert_id(rule: Rule, first_event: str | None, now: datetime) -> str:
-    return hashlib.sha1(f"{rule.id}\x1f{first_event}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
-
-
-def _payload(rule: Rule, state: str, now: datetime, cond: Condition, ev: list[dict], summary: str) -> dict:
+def _notice(rule: Rule, state: str, now: datetime, cond: Condition, ev: list[dict], summary: str,
+            entities: dict[str, dict], name: str | None) -> Notice:
     outlets = sorted({e["source_id"] for e in ev})
     langs = sorted({e["lang"] for e in ev})
-    return {
-        "indicator": rule.indicator,
-        "rule": rule.id,
-        "kind": rule.kind,
-        "state": state,
-        "at": now.isoformat(),
-        "severity": rule.severity,
-        "summary": summary,
-        "rationale": rule.rationale,
-        "facts": cond.facts,
-        "events": sorted({e["event_id"] for e in ev}),
-        "corroboration": {"articles": len(ev), "outlets": len(outlets), "languages": langs, "events": corroboration(ev)},
-        "evidence": ev,
-    }
+    return Notice(
+        indicator=rule.indicator, indicator_name=name, rule=rule.id, kind=rule.kind, state=state, at=now.isoformat(),
+        severity=rule.severity, summary=summary, rationale=rule.rationale, facts=cond.facts,
+        events=sorted({e["event_id"] for e in ev}),
+        corroboration={"articles": len(ev), "outlets": len(outlets), "languages": langs, "events": corroboration(ev, entities)},
+        evidence=ev,
+    )
 
 
-def _summary(rule: Rule, cond: Condition, state: str) -> str:
+def _summary(rule: Rule, cond: Condition, state: str, name: str | None = None) -> str:
     f = cond.facts
+    who = name or rule.indicator
     if state == "resolved":
-        return f"{rule.indicator}: condition of {rule.id} has cleared"
+        return f"{who}: condition of {rule.id} has cleared"
     if rule.kind == "tripwire":
-        return f"{rule.indicator}: {f['events']} new event(s) in the last {f['window']}"
+        return f"{who}: {f['events']} new event(s) in the last {f['window']}"
     if rule.kind == "threshold":
-        return f"{rule.indicator}: {f['events']} events in {f['window']} (threshold {f['threshold']})"
+        return f"{who}: {f['events']} events in {f['window']} (threshold {f['threshold']})"
     if rule.kind == "resumption":
         since = f.get("days_since_previous")
         gap = f"{since} days after the previous event" if since is not None else "the first event seen"
-        return f"{rule.indicator}: resumed after a quiet period of at least {f['quiet']} ({gap})"
+        return f"{who}: resumed after a quiet period of at least {f['quiet']} ({gap})"
     if rule.kind == "flatline":
-        return f"{rule.indicator}: only {f['events']} event(s) in {f['window']} (expected at least {f['minimum']})"
-    return f"{rule.indicator}: {f['events']} events in {f['window']} vs {f['expected']} expected from the baseline"
+        return f"{who}: only {f['events']} event(s) in {f['window']} (expected at least {f['minimum']})"
+    return f"{who}: {f['events']} events in {f['window']} vs {f['expected']} expected from the baseline"
 
 
-# Open alerts of the pack's rules, with how many notifications each has had (the next seq)
-# and whether its rule's condition now holds events it has not told about yet.
-_OPEN_SQL = """
-SELECT a.rule_id, a.alert_id, a.last_notified_at, a.acked_at,
-       (SELECT count(*) FROM notifications n WHERE n.alert_id = a.alert_id) AS n_notes,
-       EXISTS (SELECT 1 FROM _eval_cond c
-               WHERE c.rule_id = a.rule_id
-                 AND NOT EXISTS (SELECT 1 FROM alert_events ae WHERE ae.alert_id = a.alert_id AND ae.event_id = c.event_id)) AS fresh
+# Firing alerts of the pack's rules whose condition now holds events they have not told about yet.
+_FRESH_SQL = """
+SELECT a.rule_id
 FROM alerts a
 WHERE a.state = 'firing' AND a.rule_id IN (SELECT rule_id FROM _eval_rules)
+  AND EXISTS (SELECT 1 FROM _eval_cond c
+              WHERE c.rule_id = a.rule_id
+                AND NOT EXISTS (SELECT 1 FROM alert_events ae WHERE ae.alert_id = a.alert_id AND ae.event_id = c.event_id))
 """
 
-_ACTIONS_JSON = json.dumps([{"alert_id": "VARCHAR", "rule_id": "VARCHAR", "state": "VARCHAR", "summary": "VARCHAR"}])
+_ACTIONS_JSON = json.dumps([{"alert_id": "VARCHAR", "rule_id": "VARCHAR", "state": "VARCHAR"}])
 
 # The events each notification tells about: all of its condition's (a new alert, a repeat),
 # those it has not told about yet (an update), or all it ever told about (resolved).
@@ -329,81 +393,49 @@ WHERE x.state = 'resolved'
 _TEMP_TABLES = ("_eval_rules", "_eval_lookback", "_eval_cond", "_eval_actions", "_eval_want")
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime) -> list[dict]:
-    """Evaluate every enabled rule at ``now``; returns the notifications queued."""
+def evaluate(con: duckdb.DuckDBPyConnection, pack: RulePack, now: datetime, names: dict[str, str] | None = None) -> list[dict]:
+    """Evaluate every enabled rule at ``now``; the alert lifecycle (``alerts.lifecycle.apply``)
+    decides what to tell. Returns the notifications queued. ``names``: indicator id -> name
+    (read from the indicator files when not given)."""
     rules = pack.active()
     if not rules:
         return []
+    if names is None:
+        names = indicator_names()
+    by_id = {r.id: r for r in rules}
     with transaction(con):
         conds = conditions(con, rules, now, history_start(con))
-        open_alerts = {r[0]: r for r in con.execute(_OPEN_SQL).fetchall()}
-        new_alerts, actions = [], []
-        for rule in rules:
-            cond = conds[rule.id]
-            current = open_alerts.get(rule.id)
-            if current is None:
-                if cond.active:
-                    alert_id = _alert_id(rule, cond.first_event, now)
-                    summary = _summary(rule, cond, "firing")
-                    new_alerts.append(
-                        dict(alert_id=alert_id, rule_id=rule.id, indicator=rule.indicator, kind=rule.kind, severity=rule.severity,
-                             channel=pack.channel_for(rule), state="firing", started_at=now, resolved_at=None, last_notified_at=now,
-                             summary=summary)
-                    )
-                    actions.append((rule, alert_id, 1, "firing", cond, summary))
-                continue
-            _, alert_id, last_notified, acked_at, n_notes, fresh = current
-            if not cond.active:
-                state = "resolved"
-            elif fresh:
-                state = "update"
-            elif acked_at is None and now - last_notified >= timedelta(seconds=rule.repeat):
-                state = "repeat"
-            else:
-                continue
-            actions.append((rule, alert_id, n_notes + 1, state, cond, _summary(rule, cond, state)))
+        fresh = {r[0] for r in con.execute(_FRESH_SQL).fetchall()}
+        observed = [
+            Observation(rule_id=r.id, indicator=r.indicator, kind=r.kind, severity=r.severity, channel=pack.channel_for(r),
+                        active=conds[r.id].active, summary=_summary(r, conds[r.id], "firing" if conds[r.id].active else "resolved",
+                                                                     names.get(r.indicator)),
+                        repeat_s=r.repeat, fresh=r.id in fresh)
+            for r in rules
+        ]
 
-        notes = []
-        if actions:
-            acts = [dict(alert_id=a, rule_id=r.id, state=st, summary=summ) for r, a, _, st, _, summ in actions]
+        def build(moves: list[Transition]) -> dict[str, Notice]:
+            acts = [dict(alert_id=m.alert_id, rule_id=m.obs.rule_id, state=m.state) for m in moves]
             con.execute(f"CREATE OR REPLACE TEMP TABLE _eval_actions AS SELECT unnest(from_json(?, '{_ACTIONS_JSON}'), recursive := true)",
                         [json.dumps(acts)])
             con.execute(_WANT_SQL)
             ev = evidence(con)
+            ents = event_entities(con)
             con.execute(
                 """INSERT INTO alert_events (alert_id, event_id, notified_at)
                    SELECT alert_id, event_id, ? FROM _eval_want WHERE state IN ('firing', 'update') ON CONFLICT DO NOTHING""",
                 [now],
             )
-            con.execute(
-                """UPDATE alerts SET state = CASE WHEN x.state = 'resolved' THEN 'resolved' ELSE alerts.state END,
-                                     resolved_at = CASE WHEN x.state = 'resolved' THEN $now ELSE alerts.resolved_at END,
-                                     last_notified_at = $now,
-                                     summary = CASE WHEN x.state = 'resolved' THEN alerts.summary ELSE x.summary END
-                   FROM _eval_actions x WHERE alerts.alert_id = x.alert_id AND x.state <> 'firing'""",
-                {"now": now},
-            )
-            for rule, alert_id, seq, state, cond, summary in actions:
-                notes.append((alert_id, seq, state, pack.channel_for(rule), _payload(rule, state, now, cond, ev.get(alert_id, []), summary)))
+            out = {}
+            for m in moves:
+                rule = by_id[m.obs.rule_id]
+                name = names.get(rule.indicator)
+                summary = _summary(rule, conds[rule.id], m.state, name)
+                m.summary = summary if m.state != "resolved" else m.summary
+                out[m.alert_id] = _notice(rule, m.state, now, conds[rule.id], ev.get(m.alert_id, []), summary, ents, name)
+            return out
+
+        queued = apply(con, observed, now, build, first={r.id: conds[r.id].first_event for r in rules})
         for t in _TEMP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS temp.{t}")
-
-        bulk_insert(con, "alerts", new_alerts, ALERT_COLUMNS)
-        rows = [
-            dict(notification_id=f"{a}:{s}", alert_id=a, seq=s, state=st, created_at=now, channel=ch, payload=p)
-            for a, s, st, ch, p in notes
-        ]
-        bulk_insert(con, "notifications", rows, NOTIFICATION_COLUMNS)
-        queued = [r["payload"] for r in rows]
     return queued
-
-
-ALERT_COLUMNS = {
-    "alert_id": "VARCHAR", "rule_id": "VARCHAR", "indicator": "VARCHAR", "kind": "VARCHAR", "severity": "VARCHAR",
-    "channel": "VARCHAR", "state": "VARCHAR", "started_at": "TIMESTAMPTZ", "resolved_at": "TIMESTAMPTZ",
-    "last_notified_at": "TIMESTAMPTZ", "summary": "VARCHAR",
-}
-NOTIFICATION_COLUMNS = {
-    "notification_id": "VARCHAR", "alert_id": "VARCHAR", "seq": "INTEGER", "state": "VARCHAR",
-    "created_at": "TIMESTAMPTZ", "channel": "VARCHAR", "payload": "JSON",
-}

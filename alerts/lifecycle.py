@@ -1,22 +1,191 @@
-"""Silences and acknowledgements, set by ops with the CLI and recorded in the warehouse.
+"""The alert lifecycle: one typed payload and one path for every notification.
+
+Rule alerts (``alerts.evaluate``), source health and broken config files (``alerts.ops``),
+the daily digest and the ingest deadline notice all describe what they tell ops as a
+``Notice`` and hand what they observed to ``apply``, the one function that opens, updates,
+repeats and resolves alerts and queues their notifications in the outbox
+(``notifications``, delivered by ``alerts.delivery``). So acknowledgements, silences, the
+repeat interval and resolution work the same way for all of them:
+
+* an alert *fires* when its condition starts to hold (a new ``alerts`` row, notification 1);
+* an *update* goes into its thread when the condition holds new evidence (new events, a
+  different error in the same file);
+* a *repeat* when it has been firing ``repeat_s`` since the last message, unless someone
+  acknowledged it (``ack``): an acknowledgement stops repeats, never updates or the
+  resolution;
+* it *resolves* when the condition no longer holds;
+* a *one-shot* notice (the digest) has no alert row: it is queued once under its key.
 
 A *silence* (by indicator or by rule, time-boxed, with a reason) keeps the notifications
-created inside it out of Slack: they stay in the outbox marked ``silenced``, so nothing is
-lost and the history shows what was held back. An *acknowledgement* of a firing alert stops
-its repeats; new evidence and the resolution are still posted.
+created inside it out of Slack: delivery marks them ``silenced`` (``silenced`` here says
+whether one applies), so nothing is lost and the history shows what was held back.
 """
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
+from typing import Callable
 
 import duckdb
 
 from warehouse.db import transaction
+from warehouse.load import bulk_insert
 
 
 class LifecycleError(ValueError):
     pass
+
+
+ALERT_COLUMNS = {
+    "alert_id": "VARCHAR", "rule_id": "VARCHAR", "indicator": "VARCHAR", "kind": "VARCHAR", "severity": "VARCHAR",
+    "channel": "VARCHAR", "state": "VARCHAR", "started_at": "TIMESTAMPTZ", "resolved_at": "TIMESTAMPTZ",
+    "last_notified_at": "TIMESTAMPTZ", "summary": "VARCHAR",
+}
+NOTIFICATION_COLUMNS = {
+    "notification_id": "VARCHAR", "alert_id": "VARCHAR", "seq": "INTEGER", "state": "VARCHAR",
+    "created_at": "TIMESTAMPTZ", "channel": "VARCHAR", "payload": "JSON",
+}
+
+
+@dataclass
+class Notice:
+    """What one notification tells ops: the outbox's ``payload`` (``to_payload``), what the
+    renderer (``alerts.render``) draws. ``detail`` holds what only one kind has (the digest's
+    counts, top events and unhealthy sources) and is stored at the top level of the payload."""
+
+    indicator: str  # indicator id, or source_health | config | digest | pipeline
+    rule: str
+    kind: str  # the rule kind, or source_down | source_silent | config_error | digest | deadline
+    state: str  # firing | update | repeat | resolved | digest | deadline
+    at: str  # ISO 8601
+    severity: str
+    summary: str
+    rationale: str = ""
+    indicator_name: str | None = None  # as the board shows it
+    alert_id: str | None = None
+    facts: dict = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    corroboration: dict = field(default_factory=dict)
+    evidence: list[dict] = field(default_factory=list)
+    detail: dict = field(default_factory=dict)
+
+    def to_payload(self) -> dict:
+        d = asdict(self)
+        detail = d.pop("detail")
+        return {**detail, **d}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "Notice":
+        names = {f.name for f in fields(cls)} - {"detail"}
+        return cls(**{k: v for k, v in payload.items() if k in names},
+                   detail={k: v for k, v in payload.items() if k not in names})
+
+
+@dataclass
+class Observation:
+    """What a caller found for one alert key (``rule_id``) at one time: whether its condition
+    holds, and how to tell about it. ``notice(state, alert_id, summary)`` builds the payload,
+    only for the transitions ``apply`` decides on (the caller may fill in evidence then)."""
+
+    rule_id: str
+    indicator: str
+    kind: str
+    severity: str
+    channel: str
+    active: bool
+    summary: str = ""
+    repeat_s: int | None = None  # None: never repeated
+    fresh: bool = False  # new evidence the open alert has not told about: an update
+    oneshot: bool = False  # a notice without an alert row (the digest): queued once under rule_id
+
+
+@dataclass
+class Transition:
+    """One notification ``apply`` queues: the alert it belongs to and its state."""
+
+    obs: Observation
+    alert_id: str
+    seq: int
+    state: str
+    summary: str
+    notice: Notice | None = None
+
+
+def alert_id_for(rule_id: str, first: str | None, now: datetime) -> str:
+    return hashlib.sha1(f"{rule_id}\x1f{first}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
+
+
+def apply(con: duckdb.DuckDBPyConnection, observed: list[Observation], now: datetime,
+          build: Callable[[list[Transition]], dict[str, Notice]], first: dict[str, str | None] | None = None) -> list[dict]:
+    """Move the alerts of ``observed`` through their states at ``now`` and queue what to tell,
+    inside the caller's transaction (with the reading of the condition): a repeated call at the
+    same time finds the state it left and adds nothing. ``build`` gets the transitions decided and returns
+    their notices by alert id. ``first``: what names a new alert of a key (its first event),
+    so that its id is stable. Returns the payloads queued."""
+    if not observed:
+        return []
+    keyed = [o for o in observed if not o.oneshot]
+    open_alerts = {}
+    if keyed:
+        open_alerts = {r[0]: r[1:] for r in con.execute(
+            """SELECT a.rule_id, a.alert_id, a.last_notified_at, a.acked_at,
+                      (SELECT count(*) FROM notifications n WHERE n.alert_id = a.alert_id)
+               FROM alerts a WHERE a.state = 'firing' AND list_contains(?, a.rule_id)""",
+            [[o.rule_id for o in keyed]]).fetchall()}
+    moves: list[Transition] = []
+    new_alerts = []
+    for o in observed:
+        if o.oneshot:
+            if o.active:
+                moves.append(Transition(o, o.rule_id, 1, o.kind, o.summary))
+            continue
+        current = open_alerts.get(o.rule_id)
+        if current is None:
+            if o.active:
+                alert_id = alert_id_for(o.rule_id, (first or {}).get(o.rule_id), now)
+                new_alerts.append(dict(alert_id=alert_id, rule_id=o.rule_id, indicator=o.indicator, kind=o.kind, severity=o.severity,
+                                       channel=o.channel, state="firing", started_at=now, resolved_at=None, last_notified_at=now,
+                                       summary=o.summary))
+                moves.append(Transition(o, alert_id, 1, "firing", o.summary))
+            continue
+        alert_id, last_notified, acked_at, n_notes = current
+        if not o.active:
+            state = "resolved"
+        elif o.fresh:
+            state = "update"
+        elif acked_at is None and o.repeat_s is not None and now - last_notified >= timedelta(seconds=o.repeat_s):
+            state = "repeat"
+        else:
+            continue
+        moves.append(Transition(o, alert_id, n_notes + 1, state, o.summary))
+    if not moves:
+        return []
+    notices = build(moves)
+    rows = []
+    for m in moves:
+        m.notice = notices[m.alert_id]
+        if not m.obs.oneshot:
+            m.notice.alert_id = m.alert_id
+        if m.state == "resolved":
+            con.execute("UPDATE alerts SET state = 'resolved', resolved_at = ?, last_notified_at = ? WHERE alert_id = ?",
+                        [now, now, m.alert_id])
+        elif m.state in ("update", "repeat"):
+            con.execute("UPDATE alerts SET last_notified_at = ?, summary = ? WHERE alert_id = ?", [now, m.summary, m.alert_id])
+        rows.append(dict(notification_id=f"{m.alert_id}:{m.seq}", alert_id=m.alert_id, seq=m.seq, state=m.state,
+                         created_at=now, channel=m.obs.channel, payload=m.notice.to_payload()))
+    bulk_insert(con, "alerts", new_alerts, ALERT_COLUMNS)
+    inserted = {r[0] for r in bulk_insert(con, "notifications", rows, NOTIFICATION_COLUMNS, returning="notification_id")}
+    return [r["payload"] for r in rows if r["notification_id"] in inserted]
+
+
+def silenced(con: duckdb.DuckDBPyConnection, indicator: str, rule: str, at: datetime) -> bool:
+    """Whether a silence holds back a notice of ``indicator`` / ``rule`` created at ``at`` (the
+    rule delivery applies to the outbox, for a notice that does not go through it)."""
+    return bool(con.execute(
+        """SELECT count(*) FROM silences WHERE ? >= starts_at AND ? < ends_at
+           AND ((matcher = 'indicator' AND value = ?) OR (matcher = 'rule' AND value = ?))""",
+        [at, at, indicator, rule]).fetchone()[0])
 
 
 def add_silence(
@@ -67,3 +236,49 @@ def list_alerts(con: duckdb.DuckDBPyConnection, firing_only: bool = False, limit
             FROM alerts {where} ORDER BY started_at DESC LIMIT ?""",
         [limit],
     ).fetchall()
+
+
+# ----------------------------------------------------------------------------- the ingest deadline
+# The deadline notice is posted by Airflow's triggerer while the slow run still holds (or
+# waits for) the warehouse: it cannot write the outbox, so it is the one notice that does not
+# go through ``apply``. It is still a ``Notice``, drawn by the same renderer, and a silence of
+# its indicator (``pipeline``) or rule (``ingest-deadline``) holds it back: the silences are
+# read from the analysts' read copy (never locked: it is replaced by rename), which is at most
+# one publish behind the warehouse.
+
+DEADLINE_INDICATOR = "pipeline"
+DEADLINE_RULE = "ingest-deadline"
+
+
+def deadline_notice(dag_id: str, run_id: str, after: str, deadline_at: str, run_state: str, now: datetime) -> Notice:
+    return Notice(
+        indicator=DEADLINE_INDICATOR, indicator_name="Marsad pipeline", rule=DEADLINE_RULE, kind="deadline", state="deadline",
+        at=now.isoformat(), severity="medium",
+        summary=(f"Marsad: {dag_id} run {run_id} has not finished {after} after it was queued (deadline {deadline_at}; "
+                 f"the run was {run_state}). It goes on; if it fails, ops hear of it again."),
+        rationale="A run that overruns its deadline delays every alert behind it; its log says what it waits for.",
+        facts={"dag_id": dag_id, "run_id": run_id, "deadline": deadline_at, "run_state": run_state},
+    )
+
+
+def silenced_in_read_copy(notice: Notice, read_copy: str | None, now: datetime) -> bool | None:
+    """Whether a silence in the read copy holds ``notice`` back; None when there is no read copy
+    to ask (then the notice is posted: better told twice than not at all)."""
+    if not read_copy:
+        return None
+    from pathlib import Path
+
+    from warehouse.publish import open_read_copy
+
+    if not Path(read_copy).exists():
+        return None
+    try:
+        con = open_read_copy(read_copy, fts=False)
+    except Exception:
+        return None
+    try:
+        return silenced(con, notice.indicator, notice.rule, now)
+    except duckdb.Error:
+        return None  # a copy from before silences existed
+    finally:
+        con.close()

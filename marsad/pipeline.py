@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from alerts.delivery import DEFAULT_BUDGET_S, DeliveryReport, LocalSink, Sink, deliver as deliver_outbox
 from alerts.entities import EntityTagger, tag_articles
 from alerts.places import PlaceHierarchy
-from alerts.evaluate import evaluate as evaluate_rules
+from alerts.evaluate import evaluate as evaluate_rules, indicator_names
 from alerts.matching import Classifier
 from alerts.ops import evaluate_source_health, report_config_errors
 from alerts.judgements import Assessment, assessments_dir, evaluate_judgements, load_assessments
@@ -576,7 +576,7 @@ def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | N
         return registry.health if registry is not None else HealthSettings()
 
     with db.connect(settings.warehouse) as con:
-        queued = evaluate_rules(con, pack, now) if pack is not None else []
+        queued = evaluate_rules(con, pack, now, indicator_names(settings.indicators)) if pack is not None else []
         # Key judgements: their indicators through the same evaluator, their changes through the same outbox.
         queued = queued + evaluate_judgements(con, settings.guarded_assessments(guard), now)
         # Sources that are down or silent page ops through the same outbox.
@@ -605,8 +605,7 @@ def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:
 
 def queue_digest(settings: Settings, now: datetime | None = None, channel: str | None = None) -> dict:
     """Queue today's digest in the outbox (once per day: a re-run queues nothing new)."""
-    from alerts.digest import build
-    from alerts.evaluate import NOTIFICATION_COLUMNS
+    from alerts.digest import queue
 
     now = now or utcnow()
     guard = settings.guard()
@@ -616,14 +615,8 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
     classifier = settings.guarded_classifier(guard)
     with db.connect(settings.warehouse) as con:
         ids = classifier.ids if classifier is not None else [r[0] for r in con.execute("SELECT DISTINCT indicator FROM events ORDER BY 1").fetchall()]
-        payload = build(con, now, ids)
+        payload = queue(con, now, ids, channel, indicator_names(settings.indicators))
         report_config(con, settings, guard, now)
-        day = now.date().isoformat()
-        bulk_insert(
-            con, "notifications",
-            [dict(notification_id=f"digest:{day}:1", alert_id=f"digest:{day}", seq=1, state="digest", created_at=now, channel=channel, payload=payload)],
-            NOTIFICATION_COLUMNS,
-        )
     return payload
 
 

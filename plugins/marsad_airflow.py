@@ -183,10 +183,6 @@ def ingest_deadline():
     )
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 async def notify_deadline_missed(context=None, *, after: str = "", channel: str = OPS_CHANNEL,
                                  slack_conn_id: str = SLACK_CONN_ID, base_url: str | None = None) -> str:
     """Deadline-alert callback (an AsyncCallback: the triggerer awaits it). ``context`` is what
@@ -201,17 +197,27 @@ async def notify_deadline_missed(context=None, *, after: str = "", channel: str 
     SlackNotifier = notifications.SlackNotifier
     from airflow.sdk.exceptions import AirflowNotFoundException
 
+    from datetime import datetime, timezone
+
+    lifecycle = await asyncio.to_thread(importlib.import_module, "alerts.lifecycle")  # imports DuckDB: not in the loop
+    from alerts.render import render
+
     run = (context or {}).get("dag_run") or {}
     deadline = (context or {}).get("deadline") or {}
     dag_id, run_id = run.get("dag_id", "?"), run.get("dag_run_id") or run.get("run_id", "?")
     at = deadline.get("deadline_time")
     at = at.strftime("%H:%M:%S UTC") if hasattr(at, "strftime") else str(at or "?")
-    text = (f":hourglass_flowing_sand: Marsad: {_escape(dag_id)} run {_escape(run_id)} has not finished {after} after it was "
-            f"queued (deadline {at}; the run was {run.get('state', '?')}). It goes on; if it fails, ops hear of it again.")
-    if base_url:
-        text += f" <{base_url.rstrip('/')}/dags/{dag_id}/runs/{run_id}|open the run>"
+    now = datetime.now(timezone.utc)
+    # The same payload, renderer and silences as every other notice (alerts.lifecycle explains
+    # why this one does not go through the outbox).
+    notice = lifecycle.deadline_notice(dag_id, run_id, after, at, run.get("state", "?"), now)
+    if await asyncio.to_thread(lifecycle.silenced_in_read_copy, notice, os.environ.get("MARSAD_READ_COPY"), now):
+        log.warning("ingest deadline missed (%s %s); held back by a silence", dag_id, run_id)
+        return "silenced"
+    run_url = f"{base_url.rstrip('/')}/dags/{dag_id}/runs/{run_id}" if base_url else None
+    text, blocks = render(notice, run_url)
     try:
-        await SlackNotifier(slack_conn_id=slack_conn_id, channel=channel, text=text).async_notify(context or {})
+        await SlackNotifier(slack_conn_id=slack_conn_id, channel=channel, text=text, blocks=blocks).async_notify(context or {})
     except AirflowNotFoundException:
         log.error("ingest deadline missed (%s %s) and no Slack connection %r to tell ops", dag_id, run_id, slack_conn_id)
         return f"not posted: no Slack connection {slack_conn_id!r}"

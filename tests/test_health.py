@@ -129,3 +129,50 @@ def test_health_settings_are_validated_with_file_and_line(tmp_path):
         problems = exc.problems
     assert f"{path}:2: health.down_after: 'soon' is not a duration like 15m, 72h or 14d" in problems
     assert f"{path}:3: health.chanel: unknown field (check the spelling)" in problems
+
+
+def test_an_acknowledged_source_down_alert_does_not_repeat_but_still_resolves(tmp_path, feed_server, settings, slack):
+    """The bug of three lifecycles: `marsad ack` promised no more repeats, but source health
+    queued its own repeat regardless. One lifecycle: acked, no repeat; recovery still told."""
+    from alerts.delivery import SlackSink, slack_client
+    from alerts.lifecycle import ack
+
+    sink = SlackSink(slack_client(slack.state.token, slack.base_url, timeout=2))
+    settings.feeds = feeds_file(tmp_path, [
+        {"id": "gone", "name": "Gone", "lang": "en", "url": feed_server.url("/gone.xml"), "interval": "5m"},
+    ], health={"down_after": "2h", "channel": "#marsad-ops", "repeat": "6h"})
+    t0 = datetime.now(timezone.utc)
+    poll(settings, t0)
+    (fired,) = pipeline.evaluate(settings, t0 + timedelta(hours=3))
+    assert fired["state"] == "firing" and fired["alert_id"]
+    pipeline.deliver(settings, sink)
+    (root,) = slack.state.messages["C0OPS"]
+    (actions,) = [b for b in root["blocks"] if b["type"] == "actions"]
+    assert actions["block_id"] == f"marsad_actions:{fired['alert_id']}"
+    assert [e["action_id"] for e in actions["elements"]] == ["marsad_ack", "marsad_silence_6h", "marsad_silence_24h"]
+    assert root["blocks"][0]["text"]["text"].startswith("Source health · high")
+
+    with db.connect(settings.warehouse) as con:
+        ack(con, fired["alert_id"], "U0OPS", "looking at it", t0 + timedelta(hours=4))
+    # Far past the 6 h repeat interval, still down: nothing queued, nothing posted.
+    for hours in (10, 16, 40):
+        assert pipeline.evaluate(settings, t0 + timedelta(hours=hours)) == []
+    pipeline.deliver(settings, sink)
+    assert len(slack.state.messages["C0OPS"]) == 1
+
+    # Unacknowledged, the same source repeats (the interval is honoured, not just ignored).
+    with db.connect(settings.warehouse) as con:
+        con.execute("UPDATE alerts SET acked_at = NULL, acked_by = NULL")
+    assert [q["state"] for q in pipeline.evaluate(settings, t0 + timedelta(hours=41))] == ["repeat"]
+    with db.connect(settings.warehouse) as con:
+        ack(con, fired["alert_id"], "U0OPS", None, t0 + timedelta(hours=41))
+
+    # It recovers: the resolution is told, acked or not, in the alert's thread.
+    feed_server.serve("/gone.xml", GOOD)
+    pipeline.fetch_stage(settings, [{"source_id": "gone", "url": feed_server.url("/gone.xml"), "lang": "en"}])
+    pipeline.load(settings, t0 + timedelta(hours=42))
+    assert [q["state"] for q in pipeline.evaluate(settings, t0 + timedelta(hours=42))] == ["resolved"]
+    pipeline.deliver(settings, sink)
+    msgs = slack.state.messages["C0OPS"]
+    assert [m.get("thread_ts") for m in msgs[1:]] == [root["ts"], root["ts"]]  # the repeat, the resolution
+    assert msgs[0].get("edited") and msgs[0]["blocks"][0]["text"]["text"].startswith("RESOLVED · Source health")

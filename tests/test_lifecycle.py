@@ -139,7 +139,7 @@ def test_daily_digest_posts_counts_unhealthy_sources_and_a_chart(con, slack, sin
     assert rep.sent == 1
     (post,) = slack.posts()
     body = str(post["blocks"])
-    assert "militia_attack_us_forces` 1 event(s)" in body and "Dead Outlet" in body and "HTTP 503" in body
+    assert "*Militia attack on US forces (Iraq, Syria, Jordan)* 1 event(s)" in body and "Dead Outlet" in body and "HTTP 503" in body
     (upload,) = slack.state.uploads.values()
     assert upload["data"][:8] == b"\x89PNG\r\n\x1a\n" and upload["filename"].endswith(".png")
     chart_msg = slack.state.messages["C0ALERTS"][-1]
@@ -157,3 +157,80 @@ def test_timeout_after_slack_posted_is_recovered_not_reposted(con, slack):
     assert rep.recovered == 1 and rep.sent == 0
     assert len(slack.state.messages["C0ALERTS"]) == 1 and len(slack.calls("chat.postMessage")) == 1
     assert len(slack.calls("conversations.history")) == 1
+
+
+def add_report(con, eid, aid, source, lang, t, title, entities=(), frame=None, indicator="militia_attack_us_forces"):
+    con.execute("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, fetched_at, title_folded, text_folded, content_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, '', '', ?)", [aid, source, aid, f"https://{source}.example/{aid}", None, title, lang, t, t, aid])
+    con.execute("INSERT INTO event_articles VALUES (?, ?, ?)", [eid, aid, "first" if aid.endswith("-1") else "same_content"])
+    con.execute("INSERT INTO article_indicators (article_id, indicator, frame) VALUES (?, ?, ?)", [aid, indicator, frame])
+    for gazetteer, entity, kind, role in entities:
+        con.execute("INSERT INTO article_entities VALUES (?, ?, ?, ?, ?)", [aid, gazetteer, entity, kind, role])
+
+
+def test_messages_list_events_newest_first_with_place_actor_weapon_and_every_report(con, slack, sink):
+    """Three reports of one drone attack (two outlets, Arabic and English) are one event line,
+    not three; the later rocket attack comes first; the header names the indicator."""
+    import json
+
+    ind = "militia_attack_us_forces"
+    con.execute("INSERT INTO sources VALUES ('s2', 'Wire Two', 'en', 'http://y', 900, 'A', true, ?)", [T0])
+    t1, t2 = T0 + timedelta(hours=1), T0 + timedelta(hours=5)
+    for eid, t, title in (("e1", t1, "هجوم بطائرة مسيرة على قاعدة عين الأسد"), ("e2", t2, "Rockets hit Harir base")):
+        bulk_insert(con, "events", [dict(event_id=eid, indicator=ind, first_report_at=t, first_seen_at=t, title=title, created_at=t)], EVENT_COLUMNS)
+    drone = [("places", "ain_al_asad", "us_base", "target"), ("places", "zummar", "district", "launch"),
+             ("actors", "us_forces", "us_military", None), ("actors", "kataib_hezbollah", "militia", None), ("weapons", "drone", "weapon", None)]
+    add_report(con, "e1", "e1-1", "s1", "ar", t1, "هجوم بطائرة مسيرة على قاعدة عين الأسد", drone)
+    add_report(con, "e1", "e1-2", "s2", "en", t1 + timedelta(minutes=20), "Drone attack on Ain al-Asad air base", drone[:1] + drone[2:3])
+    add_report(con, "e1", "e1-3", "s1", "ar", t1 + timedelta(minutes=40), "الهجوم على عين الأسد", drone[:1])
+    add_report(con, "e2", "e2-1", "s2", "en", t2, "Rockets hit Harir base", [("places", "harir", "us_base", "target"), ("weapons", "rocket_missile", "weapon", None)],
+               frame=json.dumps({"actor_entity": "islamic_resistance_iraq"}))
+    p = RulePack(defaults=RuleDefaults(), rules=[Rule(id="campaign", indicator=ind, kind="threshold", count=2, window="24h", severity="high", rationale="two in a day")])
+    cycle(con, p, T0 + timedelta(hours=6), sink)
+    (post,) = slack.posts()
+    header = post["blocks"][0]["text"]["text"]
+    assert header == "Militia attack on US forces (Iraq, Syria, Jordan) · high" and ind not in header
+    events = [b for b in post["blocks"] if b.get("block_id", "").startswith("marsad_event:")]
+    assert [b["block_id"] for b in events] == ["marsad_event:e2", "marsad_event:e1"]  # one line per event, newest first
+    e2, e1 = (b["text"]["text"] for b in events)
+    assert "where: Harir · who: Islamic Resistance in Iraq" in e2 and "weapon: rocket" in e2  # the frame's attacker
+    assert "where: Ain al-Asad · who: Kataib Hezbollah · weapon: drone" in e1  # not the launch place, not the target's forces
+    assert "3 reports from 2 outlets: Outlet One, Wire Two · ar, en" in e1
+    assert all(f"https://{s}.example/{a}|" in e1 for s, a in (("s1", "e1-1"), ("s2", "e1-2"), ("s1", "e1-3")))
+    assert e1.startswith("*2026-06-01 01:00 UTC* · <https://s1.example/e1-1|هجوم بطائرة مسيرة على قاعدة عين الأسد>")
+    assert post["text"].index("Rockets hit Harir base") < post["text"].index("هجوم بطائرة مسيرة")
+    assert "Militia attack on US forces (Iraq, Syria, Jordan): 2 events in 1d" in post["text"]
+    alert_id = con.execute("SELECT alert_id FROM alerts").fetchone()[0]
+    assert [b["accessory"]["value"] for b in events] == [f"{alert_id}|e2", f"{alert_id}|e1"]
+
+
+def test_config_errors_and_the_digest_follow_the_same_lifecycle(con, slack, sink):
+    """A broken file fires once, a different error in it is an update in the same thread, it
+    resolves when the file validates; a silence of ``digest`` holds the digest back."""
+    from types import SimpleNamespace
+
+    from alerts.digest import queue
+    from alerts.ops import report_config_errors
+
+    def broken(error):
+        return [SimpleNamespace(file="alerts/rules.yaml", error=error, fallback="the last good rule pack is used")]
+
+    t = T0 + timedelta(hours=1)
+    assert [q["state"] for q in report_config_errors(con, t, broken("rules.yaml:3: rules.0.kind: bad"), set(), "#marsad-ops")] == ["firing"]
+    assert report_config_errors(con, t + timedelta(hours=1), broken("rules.yaml:3: rules.0.kind: bad"), set(), "#marsad-ops") == []
+    (upd,) = report_config_errors(con, t + timedelta(hours=2), broken("rules.yaml:9: rules.2.window: bad"), set(), "#marsad-ops")
+    assert upd["state"] == "update" and "rules.yaml:9" in upd["summary"]
+    (res,) = report_config_errors(con, t + timedelta(hours=3), [], {"alerts/rules.yaml"}, "#marsad-ops")
+    assert res["state"] == "resolved"
+    assert con.execute("SELECT count(*), count(DISTINCT alert_id) FROM notifications").fetchone() == (3, 1)  # one alert, one thread
+    deliver(con, sink)
+    root, *replies = slack.state.messages["C0OPS"]
+    assert [r["thread_ts"] for r in replies] == [root["ts"], root["ts"]] and root["blocks"][0]["text"]["text"].startswith("RESOLVED · Configuration")
+
+    add_silence(con, "indicator", "digest", 86400, "holiday", "ops", T0 + timedelta(hours=20))
+    payload = queue(con, T0 + timedelta(hours=23), ["ind"], "#marsad-alerts")
+    assert payload["state"] == "digest" and payload["alert_id"] is None
+    assert queue(con, T0 + timedelta(hours=23, minutes=5), ["ind"], "#marsad-alerts")["state"] == "digest"
+    assert con.execute("SELECT count(*) FROM notifications WHERE alert_id LIKE 'digest:%'").fetchone()[0] == 1  # once a day
+    rep = deliver(con, sink)
+    assert rep.silenced == 1 and "C0ALERTS" not in slack.state.messages
