@@ -28,8 +28,12 @@ SAME evaluator as the rules (``alerts.evaluate.conditions``: the indicators beco
   an outcome Marsad cannot vouch for is kept out of the track record.
 
 A status change is recorded (table ``judgement_history``, migration 0015) and notifies the
-assessment's channel through the alert outbox (``_notify``): an alert per episode away from
-``holding``, so silences, delivery, threading and resolution are those of every alert.
+assessment's channel through the one alert lifecycle (``alerts.lifecycle.apply``, called in
+``_notify``): an alert per episode away from ``holding`` (it fires when the judgement comes
+under pressure or is contradicted, updates in its thread at the next change, resolves when
+it holds again or expires), so silences, acknowledgements, delivery and threading are those
+of every alert. An expiry with no alert open (the judgement held throughout) is a one-shot
+notice of its own.
 
 The track record (``report``): per likelihood band, the judgements that expired with an
 outcome, how many held, and the Brier score of the stated likelihoods. The likelihood is the
@@ -54,7 +58,8 @@ from typing import Annotated, Any, Literal
 import duckdb
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from alerts.evaluate import ALERT_COLUMNS, NOTIFICATION_COLUMNS, Condition, conditions, history_start
+from alerts.evaluate import Condition, conditions, history_start
+from alerts.lifecycle import Notice, Observation, Transition, apply
 from alerts.rules import ALERTS_DIR, Kind, Rule
 from sources.configfile import ConfigError, Document, format_duration, load_yaml, parse_duration, slack_channel, validate
 from warehouse.db import transaction
@@ -239,6 +244,11 @@ class Assessment(BaseModel):
 
     def key(self, j: Judgement) -> str:
         return f"{self.id}/{j.id}"
+
+    @property
+    def cutoff_day(self) -> str:
+        """The cut-off as the analysts wrote it: the last day of what they knew."""
+        return f"{self.cutoff - timedelta(microseconds=1):%Y-%m-%d}"
 
 
 def assessments_dir() -> Path:
@@ -430,7 +440,7 @@ def evaluate_judgements(con: duckdb.DuckDBPyConnection, assessments: list[Assess
                 end = j.window.end(a.cutoff)
                 t = min(now, end)
                 groups.setdefault(t, []).append((a, j, now >= end))
-        queued = []
+        changes = []
         for t, items in sorted(groups.items()):
             specs = {a.key(j): _rules_for(a, j, t) for a, j, _ in items}
             conds, events = _watch(con, [s for ss in specs.values() for s in ss], t, watched)
@@ -444,8 +454,8 @@ def evaluate_judgements(con: duckdb.DuckDBPyConnection, assessments: list[Assess
                     # Marsad watched (an old assessment added to the directory). Recorded only.
                     _record(con, a, j, v, None, now, None)
                     continue
-                queued += _notify(con, a, j, v, old, now)
-    return queued
+                changes.append((a, j, v, old))
+        return _notify(con, changes, now)
 
 
 def _record(con, a: Assessment, j: Judgement, v: Verdict, old: dict | None, now: datetime, alert_id: str | None) -> None:
@@ -461,14 +471,14 @@ SELECT e.event_id, e.indicator, e.first_report_at, e.title, e.n_outlets, e.langu
 FROM events_v e
 JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id) LEFT JOIN sources s USING (source_id)
 WHERE list_contains($ids, e.event_id)
-QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY a.published_at, a.article_id) = 1
-ORDER BY e.first_report_at DESC, e.event_id
+ORDER BY e.first_report_at DESC, e.event_id, a.published_at, a.article_id
 """
 
 
 def event_evidence(con, event_ids: list[str]) -> list[dict]:
-    """The events behind a status, newest first, with their frames (``events_v.frame``) and
-    their first report (the shape of an alert's evidence)."""
+    """The reports of the events behind a status (one dict per report: the shape of an
+    alert's evidence), newest event first, each event's first report first, with the event's
+    frame (``events_v.frame``)."""
     if not event_ids:
         return []
     out = []
@@ -487,59 +497,75 @@ def summary_line(a: Assessment, j: Judgement, status: str, outcome: str | None) 
     return f"{a.title} / {j.id}: {what} ({j.likelihood}: {j.text})"
 
 
-def _notify(con, a: Assessment, j: Judgement, v: Verdict, old: dict | None, now: datetime) -> list[dict]:
-    """Record a status change and queue it for the assessment's channel through the alert
-    outbox: an alert per episode away from ``holding`` (opened at the first such change,
-    updated in its thread by the next, resolved when the judgement holds again or expires).
-    The ONE place where judgements write alerts and notifications."""
-    key = a.key(j)
-    rule_id = f"judgement:{key}"
-    summary = summary_line(a, j, v.status, v.outcome)
-    ev = event_evidence(con, v.event_ids)
-    open_alert = con.execute(
-        "SELECT alert_id, (SELECT count(*) FROM notifications n WHERE n.alert_id = a.alert_id) FROM alerts a "
-        "WHERE rule_id = ? AND state = 'firing'", [rule_id]).fetchone()
-    closing = v.status in ("holding", "expired")
-    if open_alert is None:
-        alert_id = hashlib.sha1(f"{rule_id}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
-        bulk_insert(con, "alerts", [dict(
-            alert_id=alert_id, rule_id=rule_id, indicator=INDICATOR, kind="judgement", severity=_SEVERITY[v.status],
-            channel=a.channel, state="resolved" if closing else "firing", started_at=now, resolved_at=now if closing else None,
-            last_notified_at=now, summary=summary)], ALERT_COLUMNS)
-        seq, state = 1, "firing"  # the first message of its thread (an expiry with nothing before it stands alone)
-    else:
-        alert_id, n = open_alert
-        seq, state = n + 1, "resolved" if closing else "update"
-        con.execute(
-            """UPDATE alerts SET state = CASE WHEN $closing THEN 'resolved' ELSE state END,
-                                 resolved_at = CASE WHEN $closing THEN $now ELSE resolved_at END,
-                                 last_notified_at = $now, summary = $summary WHERE alert_id = $id""",
-            {"closing": closing, "now": now, "summary": summary, "id": alert_id})
-        con.execute("INSERT INTO alert_events (alert_id, event_id, notified_at) SELECT ?, unnest(?::VARCHAR[]), ? ON CONFLICT DO NOTHING",
-                    [alert_id, v.event_ids, now]) if v.event_ids else None
-    if open_alert is None and v.event_ids:
-        con.execute("INSERT INTO alert_events (alert_id, event_id, notified_at) SELECT ?, unnest(?::VARCHAR[]), ? ON CONFLICT DO NOTHING",
-                    [alert_id, v.event_ids, now])
+def _rule(a: Assessment, j: Judgement) -> str:
+    return f"judgement:{a.key(j)}"
+
+
+def _notice(a: Assessment, j: Judgement, v: Verdict, old: dict | None, state: str, ev: list[dict], now: datetime) -> Notice:
     end = j.window.end(a.cutoff)
-    payload = {
-        "indicator": INDICATOR, "rule": rule_id, "kind": "judgement", "state": state, "at": now.isoformat(),
-        "severity": _SEVERITY[v.status], "summary": summary,
-        "rationale": f"{a.title} ({a.source}, cut-off {a.cutoff:%Y-%m-%d}): {j.text}",
-        "facts": {"window": f"{j.window} from the cut-off, until {end:%Y-%m-%d}", "events": len(v.event_ids) or None,
-                  **{k: v for k, v in v.facts.items() if k in ("days_since_previous",)}},
-        "events": v.event_ids,
-        "corroboration": {"articles": len(ev), "outlets": len({e["source_id"] for e in ev}),
-                          "languages": sorted({e["lang"] for e in ev})} if ev else {},
-        "evidence": ev,
-        "judgement": {"assessment": a.id, "id": j.id, "title": a.title, "text": j.text, "likelihood": j.likelihood,
-                      "probability": j.probability, "status": v.status, "previous": (old or {}).get("status"),
-                      "outcome": v.outcome, "window_end": end.isoformat(), "why": v.facts,
-                      "frames": [{"event_id": e["event_id"], "frame": e["frame"]} for e in ev if e.get("frame")]},
-    }
-    _record(con, a, j, v, old, now, alert_id)
-    bulk_insert(con, "notifications", [dict(notification_id=f"{alert_id}:{seq}", alert_id=alert_id, seq=seq, state=state,
-                                            created_at=now, channel=a.channel, payload=payload)], NOTIFICATION_COLUMNS)
-    return [payload]
+    per_event: dict[str, dict] = {}
+    for e in ev:
+        per_event.setdefault(e["event_id"], e)
+    return Notice(
+        indicator=INDICATOR, indicator_name="Key judgement", rule=_rule(a, j), kind="judgement", state=state, at=now.isoformat(),
+        severity=_SEVERITY[v.status], summary=summary_line(a, j, v.status, v.outcome),
+        rationale=f"{a.title} ({a.source}, cut-off {a.cutoff_day}): {j.text}",
+        facts={"window": f"{j.window} from the cut-off, until {end:%Y-%m-%d}", "events": len(v.event_ids) or None},
+        events=list(v.event_ids),
+        corroboration={"articles": len(ev), "outlets": len({e["source_id"] for e in ev}), "languages": sorted({e["lang"] for e in ev}),
+                       "events": [{"event_id": k, "actor": (e.get("frame") or {}).get("actor_entity") or (e.get("frame") or {}).get("actor")}
+                                  for k, e in per_event.items()]} if ev else {},
+        evidence=ev,
+        detail={"judgement": {
+            "assessment": a.id, "id": j.id, "title": a.title, "text": j.text, "likelihood": j.likelihood, "probability": j.probability,
+            "status": v.status, "previous": (old or {}).get("status"), "outcome": v.outcome, "window_end": end.isoformat(), "why": v.facts,
+            "frames": [{"event_id": k, "frame": e["frame"]} for k, e in per_event.items() if e.get("frame")]}},
+    )
+
+
+def _notify(con, changes: list[tuple[Assessment, Judgement, Verdict, dict | None]], now: datetime) -> list[dict]:
+    """Record status changes and tell the assessments' channels through the one alert
+    lifecycle (``alerts.lifecycle.apply``): the judgement's alert fires when it comes under
+    pressure or is contradicted, updates at the next change, and resolves when it holds again
+    or expires. An expiry (or a return to holding) with no alert open is a one-shot notice.
+    The ONE place where judgements reach the outbox."""
+    if not changes:
+        return []
+    firing = {r[0] for r in con.execute(
+        "SELECT rule_id FROM alerts WHERE state = 'firing' AND list_contains(?, rule_id)", [[_rule(a, j) for a, j, _, _ in changes]]
+    ).fetchall()}
+    observed, by_rule = [], {}
+    for a, j, v, old in changes:
+        active = v.status in ("under_pressure", "contradicted")
+        rule_id = _rule(a, j)
+        if not active and rule_id not in firing:
+            if v.status == "holding":
+                _record(con, a, j, v, old, now, None)  # back to holding with nothing told before: nothing to tell
+                continue
+            rule_id = f"{rule_id}:{v.status}"  # an expiry told on its own (once: the key names it)
+        by_rule[rule_id] = (a, j, v, old)
+        observed.append(Observation(rule_id=rule_id, indicator=INDICATOR, kind="judgement", severity=_SEVERITY[v.status],
+                                    channel=a.channel, active=active or rule_id != _rule(a, j),
+                                    summary=summary_line(a, j, v.status, v.outcome), repeat_s=None, fresh=True,
+                                    oneshot=rule_id != _rule(a, j)))
+    told: dict[str, str] = {}
+
+    def build(moves: list[Transition]) -> dict[str, Notice]:
+        out = {}
+        for m in moves:
+            a, j, v, old = by_rule[m.obs.rule_id]
+            ev = event_evidence(con, v.event_ids)
+            out[m.alert_id] = _notice(a, j, v, old, m.state, ev, now)
+            told[m.obs.rule_id] = m.alert_id
+            if v.event_ids and not m.obs.oneshot:
+                con.execute("INSERT INTO alert_events (alert_id, event_id, notified_at) SELECT ?, unnest(?::VARCHAR[]), ? "
+                            "ON CONFLICT DO NOTHING", [m.alert_id, v.event_ids, now])
+        return out
+
+    queued = apply(con, observed, now, build)
+    for rule_id, (a, j, v, old) in by_rule.items():
+        _record(con, a, j, v, old, now, told.get(rule_id))
+    return queued
 
 
 def condition_rules(assessments: list[Assessment]) -> list[Rule]:
@@ -585,7 +611,9 @@ def status_rows(con, assessments: list[Assessment], now: datetime) -> list[dict]
     or the analysts' read copy."""
     prev = latest(con)
     ids = sorted({e for p in prev.values() for e in (p["event_ids"] or [])})
-    ev = {e["event_id"]: e for e in event_evidence(con, ids)}
+    ev: dict[str, dict] = {}
+    for e in event_evidence(con, ids):
+        ev.setdefault(e["event_id"], e)  # the event's first report
     order = {"contradicted": 0, "under_pressure": 1, "holding": 2, "not started": 3, "not evaluated": 4, "expired": 5}
     rows = []
     for a in assessments:
@@ -596,7 +624,8 @@ def status_rows(con, assessments: list[Assessment], now: datetime) -> list[dict]
             evs = sorted((ev[e] for e in (p or {}).get("event_ids") or [] if e in ev), key=lambda e: e["first_report_at"])
             last = evs[-1] if evs else None
             rows.append({
-                "assessment": a.id, "assessment_title": a.title, "source": a.source, "cutoff": a.cutoff.isoformat(),
+                "assessment": a.id, "assessment_title": a.title, "source": a.source, "cutoff": a.cutoff_day,
+                "window_start": a.cutoff.isoformat(),
                 "channel": a.channel, "judgement": j.id, "key": a.key(j), "text": j.text, "likelihood": j.likelihood,
                 "probability": j.probability, "status": status, "outcome": (p or {}).get("outcome"),
                 "since": p["changed_at"].isoformat() if p else None, "window_end": end.isoformat(), "window_left": _left(end, now),
