@@ -377,3 +377,22 @@ def test_the_readme_example_is_a_valid_assessment(tmp_path):
     assert [(j.id, j.likelihood, str(j.window)) for j in a.judgements] == [
         ("talks-go-on", "likely", "3 month(s)"), ("no-direct-strike", "unlikely", "3 month(s)")]
     assert a.cutoff == datetime(2025, 6, 11, tzinfo=UTC)
+
+
+def test_a_broken_assessment_file_is_reported_and_the_last_good_copy_still_judges(tmp_path, settings):
+    from marsad import pipeline
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    text = TALKS.replace("cutoff: 2025-03-01", f"cutoff: {(now - timedelta(days=3)):%Y-%m-%d}")
+    settings.assessments = write(tmp_path, "talks.yaml", text)
+    settings.read_copy = None
+    assert pipeline.evaluate(settings, now) == []  # holding: recorded, nothing to tell; the file is kept as good
+    (settings.assessments / "talks.yaml").write_text(text.replace("likelihood: unlikely", "likelihood: doubtful"), encoding="utf-8")
+    with db.connect(settings.warehouse) as con:
+        add_events(con, "us_strike_irgc", [now + timedelta(minutes=30)])
+    queued = pipeline.evaluate(settings, now + timedelta(hours=1))
+    config = [n for n in queued if n["indicator"] == "config"]
+    judged = [n for n in queued if n["indicator"] == "judgement"]
+    assert len(config) == 1 and "talks.yaml:16: judgements.1.likelihood: 'doubtful'" in config[0]["summary"]
+    assert "last good copy" in config[0]["summary"]
+    assert [(n["judgement"]["id"], n["judgement"]["status"]) for n in judged] == [("no-irgc-strike", "contradicted")]
