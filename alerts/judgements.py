@@ -752,3 +752,21 @@ def panel_html(rows: list[dict]) -> str:
         )
     out.append("</tbody></table></section>")
     return "".join(out)
+
+
+def board_panel(con, directory: str | Path | None = None, now: datetime | None = None) -> dict:
+    """What the indicator board mounts (``alerts/board.py`` / ``plugins/marsad_board.py``):
+    ``{"judgements": status_rows, "errors": [...], "html": panel_html}``, over the board's
+    connection to the read copy. Never raises for a broken assessment file (the errors are
+    listed, file:line) or a copy published before judgements existed (no rows)."""
+    now = now or datetime.now(timezone.utc)
+    errors: list[str] = []
+    try:
+        assessments = load_assessments(directory)
+    except ConfigError as exc:
+        assessments, errors = [], exc.problems
+    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'judgement_status_v'").fetchone()[0]:
+        rows = []
+    else:
+        rows = status_rows(con, assessments, now)
+    return {"judgements": rows, "errors": errors, "html": panel_html(rows)}

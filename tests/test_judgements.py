@@ -396,3 +396,19 @@ def test_a_broken_assessment_file_is_reported_and_the_last_good_copy_still_judge
     assert len(config) == 1 and "talks.yaml:16: judgements.1.likelihood: 'doubtful'" in config[0]["summary"]
     assert "last good copy" in config[0]["summary"]
     assert [(n["judgement"]["id"], n["judgement"]["status"]) for n in judged] == [("no-irgc-strike", "contradicted")]
+
+
+def test_board_panel_never_raises_and_lists_file_errors(tmp_path, replayed):
+    path, _ = replayed
+    from alerts.judgements import board_panel
+
+    bad = write(tmp_path, "bad.yaml", TALKS.replace("window: 2mo", "window: forever"))
+    with db.connect(path, read_only=True) as con:
+        got = board_panel(con, bad, datetime(2023, 7, 1, tzinfo=UTC))
+        ok = board_panel(con, DEFAULT_ASSESSMENTS, datetime(2023, 7, 1, tzinfo=UTC))
+    assert got["judgements"] == [] and got["errors"] == [f"{bad / 'bad.yaml'}:10: judgements.0.window: 'forever' is not a window: "
+                                                        "write 3mo (calendar months), 90d, 12w or 72h"]
+    assert len(ok["judgements"]) == 6 and ok["errors"] == [] and ok["html"].startswith("<section")
+    with db.connect(tmp_path / "old.duckdb") as con:
+        con.execute("DROP VIEW judgement_status_v")  # a read copy published before judgements existed
+        assert board_panel(con, DEFAULT_ASSESSMENTS)["judgements"] == []
