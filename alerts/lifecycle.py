@@ -23,6 +23,7 @@ whether one applies), so nothing is lost and the history shows what was held bac
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Callable
@@ -112,6 +113,9 @@ class Transition:
     notice: Notice | None = None
 
 
+_CHANGED_JSON = json.dumps([{"alert_id": "VARCHAR", "state": "VARCHAR", "summary": "VARCHAR"}])
+
+
 def alert_id_for(rule_id: str, first: str | None, now: datetime) -> str:
     return hashlib.sha1(f"{rule_id}\x1f{first}\x1f{now.isoformat()}".encode()).hexdigest()[:20]
 
@@ -167,13 +171,18 @@ def apply(con: duckdb.DuckDBPyConnection, observed: list[Observation], now: date
         m.notice = notices[m.alert_id]
         if not m.obs.oneshot:
             m.notice.alert_id = m.alert_id
-        if m.state == "resolved":
-            con.execute("UPDATE alerts SET state = 'resolved', resolved_at = ?, last_notified_at = ? WHERE alert_id = ?",
-                        [now, now, m.alert_id])
-        elif m.state in ("update", "repeat"):
-            con.execute("UPDATE alerts SET last_notified_at = ?, summary = ? WHERE alert_id = ?", [now, m.summary, m.alert_id])
         rows.append(dict(notification_id=f"{m.alert_id}:{m.seq}", alert_id=m.alert_id, seq=m.seq, state=m.state,
                          created_at=now, channel=m.obs.channel, payload=m.notice.to_payload()))
+    changed = [dict(alert_id=m.alert_id, state=m.state, summary=m.summary) for m in moves if m.state in ("update", "repeat", "resolved")]
+    if changed:  # one statement for all of them; a resolved alert keeps the summary of its condition
+        con.execute(
+            f"""UPDATE alerts SET state = CASE WHEN x.state = 'resolved' THEN 'resolved' ELSE alerts.state END,
+                                 resolved_at = CASE WHEN x.state = 'resolved' THEN $now ELSE alerts.resolved_at END,
+                                 last_notified_at = $now,
+                                 summary = CASE WHEN x.state = 'resolved' THEN alerts.summary ELSE x.summary END
+                FROM (SELECT unnest(from_json($x, '{_CHANGED_JSON}'), recursive := true)) x
+                WHERE alerts.alert_id = x.alert_id""",
+            {"now": now, "x": json.dumps(changed)})
     bulk_insert(con, "alerts", new_alerts, ALERT_COLUMNS)
     inserted = {r[0] for r in bulk_insert(con, "notifications", rows, NOTIFICATION_COLUMNS, returning="notification_id")}
     return [r["payload"] for r in rows if r["notification_id"] in inserted]
@@ -282,3 +291,56 @@ def silenced_in_read_copy(notice: Notice, read_copy: str | None, now: datetime) 
         return None  # a copy from before silences existed
     finally:
         con.close()
+
+
+# ----------------------------------------------------------------------------- the message, as it stands
+
+
+def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime):
+    """What ops did to an alert, for drawing its first message again (``alerts.render.MessageState``):
+    who acknowledged it, the silence of its rule or indicator in force at ``now`` (the one that
+    ends last), and its events flagged as not events (``event_feedback``, when that table exists)."""
+    from alerts.render import MessageState
+
+    row = con.execute("SELECT rule_id, indicator, acked_by, acked_at FROM alerts WHERE alert_id = ?", [alert_id]).fetchone()
+    if row is None:
+        raise LifecycleError(f"no alert {alert_id!r}")
+    rule_id, indicator, acked_by, acked_at = row
+    state = MessageState(acked_by=acked_by, acked_at=acked_at.isoformat() if acked_at else None)
+    silence = con.execute(
+        """SELECT ends_at, created_by FROM silences
+           WHERE starts_at <= ? AND ends_at > ? AND ((matcher = 'rule' AND value = ?) OR (matcher = 'indicator' AND value = ?))
+           ORDER BY ends_at DESC LIMIT 1""", [now, now, rule_id, indicator]).fetchone()
+    if silence:
+        state.silenced_until, state.silenced_by = silence[0].isoformat(), silence[1]
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'event_feedback'").fetchone()[0]:
+        from alerts import feedback
+
+        events = {e for (e,) in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()}
+        state.not_events = {e: by for e, by in feedback.flagged(con).items() if e in events}
+    return state
+
+
+def first_message(con: duckdb.DuckDBPyConnection, alert_id: str) -> tuple[str | None, str | None, dict] | None:
+    """(Slack channel id, ts, payload) of the alert's first posted message; None before it is posted."""
+    row = con.execute(
+        """SELECT slack_channel, slack_ts, payload FROM notifications
+           WHERE alert_id = ? AND status = 'sent' ORDER BY seq LIMIT 1""", [alert_id]).fetchone()
+    if row is None:
+        return None
+    return row[0], row[1], json.loads(row[2]) if isinstance(row[2], str) else row[2]
+
+
+def redraw(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime, run_url: str | None = None):
+    """(channel, ts, text, blocks) to pass to ``chat.update`` for the alert's first message as
+    it stands now (acknowledged, silenced, events flagged, resolved); None before it is posted."""
+    from alerts.render import render
+
+    first = first_message(con, alert_id)
+    if first is None:
+        return None
+    channel, ts, payload = first
+    resolved_at = con.execute("SELECT resolved_at FROM alerts WHERE alert_id = ? AND state = 'resolved'", [alert_id]).fetchone()
+    text, blocks = render(payload, run_url, resolved_at=resolved_at[0].isoformat() if resolved_at else None,
+                          state=message_state(con, alert_id, now))
+    return channel, ts, text, blocks

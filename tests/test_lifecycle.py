@@ -234,3 +234,24 @@ def test_config_errors_and_the_digest_follow_the_same_lifecycle(con, slack, sink
     assert con.execute("SELECT count(*) FROM notifications WHERE alert_id LIKE 'digest:%'").fetchone()[0] == 1  # once a day
     rep = deliver(con, sink)
     assert rep.silenced == 1 and "C0ALERTS" not in slack.state.messages
+
+
+def test_redraw_shows_the_ack_and_the_silence_and_drops_their_buttons(con, slack, sink):
+    from alerts.lifecycle import Notice, redraw
+
+    add_event(con, "e1", T0 + timedelta(hours=1))
+    (queued,) = evaluate(con, pack(kind="tripwire"), T0 + timedelta(hours=1))
+    alert_id = queued["alert_id"]
+    assert Notice.from_payload(queued).to_payload() == queued  # the outbox payload is the typed Notice
+    assert redraw(con, alert_id, T0 + timedelta(hours=1)) is None  # not posted yet
+    deliver(con, sink)
+    (root,) = slack.posts()
+    assert [e["action_id"] for e in root["blocks"][-2]["elements"]] == ["marsad_ack", "marsad_silence_6h", "marsad_silence_24h"]
+    ack(con, alert_id, "U0ALICE", None, T0 + timedelta(hours=2))
+    add_silence(con, "rule", "r1", 6 * 3600, "from Slack", "U0BOB", T0 + timedelta(hours=2))
+    channel, ts, text, blocks = redraw(con, alert_id, T0 + timedelta(hours=3))
+    assert (channel, ts) == ("C0ALERTS", slack.state.messages["C0ALERTS"][0]["ts"])
+    assert not [b for b in blocks if b["type"] == "actions"]
+    assert "Acknowledged by <@U0ALICE>" in str(blocks) and "Silenced until 2026-06-01 08:00 UTC by <@U0BOB>" in str(blocks)
+    _, _, _, later = redraw(con, alert_id, T0 + timedelta(hours=9))  # the silence is over: its buttons are back
+    assert [e["action_id"] for e in [b for b in later if b["type"] == "actions"][0]["elements"]] == ["marsad_silence_6h", "marsad_silence_24h"]
