@@ -444,6 +444,30 @@ def cmd_sources_export(args) -> int:
     return 0
 
 
+def cmd_judgements(args) -> int:
+    """Key judgements (alerts/judgements.py): where each stands, and the track record."""
+    from alerts.judgements import format_report, format_status, load_assessments, report, status_rows
+    from marsad.pipeline import utcnow
+    from warehouse import db
+
+    settings = _settings(args)
+    # Indicator ids from the file names: compiling the pack is not needed to show a status.
+    ids = sorted(p.stem for p in settings.indicators.glob("*.yaml"))
+    assessments = load_assessments(settings.assessments, ids)  # ConfigError: file:line errors, exit 2
+    if not settings.warehouse.exists():
+        return _die(f"{settings.warehouse}: no warehouse yet (run an evaluation first: marsad run-once)", 1)
+    with db.connect(settings.warehouse, read_only=True) as con:
+        if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'judgement_status_v'").fetchone()[0]:
+            return _die(f"{settings.warehouse}: judgements have not been evaluated yet (the next evaluation migrates it)", 1)
+        if args.judgements_command == "status":
+            rows = status_rows(con, assessments, utcnow())
+            print(json.dumps(rows, ensure_ascii=False, indent=2) if args.json else format_status(rows))
+        else:
+            rep = report(con)
+            print(json.dumps(rep, indent=2) if args.json else format_report(rep))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="marsad", description="Marsad: OSINT feed monitoring and alerting")
     sub = p.add_subparsers(dest="command", required=True)
@@ -587,6 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="file to write (default: standard output)")
     c.add_argument("--all", action="store_true", help="include disabled feeds")
     c.set_defaults(fn=cmd_sources_export)
+
+    s = sub.add_parser("judgements", help="key judgements of the assessments: status, track record")
+    js = s.add_subparsers(dest="judgements_command", required=True)
+    for name, what in (("status", "each judgement: holding, under pressure, contradicted or expired; window left, last evidence"),
+                       ("report", "track record of expired judgements per likelihood band: how many held, Brier score")):
+        c = js.add_parser(name, help=what)
+        c.add_argument("--db", help="warehouse file (default: paths.warehouse in marsad/settings.yaml, $MARSAD_WAREHOUSE)")
+        c.add_argument("--json", action="store_true", help="the same as JSON")
+        c.set_defaults(fn=cmd_judgements)
 
     from marsad.warehouse_cli import add_commands
 

@@ -7,7 +7,7 @@ check goes on after an error, so that one run lists every problem:
   checked with croniter, the parser Airflow uses)
 * feeds: sources/feeds.yaml; gazetteers: alerts/gazetteers/*.yaml; indicators:
   alerts/indicators/*.yaml; rules: alerts/rules.yaml, with its channels and the indicators its
-  rules name
+  rules name; assessments: alerts/assessments/*.yaml (key judgements), with the indicators they watch
 * how they fit: the warehouse, staging and read-copy directories are writable; a feed polled
   more often than the ingest schedule runs; an ingest deadline that the run timeout makes moot;
   ops notices split over several channels
@@ -163,6 +163,17 @@ def check(environ: Mapping[str, str] | None = None) -> Report:
         r.good("rules", f"{rules_path}: {len(pack.rules)} ({len(pack.active())} active; routed to {routing or 'nothing'})")
     except ConfigError as exc:
         r.bad("rules", exc.problems, str(rules_path))
+
+    # --- key judgements (alerts/assessments/*.yaml) and the indicators they watch
+    from alerts.judgements import load_assessments
+
+    ass_dir = s.path("paths.assessments")
+    try:
+        assessments = load_assessments(ass_dir, indicator_ids=indicator_ids)
+        r.good("assessments", f"{ass_dir}: {len(assessments)} ({sum(len(a.judgements) for a in assessments)} judgements)"
+               if ass_dir.is_dir() else f"{ass_dir}: none (no such directory)")
+    except ConfigError as exc:
+        r.bad("assessments", exc.problems, str(ass_dir))
 
     # --- ingest deadline against the run timeout
     deadline, timeout = s.get("ingest.deadline"), s.get("ingest.timeout")

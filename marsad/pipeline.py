@@ -27,6 +27,7 @@ from alerts.places import PlaceHierarchy
 from alerts.evaluate import evaluate as evaluate_rules, indicator_names
 from alerts.matching import Classifier
 from alerts.ops import evaluate_source_health, report_config_errors
+from alerts.judgements import Assessment, assessments_dir, evaluate_judgements, load_assessments
 from alerts.rules import RuleDefaults, RulePack, indicators_dir, load_rules, rules_path
 from marsad.configguard import Guard
 from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
@@ -54,6 +55,7 @@ class Settings:
     feeds: Path = field(default_factory=feeds_path)
     rules: Path = field(default_factory=rules_path)
     indicators: Path = field(default_factory=indicators_dir)
+    assessments: Path = field(default_factory=assessments_dir)  # key judgements (alerts/judgements.py)
     read_copy: Path | None = None  # the analysts' copy published after load and evaluate; None: no publishing
     fetch_log_retention: int = field(default_factory=fetch_log_retention)  # seconds
     deliver_budget: int = DEFAULT_BUDGET_S  # seconds a delivery run may spend calling Slack
@@ -72,6 +74,7 @@ class Settings:
             feeds=d.path("paths.feeds"),
             rules=d.path("paths.rules"),
             indicators=d.path("paths.indicators"),
+            assessments=d.path("paths.assessments"),
             read_copy=d.path("paths.read_copy") or read_copy_path(wh),
             fetch_log_retention=d.get("warehouse.fetch_log_retention"),
             deliver_budget=d.get("delivery.budget"),
@@ -106,6 +109,14 @@ class Settings:
         classifier = self.guarded_classifier(guard)
         ids = classifier.ids if classifier is not None else None
         return guard.read("rules", self.rules, lambda p: load_rules(p, indicator_ids=ids), "no rule is evaluated; queued alerts are still delivered")
+
+    def guarded_assessments(self, guard: Guard) -> list[Assessment]:
+        if not self.assessments.is_dir():
+            return []  # no assessments directory: no judgements to watch
+        classifier = self.guarded_classifier(guard)
+        ids = classifier.ids if classifier is not None else None
+        return guard.read("assessments", self.assessments, lambda d: load_assessments(d, indicator_ids=ids),
+                          "no judgement is evaluated") or []
 
 
 def report_config(con, settings: Settings, guard: Guard, now: datetime) -> list[dict]:
@@ -439,6 +450,8 @@ def evaluate(settings: Settings, now: datetime | None = None, pack: RulePack | N
 
     with db.connect(settings.warehouse) as con:
         queued = evaluate_rules(con, pack, now, _indicator_names(settings, guard)) if pack is not None else []
+        # Key judgements: their indicators through the same evaluator, their changes through the same outbox.
+        queued = queued + evaluate_judgements(con, settings.guarded_assessments(guard), now)
         # Sources that are down or silent page ops through the same outbox.
         queued = queued + evaluate_source_health(con, now, health)
         queued = queued + report_config(con, settings, guard, now)

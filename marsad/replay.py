@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO
 
+from alerts import judgements
 from alerts.delivery import JsonLinesSink
 from marsad import pipeline
 from warehouse import sources as source_rows
@@ -132,11 +133,12 @@ def prepare_db(path: Path) -> None:
         con.execute("INSERT INTO marsad_meta VALUES ('purpose', 'replay')")
 
 
-def _boundaries(con, pack, horizon_end: datetime) -> list[datetime]:
-    """Times at which a verdict can change without a new event (see module docstring)."""
-    out: list[datetime] = []
+def _boundaries(con, pack, horizon_end: datetime, assessments: list = ()) -> list[datetime]:
+    """Times at which a verdict can change without a new event (see module docstring); the
+    key judgements' conditions and window ends (alerts.judgements) too."""
+    out: list[datetime] = judgements.window_ends(assessments, horizon_end)
     watched = con.execute("SELECT min(started_at) FROM fetch_log").fetchone()[0]
-    for rule in pack.active():
+    for rule in [*pack.active(), *judgements.condition_rules(assessments)]:
         w = timedelta(seconds=rule.window_s)
         extra = [timedelta(0)]
         if rule.kind == "spike":
@@ -177,6 +179,7 @@ def replay(
     settings.read_copy = None  # a simulation publishes no analysts' copy
     classifier = settings.classifier()
     pack = settings.rule_pack()
+    assessments = judgements.load_assessments(settings.assessments, settings.classifier().ids)
     sink = JsonLinesSink(out)
 
     first = _grid(start or items[0].published, poll_interval)
@@ -214,7 +217,7 @@ def replay(
             stats["notifications"] += len(pipeline.evaluate(settings, t, pack))
             pipeline.deliver(settings, sink)
             with db.connect(db_path) as con:
-                pending = _boundaries(con, pack, last)
+                pending = _boundaries(con, pack, last, assessments)
         prev_t = t
         t += step
     with db.connect(db_path, read_only=True) as con:

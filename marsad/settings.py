@@ -143,6 +143,7 @@ class Paths(_Section):
     feeds: PathText = "sources/feeds.yaml"
     rules: PathText = "alerts/rules.yaml"
     indicators: PathText = "alerts/indicators"
+    assessments: PathText = "alerts/assessments"
 
 
 class Warehouse(_Section):
@@ -197,6 +198,7 @@ ENV: dict[str, str] = {
     "paths.feeds": "MARSAD_FEEDS",
     "paths.rules": "MARSAD_RULES",
     "paths.indicators": "MARSAD_INDICATORS",
+    "paths.assessments": "MARSAD_ASSESSMENTS",
     "warehouse.fetch_log_retention": "MARSAD_FETCH_LOG_RETENTION",
     "warehouse.pool": "MARSAD_WAREHOUSE_POOL",
     "warehouse.queue": "MARSAD_WAREHOUSE_QUEUE",
@@ -206,7 +208,8 @@ ENV: dict[str, str] = {
     "ops.slack_conn_id": "MARSAD_SLACK_CONN_ID",
     "ops.actors": "MARSAD_SLACK_ACTORS",
 }
-PATHS = ("paths.warehouse", "paths.staging", "paths.read_copy", "paths.feeds", "paths.rules", "paths.indicators")
+PATHS = ("paths.warehouse", "paths.staging", "paths.read_copy", "paths.feeds", "paths.rules", "paths.indicators",
+         "paths.assessments")
 
 
 @dataclass

@@ -103,12 +103,33 @@ def load_yaml(path: str | Path) -> Document:
         raise ConfigError([f"{path}:{line}: (syntax): {exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}:{text.count(chr(10)) + 1}: (syntax): {exc}"]) from None
+    except ValueError as exc:  # a scalar that looks like a date but is none (2025-13-01)
+        line = _bad_scalar_line(node) if node is not None else 0
+        raise ConfigError([f"{path}:{line}: (value): {exc}"]) from None
     finally:
         loader.dispose()
     lines: dict[Loc, int] = {}
     if node is not None:
         _walk(node, (), lines)
     return Document(path, data, lines)
+
+
+def _bad_scalar_line(node: yaml.Node) -> int:
+    """The line of the first scalar under ``node`` that PyYAML cannot construct."""
+    loader = yaml.SafeLoader("")
+    stack = [node]
+    while stack:
+        n = stack.pop(0)
+        if isinstance(n, yaml.ScalarNode):
+            try:
+                loader.construct_object(n)
+            except ValueError:
+                return n.start_mark.line + 1
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(v for pair in n.value for v in pair)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return 0
 
 
 def validate(doc: Document, model: type[M], data: Any = None, loc_prefix: Loc = ()) -> M:
