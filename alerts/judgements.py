@@ -95,6 +95,7 @@ SYNONYMS = {
 }
 STATUSES = ("holding", "under_pressure", "contradicted", "expired")
 OUTCOMES = ("held", "failed", "unobserved")
+EVIDENCE_MAX = 50  # events kept as the evidence of one status
 _SEVERITY = {"under_pressure": "medium", "contradicted": "high", "expired": "info", "holding": "info"}
 
 
@@ -342,44 +343,53 @@ def _rules_for(a: Assessment, j: Judgement, t: datetime) -> list[tuple[str, str,
 def _watch(con, specs: list[tuple[str, str, Rule]], t: datetime, watched: datetime | None) -> tuple[dict[str, Condition], dict[str, list[str]]]:
     """The conditions of ``specs`` at ``t`` (alerts.evaluate.conditions, the rules' evaluator)
     and, per rule, the events behind each (its ``_eval_cond`` rows)."""
-    rules = [r for _, _, r in specs]
-    if not rules:
+    if not specs:
         return {}, {}
-    conds = conditions(con, rules, t, watched)
+    # Judgements often watch the same thing (the talks' flatline in several assessments): each
+    # distinct rule is evaluated once.
+    unique: dict[tuple, Rule] = {}
+    alias: dict[str, str] = {}
+    for _, _, r in specs:
+        alias[r.id] = unique.setdefault((r.indicator, r.kind, r.window_s, r.count, r.quiet, r.baseline, r.ratio), r).id
+    conds = conditions(con, list(unique.values()), t, watched)
     events: dict[str, list[str]] = {}
-    for rule_id, event_id in con.execute("SELECT rule_id, event_id FROM _eval_cond ORDER BY t, event_id").fetchall():
+    # The newest EVIDENCE_MAX events behind each rule are the evidence (a count says the rest).
+    for rule_id, event_id in con.execute(
+        f"""SELECT rule_id, event_id FROM _eval_cond
+            QUALIFY row_number() OVER (PARTITION BY rule_id ORDER BY t DESC, event_id DESC) <= {EVIDENCE_MAX}
+            ORDER BY t, event_id""").fetchall():
         events.setdefault(rule_id, []).append(event_id)
     for tmp in ("_eval_rules", "_eval_lookback", "_eval_cond"):
         con.execute(f"DROP TABLE IF EXISTS temp.{tmp}")
-    return conds, events
+    return {k: conds[v] for k, v in alias.items()}, {k: events.get(v, []) for k, v in alias.items()}
 
 
 def _judge(a: Assessment, j: Judgement, previous: dict | None, t: datetime, expired: bool, watched: datetime | None,
            conds: dict[str, Condition], events: dict[str, list[str]], specs: list[tuple[str, str, Rule]]) -> Verdict:
     why: dict[str, list] = {"contradict": [], "pressure": [], "support": []}
-    ev: dict[str, list[str]] = {"contradict": [], "pressure": [], "support": []}
+    ev: dict[str, dict[str, None]] = {"contradict": {}, "pressure": {}, "support": {}}  # ordered sets of event ids
     for role, desc, rule in specs:
         c = conds.get(rule.id)
         if c is None or not c.active:
             continue
         why[role].append({"what": desc, **{k: v for k, v in c.facts.items() if v is not None}})
-        ev[role] += [e for e in events.get(rule.id, []) if e not in ev[role]]
+        ev[role].update(dict.fromkeys(events.get(rule.id, [])))
     was = (previous or {}).get("status")
-    facts = {"supporting_events": len(ev["support"])}
+    facts = {"supporting_events": sum(conds[r.id].facts.get("events", 0) for role, _, r in specs if role == "support" and r.id in conds)}
     if was == "contradicted" and not why["contradict"]:
         # A judgement once contradicted stays so: what contradicted it keeps its evidence.
         status, event_ids = "contradicted", list((previous or {}).get("event_ids") or [])
         facts["contradicted_by"] = (previous or {}).get("facts", {}).get("contradicted_by")
         facts["contradicted_at"] = (previous or {}).get("facts", {}).get("contradicted_at")
     elif why["contradict"]:
-        status, event_ids = "contradicted", ev["contradict"]
+        status, event_ids = "contradicted", list(ev["contradict"])
         facts["contradicted_by"] = why["contradict"]
         facts["contradicted_at"] = t.isoformat() if was != "contradicted" else (previous or {}).get("facts", {}).get("contradicted_at")
     elif why["pressure"]:
-        status, event_ids = "under_pressure", ev["pressure"]
+        status, event_ids = "under_pressure", list(ev["pressure"])
         facts["pressure"] = why["pressure"]
     else:
-        status, event_ids = "holding", ev["support"][-5:]
+        status, event_ids = "holding", list(ev["support"])[-5:]
     outcome = None
     if expired:
         facts["was"] = status
