@@ -592,8 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = cs.add_parser("env", help="print the settings as the MARSAD_* variables Airflow gets (variable > settings.yaml > default)")
     c.set_defaults(fn=cmd_config_env)
 
-    s = sub.add_parser("slack", help="Slack: check the setup")
+    s = sub.add_parser("slack", help="Slack: test the setup; receive button presses (listen: Socket Mode; serve: HTTP request URL)")
     ss = s.add_subparsers(dest="slack_command", required=True)
+    from marsad.slack_listener import add_commands as add_slack_listener_commands
+
+    add_slack_listener_commands(ss)
     c = ss.add_parser("test", help="send one test message through the configured Slack setup; say exactly what fails")
     c.add_argument("--channel", help="channel to post to (default: ops.channel in marsad/settings.yaml)")
     c.set_defaults(fn=cmd_slack_test)
@@ -626,11 +629,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # search, query, publish, prune, export
 
     # Slack button presses: Socket Mode listener and HTTP request URL (marsad/slack_listener.py)
-    s = sub.add_parser("slack", help="Slack: receive button presses (listen: Socket Mode; serve: HTTP request URL)")
-    slack_sub = s.add_subparsers(dest="slack_command", required=True)
-    from marsad.slack_listener import add_commands as add_slack_listener_commands
-
-    add_slack_listener_commands(slack_sub)
     return p
 
 

@@ -312,7 +312,7 @@ def backfill(items_path: Path, settings: "pipeline.Settings", poll_interval: int
         first = min(polls) if polls else now
         # Sources the warehouse does not know yet are recorded, disabled (never polled, never
         # judged by source health), under a ``backfill:`` URL; registered feeds keep their row.
-        pipeline.upsert_sources(con, [
+        source_rows.upsert(con, [
             dict(source_id=s, name=s, lang=langs[s] or "en", url=f"backfill:{s}", interval_s=poll_interval, reliability="F",
                  enabled=False, updated_at=first)
             for s in sources if s not in have and s not in registered])

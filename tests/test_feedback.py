@@ -27,7 +27,7 @@ ANALYST = "U0ANALYST1"
 def con(tmp_path):
     with db.connect(tmp_path / "wh.duckdb") as c:
         c.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's1', ?, ?, 'ok')", [T0, T0])
-        c.execute("INSERT INTO sources VALUES ('s1', 'Outlet One', 'en', 'http://x', 900, 'B', true, ?)", [T0])
+        c.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s1', 'Outlet One', 'en', 'http://x', 900, 'B', true, ?)", [T0])
         yield c
 
 

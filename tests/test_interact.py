@@ -44,7 +44,7 @@ def alert(tmp_path, slack):
     warehouse file, the alert id, the posted message's ts, and the event ids."""
     path = tmp_path / "wh.duckdb"
     with db.connect(path) as con:
-        con.execute("INSERT INTO sources VALUES ('s1', 'Outlet One', 'en', 'http://x', 900, 'B', true, ?)", [T0])
+        con.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s1', 'Outlet One', 'en', 'http://x', 900, 'B', true, ?)", [T0])
         con.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's1', ?, ?, 'ok')",
                     [T0 - timedelta(days=30), T0 - timedelta(days=30)])
         add_event(con, "e1", T0 + timedelta(hours=1), "Drone attack on Harir base")

@@ -19,7 +19,7 @@ T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 def con(tmp_path):
     with db.connect(tmp_path / "wh.duckdb") as c:
         c.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's1', ?, ?, 'ok')", [T0, T0])
-        c.execute("INSERT INTO sources VALUES ('s1', 'Outlet One', 'ar', 'http://x', 900, 'B', true, ?)", [T0])
+        c.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s1', 'Outlet One', 'ar', 'http://x', 900, 'B', true, ?)", [T0])
         yield c
 
 
@@ -127,7 +127,7 @@ def test_daily_digest_posts_counts_unhealthy_sources_and_a_chart(con, slack, sin
     from marsad.pipeline import Settings, queue_digest
 
     add_event(con, "e1", T0 + timedelta(hours=20), indicator="militia_attack_us_forces")
-    con.execute("INSERT INTO sources VALUES ('s2', 'Dead Outlet', 'en', 'http://y', 900, 'C', true, ?)", [T0])
+    con.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s2', 'Dead Outlet', 'en', 'http://y', 900, 'C', true, ?)", [T0])
     con.execute("INSERT INTO source_state (source_id, last_status, consecutive_failures, last_error) VALUES ('s2', 'error', 7, 'HTTP 503')")
     con.close()
     settings = Settings.from_env(tmp_path / "wh.duckdb")
@@ -174,7 +174,7 @@ def test_messages_list_events_newest_first_with_place_actor_weapon_and_every_rep
     import json
 
     ind = "militia_attack_us_forces"
-    con.execute("INSERT INTO sources VALUES ('s2', 'Wire Two', 'en', 'http://y', 900, 'A', true, ?)", [T0])
+    con.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s2', 'Wire Two', 'en', 'http://y', 900, 'A', true, ?)", [T0])
     t1, t2 = T0 + timedelta(hours=1), T0 + timedelta(hours=5)
     for eid, t, title in (("e1", t1, "هجوم بطائرة مسيرة على قاعدة عين الأسد"), ("e2", t2, "Rockets hit Harir base")):
         bulk_insert(con, "events", [dict(event_id=eid, indicator=ind, first_report_at=t, first_seen_at=t, title=title, created_at=t)], EVENT_COLUMNS)
