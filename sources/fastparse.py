@@ -1,0 +1,321 @@
+"""A fast parse path (lxml) for the feed shapes where it gives exactly what feedparser gives.
+
+feedparser stays the reference: it reads every odd feed (illformed XML, wrong charsets, CDF,
+RSS 0.9x, Atom 0.3, xhtml and base64 content, entities from a DOCTYPE). Most real feeds are
+plain well-formed UTF-8 RSS 2.0, and for those feedparser's SAX handlers cost far more than
+the rest of ingest. ``parse_rss20`` reads such a feed with lxml and returns the fields
+``sources.parse`` reads from feedparser's result, computed as feedparser computes them (the
+same date parser, the same URI join, the same text clean-ups), or None when the feed is not
+one of the shapes proven equal; the caller then parses it with feedparser.
+
+It is a whitelist, decided before anything is trusted:
+
+* the bytes: UTF-8 (a BOM allowed), an XML declaration (if any) that says UTF-8 or nothing, a
+  content type that lets the declaration stand, no DOCTYPE, no entity declaration;
+* the XML: well-formed (lxml without recovery: any error falls back), root ``<rss
+  version="2.0">`` in no namespace, one ``<channel>``, namespaces declared on the root only;
+* every element and attribute in a table of known ones (``_CHANNEL``, ``_ITEM``, ``_ATTRS``):
+  an element feedparser handles in a way this module does not copy (``media:title`` sets
+  the title, ``dc:language`` the language, an ``xml:lang`` or ``xml:base`` attribute, a
+  second ``<title>``, mixed content) sends the whole feed to feedparser.
+
+``tests/test_fastparse.py`` runs both paths over feedparser's whole corpus and generated
+variations of the accepted shapes, and asserts every stored field is identical.
+"""
+from __future__ import annotations
+
+import re
+
+from feedparser.datetimes import _parse_date
+from feedparser.html import _cp1252
+from feedparser.urls import _urljoin
+from lxml import etree
+
+_NS_DC = "http://purl.org/dc/elements/1.1/"
+_NS_CONTENT = "http://purl.org/rss/1.0/modules/content/"
+_NS_ATOM = "http://www.w3.org/2005/Atom"
+_NS_MEDIA = "http://search.yahoo.com/mrss/"
+_NS_SY = "http://purl.org/rss/1.0/modules/syndication/"
+_NS_SLASH = "http://purl.org/rss/1.0/modules/slash/"
+_NS_WFW = "http://wellformedweb.org/CommentAPI/"
+# The namespaces a feed may declare (on its root) and still take the fast path, with the
+# prefix feedparser maps each to. Only these URIs, spelt exactly so.
+_NAMESPACES = {_NS_DC, _NS_CONTENT, _NS_ATOM, _NS_MEDIA, _NS_SY, _NS_SLASH, _NS_WFW}
+
+# Elements whose text feedparser keeps, in an item and in the channel: tag -> field. Each may
+# occur once, with text only (no child element, comment or processing instruction).
+_ITEM_TEXT = {
+    "title": "title",
+    "link": "link",
+    "guid": "id",
+    "description": "summary",
+    "pubDate": "published",
+    f"{{{_NS_DC}}}date": "updated",
+    f"{{{_NS_CONTENT}}}encoded": "content",
+}
+# Elements feedparser reads into fields Marsad never reads (author, tags, comments,
+# enclosures, thumbnails): text only (or empty), and they may repeat.
+_ITEM_OTHER = {
+    "category", "author", "comments", "enclosure", "source",
+    f"{{{_NS_DC}}}creator", f"{{{_NS_MEDIA}}}thumbnail", f"{{{_NS_MEDIA}}}content",
+    f"{{{_NS_SLASH}}}comments", f"{{{_NS_WFW}}}commentRss",
+}
+_CHANNEL_TEXT = {"title": "title", "language": "language"}
+_CHANNEL_OTHER = {
+    "link", "description", "copyright", "managingEditor", "webMaster", "pubDate", "lastBuildDate",
+    "category", "generator", "docs", "ttl", "cloud", f"{{{_NS_ATOM}}}link",
+    f"{{{_NS_SY}}}updatePeriod", f"{{{_NS_SY}}}updateFrequency",
+}
+_IMAGE_CHILDREN = {"url", "title", "link", "width", "height", "description"}
+# Attributes allowed per element; none elsewhere. ``lang`` and ``base`` (with or without
+# the xml: namespace) change what feedparser reports, so they are never on these lists.
+_ATTRS = {
+    "rss": {"version"},
+    "guid": {"isPermaLink"},
+    "category": {"domain"},
+    "enclosure": {"url", "length", "type"},
+    "source": {"url"},
+    "cloud": {"domain", "port", "path", "registerProcedure", "protocol"},
+    f"{{{_NS_ATOM}}}link": {"href", "rel", "type"},
+    f"{{{_NS_MEDIA}}}thumbnail": {"url", "width", "height"},
+    f"{{{_NS_MEDIA}}}content": {"url", "type", "medium", "width", "height", "fileSize", "duration"},
+}
+_NO_ATTRS: frozenset = frozenset()
+# Elements that must stay empty (their content would be read by feedparser as something else).
+_EMPTY = {"enclosure", "cloud", f"{{{_NS_ATOM}}}link", f"{{{_NS_MEDIA}}}thumbnail", f"{{{_NS_MEDIA}}}content"}
+
+# <?xml version="1.0" encoding="utf-8"?> (or no encoding, or no declaration): anything else
+# (another charset, a declaration feedparser might read differently) goes to feedparser.
+_DECLARATION = re.compile(
+    rb"""<\?xml\s+version\s*=\s*(["'])1\.0\1(?:\s+encoding\s*=\s*(["'])[Uu][Tt][Ff]-8\2)?"""
+    rb"""(?:\s+standalone\s*=\s*(["'])(?:yes|no)\3)?\s*\?>"""
+)
+_MEDIA_TYPES = {"application/rss+xml", "application/xml", "application/atom+xml", "application/rdf+xml", "text/xml"}
+
+
+class _NotExact(Exception):
+    """The feed is outside the shapes this module copies feedparser on."""
+
+
+def _content_type_ok(content_type: str | None) -> bool:
+    """A content type under which feedparser trusts a UTF-8 XML declaration: none at all,
+    an XML media type with charset=utf-8, or an application/ XML type without a charset
+    (text/xml without one means US-ASCII to feedparser, RFC 3023)."""
+    if not content_type:
+        return True
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media not in _MEDIA_TYPES:
+        return False
+    charset = None
+    for part in params.split(";"):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if part.strip():
+                return False
+            continue
+        if key.strip().lower() != "charset" or charset is not None:
+            return False
+        charset = value.strip().strip("\"'").lower()
+    if charset is None:
+        return media.startswith("application/")
+    return charset == "utf-8"
+
+
+def _bytes_ok(data: bytes) -> bool:
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if body.startswith(b"<?xml") and _DECLARATION.match(body) is None:
+        return False  # a declaration, but not one that says UTF-8 (or nothing) plainly
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data or b"<!doctype" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _text(value: str) -> str:
+    """What feedparser's ``pop`` makes of an element's text (strict parser, UTF-8, no
+    sanitising): stripped, a UTF-8-read-as-Latin-1 string repaired, C1 controls mapped to
+    their windows-1252 characters."""
+    value = value.strip()
+    if value.isascii():
+        return value
+    try:
+        value = value.encode("iso-8859-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    return value.translate(_cp1252)
+
+
+def _only_text(el) -> str:
+    """The text of an element that may hold text only; _NotExact for anything else."""
+    if len(el):
+        raise _NotExact(f"{el.tag} has children")
+    return el.text or ""
+
+
+def _check_attrs(el, tag) -> None:
+    attrib = el.attrib
+    if attrib and not set(attrib.keys()) <= _ATTRS.get(tag, _NO_ATTRS):
+        raise _NotExact(f"attributes on {tag}")
+
+
+_COMMENT_OR_PI = (etree._Comment, etree._ProcessingInstruction)
+
+
+def _elements(container):
+    """Child elements of a container (channel, item, image), skipping comments and
+    processing instructions between them, which feedparser ignores too."""
+    for child in container:
+        if isinstance(child, _COMMENT_OR_PI):
+            continue
+        if isinstance(child, etree._Entity):
+            raise _NotExact("entity reference")
+        yield child
+    # Text between elements (whitespace, or stray text) is ignored by feedparser too: it is
+    # not inside an element it keeps.
+
+
+def _item(item) -> dict:
+    if item.attrib:
+        raise _NotExact("attributes on item")
+    found: dict[str, str] = {}
+    guid_is_link = False
+    for el in _elements(item):
+        tag = el.tag
+        field = _ITEM_TEXT.get(tag)
+        if field is not None:
+            if field in found:
+                raise _NotExact(f"a second {tag}")
+            _check_attrs(el, tag)
+            found[field] = _text(_only_text(el))
+            if tag == "guid":
+                guid_is_link = el.get("isPermaLink", "true") == "true"
+        elif tag in _ITEM_OTHER:
+            _check_attrs(el, tag)
+            if tag in _EMPTY:
+                if len(el) or (el.text or "").strip():
+                    raise _NotExact(f"{tag} is not empty")
+            else:
+                _only_text(el)
+        else:
+            raise _NotExact(f"item element {tag}")
+    entry: dict = {}
+    if "title" in found:
+        entry["title"] = found["title"]
+    guid = found.get("id")
+    if guid is not None:
+        if guid_is_link and guid:
+            guid = _urljoin("", guid)
+        entry["id"] = guid
+    if "link" in found:
+        link = found["link"]
+        if link:
+            link = _urljoin("", link)
+        link = link.replace("&amp;", "&")
+        entry["link"] = _AMP_REF.sub(r"&\g<1>", link)
+    elif guid is not None and guid_is_link:
+        entry["link"] = guid
+    content = found.get("content")
+    if content is not None:
+        entry["content"] = [{"value": content}]
+    if "summary" in found:
+        entry["summary"] = found["summary"]
+    elif content is not None:
+        entry["summary"] = content
+    if "published" in found:
+        entry["published"] = found["published"]
+        entry["published_parsed"] = _parse_date(found["published"])
+    if "updated" in found:
+        entry["updated"] = found["updated"]
+        entry["updated_parsed"] = _parse_date(found["updated"])
+    return entry
+
+
+_AMP_REF = re.compile("&([A-Za-z0-9_]+);")
+
+
+def _channel(channel) -> tuple[dict, list[dict]]:
+    if channel.attrib:
+        raise _NotExact("attributes on channel")
+    feed: dict = {}
+    entries = []
+    for el in _elements(channel):
+        tag = el.tag
+        if tag == "item":
+            entries.append(_item(el))
+        elif tag in _CHANNEL_TEXT:
+            field = _CHANNEL_TEXT[tag]
+            if field in feed:
+                raise _NotExact(f"a second channel {tag}")
+            if el.attrib:
+                raise _NotExact(f"attributes on {tag}")
+            feed[field] = _text(_only_text(el))
+        elif tag == "image":
+            if el.attrib:
+                raise _NotExact("attributes on image")
+            for child in _elements(el):
+                if child.tag not in _IMAGE_CHILDREN or child.attrib:
+                    raise _NotExact(f"image element {child.tag}")
+                _only_text(child)
+        elif tag in _CHANNEL_OTHER:
+            _check_attrs(el, tag)
+            if tag in _EMPTY:
+                if len(el) or (el.text or "").strip():
+                    raise _NotExact(f"{tag} is not empty")
+            else:
+                _only_text(el)
+        else:
+            raise _NotExact(f"channel element {tag}")
+    return feed, entries
+
+
+class FastResult:
+    """The part of feedparser's result that ``sources.parse`` reads, from the fast path."""
+
+    __slots__ = ("feed", "entries", "version")
+
+    def __init__(self, feed: dict, entries: list[dict], version: str):
+        self.feed, self.entries, self.version = feed, entries, version
+
+    def get(self, key, default=None):
+        if key == "version":
+            return self.version
+        if key in ("bozo", "bozo_exception"):
+            return None
+        return default
+
+
+def _parser() -> etree.XMLParser:
+    # No entities resolved, no DTD, no network, no recovery: a document lxml would have to
+    # repair is one feedparser may read otherwise, so it goes to feedparser.
+    return etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, recover=False,
+                           huge_tree=False, remove_blank_text=False, strip_cdata=True)
+
+
+def parse_rss20(data: bytes, content_type: str | None = None) -> FastResult | None:
+    """The feed as feedparser would report it, or None when it is not a shape proven equal."""
+    if not _content_type_ok(content_type) or not _bytes_ok(data):
+        return None
+    try:
+        root = etree.fromstring(data, _parser())
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    try:
+        if root.tag != "rss" or root.get("version") != "2.0":
+            return None
+        _check_attrs(root, "rss")
+        nsmap = root.nsmap
+        if None in nsmap or not set(nsmap.values()) <= _NAMESPACES:
+            return None
+        if data.count(b"xmlns") != len(nsmap):
+            return None  # a namespace declared below the root (or "xmlns" in the text): not proven
+        channels = [el for el in _elements(root)]
+        if len(channels) != 1 or channels[0].tag != "channel":
+            return None
+        feed, entries = _channel(channels[0])
+    except _NotExact:
+        return None
+    return FastResult(feed, entries, "rss20")
