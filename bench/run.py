@@ -57,14 +57,14 @@ def _settings(tmp: Path, feeds: Path | None = None):
 
 
 def bench_ingest(n_feeds: int) -> list[Row]:
-    """parse + normalise + classify + dedupe + load, against feedparser alone on the same bytes:
-    with a typical share of indicator matches, and during an attack campaign."""
+    """parse + normalise + classify + dedupe + load, against feedparser alone (as Marsad calls it)
+    parsing the same bytes: with a typical share of indicator matches, and during an attack campaign."""
     from bench.feeds import CAMPAIGN_SHARE, TYPICAL_SHARE
 
-    return [_ingest(n_feeds, TYPICAL_SHARE, "typical news"), _ingest(n_feeds, CAMPAIGN_SHARE, "attack campaign")]
+    return [_ingest(n_feeds, TYPICAL_SHARE, "typical news", 1.0), _ingest(n_feeds, CAMPAIGN_SHARE, "attack campaign", 0.7)]
 
 
-def _ingest(n_feeds: int, attack_share: float, label: str) -> Row:
+def _ingest(n_feeds: int, attack_share: float, label: str, target: float) -> Row:
     import feedparser
 
     from bench.feeds import feed_xml
@@ -72,7 +72,10 @@ def _ingest(n_feeds: int, attack_share: float, label: str) -> Row:
     from sources.parse import parse_feed
 
     blobs = [feed_xml(i, attack_share=attack_share) for i in range(n_feeds)]
-    base_s, counts = _timed(lambda: [len(feedparser.parse(b).entries) for b in blobs])
+    # The baseline is feedparser as Marsad calls it on its fallback path (sources/parse.py
+    # _feedparser): no sanitising, no relative-URI rewriting. feedparser's defaults do both
+    # and would make the baseline slower than what Marsad would otherwise run.
+    base_s, counts = _timed(lambda: [len(feedparser.parse(b, sanitize_html=False, resolve_relative_uris=False).entries) for b in blobs])
     entries = sum(counts)
     with tempfile.TemporaryDirectory() as d:
         s = _settings(Path(d))
@@ -95,7 +98,8 @@ def _ingest(n_feeds: int, attack_share: float, label: str) -> Row:
         size_mb = s.warehouse.stat().st_size / 1e6
     base_rate, m_rate = entries / base_s, entries / m_s
     return Row("ingest", f"{entries} entries, {label} ({attack_share:.0%} attack reports): parse+normalise+classify+dedupe+load",
-               round(m_rate), round(base_rate), "entries/s", round(m_rate / base_rate, 3), ">= 0.5 x feedparser", m_rate / base_rate >= 0.5,
+               round(m_rate), round(base_rate), "entries/s", round(m_rate / base_rate, 3), f">= {target} x feedparser", m_rate / base_rate >= target,
+               "baseline: feedparser.parse(bytes, sanitize_html=False, resolve_relative_uris=False), as Marsad calls it, parse only; "
                f"{rep.matches} indicator matches, {rep.new_events} events; publishing the read copy afterwards {pub_s:.2f} s "
                f"(plain file copy {copy_s:.2f} s, {size_mb:.0f} MB)")
 

@@ -142,11 +142,16 @@ def _text(value: str) -> str:
     value = value.strip()
     if value.isascii():
         return value
-    try:
-        value = value.encode("iso-8859-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        pass
-    return value.translate(_cp1252)
+    if _LATIN1_ONLY.fullmatch(value):  # else encoding it as Latin-1 fails, as it does in feedparser
+        try:
+            value = value.encode("iso-8859-1").decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return value.translate(_cp1252) if _C1.search(value) else value  # _cp1252 maps C1 controls only
+
+
+_LATIN1_ONLY = re.compile("[\x00-\xff]*")
+_C1 = re.compile("[\x80-\x9f]")
 
 
 def _only_text(el) -> str:

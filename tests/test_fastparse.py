@@ -171,3 +171,43 @@ def test_fast_path_equals_feedparser_on_generated_rss():
         took += _compare(data, content_type, f"generated feed {i}: {content_type}\n{data.decode('utf-8', 'replace')}")
     # Most generated feeds are plain shapes the fast path accepts; the rest test its refusals.
     assert took > n // 3, took
+
+
+# canonical_url writes plain URLs' canonical form itself and hands every other URL to w3lib;
+# the two must agree on every URL.
+_URL_PARTS = dict(
+    scheme=["https", "http", "HTTPS", "ftp", "https", "http"],
+    host=["www.aljazeera.com", "example.com", "EXAMPLE.com", "a-b.example", "xn--mgbh0fb.example", "1.2.3.4", "localhost",
+          "example.com:443", "example.com:8080", "user@example.com", "-bad.example", "a..b", "ex_ample.com", "", "[::1]", "sub.ex-ample.co.uk"],
+    path=["", "/", "/news/2024/10/17/a-story", "/a/./b", "/a/../b", "/a//b", "/%7Euser", "/r%C3%A9sum%C3%A9", "/résumé", "/a b", "/.",
+          "/..", "/a.html", "/~user/", "/a;p=1", "/A/B/C", "/x/", "/ab-_.~", "/%2f"],
+    query=["", "?", "?a=1", "?b=2&a=1", "?utm_source=rss", "?traffic_source=rss", "?id=5&utm_source=rss&ref=x", "?a=1&a=2", "?a&b=",
+           "?a=1&&b=2", "?a=1&", "?a=b=c", "?q=a+b", "?q=%20", "?q=é", "?utm_source=x&utm_source=y&a=1", "?b&a", "?A=1&a=1",
+           "?z=1&y=2&x", "?a=1;b=2", "?from=rss&id=9"],
+    fragment=["", "#top", "#", "#a b", "#x?y=1"],
+)
+
+
+def _urls(rng: random.Random, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        p = {k: rng.choice(v) for k, v in _URL_PARTS.items()}
+        out.append(f"{p['scheme']}://{p['host']}{p['path']}{p['query']}{p['fragment']}")
+    out += [" https://example.com/a ", "https://example.com", "example.com/a", "/relative", "mailto:x@example.com", "https:///a"]
+    return out
+
+
+def test_canonical_url_equals_w3lib_on_generated_and_real_urls():
+    from sources.normalize import _PLAIN_URL, _canonical_url_w3lib, canonical_url
+
+    urls = _urls(random.Random(7), 6000)
+    captures = CORPUS.parent / "rss-captures" / "items.jsonl"
+    if captures.is_file():
+        import json
+
+        urls += [json.loads(line)["url"] for line in captures.read_text(encoding="utf-8").splitlines() if line.strip()]
+    plain = 0
+    for url in urls:
+        assert canonical_url(url) == _canonical_url_w3lib(url.strip()), url
+        plain += _PLAIN_URL.fullmatch(url.strip()) is not None
+    assert plain > len(urls) // 10, plain  # the plain shape is common, and tested
