@@ -213,14 +213,15 @@ def _item(item) -> dict:
     guid = found.get("id")
     if guid is not None:
         if guid_is_link and guid:
-            guid = _urljoin("", guid)
+            guid = _join(guid)
         entry["id"] = guid
     if "link" in found:
         link = found["link"]
-        if link:
-            link = _urljoin("", link)
-        link = link.replace("&amp;", "&")
-        entry["link"] = _AMP_REF.sub(r"&\g<1>", link)
+        link = _join(link)  # in feedparser's order: the URI join, then the "&amp;" repairs
+        if "&" in link:
+            link = link.replace("&amp;", "&")
+            link = _AMP_REF.sub(r"&\g<1>", link)
+        entry["link"] = link
     elif guid is not None and guid_is_link:
         entry["link"] = guid
     content = found.get("content")
@@ -240,6 +241,12 @@ def _item(item) -> dict:
 
 
 _AMP_REF = re.compile("&([A-Za-z0-9_]+);")
+
+
+def _join(uri: str) -> str:
+    """feedparser's resolve_uri with no base URI: ``_urljoin("", uri)``, which changes only
+    a URI with slashes after "scheme://" (urljoin with an empty base returns the URI)."""
+    return _urljoin("", uri) if ":///" in uri else uri
 
 
 def _channel(channel) -> tuple[dict, list[dict]]:

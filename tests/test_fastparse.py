@@ -85,13 +85,14 @@ _TEXTS = [
 _LINKS = [
     "https://example.com/a?x=1&amp;utm_source=rss", "/relative/path", "http://example.com/a&amp;amp;b=2",
     " https://example.com/space ", "", "https://example.com/q?a=1&amp;b&amp;c;d", "javascript:alert(1)",
-    "https://EXAMPLE.com:443/Path#frag", "example.com/no-scheme", "https://example.com/&amp;lt;",
+    "https://EXAMPLE.com:443/Path#frag", "example.com/no-scheme", "https://example.com/&amp;lt;", "https:///triple.example/a",
+    "http:////four.example/?a=1&amp;b=2", "a&amp;b:///x",
 ]
 _DATES = [
     "Sun, 01 Mar 2026 10:00:00 GMT", "Sun, 01 Mar 2026 10:00:00 +0300", "2026-03-01T10:00:00Z",
     "2026-03-01", "not a date", "", "Sun, 01 Mar 2099 10:00:00 GMT", "01 Mar 2026 10:00 EST", "Mon, 32 Feb 2026 99:00:00 GMT",
 ]
-_GUIDS = ["abc-123", "https://example.com/g/1", "/rel/guid", "", "urn:uuid:1"]
+_GUIDS = ["abc-123", "https://example.com/g/1", "/rel/guid", "", "urn:uuid:1", "https:///g.example/2"]
 _NS = {
     "dc": "http://purl.org/dc/elements/1.1/", "content": "http://purl.org/rss/1.0/modules/content/",
     "atom": "http://www.w3.org/2005/Atom", "media": "http://search.yahoo.com/mrss/",
