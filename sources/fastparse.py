@@ -2,8 +2,8 @@
 
 feedparser stays the reference: it reads every odd feed (illformed XML, wrong charsets, CDF,
 RSS 0.9x, Atom 0.3, xhtml and base64 content, entities from a DOCTYPE). Most real feeds are
-plain well-formed UTF-8 RSS 2.0, and for those feedparser's SAX handlers cost far more than
-the rest of ingest. ``parse_rss20`` reads such a feed with lxml and returns the fields
+plain well-formed UTF-8 RSS 2.0 or Atom 1.0, and for those feedparser's SAX handlers cost far more than
+the rest of ingest. ``parse_fast`` reads such a feed with lxml and returns the fields
 ``sources.parse`` reads from feedparser's result, computed as feedparser computes them (the
 same date parser, the same URI join, the same text clean-ups), or None when the feed is not
 one of the shapes proven equal; the caller then parses it with feedparser.
@@ -13,7 +13,8 @@ It is a whitelist, decided before anything is trusted:
 * the bytes: UTF-8 (a BOM allowed), an XML declaration (if any) that says UTF-8 or nothing, a
   content type that lets the declaration stand, no DOCTYPE, no entity declaration;
 * the XML: well-formed (lxml without recovery: any error falls back), root ``<rss
-  version="2.0">`` in no namespace, one ``<channel>``, namespaces declared on the root only;
+  version="2.0">`` in no namespace with one ``<channel>``, or an Atom 1.0 ``<feed>`` (the
+  Atom namespace as the default, nothing else), namespaces declared on the root only;
 * every element and attribute in a table of known ones (``_CHANNEL``, ``_ITEM``, ``_ATTRS``):
   an element feedparser handles in a way this module does not copy (``media:title`` sets
   the title, ``dc:language`` the language, an ``xml:lang`` or ``xml:base`` attribute, a
@@ -307,7 +308,7 @@ def _parser() -> etree.XMLParser:
                            huge_tree=False, remove_blank_text=False, strip_cdata=True)
 
 
-def parse_rss20(data: bytes, content_type: str | None = None) -> FastResult | None:
+def parse_fast(data: bytes, content_type: str | None = None) -> FastResult | None:
     """The feed as feedparser would report it, or None when it is not a shape proven equal."""
     if not _content_type_ok(content_type) or not _bytes_ok(data):
         return None
@@ -316,18 +317,164 @@ def parse_rss20(data: bytes, content_type: str | None = None) -> FastResult | No
     except (etree.XMLSyntaxError, ValueError):
         return None
     try:
-        if root.tag != "rss" or root.get("version") != "2.0":
-            return None
-        _check_attrs(root, "rss")
-        nsmap = root.nsmap
-        if None in nsmap or not set(nsmap.values()) <= _NAMESPACES:
-            return None
-        if data.count(b"xmlns") != len(nsmap):
-            return None  # a namespace declared below the root (or "xmlns" in the text): not proven
-        channels = [el for el in _elements(root)]
-        if len(channels) != 1 or channels[0].tag != "channel":
-            return None
-        feed, entries = _channel(channels[0])
+        if root.tag == _ATOM_FEED:
+            return _atom(root, data)
+        return _rss20(root, data)
     except _NotExact:
         return None
+
+
+def _rss20(root, data: bytes) -> FastResult | None:
+    if root.tag != "rss" or root.get("version") != "2.0":
+        return None
+    _check_attrs(root, "rss")
+    nsmap = root.nsmap
+    if None in nsmap or not set(nsmap.values()) <= _NAMESPACES:
+        return None
+    if data.count(b"xmlns") != len(nsmap):
+        return None  # a namespace declared below the root (or "xmlns" in the text): not proven
+    channels = list(_elements(root))
+    if len(channels) != 1 or channels[0].tag != "channel":
+        return None
+    feed, entries = _channel(channels[0])
     return FastResult(feed, entries, "rss20")
+
+
+# Atom 1.0: every element in the Atom namespace (declared as the default namespace on the
+# root, and nowhere else), text constructs of type text or html (xhtml, base64 and src=
+# content go to feedparser), an xml:lang on the root only.
+_A = f"{{{_NS_ATOM}}}"
+_ATOM_FEED = _A + "feed"
+_ATOM_TEXT = {_A + "title": "title", _A + "summary": "summary", _A + "content": "content", _A + "id": "id",
+              _A + "published": "published", _A + "updated": "updated"}
+_ATOM_TEXT_TYPES = {None, "text", "html"}
+_ATOM_PERSON = {_A + "author", _A + "contributor"}
+_ATOM_PERSON_PARTS = {_A + "name", _A + "email", _A + "uri"}
+_ATOM_LINK_ATTRS = {"href", "rel", "type", "title", "hreflang", "length"}
+_ATOM_FEED_OTHER = {_A + "subtitle", _A + "id", _A + "updated", _A + "icon", _A + "logo", _A + "rights", _A + "generator"}
+_ATOM_ATTRS = {_A + "category": {"term", "scheme", "label"}, _A + "generator": {"uri", "version"}}
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+_HTML_TYPES = {"application/xhtml+xml", "text/html"}
+
+
+def _atom_text(el) -> str:
+    attrib = el.attrib
+    if attrib and (set(attrib.keys()) != {"type"} or attrib["type"] not in _ATOM_TEXT_TYPES):
+        raise _NotExact(f"{el.tag} attributes")
+    return _text(_only_text(el))
+
+
+def _atom_link(el) -> str | None:
+    """The href an Atom link sets as the entry's link, or None when it sets none."""
+    attrib = el.attrib
+    if len(el) or (el.text or "").strip() or "href" not in attrib or not set(attrib.keys()) <= _ATOM_LINK_ATTRS:
+        raise _NotExact("an Atom link feedparser reads otherwise")
+    rel = attrib.get("rel", "alternate").lower()
+    kind = attrib.get("type", "text/html").lower()
+    kind = {"text": "text/plain", "plain": "text/plain", "html": "text/html", "xhtml": "application/xhtml+xml"}.get(kind, kind)
+    return _join(attrib["href"]) if rel == "alternate" and kind in _HTML_TYPES else None
+
+
+def _atom_other(el) -> None:
+    """Feed and entry elements feedparser keeps in fields Marsad does not read."""
+    tag = el.tag
+    if tag in _ATOM_PERSON:
+        if el.attrib:
+            raise _NotExact("attributes on a person")
+        for part in _elements(el):
+            if part.tag not in _ATOM_PERSON_PARTS or part.attrib:
+                raise _NotExact(f"person element {part.tag}")
+            _only_text(part)
+    elif tag == _A + "category":
+        if el.attrib and not set(el.attrib.keys()) <= _ATOM_ATTRS[tag]:
+            raise _NotExact("category attributes")
+        if len(el) or (el.text or "").strip():
+            raise _NotExact("category content")
+    elif tag == _A + "link":
+        _atom_link(el)
+    elif tag == _A + "rights":
+        _atom_text(el)
+    else:
+        raise _NotExact(f"element {tag}")
+
+
+def _atom_entry(entry_el) -> dict:
+    if entry_el.attrib:
+        raise _NotExact("attributes on entry")
+    found: dict[str, str] = {}
+    link = None
+    for el in _elements(entry_el):
+        tag = el.tag
+        field = _ATOM_TEXT.get(tag)
+        if field is not None:
+            if field in found:
+                raise _NotExact(f"a second {tag}")
+            if field in ("title", "summary", "content"):
+                found[field] = _atom_text(el)
+            else:
+                if el.attrib:
+                    raise _NotExact(f"attributes on {tag}")
+                found[field] = _text(_only_text(el))
+        elif tag == _A + "link":
+            href = _atom_link(el)
+            if href is not None:
+                link = href  # the last alternate HTML link wins, as in feedparser
+        else:
+            _atom_other(el)
+    entry: dict = {}
+    if "title" in found:
+        entry["title"] = found["title"]
+    if "id" in found:
+        guid = found["id"]
+        entry["id"] = _join(guid) if guid else guid
+        entry["link"] = entry["id"]  # an Atom id acts as the link until an alternate link is seen
+    if link is not None:
+        entry["link"] = link
+    content = found.get("content")
+    if content is not None:
+        entry["content"] = [{"value": content}]
+    if "summary" in found:
+        entry["summary"] = found["summary"]
+    elif content is not None:
+        entry["summary"] = content
+    for key in ("published", "updated"):
+        if key in found:
+            entry[key] = found[key]
+            entry[key + "_parsed"] = _parse_date(found[key])
+    return entry
+
+
+def _atom(root, data: bytes) -> FastResult | None:
+    nsmap = root.nsmap
+    if nsmap.get(None) != _NS_ATOM or len(nsmap) != 1 or data.count(b"xmlns") != 1:
+        return None
+    attrib = root.attrib
+    feed: dict = {}
+    if attrib:
+        if set(attrib.keys()) != {_XML_LANG}:
+            return None
+        lang = attrib[_XML_LANG]
+        if lang:
+            feed["language"] = lang.replace("_", "-")
+    entries = []
+    for el in _elements(root):
+        tag = el.tag
+        if tag == _A + "entry":
+            entries.append(_atom_entry(el))
+        elif tag == _A + "title":
+            if "title" in feed:
+                raise _NotExact("a second feed title")
+            feed["title"] = _atom_text(el)
+        elif tag in _ATOM_FEED_OTHER:
+            if tag == _A + "generator":
+                if el.attrib and not set(el.attrib.keys()) <= _ATOM_ATTRS[tag]:
+                    raise _NotExact("generator attributes")
+            elif tag in (_A + "subtitle", _A + "rights"):
+                _atom_text(el)
+                continue
+            elif el.attrib:
+                raise _NotExact(f"attributes on {tag}")
+            _only_text(el)
+        else:
+            _atom_other(el)
+    return FastResult(feed, entries, "atom10")

@@ -14,7 +14,7 @@ import feedparser
 from bs4 import BeautifulSoup
 from charset_normalizer import from_bytes
 
-from sources.fastparse import parse_rss20
+from sources.fastparse import parse_fast
 from sources.normalize import canonical_url, content_hash, fold, guess_language, html_to_text
 from sources.safety import refuse_entity_declarations
 
@@ -242,7 +242,7 @@ def parse_feed(
         refuse_entity_declarations(data)
     except ValueError as exc:
         raise FeedError(f"not a feed we read: {exc}") from None
-    quick = parse_rss20(data, content_type) if fast else None
+    quick = parse_fast(data, content_type) if fast else None
     if quick is not None:
         # Well-formed UTF-8 RSS 2.0 of a shape proven to read as feedparser reads it: no
         # charset to repair, nothing for feedparser to add (tests/test_fastparse.py).

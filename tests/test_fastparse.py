@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.feeds import CAMPAIGN_SHARE, feed_xml
-from sources.fastparse import parse_rss20
+from sources.fastparse import parse_fast
 from sources.parse import FeedError, parse_feed
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "feedparser"
@@ -42,7 +42,7 @@ def _compare(data: bytes, content_type: str | None, name: str) -> bool:
                 for key in a:
                     assert a[key] == b[key], f"{name}: article {i}: {key}: {a[key]!r} != {b[key]!r}"
         assert fast == reference, name
-    return parse_rss20(data, content_type) is not None
+    return parse_fast(data, content_type) is not None
 
 
 def _corpus_files() -> list[Path]:
@@ -71,7 +71,7 @@ def test_generated_and_bench_feeds_take_the_fast_path():
     for i in range(6):
         for share in (0.05, CAMPAIGN_SHARE):
             data = feed_xml(i, attack_share=share)
-            assert parse_rss20(data, "application/rss+xml; charset=utf-8") is not None
+            assert parse_fast(data, "application/rss+xml; charset=utf-8") is not None
             assert _compare(data, "application/rss+xml; charset=utf-8", f"bench feed {i}")
 
 
@@ -212,3 +212,62 @@ def test_canonical_url_equals_w3lib_on_generated_and_real_urls():
         assert canonical_url(url) == _canonical_url_w3lib(url.strip()), url
         plain += _PLAIN_URL.fullmatch(url.strip()) is not None
     assert plain > len(urls) // 10, plain  # the plain shape is common, and tested
+
+
+def _atom_text(rng: random.Random, tag: str) -> str:
+    kind = rng.choice(["", ' type="text"', ' type="html"'] * 10 + [' type="xhtml"', ' type="HTML"', ' type="text/html"'])
+    body = rng.choice(_TEXTS)
+    if "xhtml" in kind:
+        body = '<div xmlns="http://www.w3.org/1999/xhtml">x <b>y</b></div>'
+    return f"<{tag}{kind}>{body}</{tag}>"
+
+
+def _atom_entry(rng: random.Random) -> str:
+    parts = []
+    if rng.random() < 0.9:
+        parts.append(_atom_text(rng, "title"))
+    if rng.random() < 0.8:
+        parts.append(f"<id>{rng.choice(_GUIDS + ['tag:example.com,2026:1'])}</id>")
+    for _ in range(rng.randrange(0, 3)):
+        rel = rng.choice(["", ' rel="alternate"', ' rel="self"', ' rel="enclosure"', ' rel="ALTERNATE"', ' rel="related"'])
+        kind = rng.choice(["", ' type="text/html"', ' type="application/atom+xml"', ' type="TEXT/HTML"', ' type="html"', ' type="application/xhtml+xml"'])
+        parts.append(f'<link{rel}{kind} href="{rng.choice(_LINKS)}"/>')
+    if rng.random() < 0.6:
+        parts.append(_atom_text(rng, "summary"))
+    if rng.random() < 0.4:
+        parts.append(_atom_text(rng, "content"))
+    for tag in ("published", "updated"):
+        if rng.random() < 0.6:
+            parts.append(f"<{tag}>{rng.choice(_DATES)}</{tag}>")
+    parts += rng.sample(["<author><name>A</name><email>a@example.com</email></author>", '<category term="iraq"/>',
+                         "<contributor><name>B</name></contributor>", "<!-- c -->", "<rights>(c)</rights>"], rng.randrange(0, 3))
+    if rng.random() < 0.1:
+        parts.append(rng.choice(['<content src="https://example.com/x"/>', '<content type="text/plain" mode="base64">aGk=</content>',
+                                 "<source><title>S</title></source>", "<dc:language>ar</dc:language>", "<title>second</title>",
+                                 '<link href="https://x.example/"><b/></link>']))
+    rng.shuffle(parts)
+    return "<entry>" + "".join(parts) + "</entry>"
+
+
+def _atom_feed(rng: random.Random) -> tuple[bytes, str | None]:
+    lang = rng.choice(["", ' xml:lang="ar"', ' xml:lang="en_US"', ' xml:lang=""', ' xml:lang="fr"', ' xml:lang="AR-iq"'])
+    extra_ns = ' xmlns:dc="http://purl.org/dc/elements/1.1/"' if rng.random() < 0.15 else ""
+    parts = [_atom_text(rng, "title")] if rng.random() < 0.9 else []
+    parts += rng.sample(["<id>urn:feed</id>", "<updated>2026-03-01T10:00:00Z</updated>", '<link rel="self" href="https://example.com/feed"/>',
+                         "<subtitle>Sub</subtitle>", '<generator uri="https://g.example/" version="1">G</generator>', "<icon>/i.png</icon>",
+                         "<author><name>A</name></author>"], rng.randrange(0, 5))
+    parts += [_atom_entry(rng) for _ in range(rng.randrange(0, 6))]
+    rng.shuffle(parts)
+    decl = rng.choice(_DECLS[:4] * 3 + _DECLS[4:])
+    data = f'{decl}<feed xmlns="http://www.w3.org/2005/Atom"{extra_ns}{lang}>{"".join(parts)}</feed>'.encode("utf-8")
+    return data, rng.choice([None, "application/atom+xml; charset=utf-8", "application/atom+xml"] * 3 + ["text/xml"])
+
+
+def test_fast_path_equals_feedparser_on_generated_atom():
+    rng = random.Random(1017)
+    took = 0
+    n = 1200
+    for i in range(n):
+        data, content_type = _atom_feed(rng)
+        took += _compare(data, content_type, f"generated Atom feed {i}: {content_type}\n{data.decode('utf-8', 'replace')}")
+    assert took > n // 3, took
