@@ -2,8 +2,8 @@
 
 feedparser stays the reference: it reads every odd feed (illformed XML, wrong charsets, CDF,
 RSS 0.9x, Atom 0.3, xhtml and base64 content, entities from a DOCTYPE). Most real feeds are
-plain well-formed UTF-8 RSS 2.0 or Atom 1.0, and for those feedparser's SAX handlers cost far more than
-the rest of ingest. ``parse_fast`` reads such a feed with lxml and returns the fields
+plain well-formed UTF-8 RSS 2.0 or Atom 1.0, and for those feedparser's SAX handlers cost
+more than the rest of ingest. ``parse_fast`` reads such a feed with lxml and returns the fields
 ``sources.parse`` reads from feedparser's result, computed as feedparser computes them (the
 same date parser, the same URI join, the same text clean-ups), or None when the feed is not
 one of the shapes proven equal; the caller then parses it with feedparser.
@@ -15,7 +15,8 @@ It is a whitelist, decided before anything is trusted:
 * the XML: well-formed (lxml without recovery: any error falls back), root ``<rss
   version="2.0">`` in no namespace with one ``<channel>``, or an Atom 1.0 ``<feed>`` (the
   Atom namespace as the default, nothing else), namespaces declared on the root only;
-* every element and attribute in a table of known ones (``_CHANNEL``, ``_ITEM``, ``_ATTRS``):
+* every element and attribute in a table of known ones (``_ITEM_TEXT``, ``_ITEM_OTHER``,
+  ``_CHANNEL_TEXT``, ``_CHANNEL_OTHER``, ``_ATTRS`` and the ``_ATOM_`` tables):
   an element feedparser handles in a way this module does not copy (``media:title`` sets
   the title, ``dc:language`` the language, an ``xml:lang`` or ``xml:base`` attribute, a
   second ``<title>``, mixed content) sends the whole feed to feedparser.
@@ -39,8 +40,8 @@ _NS_MEDIA = "http://search.yahoo.com/mrss/"
 _NS_SY = "http://purl.org/rss/1.0/modules/syndication/"
 _NS_SLASH = "http://purl.org/rss/1.0/modules/slash/"
 _NS_WFW = "http://wellformedweb.org/CommentAPI/"
-# The namespaces a feed may declare (on its root) and still take the fast path, with the
-# prefix feedparser maps each to. Only these URIs, spelt exactly so.
+# The namespaces an RSS 2.0 feed may declare (on its root) and still take the fast path:
+# only these URIs, spelt exactly so (feedparser maps each to its own prefix).
 _NAMESPACES = {_NS_DC, _NS_CONTENT, _NS_ATOM, _NS_MEDIA, _NS_SY, _NS_SLASH, _NS_WFW}
 
 # Elements whose text feedparser keeps, in an item and in the channel: tag -> field. Each may
