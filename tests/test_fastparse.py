@@ -1,6 +1,6 @@
 """The fast parse path (sources/fastparse.py) loses nothing: every field Marsad stores is the
 same as with feedparser alone, on feedparser's whole corpus and on generated variations of
-the RSS 2.0 shapes the fast path accepts, and the errors are the same too."""
+the RSS 2.0 and Atom 1.0 shapes the fast path accepts, and the errors are the same too."""
 from __future__ import annotations
 
 import random
@@ -9,13 +9,12 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
-
 from bench.feeds import CAMPAIGN_SHARE, feed_xml
+from conftest import CORPORA
 from sources.fastparse import parse_fast
 from sources.parse import FeedError, parse_feed
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "feedparser"
+CORPUS = CORPORA / "feedparser"
 FETCHED = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 _HEADER = re.compile(rb"^Header:\s*Content-type:\s*(.+?)\s*$", re.I | re.M)
 
@@ -46,8 +45,7 @@ def _compare(data: bytes, content_type: str | None, name: str) -> bool:
 
 
 def _corpus_files() -> list[Path]:
-    if not CORPUS.is_dir():
-        pytest.skip(f"feedparser's corpus is not at {CORPUS}")
+    assert CORPUS.is_dir(), f"feedparser's corpus is not at {CORPUS} (../shared/corpora beside the clone)"
     return sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix in (".xml", ".json"))
 
 
@@ -202,7 +200,7 @@ def test_canonical_url_equals_w3lib_on_generated_and_real_urls():
     from sources.normalize import _PLAIN_URL, _canonical_url_w3lib, canonical_url
 
     urls = _urls(random.Random(7), 6000)
-    captures = CORPUS.parent / "rss-captures" / "items.jsonl"
+    captures = CORPORA / "rss-captures" / "items.jsonl"
     if captures.is_file():
         import json
 
