@@ -21,8 +21,6 @@ from w3lib.url import canonicalize_url, url_query_cleaner
 
 _WS = re.compile(r"\s+")
 _BLOCK = re.compile(r"<\s*/?\s*(?:p|br|div|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|section|article)\b[^>]*>", re.I)
-# Everything that is not a letter or a digit (any script) separates words.
-_NON_WORD = re.compile(r"[^\w]+|_", re.UNICODE)
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF]")
 _LATIN_LETTER = re.compile(r"[A-Za-z]")
 
@@ -62,9 +60,9 @@ def html_to_text(html: str | None) -> str:
 
 # The three tables above as one, applied in a single pass: no table maps a character into
 # another table's domain, so one pass equals the three in turn.
-_FOLD = {**{k: v for k, v in _DIGITS.items()}, **_LETTERS, **_STRIP}
-# A run of separators (anything not a letter or digit, "_" included) becomes one space: the
-# same as replacing each run of _NON_WORD with a space and then collapsing whitespace.
+_FOLD = {**_DIGITS, **_LETTERS, **_STRIP}
+# Everything that is not a letter or a digit (any script) separates words: a run of them
+# ("_" included) becomes one space.
 _SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
 
 

@@ -269,3 +269,23 @@ def test_fast_path_equals_feedparser_on_generated_atom():
         data, content_type = _atom_feed(rng)
         took += _compare(data, content_type, f"generated Atom feed {i}: {content_type}\n{data.decode('utf-8', 'replace')}")
     assert took > n // 3, took
+
+
+def test_fold_equals_the_three_pass_definition():
+    """fold() applies its tables in one pass and skips them for ASCII; the result is the
+    definition's: NFKC, strip, letters, digits (in turn), lower case, separators to spaces."""
+    import unicodedata
+
+    from sources import normalize as n
+
+    def reference(text: str) -> str:
+        text = unicodedata.normalize("NFKC", text).translate(n._STRIP).translate(n._LETTERS).translate(n._DIGITS).lower()
+        return re.sub(r"\s+", " ", re.sub(r"[^\w]+|_", " ", text)).strip()
+
+    rng = random.Random(3)
+    alphabet = [chr(c) for c in [*range(0, 0x250), *range(0x600, 0x700), *range(0x2000, 0x2070), *range(0xFB50, 0xFE00),
+                                 *range(0xFE70, 0xFF00), 0xFFFD, 0x130, 0x1E9E]]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30))) for _ in range(20000)]
+    texts += ["Drone attack on Ain al-Asad__base", "هجومٌ بطائرةٍ مسيّرة على قاعدة عين الأسد ١٢٣", "İstanbul ǅ ﷺ ﻻ"]
+    for text in texts:
+        assert n.fold(text) == reference(text), repr(text)
