@@ -40,6 +40,8 @@ _NS_MEDIA = "http://search.yahoo.com/mrss/"
 _NS_SY = "http://purl.org/rss/1.0/modules/syndication/"
 _NS_SLASH = "http://purl.org/rss/1.0/modules/slash/"
 _NS_WFW = "http://wellformedweb.org/CommentAPI/"
+# WordPress (Jetpack, WordPress.com) adds <post-id> and <site> declaring this namespace on themselves.
+_NS_WP = "com-wordpress:feed-additions:1"
 # The namespaces an RSS 2.0 feed may declare (on its root) and still take the fast path:
 # only these URIs, spelt exactly so (feedparser maps each to its own prefix).
 _NAMESPACES = {_NS_DC, _NS_CONTENT, _NS_ATOM, _NS_MEDIA, _NS_SY, _NS_SLASH, _NS_WFW}
@@ -59,14 +61,17 @@ _ITEM_TEXT = {
 # enclosures, thumbnails): text only (or empty), and they may repeat.
 _ITEM_OTHER = {
     "category", "author", "comments", "enclosure", "source",
-    f"{{{_NS_DC}}}creator", f"{{{_NS_MEDIA}}}thumbnail", f"{{{_NS_MEDIA}}}content",
-    f"{{{_NS_SLASH}}}comments", f"{{{_NS_WFW}}}commentRss",
+    f"{{{_NS_DC}}}creator", f"{{{_NS_DC}}}subject", f"{{{_NS_DC}}}rights", f"{{{_NS_DC}}}publisher",
+    f"{{{_NS_MEDIA}}}thumbnail", f"{{{_NS_MEDIA}}}content",
+    f"{{{_NS_SLASH}}}comments", f"{{{_NS_WFW}}}commentRss", f"{{{_NS_WP}}}post-id",
 }
+# What a <media:content> may hold (its title, description or text would become the entry's).
+_MEDIA_CONTENT_CHILDREN = {f"{{{_NS_MEDIA}}}credit", f"{{{_NS_MEDIA}}}category", f"{{{_NS_MEDIA}}}thumbnail"}
 _CHANNEL_TEXT = {"title": "title", "language": "language"}
 _CHANNEL_OTHER = {
     "link", "description", "copyright", "managingEditor", "webMaster", "pubDate", "lastBuildDate",
     "category", "generator", "docs", "ttl", "cloud", f"{{{_NS_ATOM}}}link",
-    f"{{{_NS_SY}}}updatePeriod", f"{{{_NS_SY}}}updateFrequency",
+    f"{{{_NS_SY}}}updatePeriod", f"{{{_NS_SY}}}updateFrequency", f"{{{_NS_WP}}}site",
 }
 _IMAGE_CHILDREN = {"url", "title", "link", "width", "height", "description"}
 # Attributes allowed per element; none elsewhere. ``lang`` and ``base`` (with or without
@@ -81,6 +86,8 @@ _ATTRS = {
     f"{{{_NS_ATOM}}}link": {"href", "rel", "type"},
     f"{{{_NS_MEDIA}}}thumbnail": {"url", "width", "height"},
     f"{{{_NS_MEDIA}}}content": {"url", "type", "medium", "width", "height", "fileSize", "duration"},
+    f"{{{_NS_MEDIA}}}credit": {"role", "scheme"},
+    f"{{{_NS_MEDIA}}}category": {"scheme", "label"},
 }
 _NO_ATTRS: frozenset = frozenset()
 # Elements that must stay empty (their content would be read by feedparser as something else).
@@ -202,7 +209,9 @@ def _item(item) -> dict:
                 guid_is_link = el.get("isPermaLink", "true") == "true"
         elif tag in _ITEM_OTHER:
             _check_attrs(el, tag)
-            if tag in _EMPTY:
+            if tag == _MEDIA_CONTENT and len(el):
+                _media_content(el)
+            elif tag in _EMPTY:
                 if len(el) or (el.text or "").strip():
                     raise _NotExact(f"{tag} is not empty")
             else:
@@ -243,6 +252,22 @@ def _item(item) -> dict:
 
 
 _AMP_REF = re.compile("&([A-Za-z0-9_]+);")
+_MEDIA_CONTENT = f"{{{_NS_MEDIA}}}content"
+
+
+def _media_content(el) -> None:
+    if (el.text or "").strip():
+        raise _NotExact("text in media:content")
+    for child in _elements(el):
+        tag = child.tag
+        if tag not in _MEDIA_CONTENT_CHILDREN:
+            raise _NotExact(f"media:content holds {tag}")
+        _check_attrs(child, tag)
+        if tag in _EMPTY:
+            if len(child) or (child.text or "").strip():
+                raise _NotExact(f"{tag} is not empty")
+        else:
+            _only_text(child)
 
 
 def _join(uri: str) -> str:
@@ -332,12 +357,19 @@ def _rss20(root, data: bytes) -> FastResult | None:
     nsmap = root.nsmap
     if None in nsmap or not set(nsmap.values()) <= _NAMESPACES:
         return None
-    if data.count(b"xmlns") != len(nsmap):
-        return None  # a namespace declared below the root (or "xmlns" in the text): not proven
     channels = list(_elements(root))
     if len(channels) != 1 or channels[0].tag != "channel":
         return None
     feed, entries = _channel(channels[0])
+    # Namespaces are declared on the root, and by WordPress's elements on themselves; any other
+    # declaration below the root (or "xmlns" in the text) is a shape not proven.
+    wordpress = 0
+    for el in root.iter(f"{{{_NS_WP}}}*"):
+        if el.nsmap.get(None) != _NS_WP or len(el.nsmap) != len(nsmap) + 1:
+            return None
+        wordpress += 1
+    if data.count(b"xmlns") != len(nsmap) + wordpress:
+        return None
     return FastResult(feed, entries, "rss20")
 
 

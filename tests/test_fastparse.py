@@ -124,12 +124,17 @@ def _item(rng: random.Random) -> str:
               "<dc:creator>Reporter</dc:creator>", '<enclosure url="https://example.com/a.mp3" length="1" type="audio/mpeg"/>',
               '<media:thumbnail url="https://example.com/t.jpg" width="1" height="1"/>', "<comments>https://example.com/c</comments>",
               '<media:content url="https://example.com/v.mp4" type="video/mp4"/>', "<slash:comments>3</slash:comments>",
-              "<!-- a comment -->", '<source url="https://other.example/feed">Other</source>', "<wfw:commentRss>/c</wfw:commentRss>"]
+              "<!-- a comment -->", '<source url="https://other.example/feed">Other</source>', "<wfw:commentRss>/c</wfw:commentRss>",
+              '<post-id xmlns="com-wordpress:feed-additions:1">123</post-id>', "<dc:subject>Iraq</dc:subject>", "<dc:rights>(c)</dc:rights>",
+              '<media:content url="https://example.com/p.jpg" medium="image"><media:credit role="author">AP</media:credit>'
+              '<media:category scheme="s">news</media:category><media:thumbnail url="https://example.com/t.jpg"/></media:content>']
     # Shapes the fast path must refuse (feedparser reads them into Marsad's fields).
     odd = ["<media:title>Media title</media:title>", "<dc:language>ar</dc:language>", "<title>second title</title>",
            '<description xml:lang="ar">x</description>', "<summary>s</summary>", "<title>a <b>b</b></title>",
            '<link xml:base="https://base.example/">rel</link>', "<language>ar</language>", "<PubDate>Sun, 01 Mar 2026 10:00:00 GMT</PubDate>",
-           '<media:content url="u"><media:description>d</media:description></media:content>', "<atom:link href='https://x.example/' rel='alternate'/>"]
+           '<media:content url="u"><media:description>d</media:description></media:content>', "<atom:link href='https://x.example/' rel='alternate'/>",
+           '<media:content url="u"><media:title>Media title</media:title></media:content>', '<post-id xmlns="urn:other">1</post-id>',
+           '<dc:subject xmlns:dc="http://purl.org/dc/elements/1.1/">x</dc:subject>']
     parts += rng.sample(extras, rng.randrange(0, 4))
     if rng.random() < 0.1:
         parts.append(rng.choice(odd))
@@ -147,7 +152,8 @@ def _feed(rng: random.Random) -> tuple[bytes, str | None]:
     channel += rng.sample(["<link>https://example.com/</link>", "<description>About</description>",
                            "<lastBuildDate>Sun, 01 Mar 2026 10:00:00 GMT</lastBuildDate>", "<ttl>5</ttl>",
                            "<image><url>https://example.com/i.png</url><title>Image title</title><link>https://example.com/</link></image>",
-                           "<generator>gen</generator>", "<sy:updatePeriod>hourly</sy:updatePeriod>"], rng.randrange(0, 4))
+                           "<generator>gen</generator>", "<sy:updatePeriod>hourly</sy:updatePeriod>",
+                           '<site xmlns="com-wordpress:feed-additions:1">42</site>'], rng.randrange(0, 4))
     if "atom" in ns:
         channel.append('<atom:link href="https://example.com/feed" rel="self" type="application/rss+xml"/>')
     channel += [_item(rng) for _ in range(rng.randrange(0, 6))]
