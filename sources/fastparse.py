@@ -181,15 +181,20 @@ _COMMENT_OR_PI = (etree._Comment, etree._ProcessingInstruction)
 
 def _elements(container):
     """Child elements of a container (channel, item, image), skipping comments and
-    processing instructions between them, which feedparser ignores too."""
+    processing instructions between them, which feedparser ignores too. Text beside them
+    other than whitespace is not a shape proven equal."""
+    text = container.text
+    if text and not text.isspace():
+        raise _NotExact(f"text in {container.tag}")
     for child in container:
+        tail = child.tail
+        if tail and not tail.isspace():
+            raise _NotExact(f"text in {container.tag}")
         if isinstance(child, _COMMENT_OR_PI):
             continue
         if isinstance(child, etree._Entity):
             raise _NotExact("entity reference")
         yield child
-    # Text between elements (whitespace, or stray text) is ignored by feedparser too: it is
-    # not inside an element it keeps.
 
 
 def _item(item) -> dict:

@@ -124,7 +124,7 @@ def _item(rng: random.Random) -> str:
               "<dc:creator>Reporter</dc:creator>", '<enclosure url="https://example.com/a.mp3" length="1" type="audio/mpeg"/>',
               '<media:thumbnail url="https://example.com/t.jpg" width="1" height="1"/>', "<comments>https://example.com/c</comments>",
               '<media:content url="https://example.com/v.mp4" type="video/mp4"/>', "<slash:comments>3</slash:comments>",
-              "<!-- a comment -->", '<source url="https://other.example/feed">Other</source>', "<wfw:commentRss>/c</wfw:commentRss>",
+              "<!-- a comment -->", "stray text", '<source url="https://other.example/feed">Other</source>', "<wfw:commentRss>/c</wfw:commentRss>",
               '<post-id xmlns="com-wordpress:feed-additions:1">123</post-id>', "<dc:subject>Iraq</dc:subject>", "<dc:rights>(c)</dc:rights>",
               '<media:content url="https://example.com/p.jpg" medium="image"><media:credit role="author">AP</media:credit>'
               '<media:category scheme="s">news</media:category><media:thumbnail url="https://example.com/t.jpg"/></media:content>']
