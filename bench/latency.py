@@ -190,10 +190,10 @@ def bench_airflow(timeout_s: int = 900):
         stages += "; " + _airflow_stages(tmp / "airflow" / "airflow.db", t0_wall)
     target = 5 * 60 + 60
     if latency is None:
-        rows.append(Row("latency", "feed item -> Slack post under standalone", -1, target, "s", None, "<= poll interval + 60 s", False, "no alert arrived in time"))
+        rows.append(Row("latency", "feed item -> Slack post under standalone", -1, target, "s", None, "<= poll interval + 60 s", False, "baseline: the target itself; no alert arrived in time"))
     else:
         rows.append(Row("latency", "feed item -> Slack post under standalone (*/5 schedule, 5m interval)", round(latency, 1), target, "s",
                         round(latency / target, 2), "<= poll interval + 60 s", latency <= target, f"baseline: the target itself; {stages}"))
     rows.append(Row("airflow", "standalone PSS at rest", round(rest), None, "MB", None, "-", None, "all processes of the group"))
-    rows.append(Row("airflow", "standalone PSS peak during ingest+evaluate", round(peak), round(rest), "MB", round(peak / rest, 2), "-", None, "ratio vs at rest"))
+    rows.append(Row("airflow", "standalone PSS peak during ingest+evaluate", round(peak), round(rest), "MB", round(peak / rest, 2), "-", None, "baseline: PSS of the same group at rest"))
     return rows

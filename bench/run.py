@@ -57,45 +57,63 @@ def _settings(tmp: Path, feeds: Path | None = None):
 
 
 def bench_ingest(n_feeds: int) -> list[Row]:
-    """parse + normalise + classify + dedupe + load, against feedparser alone on the same bytes:
-    with a typical share of indicator matches, and during an attack campaign."""
+    """parse + normalise + classify + dedupe + load, against feedparser alone (as Marsad calls it)
+    parsing the same bytes: with a typical share of indicator matches, and during an attack campaign."""
     from bench.feeds import CAMPAIGN_SHARE, TYPICAL_SHARE
 
-    return [_ingest(n_feeds, TYPICAL_SHARE, "typical news"), _ingest(n_feeds, CAMPAIGN_SHARE, "attack campaign")]
+    return [_ingest(n_feeds, TYPICAL_SHARE, "typical news", 1.0), _ingest(n_feeds, CAMPAIGN_SHARE, "attack campaign", 0.7)]
 
 
-def _ingest(n_feeds: int, attack_share: float, label: str) -> Row:
+def _ingest(n_feeds: int, attack_share: float, label: str, target: float, repeats: int = 3) -> Row:
     import feedparser
 
     from bench.feeds import feed_xml
     from marsad import pipeline
     from sources.parse import parse_feed
+    from warehouse import db
 
     blobs = [feed_xml(i, attack_share=attack_share) for i in range(n_feeds)]
-    base_s, counts = _timed(lambda: [len(feedparser.parse(b).entries) for b in blobs])
-    entries = sum(counts)
-    with tempfile.TemporaryDirectory() as d:
-        s = _settings(Path(d))
-        clf = s.classifier()
-        now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    # The baseline is feedparser as Marsad calls it when a feed needs it (sources/parse.py
+    # _feedparser): no sanitising, no relative-URI rewriting. feedparser's defaults do both,
+    # which would make the baseline slower than what Marsad replaces.
+    def baseline():
+        return [len(feedparser.parse(b, sanitize_html=False, resolve_relative_uris=False).entries) for b in blobs]
 
-        def marsad():
-            for i, b in enumerate(blobs):
-                feed = parse_feed(b, f"bench-{i}", None, now)
-                meta = dict(source_id=f"bench-{i}", url="bench", status="ok", started_at=now.isoformat(), finished_at=now.isoformat())
-                pipeline.stage(s, meta, feed.articles)
-            return pipeline.load(s, now, clf)
+    base_times, m_times = [], []
+    for _ in range(repeats):
+        # Baseline and Marsad alternate, and each keeps its best run: on a shared machine a
+        # neighbour's burst then slows one run, not one side of the ratio.
+        base_s, counts = _timed(baseline)
+        base_times.append(base_s)
+        entries = sum(counts)
+        with tempfile.TemporaryDirectory() as d:
+            s = _settings(Path(d))
+            clf = s.classifier()
+            with db.connect(s.warehouse):
+                pass  # the warehouse exists before the poll cycle, as in production: creating it is not ingest
+            now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 
-        m_s, rep = _timed(marsad)
-        assert rep.new_articles == entries, (rep, entries)
-        # Publishing the analysts' copy is not part of ingest (it runs after delivery), but
-        # it copies the whole warehouse: measured beside a plain copy of the same file.
-        pub_s, _ = _timed(pipeline.publish_read_copy, s)
-        copy_s, _ = _timed(shutil.copyfile, s.warehouse, Path(d) / "plain-copy.duckdb")
-        size_mb = s.warehouse.stat().st_size / 1e6
-    base_rate, m_rate = entries / base_s, entries / m_s
+            def marsad():
+                for i, b in enumerate(blobs):
+                    feed = parse_feed(b, f"bench-{i}", None, now)
+                    meta = dict(source_id=f"bench-{i}", url="bench", status="ok", started_at=now.isoformat(), finished_at=now.isoformat())
+                    pipeline.stage(s, meta, feed.articles)
+                return pipeline.load(s, now, clf)
+
+            m_s, rep = _timed(marsad)
+            m_times.append(m_s)
+            assert rep.new_articles == entries, (rep, entries)
+            # Publishing the analysts' copy is not part of ingest (it runs after delivery), but
+            # it copies the whole warehouse: measured beside a plain copy of the same file.
+            pub_s, _ = _timed(pipeline.publish_read_copy, s)
+            copy_s, _ = _timed(shutil.copyfile, s.warehouse, Path(d) / "plain-copy.duckdb")
+            size_mb = s.warehouse.stat().st_size / 1e6
+    base_rate, m_rate = entries / min(base_times), entries / min(m_times)
+    spread = ", ".join(f"{b / m:.2f}" for b, m in zip(base_times, m_times))
     return Row("ingest", f"{entries} entries, {label} ({attack_share:.0%} attack reports): parse+normalise+classify+dedupe+load",
-               round(m_rate), round(base_rate), "entries/s", round(m_rate / base_rate, 3), ">= 0.5 x feedparser", m_rate / base_rate >= 0.5,
+               round(m_rate), round(base_rate), "entries/s", round(m_rate / base_rate, 3), f">= {target} x feedparser", m_rate / base_rate >= target,
+               "baseline: feedparser.parse(bytes, sanitize_html=False, resolve_relative_uris=False), as Marsad calls it, parse only; "
+               f"best of {repeats} alternating runs each (ratios of the single runs: {spread}); "
                f"{rep.matches} indicator matches, {rep.new_events} events; publishing the read copy afterwards {pub_s:.2f} s "
                f"(plain file copy {copy_s:.2f} s, {size_mb:.0f} MB)")
 
@@ -173,7 +191,7 @@ def bench_poll(n_feeds: int, entries: int) -> list[Row]:
         workers.shutdown()
     naive = "baseline: the naive poller, feedparser.parse(url) + SQLite insert, in 2 processes like Marsad's fetch (no conditional GET)"
     rows.append(Row("poll", f"{n_feeds} feeds x {entries} entries, all new", round(t_new, 2), round(base_s, 2), "s",
-                    round(t_new / base_s, 3), "<= 15 s", t_new <= 15, naive))
+                    round(t_new / base_s, 3), "<= 8 s", t_new <= 8, naive))
     rows.append(Row("poll", f"{n_feeds} feeds, all 304 Not Modified", round(t_304, 2), round(base_s, 2), "s",
                     round(t_304 / base_s, 3), "<= 2 s", t_304 <= 2, naive + "; it re-reads every feed each cycle"))
     return rows
@@ -229,7 +247,7 @@ def bench_dedupe(sizes: list[int]) -> list[Row]:
         base_per = base["seconds"] / base["n"] * 1e6
         rows.append(Row("dedupe", f"assign_events, {r['n']:,} reports", round(per, 2), round(base_per, 2), "µs/report",
                         round(per / base_per, 2), "near-linear (ratio ~1)", per / base_per < 2.0,
-                        f"{r['seconds']:.1f} s, {r['events']:,} events, peak RSS during assignment {r['peak_rss_mb']:.0f} MB "
+                        f"baseline: the same per report at the smallest size ({base['n']:,}); {r['seconds']:.1f} s, {r['events']:,} events, peak RSS during assignment {r['peak_rss_mb']:.0f} MB "
                         f"({r['rss_before_mb']:.0f} MB before)"))
     return rows
 
@@ -272,9 +290,10 @@ def bench_rules(n_events: int) -> list[Row]:
     steady = statistics.median(times[1:])
     opened = f"opens {len(queued[0])} alerts with {sum(len(n['evidence']) for n in queued[0]):,} reports of evidence"
     return [Row("rules", f"{len(pack.active())} rules over {n_events:,} events", round(steady, 3), round(base, 4), "s",
-                round(steady / base, 1), "<= 1 s", steady <= 1.0, "steady state: median of evaluations 2-5 (updates)"),
+                round(steady / base, 1), "<= 1 s", steady <= 1.0,
+                "baseline: one GROUP BY over the events of 30 days (median of 7); steady state: median of evaluations 2-5 (updates)"),
             Row("rules", f"{len(pack.active())} rules over {n_events:,} events, first evaluation", round(times[0], 3), round(base, 4), "s",
-                round(times[0] / base, 1), "<= 1 s", times[0] <= 1.0, opened)]
+                round(times[0] / base, 1), "<= 1 s", times[0] <= 1.0, f"baseline: one GROUP BY over the events of 30 days; {opened}")]
 
 
 def bench_dag_parse(repeats: int = 5) -> list[Row]:
@@ -301,7 +320,8 @@ print(time.perf_counter() - t)
         rows = []
         for dag in sorted((REPO / "dags").glob("*.py")):
             t = parse(dag)
-            rows.append(Row("airflow", f"parse {dag.name}", round(t, 4), round(base, 4), "s", round(t / base, 2), "<= 0.5 s", t <= 0.5))
+            rows.append(Row("airflow", f"parse {dag.name}", round(t, 4), round(base, 4), "s", round(t / base, 2), "<= 0.5 s", t <= 0.5,
+                            "baseline: an empty one-task DAG file, parsed the same way (median of runs in fresh interpreters)"))
     return rows
 
 

@@ -21,8 +21,6 @@ from w3lib.url import canonicalize_url, url_query_cleaner
 
 _WS = re.compile(r"\s+")
 _BLOCK = re.compile(r"<\s*/?\s*(?:p|br|div|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|section|article)\b[^>]*>", re.I)
-# Everything that is not a letter or a digit (any script) separates words.
-_NON_WORD = re.compile(r"[^\w]+|_", re.UNICODE)
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF]")
 _LATIN_LETTER = re.compile(r"[A-Za-z]")
 
@@ -60,15 +58,23 @@ def html_to_text(html: str | None) -> str:
     return _WS.sub(" ", html).strip()
 
 
+# The three tables above as one, applied in a single pass: no table maps a character into
+# another table's domain, so one pass equals the three in turn.
+_FOLD = {**_DIGITS, **_LETTERS, **_STRIP}
+# Everything that is not a letter or a digit (any script) separates words: a run of them
+# ("_" included) becomes one space.
+_SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
+
+
 def fold(text: str | None) -> str:
     """Matching key for text in Arabic or English (see module docstring)."""
     if not text:
         return ""
-    text = unicodedata.normalize("NFKC", text)
-    text = text.translate(_STRIP).translate(_LETTERS).translate(_DIGITS)
-    text = text.lower()
-    text = _NON_WORD.sub(" ", text)
-    return _WS.sub(" ", text).strip()
+    if text.isascii():
+        # NFKC and the Arabic tables leave ASCII as it is (NFKC changes no ASCII character).
+        return _SEPARATORS.sub(" ", text.lower()).strip()
+    text = unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
+    return _SEPARATORS.sub(" ", text).strip()
 
 
 def content_hash(title: str, summary: str = "", folded: tuple[str, str] | None = None) -> str:
@@ -108,6 +114,44 @@ TRACKING_PARAMS = (
     "_ga", "_gl", "ocid", "cmpid", "ito", "traffic_source", "at_medium", "at_campaign",
     "rss", "feed", "from", "ref", "ref_src", "smid", "partner", "ns_source", "ns_mchannel",
 )
+_TRACKING = frozenset(TRACKING_PARAMS)
+
+
+# A plain URL, whose canonical form can be written down without w3lib: http(s), a lower-case
+# ASCII host name (no port, no user, no IDNA label, no IP address), a path and a query of
+# unreserved characters only (nothing to percent-encode or decode, no "." or ".." segment, no
+# empty segment), each query parameter non-empty with at most one "=", and any fragment
+# (dropped). w3lib gives these the same canonical form (tests/test_normalize.py compares
+# the two on generated and real URLs); every other URL goes to w3lib.
+_LABEL = r"(?!xn--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_UNRESERVED = r"[A-Za-z0-9._~-]"
+_PLAIN_URL = re.compile(
+    rf"(https?)://((?:{_LABEL}\.)*(?=[a-z0-9-]*[a-z])(?:{_LABEL}))"
+    rf"((?:/{_UNRESERVED}+)*/?)"
+    rf"(?:\?({_UNRESERVED}+(?:={_UNRESERVED}*)?(?:&{_UNRESERVED}+(?:={_UNRESERVED}*)?)*))?"
+    r"(?:#[!-~]*)?"
+)
+
+
+def _canonical_plain(m: re.Match) -> str | None:
+    scheme, host, path, query = m.groups()
+    if len(host) > 253 or any(seg in (".", "..") for seg in path.split("/")):
+        return None
+    out = f"{scheme}://{host}{path or '/'}"
+    if query:
+        seen: set[str] = set()
+        pairs = []
+        for param in query.split("&"):  # url_query_cleaner: the first of each key, trackers out
+            key, _, value = param.partition("=")
+            if key in seen:
+                continue
+            seen.add(key)
+            if key not in _TRACKING:
+                pairs.append((key, value))
+        if pairs:
+            pairs.sort()  # canonicalize_url: sorted by key, then value; a bare key gets "="
+            out += "?" + "&".join(f"{k}={v}" for k, v in pairs)
+    return out
 
 
 def canonical_url(url: str | None) -> str:
@@ -116,6 +160,16 @@ def canonical_url(url: str | None) -> str:
     if not url:
         return ""
     url = url.strip()
+    m = _PLAIN_URL.fullmatch(url)
+    if m is not None:
+        plain = _canonical_plain(m)
+        if plain is not None:
+            return plain
+    return _canonical_url_w3lib(url)
+
+
+def _canonical_url_w3lib(url: str) -> str:
+    """canonical_url for any URL, with w3lib (``url`` already stripped)."""
     try:
         parts = urlsplit(url)
     except ValueError:
