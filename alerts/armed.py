@@ -56,9 +56,8 @@ def _last_events(con: duckdb.DuckDBPyConnection, indicators: list[str], now: dat
     if not indicators:
         return {}
     return dict(con.execute(
-        """SELECT indicator, max(first_report_at) FROM events
+        """SELECT indicator, max(first_report_at) FROM counted_events
            WHERE list_contains(?, indicator) AND first_seen_at <= ? AND first_report_at <= ?
-             AND event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
            GROUP BY indicator""",
         [indicators, now, now],
     ).fetchall())

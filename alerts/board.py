@@ -55,16 +55,18 @@ class BoardConfig:
     indicators: Path
     rules: Path
     feeds: Path
+    assessments: Path | None = None  # key judgements (alerts/assessments/); None: no panel
 
     @classmethod
     def from_env(cls) -> "BoardConfig":
         """The same paths the pipeline uses (MARSAD_WAREHOUSE, MARSAD_READ_COPY, MARSAD_RULES, ...)."""
+        from alerts.judgements import assessments_dir
         from alerts.rules import indicators_dir, rules_path
         from sources.registry import feeds_path
         from warehouse.db import default_path
         from warehouse.publish import read_copy_path
 
-        return cls(read_copy_path(default_path()), indicators_dir(), rules_path(), feeds_path())
+        return cls(read_copy_path(default_path()), indicators_dir(), rules_path(), feeds_path(), assessments_dir())
 
 
 def build(cfg: BoardConfig, now: datetime | None = None, events_shown: int = EVENTS_SHOWN) -> dict:
@@ -90,11 +92,34 @@ def build(cfg: BoardConfig, now: datetime | None = None, events_shown: int = EVE
         return out
     try:
         out.update(snapshot(con, now, indicators, rules, health_cfg, events_shown))
+        _add_rule_status(out, con, cfg, [i["id"] for i in indicators], now)
+        if cfg.assessments is not None:
+            from alerts.judgements import board_panel
+
+            out["judgements"] = board_panel(con, cfg.assessments, now)
     except duckdb.Error as exc:
         out.update(status="error", message=f"Cannot read the read copy {cfg.read_copy}: {exc}")
     finally:
         con.close()
     return out
+
+
+def _add_rule_status(out: dict, con: duckdb.DuckDBPyConnection, cfg: BoardConfig, indicator_ids: list[str], now: datetime) -> None:
+    """Whether each rule can fire now and why not (``alerts.armed``: "armed in 9 days: history
+    since ..."), beside the rule on its indicator's card. A rule file that does not validate is
+    already among ``config_problems``: the cards then show the rules without a status."""
+    from alerts.armed import rule_status
+    from alerts.rules import load_rules
+    from sources.configfile import ConfigError
+
+    try:
+        pack = load_rules(cfg.rules, indicator_ids)
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return
+    status = {s["rule"]: s for s in rule_status(con, pack, now)}
+    for row in out["indicators"]:
+        row["rules"] = [{**r, **{k: status[r["id"]][k] for k in ("state", "armed", "armed_at", "detail")}} if r["id"] in status else r
+                        for r in row["rules"]]
 
 
 def open_board_copy(path: Path) -> duckdb.DuckDBPyConnection:
@@ -137,7 +162,7 @@ def snapshot(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[dic
                       count(*) FILTER (WHERE first_report_at > ?::TIMESTAMPTZ - INTERVAL 7 DAY),
                       count(*) FILTER (WHERE first_report_at > ?::TIMESTAMPTZ - INTERVAL 30 DAY),
                       count(*)
-               FROM events WHERE first_seen_at <= ? GROUP BY indicator""", [now, now, now]).fetchall()
+               FROM counted_events WHERE first_seen_at <= ? GROUP BY indicator""", [now, now, now]).fetchall()
     }
     events = latest_events(con, now, events_shown)
 
@@ -237,6 +262,10 @@ def latest_events(con: duckdb.DuckDBPyConnection, now: datetime, events_shown: i
                FROM alert_events ae JOIN alerts al USING (alert_id) LEFT JOIN slack_roots root USING (alert_id)
                WHERE ae.event_id IN (SELECT event_id FROM latest)
                GROUP BY ae.event_id
+           ), flags AS (  -- flagged "not an event" (alerts/feedback.py): shown struck, left out of every count
+               SELECT event_id, arg_max(flagged_by, flagged_at) AS flagged_by, max(flagged_at) AS flagged_at
+               FROM event_feedback WHERE undone_at IS NULL AND event_id IN (SELECT event_id FROM latest)
+               GROUP BY event_id
            )
            SELECT l.indicator, l.event_id, l.first_report_at,
                   arg_min({{'title': r.title, 'url': r.url, 'outlet': r.outlet, 'lang': r.lang}}, (r.published_at, r.article_id)) AS first,
@@ -248,12 +277,14 @@ def latest_events(con: duckdb.DuckDBPyConnection, now: datetime, events_shown: i
                         'source_id': r.source_id, 'published_at': r.published_at, 'how': r.how, 'frame': r.frame}}
                        ORDER BY r.published_at, r.article_id) AS reports,
                   arg_min(r.frame, (r.published_at, r.article_id)) FILTER (WHERE r.frame IS NOT NULL) AS frame,
-                  any_value(t.alerts)                      AS alerts
-           FROM latest l JOIN reports r USING (event_id) LEFT JOIN told t USING (event_id)
+                  any_value(t.alerts)                      AS alerts,
+                  any_value(f.flagged_by)                  AS flagged_by,
+                  any_value(f.flagged_at)                  AS flagged_at
+           FROM latest l JOIN reports r USING (event_id) LEFT JOIN told t USING (event_id) LEFT JOIN flags f USING (event_id)
            GROUP BY l.indicator, l.event_id, l.first_report_at
            ORDER BY l.indicator, l.first_report_at DESC, l.event_id""", params).fetchall()
     out: dict[str, list[dict]] = {}
-    for (indicator, event_id, at, first, n_articles, n_outlets, languages, outlets, reports, frame, told) in rows:
+    for (indicator, event_id, at, first, n_articles, n_outlets, languages, outlets, reports, frame, told, flagged_by, flagged_at) in rows:
         out.setdefault(indicator, []).append({
             "event_id": event_id, "at": at, "title": first["title"], "url": first["url"], "outlet": first["outlet"],
             "lang": first["lang"], "n_articles": n_articles, "n_outlets": n_outlets, "languages": languages, "outlets": outlets,
@@ -261,6 +292,7 @@ def latest_events(con: duckdb.DuckDBPyConnection, now: datetime, events_shown: i
             "frame": _frame(frame),
             "alerts": [{**{k: v for k, v in a.items() if not k.startswith("slack_")}, "slack": _slack(a["slack_channel"], a["slack_ts"])}
                        for a in (told or [])],
+            "flagged": {"by": flagged_by, "at": flagged_at} if flagged_by else None,
         })
     return out
 
@@ -331,7 +363,7 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
         """WITH ind AS (SELECT unnest($ids::VARCHAR[]) AS indicator),
                 days AS (SELECT CAST(d AS DATE) AS day FROM generate_series($first::DATE, $last::DATE, INTERVAL 1 DAY) g(d)),
                 ev AS (SELECT indicator, CAST(date_trunc('day', first_report_at AT TIME ZONE 'UTC') AS DATE) AS day, count(*) AS n
-                       FROM events
+                       FROM counted_events
                        WHERE first_seen_at <= $now AND first_report_at <= $now AND first_report_at >= $start
                        GROUP BY ALL)
            SELECT ind.indicator, list(coalesce(ev.n, 0) ORDER BY days.day)
@@ -345,7 +377,7 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
     spells: dict[str, list[dict]] = {}
     for iid, s_at, e_at, ongoing, from_watch in con.execute(
         """WITH q AS (SELECT unnest($ids::VARCHAR[]) AS indicator, unnest($quiet::BIGINT[]) AS quiet_us),
-                seen AS (SELECT indicator, first_report_at AS t FROM events
+                seen AS (SELECT indicator, first_report_at AS t FROM counted_events
                          WHERE first_seen_at <= $now AND first_report_at <= $now AND list_contains($ids, indicator)),
                 -- the period's events, and the last one before it (where a spell into the period starts)
                 ev AS (SELECT indicator, t FROM seen WHERE t >= $start
@@ -394,7 +426,7 @@ def timelines(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[di
             """WITH r AS (SELECT unnest($rules::VARCHAR[]) AS rule_id, unnest($inds::VARCHAR[]) AS indicator,
                                  unnest($windows::BIGINT[]) AS window_us),
                     days AS (SELECT CAST(d AS DATE) AS day FROM generate_series($first::DATE, $last::DATE, INTERVAL 1 DAY) g(d)),
-                    ev AS (SELECT indicator, epoch_us(first_report_at) AS t_us FROM events
+                    ev AS (SELECT indicator, epoch_us(first_report_at) AS t_us FROM counted_events
                            WHERE first_seen_at <= $now AND first_report_at <= $now AND list_contains($inds, indicator)
                              AND epoch_us(first_report_at) > epoch_us($start::TIMESTAMPTZ) - $widest),
                     pts AS (SELECT r.rule_id, r.window_us, ev.t_us, 1 AS w FROM r JOIN ev USING (indicator)

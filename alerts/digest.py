@@ -24,9 +24,8 @@ def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str], 
     since = now - timedelta(hours=24)
     rows = con.execute(
         """SELECT e.indicator, count(DISTINCT e.event_id), count(DISTINCT a.article_id), count(DISTINCT a.source_id)
-           FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
+           FROM counted_events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
            WHERE e.first_report_at > ? AND e.first_report_at <= ?
-             AND e.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
            GROUP BY e.indicator""",
         [since, now],
     ).fetchall()
@@ -35,10 +34,9 @@ def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str], 
         counts[ind] = {"events": ev, "articles": arts, "outlets": outs}
     top = con.execute(
         """SELECT e.indicator, e.title, a.url, coalesce(s.name, a.source_id), e.first_report_at
-           FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
+           FROM counted_events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
            LEFT JOIN sources s USING (source_id)
            WHERE e.first_report_at > ? AND e.first_report_at <= ? AND ea.how = 'first'
-             AND e.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
            ORDER BY e.first_report_at DESC LIMIT 8""",
         [since, now],
     ).fetchall()

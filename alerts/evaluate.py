@@ -76,9 +76,8 @@ _LOOKBACK_SQL = """
 CREATE OR REPLACE TEMP TABLE _eval_lookback AS
 WITH ev AS (
     SELECT event_id, indicator, first_report_at AS t, epoch_us(first_report_at) AS t_us
-    FROM events
-    WHERE first_report_at > $lo AND first_report_at <= $now AND first_seen_at <= $now
-      AND event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL))  -- flagged not an event
+    FROM counted_events  -- events flagged "not an event" do not count (migration 0017)
+    WHERE first_report_at > $lo AND first_report_at <= $now AND first_seen_at <= $now)
 SELECT r.rule_id, ev.event_id, ev.t, ev.t_us > $now_us - r.window_us AS in_window,
        row_number() OVER w AS pos, lag(ev.t) OVER w AS prev_t
 FROM _eval_rules r JOIN ev ON ev.indicator = r.indicator AND ev.t_us > $now_us - r.lookback_us
@@ -124,9 +123,8 @@ _OLDER_JSON = json.dumps([{"rule_id": "VARCHAR", "indicator": "VARCHAR", "before
 _OLDER_SQL = """
 WITH q AS (SELECT unnest(from_json($q, '{json}'), recursive := true))
 SELECT q.rule_id, max(e.first_report_at)
-FROM q JOIN events e ON e.indicator = q.indicator AND epoch_us(e.first_report_at) < q.before_us
+FROM q JOIN counted_events e ON e.indicator = q.indicator AND epoch_us(e.first_report_at) < q.before_us
 WHERE e.first_seen_at <= $now {bound}
-  AND e.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
 GROUP BY q.rule_id
 """
 

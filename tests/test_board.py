@@ -134,6 +134,50 @@ def test_board_data_states_quiet_days_events_and_source_health(filled):
     assert 23.9 < _by_id(later)[QUIET]["days_since_last_event"] < 24.1
 
 
+def test_flagged_events_leave_the_counts_and_cards_say_when_rules_are_armed_and_how_judgements_stand(filled, tmp_path):
+    """A flag "not an event" (alerts/feedback.py) takes the event out of the card's counts and
+    the timeline but keeps it listed, struck; each rule says whether it can fire now
+    (alerts/armed.py); the key judgements panel (alerts/judgements.py) is on the board."""
+    import dataclasses
+    import shutil
+
+    from alerts.board import BoardConfig, build
+    from alerts.feedback import flag_not_event
+    from marsad import pipeline
+    from warehouse import db
+
+    settings, times = filled
+    now = times["resolved_at"] + timedelta(minutes=1)
+    mine = dataclasses.replace(settings, warehouse=tmp_path / "wh.duckdb", read_copy=tmp_path / "wh-read.duckdb")
+    shutil.copyfile(settings.warehouse, mine.warehouse)
+    cfg = BoardConfig(mine.read_copy, mine.indicators, mine.rules, mine.feeds, mine.assessments)
+    pipeline.publish_read_copy(mine)
+    before = _by_id(build(cfg, now=now))[FIRING]
+    flagged = before["events"][1]["event_id"]
+    with db.connect(mine.warehouse) as con:
+        assert flag_not_event(con, flagged, None, "U0ANALYST", now)
+    pipeline.publish_read_copy(mine)
+    board = build(cfg, now=now)
+    after = _by_id(board)[FIRING]
+    assert after["events_7d"] == before["events_7d"] - 1 and after["events_total"] == before["events_total"] - 1
+    assert sum(d["events"] for d in after["timeline"]["days"]) == sum(d["events"] for d in before["timeline"]["days"]) - 1
+    shown = {e["event_id"]: e for e in after["events"]}
+    assert shown[flagged]["flagged"]["by"] == "U0ANALYST", "still listed, marked"
+    assert [e["event_id"] for e in after["events"] if e.get("flagged")] == [flagged]
+
+    # Rules on every card carry their status; the resumption rule cannot fire on a short history.
+    rules = {r["id"]: r for i in board["indicators"] for r in i["rules"]}
+    assert rules["militia-attack-campaign"]["state"] == "firing"
+    assert rules["militia-attacks-resume"]["state"] == "not armed" and "history since" in rules["militia-attacks-resume"]["detail"]
+    from alerts.judgements import load_assessments
+
+    shipped = sum(len(a.judgements) for a in load_assessments(mine.assessments))
+    assert board["judgements"]["errors"] == [] and len(board["judgements"]["judgements"]) == shipped
+    page = _render(board)
+    assert 'class="event flagged"' in page and "flagged not an event by U0ANALYST" in page
+    assert '<section class="marsad-judgements">' in page and 'data-rule="militia-attacks-resume"' in page
+
+
 def test_board_without_a_read_copy_says_so(filled, tmp_path):
     from alerts.board import build
 
