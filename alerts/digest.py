@@ -67,13 +67,36 @@ def build(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str], 
 
 def queue(con: duckdb.DuckDBPyConnection, now: datetime, indicators: list[str], channel: str,
           names: dict[str, str] | None = None) -> dict:
-    """Queue today's digest (once per day: a re-run queues nothing new); returns its payload."""
-    notice = build(con, now, indicators, names)
+    """Queue today's digest, once per day. Returns ``{"status", "summary", "payload"}``:
+
+    * ``queued``: queued now (``payload`` is the notice);
+    * ``already``: today's digest was queued before (a re-run queues nothing; the summary says
+      when, and whether it was sent);
+    * ``not watching``: no feed has been polled successfully yet, so a digest would report
+      "0 events" about a day Marsad did not watch (the first ``make run`` used to send one).
+
+    When Marsad started watching less than 24 hours ago, the digest says since when."""
+    from alerts.evaluate import history_start
+
     key = f"digest:{now.date().isoformat()}"
+    prior = con.execute(
+        "SELECT created_at, status, sent_at FROM notifications WHERE alert_id = ? ORDER BY seq LIMIT 1", [key]).fetchone()
+    if prior is not None:
+        created, status, sent = prior
+        done = f"sent at {sent:%H:%M} UTC" if sent is not None else f"not sent yet ({status})"
+        return {"status": "already", "payload": None,
+                "summary": f"today's digest ({now.date().isoformat()}) was already queued at {created:%H:%M} UTC and {done}; nothing new"}
+    watched = history_start(con)
+    if watched is None or watched > now:
+        return {"status": "not watching", "payload": None,
+                "summary": "no digest: Marsad has not polled any feed successfully yet, so there is no day to sum up"}
+    notice = build(con, now, indicators, names)
+    if watched > now - timedelta(hours=24):
+        notice.summary += f" (Marsad has watched only since {watched:%Y-%m-%d %H:%M} UTC)"
     with transaction(con):
         apply(con, [Observation(rule_id=key, indicator="digest", kind="digest", severity="info", channel=channel, active=True,
                                 summary=notice.summary, oneshot=True)], now, lambda moves: {key: notice})
-    return notice.to_payload()
+    return {"status": "queued", "summary": notice.summary, "payload": notice.to_payload()}
 
 
 def render_digest(d: dict) -> tuple[str, list[dict]]:

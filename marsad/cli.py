@@ -355,8 +355,10 @@ def cmd_digest(args) -> int:
 
     settings = _settings(args)
     d = queue_digest(settings)
-    print(d["summary"])
-    print(json.dumps(deliver(settings, _sink_from_env()).as_dict()))
+    print(d["summary"] if d["status"] == "queued" else f"marsad: {d['summary']}")
+    report = deliver(settings, _sink_from_env()).as_dict()
+    if d["status"] == "queued" or any(report.values()):
+        print(json.dumps(report))
     return 0
 
 

@@ -486,7 +486,8 @@ def deliver(settings: Settings, sink: Sink | None = None) -> DeliveryReport:
 
 
 def queue_digest(settings: Settings, now: datetime | None = None, channel: str | None = None) -> dict:
-    """Queue today's digest in the outbox (once per day: a re-run queues nothing new)."""
+    """Queue today's digest in the outbox, once per day and only once Marsad has polled:
+    ``{"status": queued | already | not watching, "summary", "payload"}`` (``alerts.digest.queue``)."""
     from alerts.digest import queue
 
     now = now or utcnow()
@@ -497,9 +498,9 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
     classifier = settings.guarded_classifier(guard)
     with db.connect(settings.warehouse) as con:
         ids = classifier.ids if classifier is not None else [r[0] for r in con.execute("SELECT DISTINCT indicator FROM events ORDER BY 1").fetchall()]
-        payload = queue(con, now, ids, channel, _indicator_names(settings, guard))
+        result = queue(con, now, ids, channel, _indicator_names(settings, guard))
         report_config(con, settings, guard, now)
-    return payload
+    return result
 
 
 def run_once(settings: Settings, sink: Sink | None = None, now: datetime | None = None) -> dict:

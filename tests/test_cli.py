@@ -10,6 +10,7 @@ import pytest
 
 from conftest import CORPORA, TESTS, rss
 from marsad.cli import main
+from warehouse.db import connect as duckdb_connect
 
 MARSAD = [sys.executable, "-m", "marsad.cli"]
 
@@ -286,3 +287,32 @@ def test_silence_of_an_unknown_indicator_or_rule_is_refused_with_suggestions(set
     assert main(["silence", "--db", db_, "add", "--indicator", "source_health", "--for", "1h", "--reason", "maintenance"]) == 0
     out = capsys.readouterr().out
     assert out.count("silence ") == 3
+
+
+def test_digest_says_when_there_is_nothing_to_sum_up_or_it_was_already_sent(settings, feed_server, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from marsad import pipeline
+
+    db_ = str(settings.warehouse)
+    assert main(["digest", "--db", db_]) == 0  # the first `make run`, before any poll
+    out, err = capsys.readouterr()
+    assert out.startswith("marsad: no digest: Marsad has not polled any feed successfully yet") and '"sent"' not in out
+    with duckdb_connect(settings.warehouse) as con:
+        assert con.execute("SELECT count(*) FROM notifications").fetchone()[0] == 0
+
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(yaml.safe_dump({"feeds": [{"id": "wire", "name": "Wire", "lang": "en", "url": feed_server.serve(
+        "/wire.xml", rss([{"title": "Hello", "link": "https://e.example/1", "guid": "1", "description": "x"}]))}]}))
+    monkeypatch.setenv("MARSAD_FEEDS", str(feeds))
+    settings.feeds = feeds
+    now = pipeline.utcnow()
+    pipeline.fetch_stage(settings, pipeline.due_sources(settings, now))
+    pipeline.load(settings, now)
+    assert main(["digest", "--db", db_]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Marsad digest: 0 events in the last 24 hours (Marsad has watched only since ") and '"sent": 1' in out
+    assert main(["digest", "--db", db_]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("marsad: today's digest (") and "was already queued at" in out and "and sent at" in out and "nothing new" in out
+    assert '"sent"' not in out

@@ -228,9 +228,9 @@ def test_config_errors_and_the_digest_follow_the_same_lifecycle(con, slack, sink
     assert [r["thread_ts"] for r in replies] == [root["ts"], root["ts"]] and root["blocks"][0]["text"]["text"].startswith("RESOLVED · Configuration")
 
     add_silence(con, "indicator", "digest", 86400, "holiday", "ops", T0 + timedelta(hours=20))
-    payload = queue(con, T0 + timedelta(hours=23), ["ind"], "#marsad-alerts")
-    assert payload["state"] == "digest" and payload["alert_id"] is None
-    assert queue(con, T0 + timedelta(hours=23, minutes=5), ["ind"], "#marsad-alerts")["state"] == "digest"
+    queued = queue(con, T0 + timedelta(hours=23), ["ind"], "#marsad-alerts")
+    assert queued["status"] == "queued" and queued["payload"]["state"] == "digest" and queued["payload"]["alert_id"] is None
+    assert queue(con, T0 + timedelta(hours=23, minutes=5), ["ind"], "#marsad-alerts")["status"] == "already"
     assert con.execute("SELECT count(*) FROM notifications WHERE alert_id LIKE 'digest:%'").fetchone()[0] == 1  # once a day
     rep = deliver(con, sink)
     assert rep.silenced == 1 and "C0ALERTS" not in slack.state.messages
