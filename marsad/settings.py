@@ -405,7 +405,10 @@ def _syntax_hints(path: Path, problems: list[str]) -> list[str]:
                 if 0 < line <= len(lines) and _CRONISH.match(lines[line - 1]):
                     key, _, value = lines[line - 1].partition(":")
                     value = value.split(" #")[0].strip()
-                    p = (f"{path}:{line}: {key.strip()}: a schedule must be in quotes: {key.strip()}: \"{value}\" "
+                    if key.startswith((" ", "\t")):  # name it by its section, as the other errors do
+                        section = next((t.split(":")[0] for t in reversed(lines[:line - 1]) if t[:1].isalpha()), "")
+                        key = f"{section}.{key.strip()}" if section else key
+                    p = (f"{path}:{line}: {key.strip()}: a schedule must be in quotes: {key.strip().rsplit('.', 1)[-1]}: \"{value}\" "
                          f"(unquoted, YAML reads a leading * as an alias and @ as reserved) [{p}]")
                     break
         out.append(p)

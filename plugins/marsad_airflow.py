@@ -22,11 +22,15 @@ from datetime import timedelta
 log = logging.getLogger("marsad.airflow")
 
 
-def _settings(*needed: str):
+def _settings(*needed: str) -> "_Live":
     """marsad.settings.load for these settings: the file is read only when one lacks its variable."""
     from marsad.settings import load
+    from sources.configfile import ConfigError
 
-    return load(os.environ, needed=needed or None, snapshot=False)
+    try:
+        return _Live(load(os.environ, needed=needed or None, snapshot=False), [])
+    except ConfigError as exc:
+        return _Live(exc.partial, exc.problems)
 
 
 _cache: dict = {}
@@ -47,6 +51,32 @@ def live():
         _cache.clear()
         _cache[key] = _settings(*LIVE)
     return _cache[key]
+
+
+class _Live:
+    """The live settings; reading one that has a problem raises it (``file:line: field: ...``),
+    so a mistake stops only the DAG files that use that setting. A file that cannot be read at
+    all (a YAML syntax error) stops them all."""
+
+    def __init__(self, loaded, problems: list[str]):
+        self.loaded, self.problems = loaded, problems
+
+    def _check(self, name: str) -> None:
+        from marsad.settings import ENV
+        from sources.configfile import ConfigError
+
+        mine = [p for p in self.problems if f" {name}:" in p or f" {name} " in p or "(syntax)" in p or "(file)" in p
+                or not any(f" {other}:" in p for other in ENV)]
+        if mine:
+            raise ConfigError(mine)
+
+    def get(self, name: str):
+        self._check(name)
+        return self.loaded.get(name)
+
+    def text(self, name: str) -> str:
+        self._check(name)
+        return self.loaded.text(name)
 
 
 _restart = _settings("ops.slack_conn_id", "warehouse.pool", "ops.channel", "warehouse.queue")
