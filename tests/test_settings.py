@@ -1,5 +1,6 @@
 """Deployment settings (marsad/settings.yaml and its MARSAD_* variables) and `marsad config check`,
 run on real files with deliberate mistakes, as an admin runs them."""
+import json
 import os
 import subprocess
 import sys
@@ -357,3 +358,42 @@ def test_a_second_make_run_refuses_a_taken_port_or_warehouse_and_says_by_what(tm
         holder.wait()
     assert res.returncode == 3, res.stdout + res.stderr
     assert f"warehouse {tmp_path / 'wh.duckdb'} is in use by another make run (pid 4242, airflow_home /elsewhere, port 8080" in res.stderr, res.stderr
+
+
+def test_the_cli_reads_back_what_a_running_make_run_resolved_and_says_which_edits_need_a_restart(tmp_path):
+    """A process stands in for make run: it resolves the settings (a feeds file given as a
+    variable, the warehouse from the file) and writes the snapshot to its Airflow home, as
+    marsad.airflow_env.main does. The CLI in another shell, without that variable, sees them."""
+    feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "only", "name": "Only", "lang": "en", "url": "https://e.example/rss"}])
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"paths:\n  warehouse: {tmp_path}/wh.duckdb\nschedules:\n  ingest: \"*/10 * * * *\"\n", encoding="utf-8")
+    home = tmp_path / "af"
+    code = ("import sys, time; from pathlib import Path; from marsad.settings import load, write_snapshot\n"
+            "write_snapshot(load(snapshot=False), Path(sys.argv[1])); print('written', flush=True); time.sleep(120)")
+    make_run = subprocess.Popen([sys.executable, "-c", code, str(home), "marsad.airflow_env"], stdout=subprocess.PIPE, text=True,
+                                env=clean_env(MARSAD_SETTINGS=settings, MARSAD_FEEDS=feeds, MARSAD_AIRFLOW_HOME=home))
+    try:
+        assert make_run.stdout.readline().strip() == "written"
+        other_shell = clean_env(MARSAD_SETTINGS=settings, MARSAD_AIRFLOW_HOME=home)
+        res = subprocess.run([*MARSAD, "config", "show", "--json"], capture_output=True, text=True, env=other_shell, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert f"using the settings the running make run resolved ({home / 'marsad-resolved.json'})" in res.stderr
+        rows = {r["setting"]: r for r in json.loads(res.stdout)["settings"]}
+        assert rows["paths.feeds"]["value"] == str(feeds) and rows["paths.feeds"]["from"].startswith("resolved by make run")
+        assert "variable $MARSAD_FEEDS" in rows["paths.feeds"]["from"]
+        # A live setting make run had from the file is the file's: Airflow re-reads it at each parse.
+        assert rows["schedules.ingest"]["from"] == f"{settings}:4" and rows["schedules.ingest"]["applies"] == "at the next DAG parse"
+        res = subprocess.run([*MARSAD, "sources", "export"], capture_output=True, text=True, env=other_shell, timeout=120)
+        assert "https://e.example/rss" in res.stdout, "the CLI lists the feeds Airflow polls"
+        # The admin edits a restart setting: config check says the running Airflow has not applied it.
+        settings.write_text(f"paths:\n  warehouse: {tmp_path}/new.duckdb\nschedules:\n  ingest: \"*/15 * * * *\"\n", encoding="utf-8")
+        res = config_check(other_shell)
+        assert (f"{settings}:2: paths.warehouse: is now '{tmp_path}/new.duckdb', but the running Airflow uses '{tmp_path}/wh.duckdb'"
+                in res.stderr and "applies when Airflow restarts" in res.stderr), res.stderr
+        assert "schedules.ingest: is now" not in res.stderr, "a live setting needs no restart"
+    finally:
+        make_run.kill()
+        make_run.wait()
+    res = subprocess.run([*MARSAD, "config", "show"], capture_output=True, text=True, env=other_shell, timeout=120)
+    assert "make run: none running" in res.stdout and "using the settings" not in res.stderr
+    assert f"{tmp_path}/new.duckdb" in res.stdout and str(feeds) not in res.stdout
