@@ -9,8 +9,11 @@ check goes on after an error, so that one run lists every problem:
   alerts/indicators/*.yaml; rules: alerts/rules.yaml, with its channels and the indicators its
   rules name
 * how they fit: the warehouse, staging and read-copy directories are writable; a feed polled
-  more often than the ingest schedule runs; an ingest deadline that the run timeout makes moot;
-  ops notices split over several channels
+  more often than the ingest schedule runs; a feed on a loopback or private address that
+  polling would refuse (polling.allow_private / MARSAD_ALLOW_PRIVATE_FEEDS); an ingest deadline
+  that the run timeout makes moot; ops notices split over several channels
+* what applies when: the live settings (next DAG parse) and, while a make run is alive, each
+  restart setting edited since it started (it applies when Airflow restarts)
 """
 from __future__ import annotations
 
