@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_group(proc)
         log.close()
+        snapshot.unlink(missing_ok=True)  # the CLI goes back to the file (it also ignores a dead make run's snapshot)
         held.close()
     if not stopping and proc.returncode not in (0, None, -signal.SIGINT, -signal.SIGKILL):
         print(f"marsad: airflow standalone exited with {proc.returncode}; see {home}/standalone.log", file=sys.stderr)
