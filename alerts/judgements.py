@@ -48,7 +48,6 @@ import calendar
 import hashlib
 import html
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -253,7 +252,10 @@ class Assessment(BaseModel):
 
 
 def assessments_dir() -> Path:
-    return Path(os.environ.get("MARSAD_ASSESSMENTS") or DEFAULT_ASSESSMENTS)
+    """paths.assessments as marsad.settings resolves it."""
+    from marsad.settings import current
+
+    return current("paths.assessments").path("paths.assessments")
 
 
 def load_assessment(path: str | Path, indicator_ids: list[str] | None = None) -> Assessment:

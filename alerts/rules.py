@@ -16,7 +16,6 @@ An alert fires once, follows up in its thread when new events join it, repeats e
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -96,11 +95,17 @@ class RulePack(BaseModel):
 
 
 def rules_path() -> Path:
-    return Path(os.environ.get("MARSAD_RULES") or DEFAULT_RULES)
+    """paths.rules as marsad.settings resolves it (``MARSAD_RULES`` > make run > settings.yaml)."""
+    from marsad.settings import current
+
+    return current("paths.rules").path("paths.rules")
 
 
 def indicators_dir() -> Path:
-    return Path(os.environ.get("MARSAD_INDICATORS") or DEFAULT_INDICATORS)
+    """paths.indicators as marsad.settings resolves it."""
+    from marsad.settings import current
+
+    return current("paths.indicators").path("paths.indicators")
 
 
 def load_rules(path: str | Path | None = None, indicator_ids: list[str] | None = None) -> RulePack:

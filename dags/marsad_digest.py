@@ -9,7 +9,7 @@ from marsad_airflow import DELIVERY, default_args, schedule
 
 @dag(
     dag_id="marsad_digest",
-    schedule=schedule("MARSAD_DIGEST_SCHEDULE", "0 6 * * *"),  # schedules.digest in marsad/settings.yaml
+    schedule=schedule("schedules.digest"),  # marsad/settings.yaml, read at every parse
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

@@ -17,12 +17,12 @@ ARTICLES = Asset("marsad_articles")
 
 @dag(
     dag_id="marsad_ingest",
-    # marsad/settings.yaml (schedules.ingest, ingest.timeout, ingest.deadline), as variables: no file I/O here
-    schedule=schedule("MARSAD_INGEST_SCHEDULE", "*/5 * * * *"),
+    # marsad/settings.yaml, read at every parse: an edit applies at the next parse, no restart
+    schedule=schedule("schedules.ingest"),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=duration("MARSAD_INGEST_TIMEOUT", "20m"),
+    dagrun_timeout=duration("ingest.timeout"),
     on_failure_callback=notify_failure,  # a run that times out fails with no task failing
     deadline=ingest_deadline(),  # ops hear of a run still going after ingest.deadline
     default_args=default_args(2, timedelta(seconds=30)),
@@ -36,7 +36,8 @@ def marsad_ingest():
     def due_sources() -> list[list[dict]]:
         from marsad.pipeline import Settings, due_sources, fetch_batches
 
-        return fetch_batches(due_sources(Settings.from_env()))
+        settings = Settings.from_env()
+        return fetch_batches(due_sources(settings), settings.fetch_batch, settings.fetch_tasks)
 
     @task(max_active_tis_per_dagrun=8, execution_timeout=timedelta(minutes=5),
           map_index_template="{{ task.op_kwargs['batch'] | length }} feeds from {{ task.op_kwargs['batch'][0]['source_id'] }}")

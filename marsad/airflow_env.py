@@ -26,17 +26,17 @@ def airflow_env(home: Path, warehouse: Path | None = None, port: int = 8080, bas
     """Environment for every Airflow command Marsad runs (CLI, standalone, tests).
 
     It carries Marsad's deployment settings (marsad/settings.yaml, each overridden by its
-    MARSAD_* variable; ``warehouse`` wins over both), validated and resolved, as MARSAD_*
-    variables. This is how the schedules, deadline and pools reach the DAG files: they read
-    variables at parse time and never open a file there. Raises ``ConfigError`` (every problem,
-    by file, line and field, or by variable) rather than start Airflow with invalid settings.
+    MARSAD_* variable; ``warehouse`` wins over both), validated and resolved: the settings that
+    apply at a restart as MARSAD_* variables (tasks read only those), and ``MARSAD_SETTINGS``, the
+    absolute path of the settings file, from which the DAG files read the live settings
+    (schedules, deadline, timeout, retries) at every parse. A live setting given as a variable
+    is passed on and wins over the file. Raises ``ConfigError`` (every problem, by file, line and
+    field, or by variable) rather than start Airflow with invalid settings.
     """
-    from marsad.settings import load
-
     env = dict(os.environ if base is None else base)
     if warehouse is not None:
         env["MARSAD_WAREHOUSE"] = str(warehouse)
-    env.update(load(env).to_env())
+    env.update(exported(resolve(env)))
     venv_bin = str(Path(sys.executable).parent)
     env.update(
         {
@@ -60,6 +60,26 @@ def airflow_env(home: Path, warehouse: Path | None = None, port: int = 8080, bas
         }
     )
     return env
+
+
+def resolve(env: dict[str, str]):
+    """The settings ``make run`` starts Airflow with (never another make run's snapshot)."""
+    from marsad.settings import load
+
+    return load(env, read_file=True, snapshot=False)
+
+
+def exported(loaded) -> dict[str, str]:
+    """The MARSAD_* variables Airflow's components get: every restart setting; a live setting
+    only when a variable gave it (else the DAG files read it from the file at parse time)."""
+    from marsad.settings import ENV, LIVE, SETTINGS_ENV
+
+    out = loaded.to_env()
+    for name in LIVE:
+        if loaded.source[name][0] != "env":
+            out.pop(ENV[name])
+    out[SETTINGS_ENV] = str(loaded.file)
+    return out
 
 
 def scaled_env(
@@ -198,17 +218,149 @@ def start_slack_listener(env: dict[str, str], home: Path) -> tuple[subprocess.Po
     return proc, f"listening over Socket Mode ({check.stdout.strip()}); log {home}/slack-listener.log"
 
 
+class Taken(RuntimeError):
+    """The UI port or the warehouse is in use by something else: ``make run`` does not start."""
+
+
+def _listener_pids(port: int) -> list[str]:
+    """Who listens on ``port`` (Linux /proc): "pid N (command)" for each process we can see."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"pid {proc.name} ({cmd[:120]})")
+        except OSError:
+            continue
+    return found
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise ``Taken`` when ``host:port`` cannot be bound, saying which process holds it."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is no owner
+        try:
+            sock.bind((host, port))
+            return
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+    who = _listener_pids(port)
+    raise Taken(f"port {host}:{port} is taken ({why}) by {', '.join(who) if who else 'a process this user cannot see'}; "
+                f"stop it, or start on another port: MARSAD_UI_PORT=8081 make run")
+
+
+def lock_warehouse(warehouse: Path, info: dict):
+    """Hold ``<warehouse>.run.lock`` for as long as this make run lives (flock: released when the
+    process ends, however it ends). Raise ``Taken`` naming the make run that holds it, and also
+    when another process holds the DuckDB file itself."""
+    import fcntl
+
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    lock = warehouse.with_name(warehouse.name + ".run.lock")
+    fh = open(lock, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        try:
+            holder = json.loads(fh.read() or "{}")
+        except ValueError:
+            holder = {}
+        fh.close()
+        desc = ", ".join(f"{k} {v}" for k, v in holder.items()) or "unknown"
+        raise Taken(f"warehouse {warehouse} is in use by another make run ({desc}; lock {lock}); "
+                    "stop it first, or give this one its own: MARSAD_WAREHOUSE=var/other.duckdb") from None
+    if warehouse.exists():
+        import duckdb
+
+        try:
+            duckdb.connect(str(warehouse), read_only=True).close()
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                fh.close()
+                raise Taken(f"warehouse {warehouse} is open in another process: {exc}") from None
+            raise
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps(info))
+    fh.flush()
+    return fh
+
+
+def slack_connection(env: dict[str, str]) -> str:
+    """Which Slack connection alerts go through, and its base_url, for the banner."""
+    conn_id = env.get("MARSAD_SLACK_CONN_ID") or "slack_api_default"
+    var = f"AIRFLOW_CONN_{conn_id.upper()}"
+    raw = env.get(var)
+    if raw is None:
+        return (f"{conn_id}: not in the environment (${var}); unless it is among Airflow's connections "
+                "(`airflow connections add`), alerts go to the local sink (log + notifications table)")
+    base = None
+    try:
+        extra = json.loads(raw).get("extra") or {}
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        base = extra.get("base_url")
+    except (ValueError, AttributeError):
+        from urllib.parse import parse_qs, urlsplit
+
+        base = (parse_qs(urlsplit(raw).query).get("base_url") or [None])[0]
+    return f"{conn_id} (from ${var}); base_url {base or 'https://www.slack.com/api/ (Slack itself)'}"
+
+
+def banner(loaded, env: dict[str, str], home: Path, port: int, snapshot: Path) -> str:
+    """What this make run uses: the files, the warehouse, Slack."""
+    rows = [
+        ("settings", f"{loaded.file}"),
+        ("feeds", f"{loaded.path('paths.feeds')} ({loaded.origin('paths.feeds')})"),
+        ("private feeds", f"{loaded.get('polling.allow_private') or 'refused (public addresses only)'} ({loaded.origin('polling.allow_private')})"),
+        ("rules", f"{loaded.path('paths.rules')} ({loaded.origin('paths.rules')})"),
+        ("indicators", f"{loaded.path('paths.indicators')}"),
+        ("warehouse", f"{loaded.path('paths.warehouse')} ({loaded.origin('paths.warehouse')})"),
+        ("schedules", f"ingest {loaded.text('schedules.ingest')}, digest {loaded.text('schedules.digest')} (edits apply at the next DAG parse)"),
+        ("Slack", slack_connection(env)),
+        ("resolved", f"{snapshot} (what `marsad` in another shell uses; `marsad config show`)"),
+    ]
+    return "\n".join(f"marsad: {k + ':':<15}{v}" for k, v in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     port = int(os.environ.get("MARSAD_UI_PORT", "8080"))
-    home = Path(os.environ.get("MARSAD_AIRFLOW_HOME") or REPO / ".airflow")
+    from marsad.settings import airflow_home, write_snapshot
     from sources.configfile import ConfigError
 
+    home = airflow_home()
     try:
         env = airflow_env(home, port=port)
+        loaded = resolve(env)
     except ConfigError as exc:
         print(f"marsad: not starting Airflow: the settings have errors (`marsad config check` lists them all):\n{exc}", file=sys.stderr)
         return 2
+    warehouse = loaded.path("paths.warehouse")
+    try:
+        check_port(env["AIRFLOW__API__HOST"], port)
+        held = lock_warehouse(warehouse, {"pid": os.getpid(), "airflow_home": str(home), "port": port,
+                                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    except Taken as exc:
+        print(f"marsad: not starting Airflow: {exc}", file=sys.stderr)
+        return 3
+    snapshot = write_snapshot(loaded, home, {"airflow_home": str(home), "port": port, "ui": f"http://127.0.0.1:{port}/",
+                                             "slack": slack_connection(env)})
     print(f"marsad: preparing Airflow in {home} (SQLite, LocalExecutor, parallelism {env['AIRFLOW__CORE__PARALLELISM']})", flush=True)
+    print(banner(loaded, env, home, port, snapshot), flush=True)
     prepare(env)
     log = open(home / "standalone.log", "ab")
     proc = subprocess.Popen(
@@ -234,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                 pw = _password(home)
                 print(
                     f"marsad: Airflow is up at http://127.0.0.1:{port}/ — log in as admin / {pw or '(see ' + str(home) + '/simple_auth_manager_passwords.json.generated)'}\n"
-                    f"marsad: DAGs marsad_ingest (schedule {env['MARSAD_INGEST_SCHEDULE']}) and marsad_evaluate (after each load) are running;\n"
+                    f"marsad: DAGs marsad_ingest (schedule {loaded.text('schedules.ingest')}) and marsad_evaluate (after each load) are running;\n"
                     f"marsad: warehouse {env['MARSAD_WAREHOUSE']}; logs {home}/standalone.log. Ctrl-C stops everything.\n"
                     f"marsad: Slack buttons: {listener_note}",
                     flush=True,
@@ -248,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             stop_group(listener, grace=15)
         stop_group(proc)
         log.close()
+        snapshot.unlink(missing_ok=True)  # the CLI goes back to the file (it also ignores a dead make run's snapshot)
+        held.close()
     if not stopping and proc.returncode not in (0, None, -signal.SIGINT, -signal.SIGKILL):
         print(f"marsad: airflow standalone exited with {proc.returncode}; see {home}/standalone.log", file=sys.stderr)
         return 1

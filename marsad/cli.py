@@ -389,19 +389,46 @@ def cmd_config_env(args) -> int:
 
 def cmd_slack_test(args) -> int:
     """One test message through the Slack setup Marsad uses; says what to fix when it fails."""
-    from marsad.airflow_env import REPO
-    from marsad.settings import load
+    from marsad.settings import airflow_home, current
     from marsad.slack_check import SetupError, check, format_report, resolve
 
-    loaded = load()
-    home = Path(os.environ.get("MARSAD_AIRFLOW_HOME") or REPO / ".airflow")
+    loaded = current("ops.slack_conn_id", "ops.channel")  # what a running make run resolved, when there is one
     try:
-        setup = resolve(loaded.get("ops.slack_conn_id"), airflow_home=home)
+        setup = resolve(loaded.get("ops.slack_conn_id"), airflow_home=airflow_home())
     except SetupError as exc:
         return _die(str(exc), 1)
     report = check(setup, args.channel or loaded.get("ops.channel"))
     print(format_report(report))
     return 0 if report.ok else 1
+
+
+def cmd_config_show(args) -> int:
+    """Every setting in effect for this command, and where each value came from."""
+    from marsad.settings import ENV, applies, load, resolved_snapshot
+
+    try:
+        loaded = load(read_file=True)
+    except Exception as exc:  # ConfigError: show what is valid, then the problems
+        if not hasattr(exc, "partial"):
+            raise
+        loaded = exc.partial
+        print(f"marsad: the settings have errors (`marsad config check`):\n{exc}", file=sys.stderr)
+    snap = resolved_snapshot()
+    rows = [{"setting": name, "variable": var, "value": loaded.text(name), "from": loaded.origin(name), "applies": applies(name)}
+            for name, var in ENV.items()]
+    if args.json:
+        print(json.dumps({"settings_file": str(loaded.file), "make_run": str(snap[0]) if snap else None, "settings": rows},
+                         ensure_ascii=False, indent=2))
+        return 0
+    print(f"settings file: {loaded.file}")
+    print(f"make run: {snap[0]} (pid {snap[1].get('pid')}, since {snap[1].get('at')}): its values are in effect where a row says so"
+          if snap else "make run: none running (values from variables, the settings file and defaults)")
+    width = max(len(r["setting"]) for r in rows)
+    vwidth = min(48, max(len(r["value"]) for r in rows))
+    print(f"{'setting':<{width}}  {'value':<{vwidth}}  from  [applies]")
+    for r in rows:
+        print(f"{r['setting']:<{width}}  {r['value'] or '(empty)':<{vwidth}}  {r['from']}  [{r['applies']}]")
+    return 0
 
 
 def cmd_sources_status(args) -> int:
@@ -593,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_config_check)
     c = cs.add_parser("env", help="print the settings as the MARSAD_* variables Airflow gets (variable > settings.yaml > default)")
     c.set_defaults(fn=cmd_config_env)
+    c = cs.add_parser("show", help="print every setting in effect and where it came from (variable, file:line, make run, default)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(fn=cmd_config_show)
 
     s = sub.add_parser("slack", help="Slack: test the setup; receive button presses (listen: Socket Mode; serve: HTTP request URL)")
     ss = s.add_subparsers(dest="slack_command", required=True)
@@ -634,9 +664,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _note_make_run() -> None:
+    """Say once, on stderr, when the settings of a running make run are in effect."""
+    from marsad.settings import ENV, resolved_snapshot
+
+    snap = resolved_snapshot()
+    if snap is not None and not all(var in os.environ for var in ENV.values()):
+        print(f"marsad: using the settings the running make run resolved ({snap[0]}); `marsad config show` lists them",
+              file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("MARSAD_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    _note_make_run()
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -9,8 +9,11 @@ check goes on after an error, so that one run lists every problem:
   alerts/indicators/*.yaml; rules: alerts/rules.yaml, with its channels and the indicators its
   rules name; assessments: alerts/assessments/*.yaml (key judgements), with the indicators they watch
 * how they fit: the warehouse, staging and read-copy directories are writable; a feed polled
-  more often than the ingest schedule runs; an ingest deadline that the run timeout makes moot;
-  ops notices split over several channels
+  more often than the ingest schedule runs; a feed on a loopback or private address that
+  polling would refuse (polling.allow_private / MARSAD_ALLOW_PRIVATE_FEEDS); an ingest deadline
+  that the run timeout makes moot; ops notices split over several channels
+* what applies when: the live settings (next DAG parse) and, while a make run is alive, each
+  restart setting edited since it started (it applies when Airflow restarts)
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def check(environ: Mapping[str, str] | None = None) -> Report:
     environ = os.environ if environ is None else environ
     r = Report()
 
-    # --- deployment settings and their variables
+    # --- deployment settings and their variables (and what a running make run resolved)
     try:
         s = st.load(environ, read_file=True)
         problems: list[str] = []
@@ -77,6 +80,7 @@ def check(environ: Mapping[str, str] | None = None) -> Report:
     for name, var in s.overridden.items():
         line = s.document.line_of(tuple(name.split("."))) if s.document else 0
         r.ok.append(f"     {s.file}:{line}: {name} is overridden by ${var}={environ[var]!r}")
+    _check_applied(r, s, environ)
 
     # --- warehouse, staging and read copy: can the pipeline write them?
     wh = s.path("paths.warehouse")
@@ -106,6 +110,7 @@ def check(environ: Mapping[str, str] | None = None) -> Report:
         r.bad("feeds", exc.problems, str(feeds_path))
     if registry is not None:
         _check_feed_intervals(r, s, registry, feeds_path)
+        _check_private_feeds(r, s, registry, feeds_path)
 
     # --- gazetteers, indicators
     from alerts.matching import Classifier, Gazetteers, IndicatorSpec
@@ -221,3 +226,65 @@ def _check_feed_intervals(r: Report, s, registry, feeds_path: Path) -> None:
                                f"{format_duration(period)} ({s.where('schedules.ingest')} {ingest!r}): it is fetched every "
                                f"{format_duration(period)} at best")
             )
+
+
+def _check_applied(r: Report, s, environ) -> None:
+    """Which settings apply without a restart, and edits the running Airflow has not applied yet."""
+    from marsad import settings as st
+
+    r.ok.append(f"     live (apply at the next DAG parse, no restart): {', '.join(st.LIVE)}; every other setting applies when Airflow restarts")
+    if s.snapshot is None:
+        return
+    r.ok.append(f"     the running make run's settings are in effect: {s.snapshot}")
+    try:
+        now = st.load(environ, read_file=True, snapshot=False)
+    except ConfigError as exc:
+        now = exc.partial
+    for name in st.ENV:
+        if name in st.LIVE or s.source[name][0] != "make-run":
+            continue
+        if now.text(name) != s.text(name):
+            r.warnings.append(f"{now.where(name)}: is now {now.text(name)!r}, but the running Airflow uses {s.text(name)!r} "
+                              f"(resolved by make run, {s.snapshot}): this setting applies when Airflow restarts (Ctrl-C, make run)")
+
+
+def _feed_lines(feeds_path: Path) -> tuple[object, dict]:
+    try:
+        doc = load_yaml(feeds_path)
+    except ConfigError:
+        return None, {}
+    feeds = doc.data.get("feeds") if isinstance(doc.data, dict) else None
+    return doc, {f.get("id"): i for i, f in enumerate(feeds or []) if isinstance(f, dict)}
+
+
+def _check_private_feeds(r: Report, s, registry, feeds_path: Path) -> None:
+    """Enabled feeds on loopback or private addresses that polling would refuse (only addresses
+    written in the URL, and ``localhost``: no DNS lookups here)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from sources.safety import AddressPolicy
+
+    try:
+        policy = AddressPolicy.from_env(s.get("polling.allow_private"))
+    except ValueError:
+        return  # reported with the settings
+    doc, index = _feed_lines(feeds_path)
+    for feed in registry.enabled():
+        host = (urlsplit(feed.url).hostname or "").lower()
+        if host == "localhost" or host.endswith(".localhost"):
+            ips = [ipaddress.ip_address("127.0.0.1")]
+        else:
+            try:
+                ips = [ipaddress.ip_address(host)]
+            except ValueError:
+                continue
+        refused = [ip for ip in ips if not policy.permits(ip)]
+        if not refused:
+            continue
+        msg = (f"{feed.id}: {feed.url} is on {refused[0]}, a loopback or private address, which polling refuses: "
+               f"allow it with polling.allow_private in {s.file} or MARSAD_ALLOW_PRIVATE_FEEDS "
+               f"(1, or a network such as {refused[0]}/{refused[0].max_prefixlen}); now {s.where('polling.allow_private')} = "
+               f"{s.get('polling.allow_private') or 'empty (public only)'}")
+        i = index.get(feed.id)
+        r.errors.append(doc.error(("feeds", i, "url"), msg) if doc is not None and i is not None else f"{feeds_path}: feeds: {msg}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,9 +45,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _ops_channel() -> str:
+    from marsad.settings import current
+
+    return current("ops.channel").get("ops.channel")
+
+
 @dataclass
 class Settings:
-    """Where things are: marsad/settings.yaml, each field overridden by its MARSAD_* variable."""
+    """Where things are, as marsad.settings resolves them (the one owner of settings: a variable
+    > what a running make run resolved > marsad/settings.yaml > the default)."""
 
     warehouse: Path
     staging: Path
@@ -59,15 +65,25 @@ class Settings:
     read_copy: Path | None = None  # the analysts' copy published after load and evaluate; None: no publishing
     fetch_log_retention: int = field(default_factory=fetch_log_retention)  # seconds
     deliver_budget: int = DEFAULT_BUDGET_S  # seconds a delivery run may spend calling Slack
-    ops_channel: str = field(default_factory=lambda: os.environ.get("MARSAD_OPS_CHANNEL") or "#marsad-ops")
+    ops_channel: str = field(default_factory=_ops_channel)
+    allow_private: str | None = None  # polling.allow_private (MARSAD_ALLOW_PRIVATE_FEEDS); None: the variable
+    fetch_tasks: int = 4  # ingest.fetch_tasks
+    fetch_batch: int = 50  # ingest.fetch_batch
+    handover: str = "files"  # ingest.handover
+
+    # The settings the tasks need: make run exports each as its variable, so a task never reads
+    # the settings file (a half-edited file cannot break a running pipeline).
+    NEEDED = ("paths.warehouse", "paths.staging", "paths.feeds", "paths.rules", "paths.indicators", "paths.assessments", "paths.read_copy",
+              "warehouse.fetch_log_retention", "delivery.budget", "ops.channel", "polling.allow_private",
+              "ingest.fetch_tasks", "ingest.fetch_batch", "ingest.handover")
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> "Settings":
-        """Variables > settings file > defaults (marsad.settings); ``warehouse`` (``--db``) wins over both."""
-        from marsad.settings import load
+        """marsad.settings (variables > make run's snapshot > settings file > defaults); ``warehouse`` (``--db``) wins over all."""
+        from marsad.settings import current
 
-        d = load()
-        wh = Path(warehouse) if warehouse else d.path("paths.warehouse")
+        d = current(*cls.NEEDED)
+        wh = Path(warehouse).absolute() if warehouse else d.path("paths.warehouse")
         return cls(
             warehouse=wh,
             staging=d.path("paths.staging") or wh.parent / "staging",
@@ -75,10 +91,15 @@ class Settings:
             rules=d.path("paths.rules"),
             indicators=d.path("paths.indicators"),
             assessments=d.path("paths.assessments"),
-            read_copy=d.path("paths.read_copy") or read_copy_path(wh),
+            read_copy=d.path("paths.read_copy") or wh.with_name(f"{wh.stem}-read{wh.suffix or '.duckdb'}"),
             fetch_log_retention=d.get("warehouse.fetch_log_retention"),
             deliver_budget=d.get("delivery.budget"),
             ops_channel=d.get("ops.channel"),
+            # From the file or make run's snapshot; a variable is read at fetch time (sources.safety).
+            allow_private=d.get("polling.allow_private") if d.source["polling.allow_private"][0] in ("file", "make-run") else None,
+            fetch_tasks=d.get("ingest.fetch_tasks"),
+            fetch_batch=d.get("ingest.fetch_batch"),
+            handover=d.get("ingest.handover"),
         )
 
     def registry(self) -> Registry:
@@ -166,12 +187,16 @@ def fetch_batches(sources: list[dict], max_batch: int | None = None, min_batches
     the work spreads over workers), more when a batch would exceed ``max_batch`` feeds.
     The feeds of one host stay in one batch, so its per-host politeness limit holds, unless
     there are fewer hosts than batches: then the largest hosts are split. Groups are dealt to
-    the least-loaded batch, largest first. Defaults: MARSAD_FETCH_BATCH (50 feeds) and
-    MARSAD_FETCH_TASKS (4)."""
+    the least-loaded batch, largest first. Defaults: ingest.fetch_batch (50 feeds) and
+    ingest.fetch_tasks (4), as marsad.settings resolves them."""
     if not sources:
         return []
-    max_batch = max_batch or int(os.environ.get("MARSAD_FETCH_BATCH", "50"))
-    min_batches = min_batches or int(os.environ.get("MARSAD_FETCH_TASKS", "4"))
+    if not (max_batch and min_batches):
+        from marsad.settings import current
+
+        d = current("ingest.fetch_batch", "ingest.fetch_tasks")
+        max_batch = max_batch or d.get("ingest.fetch_batch")
+        min_batches = min_batches or d.get("ingest.fetch_tasks")
     k = min(len(sources), max(min_batches, -(-len(sources) // max_batch)))
     by_host: dict[str, list[dict]] = {}
     for s in sources:
@@ -251,6 +276,10 @@ def fetch_stage(settings: Settings, sources: list[dict], classifier: Classifier 
     langs = {s["source_id"]: s.get("lang") for s in sources}
     manifests = []
     guard = settings.guard()
+    if settings.allow_private and "policy" not in fetch_kw:
+        from sources.safety import AddressPolicy
+
+        fetch_kw["policy"] = AddressPolicy.from_env(settings.allow_private)
     for res in fetch_sync(reqs, **fetch_kw):
         articles: list[Article] = []
         meta = _fetch_meta(res)
@@ -279,7 +308,9 @@ def hand_over(manifest: str | Path) -> dict:
     deployment (MARSAD_HANDOVER=xcom) hands it over through Airflow's XCom (the metadata
     DB), not a shared disk. Otherwise only the staged file's path is returned.
     """
-    if os.environ.get("MARSAD_HANDOVER", "files") != "xcom":
+    from marsad.settings import current
+
+    if current("ingest.handover").get("ingest.handover") != "xcom":
         # Embedded default: the loader runs on this host and reads the staging folder; only
         # the path goes through XCom, so article text never piles up in the metadata DB.
         return {"staged": str(manifest)}

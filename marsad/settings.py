@@ -4,20 +4,31 @@ Every field has a ``MARSAD_*`` environment variable (``ENV``). Precedence: a var
 set > the file > the built-in default. An empty variable counts as unset, except for the
 schedules, where it means "none" (only triggered runs), as it always has.
 
-How the values reach Airflow: ``marsad.airflow_env.airflow_env`` (``make run``, the tests, and
-``scaled_env`` for the scaled deployment) calls ``load`` once, refuses to start Airflow when
-anything is invalid, and exports every setting, resolved, as a ``MARSAD_*`` variable. The DAG
-files read those variables at parse time (no file I/O there, see plugins/marsad_airflow.py), and
-tasks resolve their paths from them. So Airflow applies an edit of this file when it is
-restarted, and every component on every host sees the same values. The ``marsad`` command
-reads the file each time it runs.
+This module is the one owner of settings: the pipeline (``marsad.pipeline.Settings``), the
+modules' default paths (``sources.registry.feeds_path``, ``alerts.rules.rules_path``,
+``warehouse.db.default_path`` ...), the DAG files (``plugins/marsad_airflow.py``), ``make run``
+and the CLI all resolve them here. Relative paths are always relative to the repository (the
+directory that holds ``marsad/``), whether they come from the file or from a variable, never
+to the current directory.
 
-``load`` reads the file only for settings the environment does not carry: an Airflow task,
-whose environment carries all of them, never depends on the file (a half-edited file cannot
-break running tasks).
+Two kinds of settings (``LIVE``):
+
+* live: the schedules, the ingest deadline and timeout, the task retries. The DAG files read
+  them from this file at every parse (``plugins/marsad_airflow.py``: a small YAML file, no heavy
+  import), so an edit applies at the next DAG parse without a restart; a broken edit is a DAG
+  import error naming file:line.
+* restart: everything else (paths, pool, queue, Slack connection ...). ``make run``
+  (``marsad.airflow_env``) resolves them once, exports them as ``MARSAD_*`` variables to every
+  Airflow component, and writes what it resolved to ``<airflow home>/marsad-resolved.json``.
+  Tasks read only those variables, so a half-edited file cannot break running tasks.
+
+The ``marsad`` command in another shell reads that snapshot while the ``make run`` that wrote
+it is alive (``resolved_snapshot``), so it sees the feeds, warehouse and rules Airflow uses;
+its own variables still win. ``marsad config show`` prints every value and where it came from.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -116,6 +127,32 @@ def _path_or_none(value: Any) -> Any:
 
 
 OptionalPath = Annotated[str | None, BeforeValidator(_path_or_none)]
+
+
+def check_private_networks(value: Any) -> str:
+    """``MARSAD_ALLOW_PRIVATE_FEEDS``: empty/0 (public addresses only), 1 (every address), or
+    networks such as ``127.0.0.1/32,10.0.0.0/8`` (the form sources.safety.AddressPolicy reads)."""
+    import ipaddress
+
+    if value is None or value is False:
+        return ""
+    if value is True or value == 1:
+        return "1"
+    text = str(value).strip()
+    if text.lower() in ("", "0", "false", "no", "off"):
+        return ""
+    if text.lower() in ("1", "true", "yes", "on", "all"):
+        return "1"
+    nets = []
+    for part in text.split(","):
+        try:
+            nets.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not 1 or an IP network like 127.0.0.1/32") from None
+    return ",".join(nets)
+
+
+PrivateNetworks = Annotated[str, BeforeValidator(check_private_networks)]
 PathText = Annotated[str, Field(min_length=1)]
 
 
@@ -173,6 +210,10 @@ class Ops(_Section):
     actors: Annotated[str | None, BeforeValidator(_actors)] = None
 
 
+class Polling(_Section):
+    allow_private: PrivateNetworks = ""
+
+
 class Deployment(_Section):
     schedules: Schedules = Field(default_factory=Schedules)
     ingest: Ingest = Field(default_factory=Ingest)
@@ -181,6 +222,7 @@ class Deployment(_Section):
     delivery: Delivery = Field(default_factory=Delivery)
     tasks: Tasks = Field(default_factory=Tasks)
     ops: Ops = Field(default_factory=Ops)
+    polling: Polling = Field(default_factory=Polling)
 
 
 # Field -> the environment variable that overrides it (the names Marsad has always used).
@@ -207,7 +249,19 @@ ENV: dict[str, str] = {
     "ops.channel": "MARSAD_OPS_CHANNEL",
     "ops.slack_conn_id": "MARSAD_SLACK_CONN_ID",
     "ops.actors": "MARSAD_SLACK_ACTORS",
+    "polling.allow_private": "MARSAD_ALLOW_PRIVATE_FEEDS",
 }
+# What the DAG files read at parse time, from the file: an edit applies at the next DAG parse.
+# Everything else applies when Airflow restarts (make run exports it once).
+LIVE = ("schedules.ingest", "schedules.digest", "ingest.deadline", "ingest.timeout", "tasks.retries")
+RESOLVED_NAME = "marsad-resolved.json"
+AIRFLOW_HOME_ENV = "MARSAD_AIRFLOW_HOME"
+
+
+def applies(name: str) -> str:
+    return "at the next DAG parse" if name in LIVE else "when Airflow restarts"
+
+
 PATHS = ("paths.warehouse", "paths.staging", "paths.read_copy", "paths.feeds", "paths.rules", "paths.indicators",
          "paths.assessments")
 
@@ -215,28 +269,28 @@ PATHS = ("paths.warehouse", "paths.staging", "paths.read_copy", "paths.feeds", "
 @dataclass
 class Loaded:
     """The resolved settings and where each value came from: ``("env", VAR)``,
-    ``("file", line)`` or ``("default", None)``."""
+    ``("file", line)``, ``("make-run", "<snapshot>: <where make run had it>")`` or
+    ``("default", None)``."""
 
     values: Deployment
     file: Path
     source: dict[str, tuple[str, Any]] = field(default_factory=dict)
     document: Document | None = None
     overridden: dict[str, str] = field(default_factory=dict)  # fields the file sets and a variable overrides
+    snapshot: Path | None = None  # the make-run snapshot these settings took values from
 
     def get(self, name: str) -> Any:
         section, key = name.split(".")
         return getattr(getattr(self.values, section), key)
 
     def path(self, name: str) -> Path | None:
-        """A path setting: relative paths from the file (or defaults) resolve against the
-        repository; relative paths from a variable against the current directory."""
+        """A path setting, absolute: a relative path (from the file, a variable or the default)
+        is relative to the repository, never to the current directory."""
         value = self.get(name)
         if value is None:
             return None
         p = Path(value).expanduser()
-        if not p.is_absolute() and self.source.get(name, ("default",))[0] != "env":
-            p = REPO / p
-        return p
+        return p if p.is_absolute() else REPO / p
 
     def where(self, name: str) -> str:
         """Where a problem with this field is to be fixed, as ``file:line: field`` or ``$VAR: field``."""
@@ -245,31 +299,94 @@ class Loaded:
             return f"${ref}: {name}"
         if kind == "file":
             return f"{self.file}:{ref}: {name}"
+        if kind == "make-run":
+            return f"{ref}: {name}"
         return f"{self.file}: {name} (default)"
 
+    def origin(self, name: str) -> str:
+        """Where the value came from, for ``marsad config show``."""
+        kind, ref = self.source.get(name, ("default", None))
+        if kind == "env":
+            return f"variable ${ref}"
+        if kind == "file":
+            return f"{self.file}:{ref}"
+        if kind == "make-run":
+            return f"resolved by make run ({ref})"
+        return "default"
+
+    def text(self, name: str) -> str:
+        """The canonical text of a setting (what its MARSAD_* variable carries): paths absolute,
+        durations like 10m, "none" for no deadline, "" for an empty optional setting."""
+        value = self.get(name)
+        if name in PATHS:
+            p = self.path(name)
+            return str(p) if p is not None else ""
+        if name in ("warehouse.fetch_log_retention", "ingest.timeout", "delivery.budget"):
+            return format_duration(value)
+        if name == "ingest.deadline":
+            return format_duration(value) if value is not None else "none"
+        return "" if value is None else str(value)
+
     def to_env(self) -> dict[str, str]:
-        """Every setting as the MARSAD_* variable Airflow components read (canonical text;
-        paths absolute; "" for an empty optional setting, meaning its default)."""
-        out: dict[str, str] = {}
-        for name, var in ENV.items():
-            value = self.get(name)
-            if name in PATHS:
-                p = self.path(name)
-                out[var] = str(p.absolute()) if p is not None else ""
-            elif name in ("warehouse.fetch_log_retention", "ingest.timeout", "delivery.budget"):
-                out[var] = format_duration(value)
-            elif name == "ingest.deadline":
-                out[var] = format_duration(value) if value is not None else "none"
-            elif value is None:
-                out[var] = ""
-            else:
-                out[var] = str(value)
-        return out
+        """Every setting as the MARSAD_* variable Airflow components read."""
+        return {var: self.text(name) for name, var in ENV.items()}
 
 
 def settings_path(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
-    return Path(environ.get(SETTINGS_ENV) or DEFAULT_SETTINGS)
+    p = Path(environ.get(SETTINGS_ENV) or DEFAULT_SETTINGS).expanduser()
+    return p if p.is_absolute() else REPO / p
+
+
+def airflow_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The Airflow home of ``make run``: ``$MARSAD_AIRFLOW_HOME``, else ``.airflow/`` in the repository."""
+    environ = os.environ if environ is None else environ
+    p = Path(environ.get(AIRFLOW_HOME_ENV) or REPO / ".airflow").expanduser()
+    return p if p.is_absolute() else REPO / p
+
+
+def _pid_alive(pid: Any) -> bool:
+    """Is ``pid`` a running make run (marsad.airflow_env)? A recycled pid is not."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        return b"airflow_env" in Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid
+
+
+def resolved_snapshot(environ: Mapping[str, str] | None = None) -> tuple[Path, dict] | None:
+    """What the running ``make run`` resolved (``<airflow home>/marsad-resolved.json``), or None
+    when there is none or the make run that wrote it has stopped."""
+    path = airflow_home(environ) / RESOLVED_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not _pid_alive(data.get("pid")):
+        return None
+    return path, data
+
+
+def write_snapshot(loaded: Loaded, home: Path, extra: dict | None = None) -> Path:
+    """Record what ``make run`` resolved, for the ``marsad`` command in other shells."""
+    home.mkdir(parents=True, exist_ok=True)
+    data = {
+        "written_by": "make run (marsad.airflow_env)",
+        "pid": os.getpid(),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings_file": str(loaded.file),
+        "settings": {name: {"value": loaded.text(name), "variable": var, "from": loaded.origin(name),
+                            "env": loaded.source[name][0] == "env"} for name, var in ENV.items()},
+        **(extra or {}),
+    }
+    path = home / RESOLVED_NAME
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def _message(err: dict) -> str:
@@ -283,15 +400,53 @@ def _line_order(problem: str) -> int:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
-def load(environ: Mapping[str, str] | None = None, *, read_file: bool | None = None) -> Loaded:
-    """Resolve every setting (variable > file > default). ``ConfigError`` lists every problem,
-    each as ``file:line: field: message`` or ``$VARIABLE: field: message``.
+_CRONISH = re.compile(r"^\s*[A-Za-z_][\w-]*\s*:\s*([*@][^#'\"]*|[0-9*/,-]+(\s+[0-9*/,?LW#-]+){4,5})\s*(#.*)?$")
 
-    The file is read when some setting has no variable (or ``read_file=True``)."""
+
+def _syntax_hints(path: Path, problems: list[str]) -> list[str]:
+    """A YAML syntax error on a line holding an unquoted schedule (``ingest: */5 * * * *``:
+    YAML reads a leading ``*`` as an alias, a leading ``@`` as reserved) says to quote it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return problems
+    out = []
+    for p in problems:
+        parts = p.split(":")
+        n = next((int(x) for x in parts[1:3] if x.strip().isdigit()), 0)
+        if "(syntax)" in p:
+            for line in (n, n - 1):  # libyaml may mark the line after the value
+                if 0 < line <= len(lines) and _CRONISH.match(lines[line - 1]):
+                    key, _, value = lines[line - 1].partition(":")
+                    value = value.split(" #")[0].strip()
+                    if key.startswith((" ", "\t")):  # name it by its section, as the other errors do
+                        section = next((t.split(":")[0] for t in reversed(lines[:line - 1]) if t[:1].isalpha()), "")
+                        key = f"{section}.{key.strip()}" if section else key
+                    p = (f"{path}:{line}: {key.strip()}: a schedule must be in quotes: {key.strip().rsplit('.', 1)[-1]}: \"{value}\" "
+                         f"(unquoted, YAML reads a leading * as an alias and @ as reserved) [{p}]")
+                    break
+        out.append(p)
+    return out
+
+
+def _validate_one(name: str, raw: Any) -> Any:
+    section, key = name.split(".")
+    return getattr(Deployment.model_fields[section].annotation.model_validate({key: raw}), key)
+
+
+def load(environ: Mapping[str, str] | None = None, *, read_file: bool | None = None,
+         needed: tuple[str, ...] | None = None, snapshot: bool = True) -> Loaded:
+    """Resolve every setting: a variable > what a running ``make run`` resolved (restart
+    settings, and live ones it had from a variable; ``snapshot=False`` skips it) > the file >
+    the default. ``ConfigError`` lists every problem, each as ``file:line: field: message`` or
+    ``$VARIABLE: field: message``.
+
+    The file is read when one of the ``needed`` settings (default: all) has no variable, or
+    ``read_file=True``."""
     environ = os.environ if environ is None else environ
     path = settings_path(environ)
     if read_file is None:
-        read_file = any(var not in environ for var in ENV.values())
+        read_file = any(ENV[name] not in environ for name in (needed or ENV))
     problems: list[str] = []
     data: dict = {}
     doc: Document | None = None
@@ -299,7 +454,7 @@ def load(environ: Mapping[str, str] | None = None, *, read_file: bool | None = N
         try:
             doc = load_yaml(path)
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            problems.extend(_syntax_hints(path, exc.problems))
         if doc is not None:
             if doc.data is None:
                 data = {}
@@ -334,8 +489,25 @@ def load(environ: Mapping[str, str] | None = None, *, read_file: bool | None = N
             loaded.source[name] = ("file", doc.line_of((section, key)) if doc else 0)
         else:
             loaded.source[name] = ("default", None)
-    # Each variable on its own: errors name the variable.
     merged = file_model.model_dump()
+    # What the running make run resolved: Airflow's tasks use it until it restarts.
+    snap = resolved_snapshot(environ) if snapshot else None
+    if snap is not None:
+        snap_path, snap_data = snap
+        for name, entry in (snap_data.get("settings") or {}).items():
+            if name not in ENV or ENV[name] in environ or not isinstance(entry, dict):
+                continue
+            if name in LIVE and not entry.get("env"):
+                continue  # Airflow re-reads it from the file at every parse: the file is the truth
+            try:
+                checked = _validate_one(name, entry.get("value") if entry.get("value") != "" or name.startswith("schedules.") else None)
+            except ValidationError:
+                continue  # a snapshot of another release: ignore the field
+            section, key = name.split(".")
+            merged[section][key] = checked
+            loaded.source[name] = ("make-run", f"{snap_path}; make run had it from {entry.get('from', '?')}")
+            loaded.snapshot = snap_path
+    # Each variable on its own: errors name the variable.
     for name, var in ENV.items():
         if var not in environ:
             continue
@@ -345,7 +517,7 @@ def load(environ: Mapping[str, str] | None = None, *, read_file: bool | None = N
             continue  # empty: as if unset (the file, else the default)
         value = "none" if not raw.strip() else raw
         try:
-            checked = getattr(type(file_model).model_fields[section].annotation.model_validate({key: value}), key)
+            checked = _validate_one(name, value)
         except ValidationError as exc:
             for err in exc.errors():
                 msg = _message(err)
@@ -361,6 +533,12 @@ def load(environ: Mapping[str, str] | None = None, *, read_file: bool | None = N
         exc.partial = loaded  # what is valid, the rest at defaults (for marsad config check)
         raise exc
     return loaded
+
+
+def current(*names: str) -> Loaded:
+    """The settings for the components (modules' default paths, the pipeline): only reads the
+    file (and the make-run snapshot) for the ``names`` the environment does not carry."""
+    return load(needed=names or None)
 
 
 def describe_schedule(text: str) -> str:

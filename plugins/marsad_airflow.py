@@ -5,26 +5,87 @@ deployment settings as the DAG files see them.
 Imported by DAG files at parse time, so this module imports nothing heavy at the top;
 the domain packages never import Airflow.
 
-Settings reach the DAG files as MARSAD_* environment variables, never as a file read at parse
-time: ``marsad.airflow_env`` validates marsad/settings.yaml (and the variables that override
-it) before Airflow starts and exports every setting in canonical form. The defaults here are
-those of marsad/settings.py, for an Airflow started without that environment.
+Settings come from marsad.settings, their one owner. The live ones (schedules.*, ingest.deadline,
+ingest.timeout, tasks.retries) are read from marsad/settings.yaml (``$MARSAD_SETTINGS``) at every
+DAG parse, so an admin's edit applies at the next parse without a restart; a variable still wins
+over the file. Reading it is one small YAML file and pydantic (which Airflow has loaded anyway):
+no heavy import. A broken edit raises ``ConfigError`` here, which Airflow shows as the DAG file's
+import error with the settings file's line. The other settings come as the MARSAD_* variables
+that ``make run`` (marsad.airflow_env) exported when Airflow started.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 from datetime import timedelta
 
 log = logging.getLogger("marsad.airflow")
 
-SLACK_CONN_ID = os.environ.get("MARSAD_SLACK_CONN_ID", "slack_api_default")
-WAREHOUSE_POOL = os.environ.get("MARSAD_WAREHOUSE_POOL", "marsad_warehouse")
-OPS_CHANNEL = os.environ.get("MARSAD_OPS_CHANNEL", "#marsad-ops")
+
+def _settings(*needed: str) -> "_Live":
+    """marsad.settings.load for these settings: the file is read only when one lacks its variable."""
+    from marsad.settings import load
+    from sources.configfile import ConfigError
+
+    try:
+        return _Live(load(os.environ, needed=needed or None, snapshot=False), [])
+    except ConfigError as exc:
+        return _Live(exc.partial, exc.problems)
+
+
+_cache: dict = {}
+
+
+def live():
+    """The settings as of now, the file read at this parse (cached while file and variables are unchanged)."""
+    from marsad.settings import ENV, LIVE, settings_path
+
+    path = settings_path()
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    key = (str(path), stamp, tuple(os.environ.get(ENV[n]) for n in LIVE))
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = _settings(*LIVE)
+    return _cache[key]
+
+
+class _Live:
+    """The live settings; reading one that has a problem raises it (``file:line: field: ...``),
+    so a mistake stops only the DAG files that use that setting. A file that cannot be read at
+    all (a YAML syntax error) stops them all."""
+
+    def __init__(self, loaded, problems: list[str]):
+        self.loaded, self.problems = loaded, problems
+
+    def _check(self, name: str) -> None:
+        from marsad.settings import ENV
+        from sources.configfile import ConfigError
+
+        mine = [p for p in self.problems if f" {name}:" in p or f" {name} " in p or "(syntax)" in p or "(file)" in p
+                or not any(f" {other}:" in p for other in ENV)]
+        if mine:
+            raise ConfigError(mine)
+
+    def get(self, name: str):
+        self._check(name)
+        return self.loaded.get(name)
+
+    def text(self, name: str) -> str:
+        self._check(name)
+        return self.loaded.text(name)
+
+
+_restart = _settings("ops.slack_conn_id", "warehouse.pool", "ops.channel", "warehouse.queue")
+SLACK_CONN_ID = _restart.get("ops.slack_conn_id")
+WAREHOUSE_POOL = _restart.get("warehouse.pool")
+OPS_CHANNEL = _restart.get("ops.channel")
 # The Celery queue served only by the worker on the host that owns the DuckDB file (the
 # scaled deployment sets it to "warehouse"); "default" everywhere in the embedded default.
-WAREHOUSE_QUEUE = os.environ.get("MARSAD_WAREHOUSE_QUEUE", "default")
+WAREHOUSE_QUEUE = _restart.get("warehouse.queue")
 # Task arguments for every task that opens the warehouse: one writer at a time, on its host.
 ON_WAREHOUSE = {"pool": WAREHOUSE_POOL, "queue": WAREHOUSE_QUEUE}
 # Delivery waits on Slack, which can be slow or hang. It runs on the warehouse's host (it opens
@@ -34,49 +95,29 @@ DELIVERY = {"pool": "default_pool", "queue": WAREHOUSE_QUEUE}
 
 
 def retries(default: int) -> int:
-    """Task retries; MARSAD_TASK_RETRIES (tasks.retries) overrides every DAG's default (0 in tests)."""
-    text = os.environ.get("MARSAD_TASK_RETRIES", "").strip()
-    if not text:
-        return default
-    if not text.isdigit():
-        raise ValueError(f"MARSAD_TASK_RETRIES={text!r} is not a number of retries; `marsad config check` explains")
-    return int(text)
+    """Task retries: tasks.retries (MARSAD_TASK_RETRIES) overrides every DAG's default (0 in tests)."""
+    value = live().get("tasks.retries")
+    return default if value is None else value
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+def schedule(name: str):
+    """A DAG's schedule (``schedules.ingest``, ``schedules.digest``) as validated by marsad.settings:
+    None for ``none`` (triggered runs only), a timedelta for a duration, else the cron expression
+    or preset, which Airflow parses."""
+    from sources.configfile import parse_duration
 
-
-def _seconds(text: str) -> int | None:
-    """Seconds of a duration in the canonical form marsad.settings exports (90s, 10m, 6h, 1d)."""
-    m = re.fullmatch(r"(\d+)([smhdw])", text)
-    return int(m.group(1)) * _UNITS[m.group(2)] if m else None
-
-
-def schedule(variable: str, default: str):
-    """A DAG's schedule from its variable (schedules.* in marsad/settings.yaml): None for
-    ``none`` or empty (triggered runs only), a timedelta for a duration, else the cron
-    expression or preset, which Airflow parses. Anything else stops the DAG file with an
-    import error that names the variable, rather than scheduling something else."""
-    text = " ".join(os.environ.get(variable, default).split())
-    if text.lower() in ("", "none"):
+    text = live().get(name)
+    if text == "none":
         return None
-    seconds = _seconds(text)
-    if seconds is not None:
-        return timedelta(seconds=seconds)
-    if text.startswith("@") or len(text.split()) == 5:
-        return text
-    raise ValueError(f"{variable}={text!r} is not a schedule (cron, preset, duration or none); `marsad config check` explains")
+    if text[:1].isdigit() and len(text.split()) == 1:
+        return timedelta(seconds=parse_duration(text))
+    return text
 
 
-def duration(variable: str, default: str) -> timedelta | None:
-    """A duration setting (``10m``) from its variable; None for ``none``."""
-    text = os.environ.get(variable, default).strip() or default
-    if text.lower() == "none":
-        return None
-    seconds = _seconds(text)
-    if seconds is None:
-        raise ValueError(f"{variable}={text!r} is not a duration like 10m; `marsad config check` explains")
-    return timedelta(seconds=seconds)
+def duration(name: str) -> timedelta | None:
+    """A duration setting (``ingest.timeout``, ``ingest.deadline``); None for ``none``."""
+    seconds = live().get(name)
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 def default_args(retries_default: int, retry_delay, on_warehouse: bool = False) -> dict:
@@ -162,7 +203,7 @@ def ingest_deadline():
     finished that long after it was queued, the scheduler marks the deadline missed and the
     triggerer runs ``notify_deadline_missed``, which tells ops in Slack while the run goes on.
     None when the setting is ``none``."""
-    interval = duration("MARSAD_INGEST_DEADLINE", "10m")
+    interval = duration("ingest.deadline")
     if interval is None:
         return None
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
@@ -173,7 +214,7 @@ def ingest_deadline():
         callback=AsyncCallback(
             notify_deadline_missed,
             kwargs={
-                "after": os.environ.get("MARSAD_INGEST_DEADLINE", "10m"),
+                "after": live().text("ingest.deadline"),
                 "channel": OPS_CHANNEL,
                 "slack_conn_id": SLACK_CONN_ID,
                 "base_url": os.environ.get("AIRFLOW__API__BASE_URL"),

@@ -1,7 +1,6 @@
 """The feed registry: ``sources/feeds.yaml``, edited by admins, validated on load."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -81,7 +80,10 @@ class Registry(BaseModel):
 
 
 def feeds_path() -> Path:
-    return Path(os.environ.get("MARSAD_FEEDS") or DEFAULT_FEEDS)
+    """paths.feeds as marsad.settings resolves it (``MARSAD_FEEDS`` > make run > settings.yaml)."""
+    from marsad.settings import current
+
+    return current("paths.feeds").path("paths.feeds")
 
 
 def load_registry(path: str | Path | None = None) -> Registry:

@@ -1,5 +1,6 @@
 """Deployment settings (marsad/settings.yaml and its MARSAD_* variables) and `marsad config check`,
 run on real files with deliberate mistakes, as an admin runs them."""
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import yaml
 
 from conftest import REPO, write_feeds_yaml
 from marsad.airflow_env import airflow_env
-from marsad.settings import DEFAULT_SETTINGS, ENV, Deployment, check_schedule, load, schedule_period
+from marsad.settings import DEFAULT_SETTINGS, ENV, LIVE, Deployment, check_schedule, load, schedule_period
 from sources.configfile import ConfigError
 
 MARSAD = [sys.executable, "-m", "marsad.cli"]
@@ -202,9 +203,13 @@ def test_variables_override_the_file_which_overrides_the_defaults(tmp_path, monk
     assert s.path("paths.staging") is None, "an empty variable counts as unset"
     # An empty schedule variable keeps its old meaning: triggered runs only.
     assert load({**env, "MARSAD_INGEST_SCHEDULE": ""}).get("schedules.ingest") == "none"
-    # A relative path in a variable is relative to where the command runs.
+    # A relative path in a variable is relative to the repository too: never to where the command runs.
     monkeypatch.chdir(tmp_path)
-    assert load({**env, "MARSAD_WAREHOUSE": "here.duckdb"}).to_env()["MARSAD_WAREHOUSE"] == str(tmp_path / "here.duckdb")
+    assert load({**env, "MARSAD_WAREHOUSE": "here.duckdb"}).to_env()["MARSAD_WAREHOUSE"] == str(REPO / "here.duckdb")
+    from warehouse.db import default_path
+
+    monkeypatch.setenv("MARSAD_WAREHOUSE", "var/x.duckdb")
+    assert default_path() == REPO / "var" / "x.duckdb", "the warehouse module resolves it the same way"
     # config check says which lines of the file a variable overrides.
     res = config_check(env)
     assert res.returncode == 0, res.stderr
@@ -236,16 +241,26 @@ def test_airflow_env_exports_the_settings_and_refuses_invalid_ones(tmp_path):
     settings = tmp_path / "settings.yaml"
     settings.write_text("schedules:\n  ingest: 15m\ningest:\n  deadline: none\nops:\n  channel: \"#ops-test\"\n", encoding="utf-8")
     env = airflow_env(tmp_path / "af", base=clean_env(MARSAD_SETTINGS=settings, MARSAD_TASK_RETRIES="0"))
-    assert env["MARSAD_INGEST_SCHEDULE"] == "15m" and env["MARSAD_INGEST_DEADLINE"] == "none"
-    assert env["MARSAD_OPS_CHANNEL"] == "#ops-test" and env["MARSAD_TASK_RETRIES"] == "0"
+    # Live settings (read by the DAG files at parse time) are not frozen into the environment,
+    # unless a variable gave them; the DAG files find the file through MARSAD_SETTINGS.
+    assert "MARSAD_INGEST_SCHEDULE" not in env and "MARSAD_INGEST_DEADLINE" not in env
+    assert env["MARSAD_SETTINGS"] == str(settings) and env["MARSAD_TASK_RETRIES"] == "0"
+    assert load(env).get("schedules.ingest") == "15m" and load(env).get("ingest.deadline") is None
+    assert env["MARSAD_OPS_CHANNEL"] == "#ops-test"
     assert env["MARSAD_WAREHOUSE"] == str(REPO / "var" / "marsad.duckdb")
-    assert set(ENV.values()) <= set(env)
-    # The environment carries every setting, so Airflow's tasks never read the file: editing it
-    # (even into something invalid) changes nothing until Airflow is restarted.
-    settings.write_text("schedules:\n  ingest: every now and then\n", encoding="utf-8")
-    assert load(env).get("schedules.ingest") == "15m"
+    assert set(ENV.values()) - {ENV[n] for n in LIVE} <= set(env)
+    # The environment carries every setting a task needs, so Airflow's tasks never read the
+    # file: editing it (even into something invalid) changes none of them until a restart ...
+    from marsad.pipeline import Settings
+
+    settings.write_text("schedules:\n  ingest: every now and then\npaths:\n  warehouse: elsewhere.duckdb\n", encoding="utf-8")
+    assert load(env, needed=Settings.NEEDED).to_env() == load(env, needed=Settings.NEEDED, read_file=False).to_env()
+    # ... while the live settings, read from the file, say exactly what is wrong where.
+    with pytest.raises(ConfigError, match=rf"{settings}:2: schedules.ingest: 'every now and then' is not a schedule"):
+        load(env)
     with pytest.raises(ConfigError, match=rf"{settings}:2: schedules.ingest: 'every now and then' is not a schedule"):
         airflow_env(tmp_path / "af", base=clean_env(MARSAD_SETTINGS=settings))
+
 
 
 def test_make_run_refuses_to_start_airflow_with_invalid_settings(tmp_path):
@@ -270,3 +285,115 @@ def test_config_env_prints_what_airflow_gets(tmp_path):
     assert out["MARSAD_DIGEST_SCHEDULE"] == "none" and out["MARSAD_WAREHOUSE_QUEUE"] == "warehouse"
     assert out["MARSAD_INGEST_SCHEDULE"] == "'*/5 * * * *'"
     assert yaml.safe_load(settings.read_text()) == {"schedules": {"digest": "none"}}
+
+
+@pytest.mark.parametrize("line, quoted", [("  ingest: */5 * * * *", '"*/5 * * * *"'), ("  digest: @daily   # mornings", '"@daily"')])
+def test_an_unquoted_schedule_names_the_line_and_says_to_quote_it(tmp_path, line, quoted):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"# mine\nschedules:\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load(clean_env(MARSAD_SETTINGS=settings))
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{settings}:3: ") and f"must be in quotes" in problem and quoted in problem, problem
+    res = config_check(clean_env(MARSAD_SETTINGS=settings))
+    assert res.returncode == 1 and f"{settings}:3:" in res.stderr and quoted in res.stderr, res.stderr
+
+
+def test_config_check_reports_feeds_on_loopback_that_polling_would_refuse(tmp_path):
+    feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [
+        {"id": "public", "name": "Public", "lang": "en", "url": "https://news.example/rss"},
+        {"id": "mine", "name": "Mine", "lang": "ar", "url": "http://127.0.0.1:8765/ar.xml"},
+        {"id": "lab", "name": "Lab", "lang": "en", "url": "http://localhost:9000/en.xml"},
+    ])
+    lines = feeds.read_text().splitlines()
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"paths:\n  feeds: {feeds}\n  warehouse: {tmp_path}/wh.duckdb\n", encoding="utf-8")
+    res = config_check(clean_env(MARSAD_SETTINGS=settings, MARSAD_ALLOW_PRIVATE_FEEDS=""))
+    assert res.returncode == 1, res.stdout + res.stderr
+    for feed_id, url in (("mine", "http://127.0.0.1:8765/ar.xml"), ("lab", "http://localhost:9000/en.xml")):
+        line = next(i for i, text in enumerate(lines, 1) if url in text)
+        assert f"{feeds}:{line}: feeds." in res.stderr and f"{feed_id}: {url} is on 127.0.0.1" in res.stderr, res.stderr
+    assert "MARSAD_ALLOW_PRIVATE_FEEDS" in res.stderr and "polling.allow_private" in res.stderr
+    assert "public" not in res.stderr.replace("public only", "").replace("public addresses", "")
+    # Allowed in the settings file (or by the variable): no error.
+    settings.write_text(settings.read_text() + "polling:\n  allow_private: 127.0.0.1/32\n", encoding="utf-8")
+    res = config_check(clean_env(MARSAD_SETTINGS=settings))
+    assert res.returncode == 0, res.stderr
+    res = config_check(clean_env(MARSAD_SETTINGS=settings, MARSAD_ALLOW_PRIVATE_FEEDS="10.0.0.0/8"))
+    assert res.returncode == 1 and "$MARSAD_ALLOW_PRIVATE_FEEDS: polling.allow_private = 10.0.0.0/8" in res.stderr, res.stderr
+
+
+def test_a_second_make_run_refuses_a_taken_port_or_warehouse_and_says_by_what(tmp_path):
+    """A real listener holds the UI port; then a real make-run lock holds the warehouse."""
+    import socket
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"paths:\n  warehouse: {tmp_path}/wh.duckdb\n", encoding="utf-8")
+    base = clean_env(MARSAD_SETTINGS=settings, MARSAD_AIRFLOW_HOME=tmp_path / "af")
+
+    def make_run(**extra):
+        return subprocess.run([sys.executable, "-m", "marsad.airflow_env"], capture_output=True, text=True, timeout=120,
+                              env={**base, **{k: str(v) for k, v in extra.items()}})
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        res = make_run(MARSAD_UI_PORT=port)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"port 127.0.0.1:{port} is taken" in res.stderr and f"pid {os.getpid()} (" in res.stderr, res.stderr
+    assert not (tmp_path / "af" / "airflow.db").exists(), "nothing was prepared or started"
+
+    from conftest import free_port
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from marsad.airflow_env import lock_warehouse\n"
+        f"h = lock_warehouse(Path({str(tmp_path / 'wh.duckdb')!r}), {{'pid': 4242, 'airflow_home': '/elsewhere', 'port': 8080}})\n"
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = make_run(MARSAD_UI_PORT=free_port())
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"warehouse {tmp_path / 'wh.duckdb'} is in use by another make run (pid 4242, airflow_home /elsewhere, port 8080" in res.stderr, res.stderr
+
+
+def test_the_cli_reads_back_what_a_running_make_run_resolved_and_says_which_edits_need_a_restart(tmp_path):
+    """A process stands in for make run: it resolves the settings (a feeds file given as a
+    variable, the warehouse from the file) and writes the snapshot to its Airflow home, as
+    marsad.airflow_env.main does. The CLI in another shell, without that variable, sees them."""
+    feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "only", "name": "Only", "lang": "en", "url": "https://e.example/rss"}])
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"paths:\n  warehouse: {tmp_path}/wh.duckdb\nschedules:\n  ingest: \"*/10 * * * *\"\n", encoding="utf-8")
+    home = tmp_path / "af"
+    code = ("import sys, time; from pathlib import Path; from marsad.settings import load, write_snapshot\n"
+            "write_snapshot(load(snapshot=False), Path(sys.argv[1])); print('written', flush=True); time.sleep(120)")
+    make_run = subprocess.Popen([sys.executable, "-c", code, str(home), "marsad.airflow_env"], stdout=subprocess.PIPE, text=True,
+                                env=clean_env(MARSAD_SETTINGS=settings, MARSAD_FEEDS=feeds, MARSAD_AIRFLOW_HOME=home))
+    try:
+        assert make_run.stdout.readline().strip() == "written"
+        other_shell = clean_env(MARSAD_SETTINGS=settings, MARSAD_AIRFLOW_HOME=home)
+        res = subprocess.run([*MARSAD, "config", "show", "--json"], capture_output=True, text=True, env=other_shell, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert f"using the settings the running make run resolved ({home / 'marsad-resolved.json'})" in res.stderr
+        rows = {r["setting"]: r for r in json.loads(res.stdout)["settings"]}
+        assert rows["paths.feeds"]["value"] == str(feeds) and rows["paths.feeds"]["from"].startswith("resolved by make run")
+        assert "variable $MARSAD_FEEDS" in rows["paths.feeds"]["from"]
+        # A live setting make run had from the file is the file's: Airflow re-reads it at each parse.
+        assert rows["schedules.ingest"]["from"] == f"{settings}:4" and rows["schedules.ingest"]["applies"] == "at the next DAG parse"
+        res = subprocess.run([*MARSAD, "sources", "export"], capture_output=True, text=True, env=other_shell, timeout=120)
+        assert "https://e.example/rss" in res.stdout, "the CLI lists the feeds Airflow polls"
+        # The admin edits a restart setting: config check says the running Airflow has not applied it.
+        settings.write_text(f"paths:\n  warehouse: {tmp_path}/new.duckdb\nschedules:\n  ingest: \"*/15 * * * *\"\n", encoding="utf-8")
+        res = config_check(other_shell)
+        assert (f"{settings}:2: paths.warehouse: is now '{tmp_path}/new.duckdb', but the running Airflow uses '{tmp_path}/wh.duckdb'"
+                in res.stderr and "applies when Airflow restarts" in res.stderr), res.stderr
+        assert "schedules.ingest: is now" not in res.stderr, "a live setting needs no restart"
+    finally:
+        make_run.kill()
+        make_run.wait()
+    res = subprocess.run([*MARSAD, "config", "show"], capture_output=True, text=True, env=other_shell, timeout=120)
+    assert "make run: none running" in res.stdout and "using the settings" not in res.stderr
+    assert f"{tmp_path}/new.duckdb" in res.stdout and str(feeds) not in res.stdout

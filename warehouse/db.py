@@ -6,7 +6,6 @@ step therefore holds its connection only for a short transaction, and ``connect`
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -25,7 +24,10 @@ class WarehouseBusy(RuntimeError):
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("MARSAD_WAREHOUSE") or Path.cwd() / "var" / "marsad.duckdb")
+    """paths.warehouse as marsad.settings resolves it (relative to the repository, never the cwd)."""
+    from marsad.settings import current
+
+    return current("paths.warehouse").path("paths.warehouse")
 
 
 def _is_lock_error(exc: Exception) -> bool:

@@ -35,9 +35,13 @@ READ_COPY_ENV = "MARSAD_READ_COPY"
 
 
 def read_copy_path(warehouse: str | Path) -> Path:
-    """``$MARSAD_READ_COPY``, or ``<warehouse stem>-read.duckdb`` next to the warehouse."""
-    if os.environ.get(READ_COPY_ENV):
-        return Path(os.environ[READ_COPY_ENV])
+    """paths.read_copy (``$MARSAD_READ_COPY``, marsad.settings), or ``<warehouse stem>-read.duckdb``
+    next to the warehouse."""
+    from marsad.settings import current
+
+    configured = current("paths.read_copy").path("paths.read_copy")
+    if configured is not None:
+        return configured
     warehouse = Path(warehouse)
     return warehouse.with_name(f"{warehouse.stem}-read{warehouse.suffix or '.duckdb'}")
 

@@ -12,25 +12,20 @@ DATABASE`` restores it into an empty file (docs/warehouse.md).
 """
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
-
-from sources.configfile import parse_duration
 
 RETENTION_ENV = "MARSAD_FETCH_LOG_RETENTION"
 DEFAULT_RETENTION = "30d"
 
 
 def fetch_log_retention() -> int:
-    """Seconds of fetch_log to keep (``$MARSAD_FETCH_LOG_RETENTION``, e.g. ``30d``)."""
-    value = os.environ.get(RETENTION_ENV) or DEFAULT_RETENTION
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise ValueError(f"{RETENTION_ENV}: {exc}") from None
+    """Seconds of fetch_log to keep: warehouse.fetch_log_retention (``$MARSAD_FETCH_LOG_RETENTION``, e.g. ``30d``) as marsad.settings resolves it."""
+    from marsad.settings import current
+
+    return current("warehouse.fetch_log_retention").get("warehouse.fetch_log_retention")
 
 
 def prune_fetch_log(con: duckdb.DuckDBPyConnection, now: datetime, keep_s: int) -> int:
