@@ -53,6 +53,7 @@ from slack_sdk.webhook import WebhookClient
 from alerts.feedback import FeedbackError, flag_not_event, flagged
 from alerts.lifecycle import LifecycleError, ack, add_silence
 from alerts.render import ACK, NOT_EVENT, SILENCE_6H, SILENCE_24H, SILENCE_SECONDS, MessageState, render, who
+from sources.configfile import SLACK_USER_GROUP, slack_actors
 from warehouse import db
 
 log = logging.getLogger("marsad.interact")
@@ -61,7 +62,7 @@ LOCK_WAIT_S = 10.0  # how long a press waits for the warehouse before it is queu
 PENDING_EVERY_S = 30.0  # the listener drains queued presses this often
 SIGNATURE_WINDOW_S = 300  # Slack's: a request older than 5 minutes is refused (SignatureVerifier)
 _RUN_LINK = re.compile(r"<(https?://[^|>]+)\|Airflow run>")
-_ACTORS_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
+_ACTORS_GROUP = SLACK_USER_GROUP
 
 
 def utcnow() -> datetime:
@@ -143,23 +144,7 @@ class Refused(Exception):
 # ----------------------------------------------------------------------------- who may act
 
 
-def check_actors(value) -> str | None:
-    """``ops.actors``: a channel (``#name`` or an id) or a user group id (``S…``); empty: the
-    members of the channel the alert was posted in."""
-    from sources.configfile import slack_channel
-
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    text = str(value).strip()
-    if _ACTORS_GROUP.match(text):
-        return text
-    try:
-        return slack_channel(text)
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is neither a Slack channel (#name or an id like C024BE91L) nor a user group id (S0614TZR7, "
-            "from the group's profile: Copy group ID)"
-        ) from None
+check_actors = slack_actors  # ops.actors, validated where the settings are (sources.configfile)
 
 
 class Access:

@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from sources.configfile import ConfigError, Document, format_duration, load_yaml, parse_duration, slack_channel
+from sources.configfile import ConfigError, Document, format_duration, load_yaml, parse_duration, slack_actors, slack_channel
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS = Path(__file__).with_name("settings.yaml")
@@ -198,9 +198,7 @@ class Tasks(_Section):
 
 
 def _actors(value: Any) -> str | None:
-    from alerts.interact import check_actors
-
-    return check_actors(value)
+    return slack_actors(value)
 
 
 class Ops(_Section):

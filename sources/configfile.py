@@ -183,6 +183,26 @@ def slack_channel(value: Any) -> str:
     return text
 
 
+SLACK_USER_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
+
+
+def slack_actors(value: Any) -> str | None:
+    """Who may act on alerts in Slack: a channel (``#name`` or an id: its members) or a user
+    group id (``S…``); empty: None (the members of the channel the alert was posted in)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    if SLACK_USER_GROUP.match(text):
+        return text
+    try:
+        return slack_channel(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither a Slack channel (#name or an id like C024BE91L) nor a user group id (S0614TZR7, "
+            "from the group's profile: Copy group ID)"
+        ) from None
+
+
 def format_duration(seconds: int) -> str:
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:

@@ -132,9 +132,19 @@ def _dags_test(env, dag_id, expect="success"):
     return out
 
 
-def test_digest_dag_posts_with_a_chart(af_home, tmp_path, slack):
+def test_digest_dag_posts_with_a_chart(af_home, tmp_path, slack, feed_server):
+    from marsad import pipeline
+
     conn = json.dumps({"conn_type": "slack", "password": slack.state.token, "extra": {"base_url": slack.base_url}})
     env = _env(af_home, tmp_path, AIRFLOW_CONN_SLACK_API_DEFAULT=conn)
+    # A digest sums up a day Marsad watched (before its first poll there is none): poll once.
+    s = pipeline.Settings.from_env(tmp_path / "wh.duckdb")
+    s.staging, s.allow_private = tmp_path / "poll-staging", "127.0.0.1/32"
+    s.feeds = write_feeds_yaml(tmp_path / "feeds.yaml", [{"id": "wire", "name": "Wire", "lang": "en", "url": feed_server.serve(
+        "/wire.xml", rss([{"title": "Markets open higher", "link": "https://en.example/m", "guid": "m1", "description": "x"}]))}])
+    now = datetime.now(timezone.utc)
+    pipeline.fetch_stage(s, pipeline.due_sources(s, now))
+    pipeline.load(s, now)
     _dags_test(env, "marsad_digest")
     (post,) = slack.posts()
     assert "Marsad daily digest" in json.dumps(post["blocks"])
