@@ -174,7 +174,7 @@ with db.connect(Path(d) / "wh.duckdb") as con:
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
         md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-01-01' FROM range(?) t(i)''', [n])
-    con.execute("INSERT INTO article_indicators SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
+    con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
     con.execute("CHECKPOINT")
     con.close()  # DuckDB's buffers from building the data are not the assignment's memory
 with db.connect(Path(d) / "wh.duckdb") as con:

@@ -50,13 +50,14 @@ def hierarchy():
     return PlaceHierarchy.from_entries({"id": i, "kind": k, "within": w} for i, k, w in PLACES)
 
 
-def generate(n: int, seed: int = 17, loads: int = 6) -> tuple[list[dict], list[dict], list[dict], list[datetime]]:
-    """(articles, article_indicators, article_entities, load times) of ``n`` reports."""
+def generate(n: int, seed: int = 17, loads: int = 6, per_hour: int = 40) -> tuple[list[dict], list[dict], list[dict], list[datetime]]:
+    """(articles, article_indicators, article_entities, load times) of ``n`` reports, about
+    ``per_hour`` an hour (so many to a window at 40; months of them, and closed events, at 1)."""
     rng = random.Random(seed)
     places = [(i, k) for i, k, _ in PLACES]
     actors, weapons = ACTORS, WEAPONS
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    span = max(1, n // 40)  # hours: ~40 reports an hour, so windows hold many candidates
+    span = max(1, n // per_hour)  # hours
     stories: list[dict] = []
     arts, inds, ents = [], [], []
     for i in range(n):
@@ -120,7 +121,7 @@ def generate(n: int, seed: int = 17, loads: int = 6) -> tuple[list[dict], list[d
     return arts, inds, ents, times
 
 
-def load_and_assign(db_path: Path, n: int, seed: int = 17, loads: int = 6) -> None:
+def load_and_assign(db_path: Path, n: int, seed: int = 17, loads: int = 6, per_hour: int = 40) -> None:
     """Write the generated reports into a fresh warehouse in ``loads`` loads (by fetch time),
     assigning events after each, as the pipeline does."""
     import duckdb  # noqa: F401
@@ -128,7 +129,7 @@ def load_and_assign(db_path: Path, n: int, seed: int = 17, loads: int = 6) -> No
     from warehouse import db
     from warehouse.events import assign_events
 
-    arts, inds, ents, times = generate(n, seed, loads)
+    arts, inds, ents, times = generate(n, seed, loads, per_hour)
     places = hierarchy()
     by_id = {a["article_id"]: a for a in arts}
     with db.connect(db_path) as con:
@@ -172,9 +173,9 @@ def membership_md5(db_path: Path) -> str:
     return h.hexdigest()
 
 
-def generated_md5(n: int, tmp: Path, seed: int = 17) -> str:
-    path = tmp / f"gen-{n}-{seed}.duckdb"
-    load_and_assign(path, n, seed)
+def generated_md5(n: int, tmp: Path, seed: int = 17, per_hour: int = 40) -> str:
+    path = tmp / f"gen-{n}-{seed}-{per_hour}.duckdb"
+    load_and_assign(path, n, seed, per_hour=per_hour)
     return membership_md5(path)
 
 
@@ -216,12 +217,15 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--generated", type=int, nargs="*", default=[3000])
+    ap.add_argument("--sparse", type=int, nargs="*", default=[3000])
     ap.add_argument("--bench-feeds", type=int, default=200)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for n in args.generated:
             print(f"generated {n}: {generated_md5(n, tmp)}", flush=True)
+        for n in args.sparse:
+            print(f"generated {n}, 1 an hour: {generated_md5(n, tmp, per_hour=1)}", flush=True)
         from bench.feeds import CAMPAIGN_SHARE, TYPICAL_SHARE
 
         for share in (TYPICAL_SHARE, CAMPAIGN_SHARE):
