@@ -63,16 +63,35 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("DROP TABLE IF EXISTS _marsad_unsketched")
 
 
+_SEP = "\x1f"  # joins the ids of one statement into one string parameter (ids are hex digests)
+
+
+def _joined(values) -> str:
+    text = _SEP.join(values)
+    if text.count(_SEP) != len(values) - 1:
+        raise ValueError("an id contains the unit separator (0x1f)")
+    return text
+
+
+def _strings(param: int) -> str:
+    """SQL for the list of strings joined in parameter number ``param``."""
+    return f"string_split(${param}, chr(31))"
+
+
 def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray) -> None:
-    """Insert ``(article_id, sketch)`` rows into ``article_sketches`` (the only writer)."""
-    columns = {"article_id": np.array(article_ids, dtype=object)}
+    """Insert ``(article_id, sketch)`` rows into ``article_sketches`` (its only writer): the
+    hash values as numpy columns DuckDB scans in place, the ids as one string; no Python
+    object per value (a numpy array of str would cost more than the sketch)."""
+    columns = {"r": np.arange(len(article_ids), dtype=np.int64)}
     columns.update((f"h{k}", np.ascontiguousarray(sketches[:, k])) for k in range(sketches.shape[1]))
     values = ", ".join(f"h{k}" for k in range(sketches.shape[1]))
     con.register("_marsad_new_sketches", columns)
     try:
         con.execute(f"""INSERT INTO article_sketches (article_id, minhash)
-                        SELECT article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches
-                        ON CONFLICT DO NOTHING""")
+                        SELECT i.article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches JOIN
+                               (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
+                                FROM (SELECT {_strings(1)} AS l)) i USING (r)
+                        ON CONFLICT DO NOTHING""", [_joined(article_ids)])
     finally:
         con.unregister("_marsad_new_sketches")
 
@@ -164,15 +183,11 @@ def _write_links(con: duckdb.DuckDBPyConnection, links: list[tuple[str, str, str
     if not links:
         return
     event_ids, article_ids, hows = zip(*links)
-    con.register("_marsad_new_links", {
-        "event_id": np.array(event_ids, dtype=object), "article_id": np.array(article_ids, dtype=object),
-        "how": np.array(hows, dtype=object),
-    })
-    try:
-        con.execute("""INSERT INTO event_articles (event_id, article_id, how)
-                       SELECT event_id, article_id, how FROM _marsad_new_links ON CONFLICT DO NOTHING""")
-    finally:
-        con.unregister("_marsad_new_links")
+    con.execute(
+        f"""INSERT INTO event_articles (event_id, article_id, how)
+            SELECT unnest({_strings(1)}), unnest({_strings(2)}), unnest({_strings(3)}) ON CONFLICT DO NOTHING""",
+        [_joined(event_ids), _joined(article_ids), _joined(hows)],
+    )
 
 
 def _write_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime) -> int:
