@@ -43,22 +43,21 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
     """MinHash every article waiting for an event that has no sketch yet (once per article),
     ``CHUNK`` at a time, sketched together (``neardup.signatures``) and written from numpy
     arrays, one column per hash value: no Python int or JSON per value."""
-    con.execute(
+    n = con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
-            SELECT DISTINCT p.article_id FROM ({_pending_sql()}) p
-            WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id)"""
-    )
+            SELECT row_number() OVER () AS rn, article_id FROM (
+                SELECT DISTINCT p.article_id FROM ({_pending_sql()}) p
+                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))"""
+    ).fetchone()[0]
     try:
-        while True:
+        for first in range(1, n + 1, CHUNK):
             rows = con.execute(
                 """SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
-                   WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = u.article_id)
-                   LIMIT ?""",
-                [CHUNK],
+                   WHERE u.rn BETWEEN ? AND ?""",
+                [first, first + CHUNK - 1],
             ).fetchall()
-            if not rows:
-                return
-            write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
+            if rows:
+                write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
     finally:
         con.execute("DROP TABLE IF EXISTS _marsad_unsketched")
 
@@ -79,7 +78,7 @@ def _strings(param: int) -> str:
 
 
 def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray) -> None:
-    """Insert ``(article_id, sketch)`` rows into ``article_sketches`` (its only writer): the
+    """Insert ``(article_id, sketch)`` rows (at least one) into ``article_sketches`` (its only writer): the
     hash values as numpy columns DuckDB scans in place, the ids as one string; no Python
     object per value (a numpy array of str would cost more than the sketch)."""
     columns = {"r": np.arange(len(article_ids), dtype=np.int64)}
