@@ -79,7 +79,6 @@ import hashlib
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -101,6 +100,17 @@ NESTED_KINDS = frozenset({"town", "district", "province", "region", "unnamed_sit
 ACTOR_KINDS = frozenset({"militia", "militia_umbrella", "state_force"})
 NO_PLACES = PlaceHierarchy()
 _NONE: frozenset[str] = frozenset()  # shared by the many reports that name nothing
+
+
+class cached_property:  # noqa: N801 - functools.cached_property without its lock: a Report is never shared between threads
+    def __init__(self, fn) -> None:
+        self.fn, self.name = fn, fn.__name__
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 @dataclass
@@ -524,7 +534,7 @@ class _Pool:
         row = self.row_of.pop(member)
         self.alive[row] = False
         self.live -= 1
-        if len(self.members) - self.live > max(self.live, 256):  # mostly dead rows: scans read them too
+        if len(self.members) - self.live > max(self.live // 4, 64):  # every scan reads the dead rows too
             self._compact()
         if self.lsh is not None:
             if self.live < self.SCAN_MAX // 2:

@@ -94,7 +94,7 @@ def signatures(folded: list[str]) -> np.ndarray:
         end = start
         while end < len(folded) and len(hashes) < _BLOCK:
             offsets.append(len(hashes))
-            hashes += _shingle_hashes(shingles(folded[end]))  # never empty: a text has >= 1 shingle
+            hashes += _gram_hashes(folded[end])  # never empty: a text has >= 1 shingle
             end += 1
         permuted = np.multiply.outer(a, _mix(np.array(hashes, dtype=_DTYPE)))  # (NUM_PERM, shingles)
         permuted += b[:, None]
@@ -111,6 +111,22 @@ def _mix(hv: np.ndarray) -> np.ndarray:
     if _SCHEME == "legacy":  # pragma: no cover - datasketch < 1.7; permutations are (h*a+b) % p there
         raise RuntimeError("datasketch's legacy MinHash scheme is not supported by neardup.signatures")
     return _fmix(hv, _SCHEME_WIDTHS[_SCHEME])
+
+
+_GRAMS: dict[str, int] = {}  # as _HASHES, keyed by the 3-gram itself (no encoding per lookup)
+
+
+def _gram_hashes(folded: str) -> list[int]:
+    """``_shingle_hashes(shingles(folded))`` in another order (a MinHash does not care)."""
+    s = f" {folded} "
+    grams = {s[i : i + SHINGLE] for i in range(max(1, len(s) - SHINGLE + 1))}
+    cache = _GRAMS
+    out = [cache.get(g) for g in grams]
+    if None in out:
+        if len(cache) > _HASHES_MAX:
+            cache.clear()
+        out = [cache.get(g) or cache.setdefault(g, sha1_hash32(g.encode("utf-8"))) for g in grams]
+    return out
 
 
 def sketch(folded: str) -> MinHash:
