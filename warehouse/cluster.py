@@ -79,7 +79,6 @@ import hashlib
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -92,6 +91,7 @@ WINDOW = timedelta(hours=36)
 EXACT_HORIZON = timedelta(days=7)
 RENEWED_GAP = timedelta(hours=6)
 FOLLOWUP_HORIZON = timedelta(days=30)
+CLOSE_AFTER = FOLLOWUP_HORIZON + WINDOW  # no rule reaches an event first reported longer before
 
 PLACE_KINDS = frozenset({"base", "diplomatic", "city", "port", "area"})
 # Places that count only where places.yaml nests them (``within``): the towns, provinces and
@@ -100,6 +100,17 @@ NESTED_KINDS = frozenset({"town", "district", "province", "region", "unnamed_sit
 ACTOR_KINDS = frozenset({"militia", "militia_umbrella", "state_force"})
 NO_PLACES = PlaceHierarchy()
 _NONE: frozenset[str] = frozenset()  # shared by the many reports that name nothing
+
+
+class cached_property:  # noqa: N801 - functools.cached_property without its lock: a Report is never shared between threads
+    def __init__(self, fn) -> None:
+        self.fn, self.name = fn, fn.__name__
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 @dataclass
@@ -113,7 +124,7 @@ class Report:
     content_hash: str
     folded: str
     guid: str | None
-    sketch: MinHash
+    sketch: MinHash | np.ndarray  # a MinHash, or its hash values (one row of ``neardup.signatures``)
     entities: set[tuple[str, str, str]] = field(default_factory=set)  # (gazetteer, id, kind)
     launch: frozenset[str] = frozenset()  # places named only as where the attack came from
 
@@ -136,6 +147,11 @@ class Report:
             h.resolve(i) for g, i, k in self.entities
             if g == "places" and i not in self.launch and (k in PLACE_KINDS or (k in NESTED_KINDS and i in h.parent))
         ) or _NONE
+
+    @cached_property
+    def claim(self) -> tuple:
+        """Its numbers and reversal words (``neardup.claim``), computed once."""
+        return neardup.claim(self.folded)
 
     @cached_property
     def countries(self) -> frozenset[str]:
@@ -165,8 +181,10 @@ class Report:
         return keys + [("h:" + self.content_hash, "same_content")]
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
+    """One event while it can still be joined. Slotted, and its sets are the shared empty
+    set until a report names something (most events name few places and no cues)."""
     event_id: str
     indicator: str
     first_report_at: datetime
@@ -174,25 +192,37 @@ class Event:
     title: str
     new: bool = False
     changed: bool = False
-    places: set[str] = field(default_factory=set)
-    countries: set[str] = field(default_factory=set)
-    actors: set[str] = field(default_factory=set)
-    weapons: set[str] = field(default_factory=set)
-    cues: set[str] = field(default_factory=set)
+    places: frozenset[str] = _NONE
+    countries: frozenset[str] = _NONE
+    actors: frozenset[str] = _NONE
+    weapons: frozenset[str] = _NONE
+    cues: frozenset[str] = _NONE
     umbrella: bool = False
-    core: frozenset[str] = frozenset()  # the most specific of ``places`` (kept by the Clusterer)
+    core: frozenset[str] = _NONE  # the most specific of ``places`` (kept by the Clusterer)
 
     def absorb(self, r: Report, where: frozenset[str] | None = None) -> None:
         if r.published < self.first_report_at or r.fetched < self.first_seen_at:
             self.changed = not self.new
         self.first_report_at = min(self.first_report_at, r.published)
         self.first_seen_at = min(self.first_seen_at, r.fetched)
-        self.places |= r.places if where is None else where
+        where = r.places if where is None else where
+        if where and not where <= self.places:
+            self.places = self.places | where
         self.umbrella |= r.umbrella
-        self.countries |= r.countries
-        self.actors |= r.actors
-        self.weapons |= r.weapons
-        self.cues |= r.cues
+        if r.entities:
+            if r.countries and not r.countries <= self.countries:
+                self.countries = self.countries | r.countries
+            if r.actors and not r.actors <= self.actors:
+                self.actors = self.actors | r.actors
+            if r.weapons and not r.weapons <= self.weapons:
+                self.weapons = self.weapons | r.weapons
+            if r.cues and not r.cues <= self.cues:
+                self.cues = self.cues | r.cues
+
+    def row(self) -> dict:
+        """The ``events`` table's columns."""
+        return dict(event_id=self.event_id, indicator=self.indicator, first_report_at=self.first_report_at,
+                    first_seen_at=self.first_seen_at, title=self.title)
 
 
 def event_id_for(indicator: str, article_id: str) -> str:
@@ -220,6 +250,11 @@ class Clusterer:
     in time order so a lookup reads only the window; exact-copy keys expire after
     ``EXACT_HORIZON``.
     So each report costs about the same however many reports the warehouse holds.
+
+    Memory is bounded the same way: an event first reported more than ``CLOSE_AFTER``
+    before the report being assigned can be joined by no rule (every index entry of it is
+    older than any rule looks back), so it leaves ``events``; if it is new or moved, it
+    waits in ``closed`` until the caller writes it (``take_closed``).
     """
 
     def __init__(self, places: PlaceHierarchy | None = None) -> None:
@@ -234,10 +269,17 @@ class Clusterer:
         self._by_place: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
         self._by_area: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
         self._by_actor: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        self._ages: list[tuple[datetime, str]] = []  # heap of (event time when added, event id)
+        self.closed: list[Event] = []  # new or moved events no report can join any more
 
     def add_event(self, ev: Event) -> None:
         self.events[ev.event_id] = ev
+        heapq.heappush(self._ages, (ev.first_report_at, ev.event_id))
         self._index_event(ev)
+
+    def take_closed(self) -> list[Event]:
+        out, self.closed = self.closed, []
+        return out
 
     def _index_event(self, ev: Event, places: set[str] | None = None, actors: set[str] | None = None) -> None:
         entry = (ev.first_report_at, ev.event_id)
@@ -265,7 +307,7 @@ class Clusterer:
         if pool is None:
             pool = self._pools[r.indicator] = _Pool()
         member = f"{event_id}:{r.article_id}"
-        if pool.add(member, event_id, r.sketch, neardup.claim(r.folded)):
+        if pool.add(member, event_id, r.sketch, r.claim):
             heapq.heappush(self._live, (ev.first_report_at, r.indicator, member))
 
     def _advance(self, now: datetime) -> None:
@@ -278,6 +320,14 @@ class Clusterer:
             _, key, event_id = self._key_expiry.popleft()
             if self._keys.get(key) == event_id:  # not a later event's claim on the same key
                 del self._keys[key]
+        # Every index entry of an event is at or before the time it was added with, and no
+        # rule looks further back than CLOSE_AFTER (a key older than EXACT_HORIZON is
+        # refused by its time, see _decide), so such an event can be joined no more.
+        while self._ages and self._ages[0][0] < now - CLOSE_AFTER:
+            _, event_id = heapq.heappop(self._ages)
+            ev = self.events.pop(event_id, None)
+            if ev is not None and (ev.new or ev.changed):
+                self.closed.append(ev)
 
     def assign(self, r: Report) -> tuple[str, str]:
         """(event_id, how) for the report; the report is recorded as a member.
@@ -336,9 +386,9 @@ class Clusterer:
 
     def _decide(self, r: Report, where: set[str]) -> tuple[str | None, str | None]:
         for key, why in r.keys():
-            eid = self._keys.get((r.indicator, key))
-            if eid and abs(r.published - self.events[eid].first_report_at) <= EXACT_HORIZON:
-                return eid, why
+            ev = self.events.get(self._keys.get((r.indicator, key)))  # a closed event's key: too old anyway
+            if ev is not None and abs(r.published - ev.first_report_at) <= EXACT_HORIZON:
+                return ev.event_id, why
         places, actors, weapons, countries = where, r.actors, r.weapons, r.countries
         core = frozenset(self.places.most_specific(places))
         renewed = "renewed" in r.cues
@@ -390,7 +440,7 @@ class Clusterer:
         rows, sims = pool.similar(r.sketch)
         if not len(rows):
             return None
-        mine = pool.claim_code(neardup.claim(r.folded))
+        mine = pool.claim_code(r.claim)
         keep = pool.claims[rows] == mine
         rows, sims = rows[keep], sims[keep]
         if not len(rows):
@@ -437,13 +487,15 @@ class _Pool:
         self.event_ids: list[str] = []  # event code -> event id
         self._event_code: dict[str, int] = {}
         self._claim_code: dict[tuple, int] = {}
+        self._claims: list[tuple] = []  # claim code -> claim
         self.live = 0
         self.lsh: MinHashLSH | None = None
 
     def claim_code(self, claim: tuple) -> int:
         return self._claim_code.get(claim, -1)
 
-    def add(self, member: str, event_id: str, sketch: MinHash, claim: tuple) -> bool:
+    def add(self, member: str, event_id: str, sketch: MinHash | np.ndarray, claim: tuple) -> bool:
+        """Add a report (its sketch as a MinHash or as its hash values)."""
         if member in self.row_of:
             return False
         n = len(self.members)
@@ -453,19 +505,24 @@ class _Pool:
                 n = len(self.members)
             else:
                 self._grow()
+        hashvalues = getattr(sketch, "hashvalues", sketch)
         code = self._event_code.get(event_id)
         if code is None:
             code = self._event_code[event_id] = len(self.event_ids)
             self.event_ids.append(event_id)
-        self.matrix[n] = sketch.hashvalues
+        self.matrix[n] = hashvalues
         self.events[n] = code
-        self.claims[n] = self._claim_code.setdefault(claim, len(self._claim_code))
+        ccode = self._claim_code.get(claim)
+        if ccode is None:
+            ccode = self._claim_code[claim] = len(self._claims)
+            self._claims.append(claim)
+        self.claims[n] = ccode
         self.alive[n] = True
         self.members.append(member)
         self.row_of[member] = n
         self.live += 1
         if self.lsh is not None:
-            self.lsh.insert(member, sketch)
+            self.lsh.insert(member, neardup.from_signature(hashvalues))
         elif self.live > self.SCAN_MAX:
             self.lsh = MinHashLSH(threshold=neardup.THRESHOLD, num_perm=neardup.NUM_PERM)
             with self.lsh.insertion_session() as session:
@@ -477,23 +534,27 @@ class _Pool:
         row = self.row_of.pop(member)
         self.alive[row] = False
         self.live -= 1
+        if len(self.members) - self.live > max(self.live // 4, 64):  # every scan reads the dead rows too
+            self._compact()
         if self.lsh is not None:
             if self.live < self.SCAN_MAX // 2:
                 self.lsh = None
             else:
                 self.lsh.remove(member)
 
-    def similar(self, sketch: MinHash) -> tuple[np.ndarray, np.ndarray]:
+    def similar(self, sketch: MinHash | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities) of the live reports at or above the threshold."""
         n = len(self.members)
+        hashvalues = getattr(sketch, "hashvalues", sketch)
         if self.lsh is None:
-            agree = _agreements(self.matrix[:n], sketch.hashvalues)
+            agree = _agreements(self.matrix[:n], hashvalues)
             rows = np.flatnonzero(self.alive[:n] & (agree >= neardup.THRESHOLD * neardup.NUM_PERM))
         else:
-            rows = np.fromiter((self.row_of[m] for m in self.lsh.query(sketch)), dtype=np.int64)
+            query = sketch if isinstance(sketch, MinHash) else neardup.from_signature(hashvalues)
+            rows = np.fromiter((self.row_of[m] for m in self.lsh.query(query)), dtype=np.int64)
             agree = np.zeros(n, dtype=np.int64)
             if len(rows):
-                agree[rows] = _agreements(self.matrix[rows], sketch.hashvalues)
+                agree[rows] = _agreements(self.matrix[rows], hashvalues)
             rows = rows[agree[rows] >= neardup.THRESHOLD * neardup.NUM_PERM]
         return rows, agree[rows] / neardup.NUM_PERM  # as MinHash.jaccard computes it
 
@@ -518,3 +579,11 @@ class _Pool:
         self.alive[k:] = False
         self.members = [self.members[i] for i in keep.tolist()]
         self.row_of = {m: i for i, m in enumerate(self.members)}
+        # Renumber the events and claims of the live rows and forget the others: codes of
+        # evicted reports would otherwise be kept for ever (a leak that grows with the load).
+        codes, self.events[:k] = np.unique(self.events[:k], return_inverse=True)
+        self.event_ids = [self.event_ids[c] for c in codes.tolist()]
+        self._event_code = {e: i for i, e in enumerate(self.event_ids)}
+        codes, self.claims[:k] = np.unique(self.claims[:k], return_inverse=True)
+        self._claims = [self._claims[c] for c in codes.tolist()]
+        self._claim_code = {c: i for i, c in enumerate(self._claims)}

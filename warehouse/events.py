@@ -13,6 +13,7 @@ import gc
 from datetime import datetime
 
 import duckdb
+import numpy as np
 
 from alerts.places import PlaceHierarchy
 from warehouse import neardup
@@ -21,51 +22,90 @@ from warehouse.load import bulk_insert
 
 LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
-_REPORT_SQL = """SELECT {sel} a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
-                        a.text_folded, a.guid,
-                        coalesce((SELECT list({{'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind, 'r': x.role}})
-                                  FROM article_entities x WHERE x.article_id = a.article_id), []) AS entities,
-                        s.minhash
-                 FROM {src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"""
+# What a Report is made of; the sketch is read apart, as one array (``_read_reports``).
+_REPORT_COLUMNS = """a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
+                     a.text_folded, a.guid,
+                     coalesce((SELECT list({'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind, 'r': x.role})
+                               FROM article_entities x WHERE x.article_id = a.article_id), []) AS entities"""
 
 
 CHUNK = 20_000  # reports sketched, or read and held as Report objects, at a time
 
 
+def _pending_sql(table: str = "article_indicators") -> str:
+    """(article, indicator) pairs of ``table`` not linked to an event of that indicator."""
+    return f"""SELECT ai.article_id, ai.indicator FROM {table} ai
+               WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
+                                 WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)"""
+
+
 def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
-    """MinHash every classified article that has none yet (once per article), ``CHUNK`` at a
-    time: a sketch on its way to the table is 128 Python ints."""
-    while True:
-        rows = con.execute(
-            """SELECT a.article_id, a.text_folded FROM articles a
-               WHERE EXISTS (SELECT 1 FROM article_indicators ai WHERE ai.article_id = a.article_id)
-                 AND NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = a.article_id)
-               LIMIT ?""",
-            [CHUNK],
-        ).fetchall()
-        if not rows:
-            return
-        bulk_insert(
-            con,
-            "article_sketches",
-            [dict(article_id=a, minhash=neardup.signature(t)) for a, t in rows],
-            {"article_id": "VARCHAR", "minhash": "UBIGINT[]"},
-        )
+    """MinHash every article waiting for an event that has no sketch yet (once per article),
+    ``CHUNK`` at a time, sketched together (``neardup.signatures``) and written from numpy
+    arrays, one column per hash value: no Python int or JSON per value."""
+    n = con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
+            SELECT row_number() OVER () AS rn, article_id FROM (
+                SELECT DISTINCT p.article_id FROM ({_pending_sql()}) p
+                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))"""
+    ).fetchone()[0]
+    try:
+        for first in range(1, n + 1, CHUNK):
+            rows = con.execute(
+                """SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
+                   WHERE u.rn BETWEEN ? AND ?""",
+                [first, first + CHUNK - 1],
+            ).fetchall()
+            if rows:
+                write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
+    finally:
+        con.execute("DROP TABLE IF EXISTS _marsad_unsketched")
 
 
-def _stage_reports(con: duckdb.DuckDBPyConnection, table: str, sql: str, params: list, order: str) -> int:
-    """Materialise a ``_REPORT_SQL`` query (indicator column just before article_id) as a temp
-    table numbered in ``order`` (a unique key); returns its row count."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT row_number() OVER (ORDER BY {order}) AS rn, * FROM ({sql})", params)
-    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+_SEP = "\x1f"  # joins the ids of one statement into one string parameter (ids are hex digests)
 
 
-def _read_reports(con: duckdb.DuckDBPyConnection, table: str, first: int = 1, last: int | None = None) -> list[tuple[tuple, Report]]:
-    """(row, Report) for rows ``first``..``last`` of a staged table. The sketches come as one
-    numpy array, not as 128 Python ints per row: a second pass over the same rows."""
-    where, params = ("rn BETWEEN ? AND ?", [first, last]) if last is not None else ("rn >= ?", [first])
-    rows = con.execute(f"SELECT * EXCLUDE (rn, minhash) FROM {table} WHERE {where} ORDER BY rn", params).fetchall()
-    sketches = con.execute(f"SELECT minhash FROM {table} WHERE {where} ORDER BY rn", params).fetchnumpy()["minhash"]
+def _joined(values) -> str:
+    text = _SEP.join(values)
+    if text.count(_SEP) != len(values) - 1:
+        raise ValueError("an id contains the unit separator (0x1f)")
+    return text
+
+
+def _strings(param: int) -> str:
+    """SQL for the list of strings joined in parameter number ``param``."""
+    return f"string_split(${param}, chr(31))"
+
+
+def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray) -> None:
+    """Insert ``(article_id, sketch)`` rows (at least one) into ``article_sketches`` (its only writer): the
+    hash values as numpy columns DuckDB scans in place, the ids as one string; no Python
+    object per value (a numpy array of str would cost more than the sketch)."""
+    columns = {"r": np.arange(len(article_ids), dtype=np.int64)}
+    columns.update((f"h{k}", np.ascontiguousarray(sketches[:, k])) for k in range(sketches.shape[1]))
+    values = ", ".join(f"h{k}" for k in range(sketches.shape[1]))
+    con.register("_marsad_new_sketches", columns)
+    try:
+        con.execute(f"""INSERT INTO article_sketches (article_id, minhash)
+                        SELECT i.article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches JOIN
+                               (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
+                                FROM (SELECT {_strings(1)} AS l)) i USING (r)
+                        ON CONFLICT DO NOTHING""", [_joined(article_ids)])
+    finally:
+        con.unregister("_marsad_new_sketches")
+
+
+def _read_reports(con: duckdb.DuckDBPyConnection, sel: str, src: str, rest: str, params: list) -> list[tuple[tuple, Report]]:
+    """(row, Report) for the reports of ``src`` (joined to articles ``a`` and their sketches)
+    that ``rest`` (WHERE ... ORDER BY a unique key) selects; ``sel`` are columns before
+    them, the indicator last. The sketches come as one array, not as 128 Python ints per
+    row: a second pass over the same rows, in the same order."""
+    src = f"{src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"
+    rows = con.execute(f"SELECT {sel} {_REPORT_COLUMNS} FROM {src} {rest}", params).fetchall()
+    if not rows:
+        return []
+    sketches = np.stack(con.execute(f"SELECT s.minhash FROM {src} {rest}", params).fetchnumpy()["minhash"])
+    sketches = sketches.astype(neardup._DTYPE)
     return [(row, _report(row[-10], row[-9:], sk)) for row, sk in zip(rows, sketches)]
 
 
@@ -73,7 +113,7 @@ def _report(indicator: str, row: tuple, minhash) -> Report:
     article_id, published, fetched, title, url, chash, folded, guid, ents = row
     return Report(
         article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
-        neardup.from_signature(minhash), {(e["g"], e["i"], e["k"]) for e in ents},
+        minhash, {(e["g"], e["i"], e["k"]) for e in ents} if ents else set(),
         frozenset(e["i"] for e in ents if e["r"] == "launch") if ents else frozenset(),
     )
 
@@ -81,62 +121,81 @@ def _report(indicator: str, row: tuple, minhash) -> Report:
 def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None) -> int:
     """Link unlinked (article, indicator) pairs to events; returns how many events were opened.
     ``places`` is the nesting of places.yaml (without it, only the same place joins).
-    Pending reports are read ``CHUNK`` at a time, so memory holds the events and the links,
-    not every pending report with its sketch."""
+
+    Memory holds what the rules can still reach, not the load: pending reports are read
+    ``CHUNK`` at a time (only their keys are staged), links are written after each chunk,
+    and events no report can join any more (``Clusterer.take_closed``) are written and
+    dropped as the reports' time passes them."""
     _sketch_pending(con)
-    # The loop below makes millions of small objects and no reference cycles: the cyclic
-    # collector would re-scan the growing heap again and again (superlinear at 1M reports).
+    # The loop below makes many small objects and no reference cycles: the cyclic
+    # collector would re-scan the heap again and again.
     collecting = gc.isenabled()
     gc.disable()
+    opened = 0
     try:
-        n = _stage_reports(
-            con, "_marsad_pending",
-            _REPORT_SQL.format(sel="ai.indicator,", src="article_indicators ai")
-            + """ WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
-                                    WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)""",
-            [], "published_at, article_id, indicator",
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _marsad_pending AS
+                SELECT row_number() OVER (ORDER BY a.published_at, p.article_id, p.indicator) AS rn, p.indicator, p.article_id
+                FROM ({_pending_sql()}) p JOIN articles a USING (article_id)"""
         )
+        n, indicators, lo, hi = con.execute(
+            """SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
+               FROM _marsad_pending JOIN articles USING (article_id)"""
+        ).fetchone()
         if not n:
             return 0
-        indicators, lo, hi = con.execute(
-            "SELECT list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at) FROM _marsad_pending"
-        ).fetchone()
         lo, hi = lo - LOOKBACK, hi + WINDOW
 
         clusterer = Clusterer(places)
         for event_id, indicator, first_report, first_seen, title in con.execute(
             """SELECT event_id, indicator, first_report_at, first_seen_at, title FROM events
-               WHERE list_contains(?, indicator) AND first_report_at BETWEEN ? AND ?""",
+               WHERE list_contains(?, indicator) AND first_report_at BETWEEN ? AND ?
+               ORDER BY first_report_at, event_id""",
             [indicators, lo, hi],
         ).fetchall():
             clusterer.add_event(Event(event_id, indicator, first_report, first_seen, title))
-        _stage_reports(
-            con, "_marsad_members",
-            _REPORT_SQL.format(sel="e.event_id, e.indicator,", src="events e JOIN event_articles ea USING (event_id)")
-            + " WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ?",
-            [indicators, lo, hi], "published_at, article_id, event_id",
-        )
-        for row, r in _read_reports(con, "_marsad_members"):
+        for row, r in _read_reports(
+            con, "e.event_id, e.indicator,", "events e JOIN event_articles ea USING (event_id)",
+            "WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ? ORDER BY a.published_at, a.article_id, e.event_id",
+            [indicators, lo, hi],
+        ):
             clusterer.add_member(row[0], r)
 
-        links = []
         for first in range(1, n + 1, CHUNK):
-            for _, r in _read_reports(con, "_marsad_pending", first, first + CHUNK - 1):
+            links: list[tuple[str, str, str]] = []
+            for _, r in _read_reports(
+                con, "p.indicator,", "_marsad_pending p", "WHERE p.rn BETWEEN ? AND ? ORDER BY p.rn", [first, first + CHUNK - 1],
+            ):
                 event_id, how = clusterer.assign(r)
-                links.append(dict(event_id=event_id, article_id=r.article_id, how=how))
+                links.append((event_id, r.article_id, how))
+            _write_links(con, links)
+            opened += _write_events(con, clusterer.take_closed(), now)
+        opened += _write_events(con, list(clusterer.events.values()), now)
     finally:
         if collecting:
             gc.enable()
         con.execute("DROP TABLE IF EXISTS _marsad_pending")
-        con.execute("DROP TABLE IF EXISTS _marsad_members")
+    return opened
 
-    new = [e for e in clusterer.events.values() if e.new]
-    bulk_insert(con, "events", [dict(e.__dict__, created_at=now) for e in new], EVENT_COLUMNS)
-    bulk_insert(con, "event_articles", links, {"event_id": "VARCHAR", "article_id": "VARCHAR", "how": "VARCHAR"})
-    moved = [dict(e.__dict__, created_at=now) for e in clusterer.events.values() if e.changed]
-    # Existing events that gained an earlier report (a late-arriving first report).
+
+def _write_links(con: duckdb.DuckDBPyConnection, links: list[tuple[str, str, str]]) -> None:
+    if not links:
+        return
+    event_ids, article_ids, hows = zip(*links)
+    con.execute(
+        f"""INSERT INTO event_articles (event_id, article_id, how)
+            SELECT unnest({_strings(1)}), unnest({_strings(2)}), unnest({_strings(3)}) ON CONFLICT DO NOTHING""",
+        [_joined(event_ids), _joined(article_ids), _joined(hows)],
+    )
+
+
+def _write_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime) -> int:
+    """Insert the new events, and move existing ones that gained an earlier report (a
+    late-arriving first report); returns how many were new."""
+    new = [e.row() | {"created_at": now} for e in events if e.new]
+    bulk_insert(con, "events", new, EVENT_COLUMNS)
     bulk_insert(
-        con, "events", moved, EVENT_COLUMNS,
+        con, "events", [e.row() | {"created_at": now} for e in events if e.changed], EVENT_COLUMNS,
         conflict="(event_id) DO UPDATE SET first_report_at = least(events.first_report_at, excluded.first_report_at), "
         "first_seen_at = least(events.first_seen_at, excluded.first_seen_at)",
     )

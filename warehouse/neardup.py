@@ -22,6 +22,7 @@ import re
 import numpy as np
 from datasketch import MinHash
 from datasketch.hashfunc import sha1_hash32
+from datasketch.minhash import _SCHEME_WIDTHS, _fmix
 
 from sources.normalize import fold
 
@@ -79,6 +80,55 @@ def _shingle_hashes(items: set[bytes]) -> list[int]:
     return out
 
 
+def signatures(folded: list[str]) -> np.ndarray:
+    """The sketches of many texts as one ``(len(folded), NUM_PERM)`` array, the same values as
+    ``sketch(t).hashvalues`` for each: the shingle hashes of a block of texts are permuted
+    in one numpy operation and each text's minima taken with ``minimum.reduceat``, instead
+    of one MinHash object (and its arrays) per text."""
+    out = np.empty((len(folded), NUM_PERM), dtype=_DTYPE)
+    a, b = _PERMUTATIONS
+    start = 0
+    while start < len(folded):
+        hashes: list[int] = []
+        offsets: list[int] = []
+        end = start
+        while end < len(folded) and len(hashes) < _BLOCK:
+            offsets.append(len(hashes))
+            hashes += _gram_hashes(folded[end])  # never empty: a text has >= 1 shingle
+            end += 1
+        permuted = np.multiply.outer(a, _mix(np.array(hashes, dtype=_DTYPE)))  # (NUM_PERM, shingles)
+        permuted += b[:, None]
+        out[start:end] = np.minimum.reduceat(permuted, offsets, axis=1).T
+        start = end
+    return out
+
+
+_BLOCK = 8_192  # shingles permuted at a time (8k x 128 values: 4 MB)
+
+
+def _mix(hv: np.ndarray) -> np.ndarray:
+    """datasketch's pre-mix of the hash values for the MinHash scheme in use (``_SCHEME``)."""
+    if _SCHEME == "legacy":  # pragma: no cover - datasketch < 1.7; permutations are (h*a+b) % p there
+        raise RuntimeError("datasketch's legacy MinHash scheme is not supported by neardup.signatures")
+    return _fmix(hv, _SCHEME_WIDTHS[_SCHEME])
+
+
+_GRAMS: dict[str, int] = {}  # as _HASHES, keyed by the 3-gram itself (no encoding per lookup)
+
+
+def _gram_hashes(folded: str) -> list[int]:
+    """``_shingle_hashes(shingles(folded))`` in another order (a MinHash does not care)."""
+    s = f" {folded} "
+    grams = {s[i : i + SHINGLE] for i in range(max(1, len(s) - SHINGLE + 1))}
+    cache = _GRAMS
+    out = [cache.get(g) for g in grams]
+    if None in out:
+        if len(cache) > _HASHES_MAX:
+            cache.clear()
+        out = [cache.get(g) or cache.setdefault(g, sha1_hash32(g.encode("utf-8"))) for g in grams]
+    return out
+
+
 def sketch(folded: str) -> MinHash:
     m = _minhash()
     m.update_batch(_shingle_hashes(shingles(folded)))
@@ -86,7 +136,7 @@ def sketch(folded: str) -> MinHash:
 
 
 def signature(folded: str) -> list[int]:
-    """The sketch as plain integers, for the ``article_sketches`` table."""
+    """The sketch as plain integers."""
     return [int(v) for v in sketch(folded).hashvalues]
 
 
