@@ -110,7 +110,9 @@ def check(setup: Setup, channel: str, now: datetime | None = None) -> Report:
     rep.add("base URL", True, f"{client.base_url} answers")
     who = " ".join(str(auth.get(k)) for k in ("user", "team") if auth.get(k)) or str(auth.get("user_id", ""))
     rep.add("token", True, f"valid ({who})")
-    granted = auth.headers.get("x-oauth-scopes") if auth.headers else None
+    headers = {k.lower(): v for k, v in (auth.headers or {}).items()}
+    granted = headers.get("x-oauth-scopes")
+    granted = granted[0] if isinstance(granted, list) else granted
     if granted is not None:
         have = {s.strip() for s in granted.split(",") if s.strip()}
         missing = [s for s in SCOPES if s not in have and s.replace("channels:", "groups:") not in have]

@@ -94,6 +94,9 @@ class SlackState:
     turns: threading.Condition = field(default_factory=threading.Condition)
     # Interactivity
     app_token: str = "xapp-1-A0MARSAD-1-marsadtest"
+    # The bot token's scopes: every answer to it carries them in X-OAuth-Scopes, and a method
+    # whose scope is missing answers missing_scope with needed/provided, as Slack documents.
+    scopes: list[str] = field(default_factory=lambda: list(BOT_SCOPES))
     signing_secret: str = "8f742231b10e8888abcd99yyyzzz85a5"
     users: dict[str, str] = field(default_factory=lambda: {BOT_USER: "marsad", "U0ALICE": "alice", "U0BOB": "bob", "U0MALLORY": "mallory"})
     members: dict[str, list[str]] = field(default_factory=lambda: {"C0ALERTS": [BOT_USER, "U0ALICE", "U0BOB"], "C0OPS": [BOT_USER, "U0ALICE"]})
@@ -144,6 +147,15 @@ def _in_range(ts: str, p: dict) -> bool:
     if latest is not None and (t > latest or (t == latest and not inclusive)):
         return False
     return True
+
+
+# The scope each bot-token method of the stand-in needs (public channels; Slack's docs per method).
+METHOD_SCOPES = {
+    "chat.postMessage": "chat:write", "chat.update": "chat:write", "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write", "conversations.list": "channels:read", "conversations.members": "channels:read",
+    "conversations.history": "channels:history", "conversations.replies": "channels:history", "usergroups.users.list": "usergroups:read",
+}
+BOT_SCOPES = ("chat:write", "channels:read", "channels:history", "files:write", "usergroups:read")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -289,7 +301,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, {"ok": False, "error": "invalid_auth"})
         if (token == state.app_token) != wants_app_token:
             return self._reply(200, {"ok": False, "error": "not_allowed_token_type"})
-        self._reply(200, self._dispatch(method, params))
+        if wants_app_token:
+            return self._reply(200, self._dispatch(method, params))
+        granted = ",".join(state.scopes)
+        needed = METHOD_SCOPES.get(method)
+        if needed and needed not in state.scopes:
+            return self._reply(200, {"ok": False, "error": "missing_scope", "needed": needed, "provided": granted},
+                               {"X-OAuth-Scopes": granted})
+        self._reply(200, self._dispatch(method, params), {"X-OAuth-Scopes": granted})
 
     def _dispatch(self, method: str, p: dict) -> dict:
         state = self.server.state

@@ -51,3 +51,18 @@ def test_each_failure_is_named_by_what_to_fix(slack, tmp_path):
     assert res.returncode == 1
     assert "no Slack setup: MARSAD_SLACK_TOKEN is not set and the Airflow connection 'slack_api_default' cannot be read" in res.stderr
     assert "$AIRFLOW_CONN_SLACK_API_DEFAULT" in res.stderr
+
+
+def test_missing_scopes_are_named_with_what_marsad_needs_them_for(slack, tmp_path):
+    ok_env = dict(MARSAD_SLACK_TOKEN=slack.state.token, MARSAD_SLACK_BASE_URL=slack.base_url)
+    slack.state.scopes = ["chat:write", "channels:read"]  # no history, no files
+    res = slack_test(tmp_path, **ok_env)
+    assert res.returncode == 1
+    (line,) = [x for x in res.stdout.splitlines() if "scopes:" in x]
+    assert line.strip().startswith("FAILED  scopes: missing channels:history (to find a message already posted")
+    assert "files:write (to attach the digest chart" in line and "reinstall it" in line
+    assert "ok      channel: posted a test message to #marsad-ops" in res.stdout  # posting itself is allowed
+
+    slack.state.scopes = ["channels:read"]  # not even chat:write: Slack's missing_scope answer is named
+    res = slack_test(tmp_path, **ok_env)
+    assert res.returncode == 1 and "FAILED  scopes: posting needs chat:write (the token has channels:read)" in res.stdout
