@@ -13,11 +13,10 @@ from alerts.delivery import SlackSink, deliver, slack_client
 from alerts.digest import build as build_digest
 from alerts.evaluate import evaluate
 from alerts.rules import Rule, RuleDefaults, RulePack
+from alert_data import add_event, watched_source
 from conftest import CORPORA, REPO
 from marsad import cli
 from warehouse import db
-from warehouse.events import EVENT_COLUMNS
-from warehouse.load import bulk_insert
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 ANALYST = "U0ANALYST1"
@@ -26,16 +25,8 @@ ANALYST = "U0ANALYST1"
 @pytest.fixture
 def con(tmp_path):
     with db.connect(tmp_path / "wh.duckdb") as c:
-        c.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's1', ?, ?, 'ok')", [T0, T0])
-        c.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s1', 'Outlet One', 'en', 'http://x', 900, 'B', true, ?)", [T0])
+        watched_source(c, T0)
         yield c
-
-
-def add_event(con, eid, t, indicator="ind", title="Drone attack on a base"):
-    bulk_insert(con, "events", [dict(event_id=eid, indicator=indicator, first_report_at=t, first_seen_at=t, title=title, created_at=t)], EVENT_COLUMNS)
-    con.execute("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, fetched_at, title_folded, text_folded, content_hash) "
-                "VALUES (?, 's1', ?, ?, ?, ?, '', 'en', ?, ?, '', '', ?)", [eid + "-a", eid, f"https://o.example/{eid}", f"https://o.example/{eid}", title, t, t, eid])
-    con.execute("INSERT INTO event_articles VALUES (?, ?, 'first')", [eid, eid + "-a"])
 
 
 def threshold_pack():

@@ -13,25 +13,20 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from alert_data import add_event as _add_event, watched_source
 from alerts.delivery import SlackSink, deliver, slack_client
 from alerts.evaluate import evaluate
 from alerts.interact import InteractionHandler
 from alerts.rules import Rule, RuleDefaults, RulePack
 from marsad.slack_listener import SocketModeListener, http_app
 from warehouse import db
-from warehouse.events import EVENT_COLUMNS
-from warehouse.load import bulk_insert
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 T0 = NOW - timedelta(hours=3)
 
 
 def add_event(con, eid, t, title):
-    bulk_insert(con, "events", [dict(event_id=eid, indicator="ind", first_report_at=t, first_seen_at=t, title=title, created_at=t)], EVENT_COLUMNS)
-    con.execute("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, fetched_at, "
-                "title_folded, text_folded, content_hash) VALUES (?, 's1', ?, ?, ?, ?, '', 'en', ?, ?, '', '', ?)",
-                [eid + "-a", eid, f"https://o.example/{eid}", f"https://o.example/{eid}", title, t, t, eid])
-    con.execute("INSERT INTO event_articles VALUES (?, ?, 'first')", [eid, eid + "-a"])
+    _add_event(con, eid, t, "ind", title)
 
 
 PACK = RulePack(defaults=RuleDefaults(), rules=[Rule(id="r1", indicator="ind", rationale="two attacks in a day", severity="high",
@@ -44,9 +39,7 @@ def alert(tmp_path, slack):
     warehouse file, the alert id, the posted message's ts, and the event ids."""
     path = tmp_path / "wh.duckdb"
     with db.connect(path) as con:
-        con.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s1', 'Outlet One', 'en', 'http://x', 900, 'B', true, ?)", [T0])
-        con.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's1', ?, ?, 'ok')",
-                    [T0 - timedelta(days=30), T0 - timedelta(days=30)])
+        watched_source(con, T0, polled_at=T0 - timedelta(days=30))
         add_event(con, "e1", T0 + timedelta(hours=1), "Drone attack on Harir base")
         add_event(con, "e2", T0 + timedelta(hours=2), "Rocket attack on Ain al-Asad")
         evaluate(con, PACK, NOW)

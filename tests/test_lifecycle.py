@@ -7,6 +7,7 @@ import pytest
 from alerts.delivery import SlackSink, deliver, slack_client
 from alerts.evaluate import evaluate
 from alerts.lifecycle import LifecycleError, ack, add_silence, expire_silence
+from alert_data import add_event as _add_event, watched_source
 from alerts.rules import Rule, RuleDefaults, RulePack
 from warehouse import db
 from warehouse.events import EVENT_COLUMNS
@@ -18,16 +19,12 @@ T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 @pytest.fixture
 def con(tmp_path):
     with db.connect(tmp_path / "wh.duckdb") as c:
-        c.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES ('f0', 's1', ?, ?, 'ok')", [T0, T0])
-        c.execute("INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at) VALUES ('s1', 'Outlet One', 'ar', 'http://x', 900, 'B', true, ?)", [T0])
+        watched_source(c, T0, lang="ar")
         yield c
 
 
 def add_event(con, eid, t, indicator="ind", title="هجوم بطائرة مسيرة على قاعدة حرير"):
-    bulk_insert(con, "events", [dict(event_id=eid, indicator=indicator, first_report_at=t, first_seen_at=t, title=title, created_at=t)], EVENT_COLUMNS)
-    con.execute("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, fetched_at, title_folded, text_folded, content_hash) "
-                "VALUES (?, 's1', ?, ?, ?, ?, '', 'ar', ?, ?, '', '', ?)", [eid + "-a", eid, f"https://o.example/{eid}", f"https://o.example/{eid}", title, t, t, eid])
-    con.execute("INSERT INTO event_articles VALUES (?, ?, 'first')", [eid, eid + "-a"])
+    _add_event(con, eid, t, indicator, title, lang="ar")
 
 
 def pack(severity="high", routes=None, **kw):
