@@ -28,7 +28,6 @@ class FeedbackError(ValueError):
 
 
 # The active flag of each event (undone_at IS NULL); at most one per event.
-ACTIVE_SQL = "SELECT event_id FROM event_feedback WHERE undone_at IS NULL"
 
 
 def flag_not_event(con: duckdb.DuckDBPyConnection, event_id: str, alert_id: str | None, by: str, now: datetime,
@@ -116,9 +115,8 @@ WITH f AS (
     WHERE f.undone_at IS NULL),
 other AS (
     SELECT ea.article_id, list(DISTINCT e.indicator ORDER BY e.indicator) AS inds
-    FROM event_articles ea JOIN events e USING (event_id)
+    FROM event_articles ea JOIN counted_events e USING (event_id)
     WHERE ea.article_id IN (SELECT article_id FROM f)
-      AND ea.event_id NOT IN (SELECT event_id FROM event_feedback WHERE undone_at IS NULL)
     GROUP BY ea.article_id)
 SELECT a.article_id, a.lang, a.title, a.summary, a.source_id, a.published_at, a.url,
        list(DISTINCT f.indicator ORDER BY f.indicator) AS not_inds,

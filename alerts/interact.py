@@ -62,7 +62,6 @@ LOCK_WAIT_S = 10.0  # how long a press waits for the warehouse before it is queu
 PENDING_EVERY_S = 30.0  # the listener drains queued presses this often
 SIGNATURE_WINDOW_S = 300  # Slack's: a request older than 5 minutes is refused (SignatureVerifier)
 _RUN_LINK = re.compile(r"<(https?://[^|>]+)\|Airflow run>")
-_ACTORS_GROUP = SLACK_USER_GROUP
 
 
 def utcnow() -> datetime:
@@ -144,9 +143,6 @@ class Refused(Exception):
 # ----------------------------------------------------------------------------- who may act
 
 
-check_actors = slack_actors  # ops.actors, validated where the settings are (sources.configfile)
-
-
 class Access:
     """Who may press Marsad's buttons: members of ``actors`` (a channel or a user group), or,
     without it, of the channel the message is in. Asked of Slack at each press (presses are
@@ -154,17 +150,17 @@ class Access:
 
     def __init__(self, client: WebClient, actors: str | None = None):
         self.client = client
-        self.actors = check_actors(actors)
+        self.actors = slack_actors(actors)  # validated as the settings validate ops.actors
 
     def describe(self, channel: str) -> str:
-        if self.actors and _ACTORS_GROUP.match(self.actors):
+        if self.actors and SLACK_USER_GROUP.match(self.actors):
             return f"the user group <!subteam^{self.actors}>"
         return f"<#{self._channel_id(self.actors) if self.actors else channel}>"
 
     def allowed(self, user: str, channel: str) -> bool:
         if not user:
             return False
-        if self.actors and _ACTORS_GROUP.match(self.actors):
+        if self.actors and SLACK_USER_GROUP.match(self.actors):
             return user in self.client.usergroups_users_list(usergroup=self.actors).get("users", [])
         cid = self._channel_id(self.actors) if self.actors else channel
         if cid is None:

@@ -313,7 +313,7 @@ def silenced_in_read_copy(notice: Notice, read_copy: str | None, now: datetime) 
 def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime):
     """What ops did to an alert, for drawing its first message again (``alerts.render.MessageState``):
     who acknowledged it, the silence of its rule or indicator in force at ``now`` (the one that
-    ends last), and its events flagged as not events (``event_feedback``, when that table exists)."""
+    ends last), and its events flagged as not events (``event_feedback``)."""
     from alerts.render import MessageState
 
     row = con.execute("SELECT rule_id, indicator, acked_by, acked_at FROM alerts WHERE alert_id = ?", [alert_id]).fetchone()
@@ -327,11 +327,10 @@ def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime):
            ORDER BY ends_at DESC LIMIT 1""", [now, now, rule_id, indicator]).fetchone()
     if silence:
         state.silenced_until, state.silenced_by = silence[0].isoformat(), silence[1]
-    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'event_feedback'").fetchone()[0]:
-        from alerts import feedback
+    from alerts import feedback  # every migrated warehouse has event_feedback (0013)
 
-        events = {e for (e,) in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()}
-        state.not_events = {e: by for e, by in feedback.flagged(con).items() if e in events}
+    events = {e for (e,) in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()}
+    state.not_events = {e: by for e, by in feedback.flagged(con).items() if e in events}
     return state
 
 
