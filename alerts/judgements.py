@@ -367,7 +367,9 @@ def _watch(con, specs: list[tuple[str, str, Rule]], t: datetime, watched: dateti
 
 
 def _judge(a: Assessment, j: Judgement, previous: dict | None, t: datetime, expired: bool, watched: datetime | None,
-           conds: dict[str, Condition], events: dict[str, list[str]], specs: list[tuple[str, str, Rule]]) -> Verdict:
+           conds: dict[str, Condition], events: dict[str, list[str]], specs: list[tuple[str, str, Rule]],
+           withdrawn: dict[str, str] | None = None) -> Verdict:
+    """``withdrawn``: event id -> who flagged it "not an event", for the events that no longer count."""
     why: dict[str, list] = {"contradict": [], "pressure": [], "support": []}
     ev: dict[str, dict[str, None]] = {"contradict": {}, "pressure": {}, "support": {}}  # ordered sets of event ids
     for role, desc, rule in specs:
@@ -378,9 +380,16 @@ def _judge(a: Assessment, j: Judgement, previous: dict | None, t: datetime, expi
         ev[role].update(dict.fromkeys(events.get(rule.id, [])))
     was = (previous or {}).get("status")
     facts = {"supporting_events": sum(conds[r.id].facts.get("events", 0) for role, _, r in specs if role == "support" and r.id in conds)}
-    if was == "contradicted" and not why["contradict"]:
-        # A judgement once contradicted stays so: what contradicted it keeps its evidence.
-        status, event_ids = "contradicted", list((previous or {}).get("event_ids") or [])
+    before = list((previous or {}).get("event_ids") or [])
+    withdrawn = withdrawn or {}
+    # A judgement once contradicted stays so: what contradicted it keeps its evidence. Unless
+    # analysts said every event of that evidence was not an event: then nothing contradicted it.
+    sticky = was == "contradicted" and not why["contradict"] and not (before and all(e in withdrawn for e in before))
+    if was == "contradicted" and not why["contradict"] and not sticky:
+        facts["withdrawn"] = {"events": before, "flagged_by": sorted({withdrawn[e] for e in before}),
+                              "contradicted_by": (previous or {}).get("facts", {}).get("contradicted_by")}
+    if sticky:
+        status, event_ids = "contradicted", [e for e in before if e not in withdrawn]
         facts["contradicted_by"] = (previous or {}).get("facts", {}).get("contradicted_by")
         facts["contradicted_at"] = (previous or {}).get("facts", {}).get("contradicted_at")
     elif why["contradict"]:
@@ -452,12 +461,13 @@ def evaluate_judgements(con: duckdb.DuckDBPyConnection, assessments: list[Assess
                 end = j.window.end(a.cutoff)
                 t = min(now, end)
                 groups.setdefault(t, []).append((a, j, now >= end))
+        withdrawn = _withdrawn(con, [e for v in prev.values() if v.get("status") == "contradicted" for e in v.get("event_ids") or []])
         changes = []
         for t, items in sorted(groups.items()):
             specs = {a.key(j): _rules_for(a, j, t) for a, j, _ in items}
             conds, events = _watch(con, [s for ss in specs.values() for s in ss], t, watched)
             for a, j, expired in items:
-                v = _judge(a, j, prev.get(a.key(j)), t, expired, watched, conds, events, specs[a.key(j)])
+                v = _judge(a, j, prev.get(a.key(j)), t, expired, watched, conds, events, specs[a.key(j)], withdrawn)
                 old = prev.get(v.key)
                 if old and old["status"] == v.status and old["outcome"] == v.outcome:
                     continue
@@ -468,6 +478,18 @@ def evaluate_judgements(con: duckdb.DuckDBPyConnection, assessments: list[Assess
                     continue
                 changes.append((a, j, v, old))
         return _notify(con, changes, now)
+
+
+def _withdrawn(con, event_ids: list[str]) -> dict[str, str]:
+    """Of these events, those that no longer count (``counted_events``: flagged "not an event",
+    or gone), with who flagged them."""
+    if not event_ids:
+        return {}
+    return dict(con.execute(
+        """SELECT u.event_id, coalesce(f.flagged_by, 'nobody (the event is gone)')
+           FROM (SELECT DISTINCT unnest(?::VARCHAR[]) AS event_id) u
+           LEFT JOIN event_feedback f ON f.event_id = u.event_id AND f.undone_at IS NULL
+           WHERE u.event_id NOT IN (SELECT event_id FROM counted_events)""", [event_ids]).fetchall())
 
 
 def _record(con, a: Assessment, j: Judgement, v: Verdict, old: dict | None, now: datetime, alert_id: str | None) -> None:
@@ -503,9 +525,14 @@ def event_evidence(con, event_ids: list[str]) -> list[dict]:
     return out
 
 
-def summary_line(a: Assessment, j: Judgement, status: str, outcome: str | None) -> str:
+def summary_line(a: Assessment, j: Judgement, status: str, outcome: str | None, facts: dict | None = None) -> str:
     what = {"holding": "holding again", "under_pressure": "under pressure", "contradicted": "CONTRADICTED",
             "expired": f"expired: {outcome}"}[status]
+    back = (facts or {}).get("withdrawn")
+    if back:  # the contradiction is withdrawn: say why, or ops see a failed judgement come back for no reason
+        n = len(back["events"])
+        what += (f", no longer contradicted: the {'event' if n == 1 else f'{n} events'} that contradicted it "
+                 f"{'was' if n == 1 else 'were'} flagged not an event by {', '.join(back['flagged_by'])}")
     return f"{a.title} / {j.id}: {what} ({j.likelihood}: {j.text})"
 
 
@@ -520,7 +547,7 @@ def _notice(a: Assessment, j: Judgement, v: Verdict, old: dict | None, state: st
         per_event.setdefault(e["event_id"], e)
     return Notice(
         indicator=INDICATOR, indicator_name="Key judgement", rule=_rule(a, j), kind="judgement", state=state, at=now.isoformat(),
-        severity=_SEVERITY[v.status], summary=summary_line(a, j, v.status, v.outcome),
+        severity=_SEVERITY[v.status], summary=summary_line(a, j, v.status, v.outcome, v.facts),
         rationale=f"{a.title} ({a.source}, cut-off {a.cutoff_day}): {j.text}",
         facts={"window": f"{j.window} from the cut-off, until {end:%Y-%m-%d}", "events": len(v.event_ids) or None},
         events=list(v.event_ids),
@@ -558,7 +585,7 @@ def _notify(con, changes: list[tuple[Assessment, Judgement, Verdict, dict | None
         by_rule[rule_id] = (a, j, v, old)
         observed.append(Observation(rule_id=rule_id, indicator=INDICATOR, kind="judgement", severity=_SEVERITY[v.status],
                                     channel=a.channel, active=active or rule_id != _rule(a, j),
-                                    summary=summary_line(a, j, v.status, v.outcome), repeat_s=None, fresh=True,
+                                    summary=summary_line(a, j, v.status, v.outcome, v.facts), repeat_s=None, fresh=True,
                                     oneshot=rule_id != _rule(a, j)))
     told: dict[str, str] = {}
 
@@ -611,6 +638,8 @@ def _why_text(status: str, outcome: str | None, facts: dict) -> str | None:
                 return f"{w['what']}: {w.get('events', 0)} event(s) in {w.get('window')}, last {last}"
     if facts.get("missing_support"):
         return facts["missing_support"]
+    if facts.get("withdrawn") and status != "contradicted":
+        return f"contradiction withdrawn: its event(s) flagged not an event by {', '.join(facts['withdrawn']['flagged_by'])}"
     if facts.get("watched_since") is not None or outcome == "unobserved":
         return "Marsad did not watch the whole window"
     return None

@@ -212,6 +212,39 @@ def test_contradicted_on_the_event_and_failed_at_expiry_with_its_evidence(con, t
     assert rep["brier"] == round(((0.325 - 1) ** 2 + (0.875 - 1) ** 2) / 2, 4)
 
 
+def test_a_contradiction_whose_events_are_flagged_not_an_event_is_withdrawn_and_comes_back_on_undo(con, tmp_path):
+    from alerts.feedback import flag_not_event, undo
+
+    (a,) = load_assessments(write(tmp_path, "t.yaml", TALKS), IDS)
+    watched_from(con, CUT - timedelta(days=40))
+    add_events(con, "nuclear_talks", [CUT + timedelta(days=d) for d in range(-3, 60, 10)])
+    first, second = CUT + timedelta(days=5), CUT + timedelta(days=8)
+    add_events(con, "us_strike_irgc", [first])
+    (n,) = evaluate_judgements(con, [a], first + timedelta(hours=1))
+    assert n["judgement"]["status"] == "contradicted"
+    eid = f"us_strike_irgc-{first:%m%d%H}"
+    # An analyst says the strike was not one: nothing contradicts the judgement any more.
+    assert flag_not_event(con, eid, None, "U0ANALYST", first + timedelta(hours=2))
+    (n,) = evaluate_judgements(con, [a], first + timedelta(hours=3))
+    assert (n["state"], n["judgement"]["status"]) == ("resolved", "holding")
+    assert "no longer contradicted" in n["summary"] and "U0ANALYST" in n["summary"]
+    assert statuses(con)["test-talks/no-irgc-strike"] == ("holding", None)
+    rows = {r["judgement"]: r for r in status_rows(con, [a], first + timedelta(hours=3))}
+    assert "flagged not an event by U0ANALYST" in (rows["no-irgc-strike"]["note"] or "")
+    # The flag undone: the strike counts again, and contradicts again.
+    assert undo(con, eid, "U0ANALYST", first + timedelta(hours=4))
+    (n,) = evaluate_judgements(con, [a], first + timedelta(hours=5))
+    assert (n["state"], n["judgement"]["status"]) == ("firing", "contradicted")
+    # Two contradicting events, one flagged: still contradicted, by the one that counts.
+    add_events(con, "us_strike_irgc", [second])
+    assert evaluate_judgements(con, [a], second + timedelta(hours=1)) == []
+    prev = con.execute("SELECT event_ids FROM judgement_status_v WHERE judgement_id = 'no-irgc-strike'").fetchone()[0]
+    assert flag_not_event(con, eid, None, "U0ANALYST", second + timedelta(hours=2))
+    assert evaluate_judgements(con, [a], second + timedelta(hours=3)) == []
+    assert statuses(con)["test-talks/no-irgc-strike"] == ("contradicted", None)
+    assert prev  # the evidence it was contradicted by
+
+
 def test_a_window_marsad_did_not_watch_is_unobserved_and_kept_out_of_the_record(con, tmp_path):
     (a,) = load_assessments(write(tmp_path, "t.yaml", TALKS), IDS)
     watched_from(con, CUT + timedelta(days=10))  # started polling after the cut-off
