@@ -41,6 +41,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from alerts.digest import chart_png, render_digest
 from alerts.render import render
+from alerts.lifecycle import message_state, messages_behind, record_drawn, shown_events
 from warehouse import db
 
 log = logging.getLogger("marsad.delivery")
@@ -247,6 +248,7 @@ class DeliveryReport:
     waiting: int = 0  # follow-ups waiting for an earlier message of their alert
     silenced: int = 0  # held back by a silence
     deferred: int = 0  # left queued for the next run: the run's time budget was spent
+    redrawn: int = 0  # first messages edited to show what ops did since (a CLI ack, a silence that ran out)
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -332,6 +334,7 @@ def deliver(warehouse, sink: Sink, limit: int = 500, tries: int = 3, backoff_s: 
             _send(path, sink, batch, roots, report, tries, backoff_s, budget)
         finally:
             _release(path, batch)
+        _redraw_behind(path, sink, report, budget)
     return report
 
 
@@ -538,16 +541,49 @@ def _mark_parent_resolved(path: Path, sink: Sink, root: _Root, resolved: dict, b
         log.error("could not mark the first message of %s resolved: %s", root.nid, exc)
         return
     _record(path, "UPDATE notifications SET parent_updated = true WHERE notification_id = ?", [root.nid])
+    if state is not None:
+        with db.connect(path) as con, db.transaction(con):
+            record_drawn(con, [(_root_alert(root), state)], datetime.now(timezone.utc))
 
 
 def _ops_state(path: Path, root: _Root):
     """What ops did to the alert (acknowledged by, silence, events flagged), so that the
     resolution's edit of its first message keeps it; None if it cannot be read."""
-    from alerts.interact import message_state
-
     try:
         with db.connect(path, migrate_schema=False) as con:
-            return message_state(con, root.payload.get("alert_id") or root.nid.rsplit(":", 1)[0], root.payload, datetime.now(timezone.utc))
+            return message_state(con, _root_alert(root), datetime.now(timezone.utc), shown_events(root.payload))
     except Exception as exc:
         log.warning("the resolved first message of %s is drawn without what ops did to it: %s", root.nid, exc)
         return None
+
+
+def _root_alert(root: _Root) -> str:
+    return root.payload.get("alert_id") or root.nid.rsplit(":", 1)[0]
+
+
+def _redraw_behind(path: Path, sink: Sink, report: DeliveryReport, budget: _Budget) -> None:
+    """Edit the first messages that do not show what ops did as it stands now
+    (``alerts.lifecycle.messages_behind``: an acknowledgement or a flag from the CLI, a silence
+    that ran out), with what was drawn recorded; no warehouse connection during the edits."""
+    if budget.out():
+        return
+    try:
+        with db.connect(path, migrate_schema=False) as con:  # not read_only: DuckDB refuses that beside a writer of this process
+            behind = messages_behind(con, datetime.now(timezone.utc))
+    except Exception as exc:  # cosmetic: the state itself is in the warehouse, the next run tries again
+        log.warning("could not read which alert messages to redraw: %s", exc)
+        return
+    drawn = []
+    for r in behind:
+        if budget.out():
+            break
+        try:
+            sink.update(r.channel, r.ts, r.payload, resolved_at=r.resolved_at, state=r.state)
+        except Exception as exc:
+            log.error("could not redraw the first message of alert %s (what ops did stays in the warehouse): %s", r.alert_id, exc)
+            continue
+        drawn.append((r.alert_id, r.state))
+    if drawn:
+        with db.connect(path) as con, db.transaction(con):
+            record_drawn(con, drawn, datetime.now(timezone.utc))
+        report.redrawn += len(drawn)

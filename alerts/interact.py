@@ -51,7 +51,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
 from alerts.feedback import FeedbackError, flag_not_event, flagged
-from alerts.lifecycle import LifecycleError, ack, add_silence
+from alerts.lifecycle import LifecycleError, ack, active_silence, add_silence, message_state, shown_events
 from alerts.render import ACK, NOT_EVENT, SILENCE_6H, SILENCE_24H, SILENCE_SECONDS, MessageState, render, who
 from sources.configfile import SLACK_USER_GROUP, slack_actors
 from warehouse import db
@@ -188,21 +188,6 @@ class Access:
                 return None
 
 
-def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, payload: Mapping, now: datetime) -> MessageState:
-    """What ops did to an alert, as its message shows it (``alerts.render.MessageState``): who
-    acknowledged it, the silence of its rule or indicator in force, and which of the message's
-    events are flagged not an event. Any edit of the alert's first message (a press, the
-    resolution) can draw it, so no edit forgets what ops did."""
-    rule_id, indicator, acked_at, acked_by = con.execute(
-        "SELECT rule_id, indicator, acked_at, acked_by FROM alerts WHERE alert_id = ?", [alert_id]
-    ).fetchone()
-    silence = InteractionHandler._silence(con, rule_id, indicator, now)
-    events = {e.get("event_id") for e in payload.get("evidence") or []}
-    flags = {e: by for e, by in flagged(con).items() if e in events}
-    return MessageState(acked_by=acked_by, acked_at=_iso(acked_at), silenced_until=_iso(silence[0]) if silence else None,
-                        silenced_by=silence[1] if silence else None, not_events=flags)
-
-
 # ----------------------------------------------------------------------------- the handler
 
 
@@ -302,7 +287,7 @@ class InteractionHandler:
                     raise Refused(f"{exc}; nothing was changed.") from None
                 outcome = Outcome("applied")
         elif press.action_id in SILENCE_SECONDS:
-            active = self._silence(con, rule_id, indicator, now)
+            active = active_silence(con, rule_id, indicator, now)
             if active is not None:
                 outcome = Outcome("unchanged", f"Already silenced until {_when(active[0])} by {who(active[1])}.")
             else:
@@ -329,19 +314,9 @@ class InteractionHandler:
             return outcome, None
         return outcome, self._drawn(con, alert_id, payload, rule_id, indicator, now)
 
-    @staticmethod
-    def _silence(con, rule_id: str, indicator: str, now: datetime) -> tuple | None:
-        """The active silence covering the alert's rule (or its indicator) that lasts longest."""
-        return con.execute(
-            """SELECT ends_at, created_by FROM silences
-               WHERE starts_at <= ? AND ends_at > ? AND ((matcher = 'rule' AND value = ?) OR (matcher = 'indicator' AND value = ?))
-               ORDER BY ends_at DESC LIMIT 1""",
-            [now, now, rule_id, indicator],
-        ).fetchone()
-
     def _drawn(self, con, alert_id: str, payload: dict, rule_id: str, indicator: str, now: datetime) -> _Drawn:
         state, resolved_at = con.execute("SELECT state, resolved_at FROM alerts WHERE alert_id = ?", [alert_id]).fetchone()
-        return _Drawn(payload, message_state(con, alert_id, payload, now), _iso(resolved_at) if state == "resolved" else None)
+        return _Drawn(payload, message_state(con, alert_id, now, shown_events(payload)), _iso(resolved_at) if state == "resolved" else None)
 
     # -- Slack calls (no warehouse connection open)
 

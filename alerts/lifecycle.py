@@ -310,10 +310,21 @@ def silenced_in_read_copy(notice: Notice, read_copy: str | None, now: datetime) 
 # ----------------------------------------------------------------------------- the message, as it stands
 
 
-def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime):
+def active_silence(con: duckdb.DuckDBPyConnection, rule_id: str, indicator: str, now: datetime) -> tuple | None:
+    """(ends_at, created_by) of the silence covering the rule (or its indicator) at ``now`` that
+    ends last; None when none does."""
+    return con.execute(
+        """SELECT ends_at, created_by FROM silences
+           WHERE starts_at <= ? AND ends_at > ? AND ((matcher = 'rule' AND value = ?) OR (matcher = 'indicator' AND value = ?))
+           ORDER BY ends_at DESC LIMIT 1""", [now, now, rule_id, indicator]).fetchone()
+
+
+def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime, shown: set[str] | None = None):
     """What ops did to an alert, for drawing its first message again (``alerts.render.MessageState``):
     who acknowledged it, the silence of its rule or indicator in force at ``now`` (the one that
-    ends last), and its events flagged as not events (``event_feedback``)."""
+    ends last), and its events flagged as not events (``event_feedback``); of those, only the
+    events in ``shown`` (the message's own) when given. Every edit of the first message (a
+    press, the resolution, ``redraw_changed``) draws it from here, so no edit forgets what ops did."""
     from alerts.render import MessageState
 
     row = con.execute("SELECT rule_id, indicator, acked_by, acked_at FROM alerts WHERE alert_id = ?", [alert_id]).fetchone()
@@ -321,39 +332,75 @@ def message_state(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime):
         raise LifecycleError(f"no alert {alert_id!r}")
     rule_id, indicator, acked_by, acked_at = row
     state = MessageState(acked_by=acked_by, acked_at=acked_at.isoformat() if acked_at else None)
-    silence = con.execute(
-        """SELECT ends_at, created_by FROM silences
-           WHERE starts_at <= ? AND ends_at > ? AND ((matcher = 'rule' AND value = ?) OR (matcher = 'indicator' AND value = ?))
-           ORDER BY ends_at DESC LIMIT 1""", [now, now, rule_id, indicator]).fetchone()
+    silence = active_silence(con, rule_id, indicator, now)
     if silence:
         state.silenced_until, state.silenced_by = silence[0].isoformat(), silence[1]
     from alerts import feedback  # every migrated warehouse has event_feedback (0013)
 
-    events = {e for (e,) in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()}
+    events = shown if shown is not None else {e for (e,) in con.execute("SELECT event_id FROM alert_events WHERE alert_id = ?", [alert_id]).fetchall()}
     state.not_events = {e: by for e, by in feedback.flagged(con).items() if e in events}
     return state
 
 
-def first_message(con: duckdb.DuckDBPyConnection, alert_id: str) -> tuple[str | None, str | None, dict] | None:
-    """(Slack channel id, ts, payload) of the alert's first posted message; None before it is posted."""
-    row = con.execute(
-        """SELECT slack_channel, slack_ts, payload FROM notifications
-           WHERE alert_id = ? AND status = 'sent' ORDER BY seq LIMIT 1""", [alert_id]).fetchone()
-    if row is None:
-        return None
-    return row[0], row[1], json.loads(row[2]) if isinstance(row[2], str) else row[2]
+def shown_events(payload: dict) -> set[str]:
+    """The events a message shows (its evidence)."""
+    return {e.get("event_id") for e in payload.get("evidence") or [] if e.get("event_id")}
 
 
-def redraw(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime, run_url: str | None = None):
-    """(channel, ts, text, blocks) to pass to ``chat.update`` for the alert's first message as
-    it stands now (acknowledged, silenced, events flagged, resolved); None before it is posted."""
-    from alerts.render import render
+REDRAW_HORIZON = timedelta(days=7)  # a resolved alert's message is kept up to date this long
 
-    first = first_message(con, alert_id)
-    if first is None:
-        return None
-    channel, ts, payload = first
-    resolved_at = con.execute("SELECT resolved_at FROM alerts WHERE alert_id = ? AND state = 'resolved'", [alert_id]).fetchone()
-    text, blocks = render(payload, run_url, resolved_at=resolved_at[0].isoformat() if resolved_at else None,
-                          state=message_state(con, alert_id, now))
-    return channel, ts, text, blocks
+
+@dataclass
+class Redraw:
+    """An alert's first message whose drawing of what ops did is behind the warehouse."""
+
+    alert_id: str
+    channel: str
+    ts: str
+    payload: dict
+    resolved_at: str | None
+    state: object  # alerts.render.MessageState
+
+    def key(self) -> str:
+        return json.dumps(asdict(self.state), sort_keys=True)
+
+
+def messages_behind(con: duckdb.DuckDBPyConnection, now: datetime) -> list[Redraw]:
+    """The first messages in Slack that do not show what ops did as it stands at ``now``: an
+    acknowledgement or a flag from the CLI, a silence added, run out or expired, a flag undone.
+    Firing alerts, and resolved ones whose message was already marked resolved (for
+    ``REDRAW_HORIZON``); a message never redrawn counts as drawn with nothing done to it."""
+    from alerts.render import MessageState
+
+    rows = con.execute(
+        """WITH candidates AS (
+               SELECT alert_id, state, resolved_at FROM alerts
+               WHERE state = 'firing' OR (state = 'resolved' AND resolved_at >= ?)),
+           firsts AS (
+               SELECT n.alert_id, n.slack_channel, n.slack_ts, n.payload, coalesce(n.parent_updated, false) AS marked
+               FROM notifications n JOIN candidates USING (alert_id)
+               WHERE n.status = 'sent'
+               QUALIFY row_number() OVER (PARTITION BY n.alert_id ORDER BY n.seq) = 1)
+           SELECT c.alert_id, c.state, c.resolved_at, f.slack_channel, f.slack_ts, f.payload, d.state
+           FROM candidates c JOIN firsts f USING (alert_id) LEFT JOIN message_draws d USING (alert_id)
+           WHERE f.slack_ts IS NOT NULL AND f.slack_channel IS NOT NULL AND (c.state = 'firing' OR f.marked)
+           ORDER BY c.alert_id""", [now - REDRAW_HORIZON]).fetchall()
+    out = []
+    for alert_id, state, resolved_at, channel, ts, payload, drawn in rows:
+        payload = json.loads(payload) if isinstance(payload, str) else payload
+        r = Redraw(alert_id, channel, ts, payload, resolved_at.isoformat() if state == "resolved" and resolved_at else None,
+                   message_state(con, alert_id, now, shown_events(payload)))
+        before = json.loads(drawn) if drawn else asdict(MessageState())
+        if r.key() != json.dumps(before, sort_keys=True):
+            out.append(r)
+    return out
+
+
+def record_drawn(con: duckdb.DuckDBPyConnection, drawn: list[tuple[str, object]], now: datetime) -> None:
+    """(alert_id, MessageState) of first messages just edited to show that state."""
+    if drawn:
+        con.execute(
+            """INSERT INTO message_draws (alert_id, drawn_at, state)
+               SELECT unnest($ids), $now, unnest($states)::JSON
+               ON CONFLICT (alert_id) DO UPDATE SET drawn_at = excluded.drawn_at, state = excluded.state""",
+            {"ids": [a for a, _ in drawn], "now": now, "states": [json.dumps(asdict(st), sort_keys=True) for _, st in drawn]})

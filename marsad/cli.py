@@ -248,7 +248,8 @@ def cmd_ack(args) -> int:
             ack(con, args.alert_id, args.by or _user(), args.note, utcnow())
         except LifecycleError as exc:
             return _die(str(exc))
-    print(f"alert {args.alert_id} acknowledged: no more repeats; new evidence and the resolution are still posted")
+    print(f"alert {args.alert_id} acknowledged: no more repeats; new evidence and the resolution are still posted; "
+          "its Slack message shows who acknowledged it after the next delivery run")
     return 0
 
 
@@ -320,7 +321,7 @@ def cmd_feedback(args) -> int:
             elif args.feedback_command == "undo":
                 if not feedback.undo(con, args.event_id, args.by or _user(), utcnow()):
                     return _die(f"event {args.event_id} has no active flag (see `marsad feedback list --all`)", 1)
-                print(f"event {args.event_id} counts again from the next evaluation")
+                print(f"event {args.event_id} counts again from the next evaluation; its alert's Slack message shows it after the next delivery run")
             elif args.feedback_command == "export":
                 n = feedback.export_jsonl(con, args.file)
                 print(f"{n} flagged report(s) written to {args.file}; score them with `marsad eval {args.file}`")

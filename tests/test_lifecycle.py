@@ -233,22 +233,34 @@ def test_config_errors_and_the_digest_follow_the_same_lifecycle(con, slack, sink
     assert rep.silenced == 1 and "C0ALERTS" not in slack.state.messages
 
 
-def test_redraw_shows_the_ack_and_the_silence_and_drops_their_buttons(con, slack, sink):
-    from alerts.lifecycle import Notice, redraw
+def test_what_ops_do_outside_slack_reaches_the_message_at_the_next_delivery(con, slack, sink):
+    """An acknowledgement and a silence from the CLI (not a press), then the silence expired: each
+    delivery run edits the first message once to show the state as it is, and not again."""
+    from alerts.lifecycle import Notice, expire_silence
 
     add_event(con, "e1", T0 + timedelta(hours=1))
     (queued,) = evaluate(con, pack(kind="tripwire"), T0 + timedelta(hours=1))
     alert_id = queued["alert_id"]
     assert Notice.from_payload(queued).to_payload() == queued  # the outbox payload is the typed Notice
-    assert redraw(con, alert_id, T0 + timedelta(hours=1)) is None  # not posted yet
-    deliver(con, sink)
+    assert deliver(con, sink).redrawn == 0  # just posted: nothing to redraw
     (root,) = slack.posts()
     assert [e["action_id"] for e in root["blocks"][-2]["elements"]] == ["marsad_ack", "marsad_silence_6h", "marsad_silence_24h"]
-    ack(con, alert_id, "U0ALICE", None, T0 + timedelta(hours=2))
-    add_silence(con, "rule", "r1", 6 * 3600, "from Slack", "U0BOB", T0 + timedelta(hours=2))
-    channel, ts, text, blocks = redraw(con, alert_id, T0 + timedelta(hours=3))
-    assert (channel, ts) == ("C0ALERTS", slack.state.messages["C0ALERTS"][0]["ts"])
+
+    def message():
+        return slack.state.messages["C0ALERTS"][0]["blocks"]
+
+    before = message()
+    assert deliver(con, sink).redrawn == 0 and message() == before  # nothing done: nothing edited
+    now = datetime.now(timezone.utc)
+    ack(con, alert_id, "U0ALICE", None, now)
+    sid = add_silence(con, "rule", "r1", 6 * 3600, "maintenance", "U0BOB", now)
+    assert deliver(con, sink).redrawn == 1
+    blocks = message()
     assert not [b for b in blocks if b["type"] == "actions"]
-    assert "Acknowledged by <@U0ALICE>" in str(blocks) and "Silenced until 2026-06-01 08:00 UTC by <@U0BOB>" in str(blocks)
-    _, _, _, later = redraw(con, alert_id, T0 + timedelta(hours=9))  # the silence is over: its buttons are back
-    assert [e["action_id"] for e in [b for b in later if b["type"] == "actions"][0]["elements"]] == ["marsad_silence_6h", "marsad_silence_24h"]
+    assert "Acknowledged by <@U0ALICE>" in str(blocks) and "Silenced until" in str(blocks) and "<@U0BOB>" in str(blocks)
+    assert deliver(con, sink).redrawn == 0  # drawn once
+    expire_silence(con, sid, datetime.now(timezone.utc))
+    assert deliver(con, sink).redrawn == 1  # the silence is over: its buttons are back
+    assert [e["action_id"] for e in [b for b in message() if b["type"] == "actions"][0]["elements"]] == [
+        "marsad_silence_6h", "marsad_silence_24h"]
+    assert "Silenced until" not in str(message())
