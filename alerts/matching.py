@@ -172,6 +172,8 @@ class TermIndex:
         self.prefix_lengths: list[int] = []  # the lengths that occur among wildcard first words
         self.groups = 0
         self._by_token: dict[str, tuple[dict[str, list], list]] = {}
+        self._live: dict[str, bool] = {}  # token -> can it start a term at all
+        self._pairs: dict[tuple[str, str | None], tuple] = {}  # (token, next token) -> resolved plan
 
     def new_group(self) -> int:
         self.groups += 1
@@ -179,6 +181,8 @@ class TermIndex:
 
     def add(self, group: int, term: Term, ref: str | None) -> None:
         self._by_token.clear()
+        self._live.clear()
+        self._pairs.clear()
         first = term.words[0]
         if first.wild:
             self.prefix.setdefault(first.text, []).append((group, term, ref))
@@ -217,32 +221,70 @@ class TermIndex:
             self._by_token[token] = cached
         return cached
 
+    def _plan(self, token: str, nxt: str | None) -> tuple:
+        """The terms that start at a word ``token`` followed by ``nxt`` (None: the last word), in
+        the order ``_starting`` gives them: ``(group, words, text, ref)`` where a term of one or
+        two words is decided by the pair alone (``text``: the words it matched), and a longer one
+        (``text`` None, ``ref`` then ``(words, ref)``) still has its words from the third on to
+        check. Cached per pair, since news vocabulary repeats ("us forces", "drone attack")."""
+        by_next, other = self._starting(token)
+        cands = other
+        if by_next and nxt is not None:
+            more = by_next.get(nxt)
+            if more:
+                cands = cands + more
+        plan = []
+        for group, term, ref in cands:
+            words = term.words
+            if len(words) == 1:
+                plan.append((group, 1, token, ref))
+                continue
+            w = words[1]
+            if nxt is None or not (nxt == w.text or (w.wild and nxt.startswith(w.text))):
+                continue
+            if len(words) == 2:
+                plan.append((group, 2, f"{token} {nxt}", ref))
+            else:  # ``ref`` travels with the words still to check
+                plan.append((group, len(words), None, (words, ref)))
+        out = tuple(plan)
+        if len(self._pairs) < 200_000:
+            self._pairs[(token, nxt)] = out
+        return out
+
     def hits(self, tokens: list[str]) -> dict[int, list["Hit"]]:
         found: dict[int, dict[tuple[int, int], Hit]] = {}
         n = len(tokens)
-        starting = self._starting
+        live = self._live
+        pairs = self._pairs
         for i, token in enumerate(tokens):
-            by_next, other = starting(token)
-            if not other and not by_next:  # most words start no term
+            ok = live.get(token)
+            if ok is None:
+                by_next, other = self._starting(token)
+                ok = bool(by_next or other)
+                if len(live) < 200_000:
+                    live[token] = ok
+            if not ok:  # most words start no term
                 continue
-            cands = other
-            if by_next and i + 1 < n:
-                more = by_next.get(tokens[i + 1])
-                if more:
-                    cands = cands + more
-            for group, term, ref in cands:
-                words = term.words
-                end = i + len(words)
-                if end > n or not all(
-                    tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(words[1:], 1)
-                ):
-                    continue
+            nxt = tokens[i + 1] if i + 1 < n else None
+            plan = pairs.get((token, nxt))
+            if plan is None:
+                plan = self._plan(token, nxt)
+            for group, length, text, ref in plan:
+                end = i + length
+                if text is None:  # three words or more: the third on are checked here
+                    words, ref = ref
+                    if end > n or not all(
+                        tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(words[2:], 2)
+                    ):
+                        continue
+                    text = " ".join(tokens[i:end])
                 g = found.get(group)
                 if g is None:
                     g = found[group] = {}
                 if (i, end) not in g:
-                    g[(i, end)] = Hit("", " ".join(tokens[i:end]), i, ref)
-        return {g: sorted(h.values(), key=lambda h: h.position) for g, h in found.items()}
+                    g[(i, end)] = Hit("", text, i, ref)
+        # Hits go in by increasing position, so each group's list is in position order already.
+        return {g: list(h.values()) for g, h in found.items()}
 
 
 # --------------------------------------------------------------------------- gazetteers
