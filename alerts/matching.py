@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -256,15 +257,18 @@ class TermIndex:
         n = len(tokens)
         live = self._live
         pairs = self._pairs
-        for i, token in enumerate(tokens):
-            ok = live.get(token)
-            if ok is None:
-                by_next, other = self._starting(token)
-                ok = bool(by_next or other)
-                if len(live) < 200_000:
-                    live[token] = ok
-            if not ok:  # most words start no term
-                continue
+        # Most words start no term: which do is looked up for all words at once (in C), and
+        # only those are visited.
+        flags = list(map(live.get, tokens))
+        if None in flags:
+            for i, token in enumerate(tokens):
+                if flags[i] is None:
+                    by_next, other = self._starting(token)
+                    flags[i] = bool(by_next or other)
+                    if len(live) < 200_000:
+                        live[token] = flags[i]
+        for i in compress(range(n), flags):
+            token = tokens[i]
             nxt = tokens[i + 1] if i + 1 < n else None
             plan = pairs.get((token, nxt))
             if plan is None:
