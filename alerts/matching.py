@@ -408,7 +408,7 @@ class IndicatorSpec(BaseModel):
     frame: FramePredicate | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     group: str
     text: str  # the folded words that matched
@@ -431,7 +431,11 @@ class Group:
             index.add(self.uid, parse_term(text), ref)
 
     def hits(self, found: dict[int, list[Hit]]) -> list[Hit]:
-        return [Hit(self.name, h.text, h.position, h.ref) for h in found.get(self.uid, ())]
+        hs = found.get(self.uid)
+        if not hs:
+            return []
+        name = self.name
+        return [Hit(name, h.text, h.position, h.ref) for h in hs]
 
 
 def _window_ok(per_group: list[list[Hit]], within: int | None) -> bool:
@@ -502,11 +506,12 @@ class Indicator:
     def _keywords(self, found: dict[int, list[Hit]], vetoes: list[Hit]) -> Verdict:
         verdict = Verdict(self.id, False)
         for ci, (groups, within, nones) in enumerate(self.clauses):
-            per_group = [g.hits(found) for g in groups]
-            missing = [g.name for g, hs in zip(groups, per_group) if not hs]
+            # ``found`` holds only groups with hits: a clause missing one is decided without copying any
+            missing = [g.name for g in groups if not found.get(g.uid)]
             if missing:
                 verdict.near_misses.append(f"clause {ci + 1}: no {', '.join(missing)}")
                 continue
+            per_group = [g.hits(found) for g in groups]
             if not _window_ok(per_group, within):
                 verdict.near_misses.append(f"clause {ci + 1}: groups not within {within} words")
                 continue
@@ -696,8 +701,10 @@ class Classifier:
             v = ind.evaluate(folded, found, frames)
             if v.matched:
                 out.append(v)
-        order = {ind.id: i for i, ind in enumerate(self.indicators)}
-        return sorted(out, key=lambda v: order[v.indicator])
+        if len(out) > 1:
+            order = {ind.id: i for i, ind in enumerate(self.indicators)}
+            out.sort(key=lambda v: order[v.indicator])
+        return out
 
 
 def _check_predicate(doc: Document, pred: FramePredicate | None, reader: FrameReader) -> list[str]:
