@@ -169,7 +169,7 @@ class Frame:
         return f"{self.source}: {who} —{self.action}→ {whom}{ents} ({self.modality}{denied})" + (f" places {places}" if places else "") + (f" — {ev}" if ev else "")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Mention:
     start: int
     end: int  # exclusive

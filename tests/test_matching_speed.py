@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import astuple
 
 import pytest
 
@@ -108,8 +109,8 @@ def test_frames_mentions_keep_the_longest_per_category(clf, texts):
         t, s = fold(title).split(), fold(summary).split()
         found = reader.index.hits(t + s)
         for tokens, lo in ((t, 0), (s, len(t))):
-            got = [vars(m) for m in reader._mentions(tokens, found, lo)]
-            assert got == [vars(m) for m in _plain_mentions(reader, tokens, found, lo)], title
+            got = [astuple(m) for m in reader._mentions(tokens, found, lo)]
+            assert got == [astuple(m) for m in _plain_mentions(reader, tokens, found, lo)], title
             checked += bool(got)
     assert checked > 500
 
