@@ -235,25 +235,28 @@ class TermIndex:
             if more:
                 cands = cands + more
         plan = []
+        decided: set[tuple[int, int]] = set()  # (group, words) of the one- and two-word terms planned
         for group, term, ref in cands:
             words = term.words
-            if len(words) == 1:
-                plan.append((group, 1, token, ref))
-                continue
-            w = words[1]
-            if nxt is None or not (nxt == w.text or (w.wild and nxt.startswith(w.text))):
-                continue
-            if len(words) == 2:
-                plan.append((group, 2, f"{token} {nxt}", ref))
-            else:  # ``ref`` travels with the words still to check
-                plan.append((group, len(words), None, (words, ref)))
+            if len(words) > 1:
+                w = words[1]
+                if nxt is None or not (nxt == w.text or (w.wild and nxt.startswith(w.text))):
+                    continue
+                if len(words) > 2:  # ``ref`` travels with the words still to check
+                    plan.append((group, len(words), None, (words, ref)))
+                    continue
+            if (group, len(words)) in decided:
+                continue  # the same words for the same group: the first term found keeps them
+            decided.add((group, len(words)))
+            plan.append((group, len(words), token if len(words) == 1 else f"{token} {nxt}", ref))
         out = tuple(plan)
         if len(self._pairs) < 200_000:
             self._pairs[(token, nxt)] = out
         return out
 
     def hits(self, tokens: list[str]) -> dict[int, list["Hit"]]:
-        found: dict[int, dict[tuple[int, int], Hit]] = {}
+        """Each group's hits in ``tokens``, by position; one per group and span of words."""
+        found: dict[int, list[Hit]] = {}
         n = len(tokens)
         live = self._live
         pairs = self._pairs
@@ -274,21 +277,24 @@ class TermIndex:
             if plan is None:
                 plan = self._plan(token, nxt)
             for group, length, text, ref in plan:
-                end = i + length
                 if text is None:  # three words or more: the third on are checked here
+                    end = i + length
                     words, ref = ref
                     if end > n or not all(
                         tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(words[2:], 2)
                     ):
                         continue
                     text = " ".join(tokens[i:end])
-                g = found.get(group)
-                if g is None:
-                    g = found[group] = {}
-                if (i, end) not in g:
-                    g[(i, end)] = Hit("", text, i, ref)
+                    got = found.get(group)
+                    if got is not None and any(h.position == i and h.text == text for h in got):
+                        continue  # another term of the group matched these words first
+                hs = found.get(group)
+                if hs is None:
+                    found[group] = [Hit("", text, i, ref)]
+                else:
+                    hs.append(Hit("", text, i, ref))
         # Hits go in by increasing position, so each group's list is in position order already.
-        return {g: list(h.values()) for g, h in found.items()}
+        return found
 
 
 # --------------------------------------------------------------------------- gazetteers
