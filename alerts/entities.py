@@ -162,7 +162,7 @@ def _attack_word(tok: str) -> bool:
 
 
 # Every place mention looks at the 17 words around it: the answer is remembered per word.
-_is_attack = lru_cache(maxsize=65536)(_attack_word)
+_is_attack = lru_cache(maxsize=16384)(_attack_word)
 
 
 def _cue_before(tokens: Sequence[str], start: int, fillers: frozenset) -> int:

@@ -250,7 +250,7 @@ class TermIndex:
             decided.add((group, len(words)))
             plan.append((group, len(words), token if len(words) == 1 else f"{token} {nxt}", ref))
         out = tuple(plan)
-        if len(self._pairs) < 200_000:
+        if len(self._pairs) < 100_000:  # bounded: a long-lived worker meets ever new word pairs
             self._pairs[(token, nxt)] = out
         return out
 

@@ -36,7 +36,7 @@ from lxml import etree
 
 # feedparser's date parser (it tries its formats one after another), remembered per string: a
 # feed re-serves the same entries poll after poll, and its struct_time results are immutable.
-_parse_date = lru_cache(maxsize=65536)(_feedparser_date)
+_parse_date = lru_cache(maxsize=16384)(_feedparser_date)
 
 _NS_DC = "http://purl.org/dc/elements/1.1/"
 _NS_CONTENT = "http://purl.org/rss/1.0/modules/content/"
