@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from alerts.matching import Gazetteers, TermIndex, parse_term
 from alerts.places import PlaceHierarchy
@@ -152,12 +153,16 @@ _CLITICS = ("و", "ف", "ب", "ل", "ك", "ال", "وال", "بال", "فال", 
 _NEAR = 8  # a target cue counts when an attack word is this close
 
 
-def _is_attack(tok: str) -> bool:
+def _attack_word(tok: str) -> bool:
     if tok.startswith(_ATTACK_EN):
         return True
     if tok.startswith(_ATTACK_AR):
         return True
     return any(tok.startswith(c) and tok[len(c):].startswith(_ATTACK_AR) for c in _CLITICS if len(tok) > len(c) + 2)
+
+
+# Every place mention looks at the 17 words around it: the answer is remembered per word.
+_is_attack = lru_cache(maxsize=16384)(_attack_word)
 
 
 def _cue_before(tokens: Sequence[str], start: int, fillers: frozenset) -> int:

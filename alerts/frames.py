@@ -169,7 +169,7 @@ class Frame:
         return f"{self.source}: {who} —{self.action}→ {whom}{ents} ({self.modality}{denied})" + (f" places {places}" if places else "") + (f" — {ev}" if ev else "")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Mention:
     start: int
     end: int  # exclusive
@@ -250,20 +250,31 @@ class FrameReader:
         for uid, hits in found.items():
             cat, cls, form, place = groups[uid]
             for h in hits:
-                n = len(h.text.split())
-                if h.position < lo or h.position + n > hi:
-                    continue  # in the other text, or across the break between them
+                if h.position < lo or h.position >= hi:
+                    continue  # in the other text
+                n = h.text.count(" ") + 1  # the words it matched (folded text: one space between)
+                if h.position + n > hi:
+                    continue  # across the break between title and summary
                 start = h.position - lo
                 out.append(_Mention(start, start + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
         # Longest mention wins where two of the same category overlap ("Iran backed" over "Iran").
         out.sort(key=lambda m: (m.start, -(m.end - m.start)))
         kept: list[_Mention] = []
+        spans: dict[str, list[tuple[int, int]]] = {}  # category -> spans kept
+        seen: set[tuple] = set()  # (category, start, end, class) kept
         for m in out:
-            if any(k.cat == m.cat and k.start <= m.start and m.end <= k.end and (k.end - k.start) > (m.end - m.start) for k in kept):
+            mine = spans.get(m.cat)
+            if mine is not None and any(a <= m.start and m.end <= b and (b - a) > (m.end - m.start) for a, b in mine):
                 continue
-            if any(k.cat == m.cat and k.start == m.start and k.end == m.end and k.cls == m.cls for k in kept):
+            key = (m.cat, m.start, m.end, m.cls)
+            if key in seen:
                 continue
+            seen.add(key)
             kept.append(m)
+            if mine is None:
+                spans[m.cat] = [(m.start, m.end)]
+            else:
+                mine.append((m.start, m.end))
         # A warship takes the flag next to it ("US destroyer", "السفن الحربية الأمريكية").
         for m in kept:
             if m.cat != "party" or m.cls != "warship":

@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -172,6 +173,8 @@ class TermIndex:
         self.prefix_lengths: list[int] = []  # the lengths that occur among wildcard first words
         self.groups = 0
         self._by_token: dict[str, tuple[dict[str, list], list]] = {}
+        self._live: dict[str, bool] = {}  # token -> can it start a term at all
+        self._pairs: dict[tuple[str, str | None], tuple] = {}  # (token, next token) -> resolved plan
 
     def new_group(self) -> int:
         self.groups += 1
@@ -179,6 +182,8 @@ class TermIndex:
 
     def add(self, group: int, term: Term, ref: str | None) -> None:
         self._by_token.clear()
+        self._live.clear()
+        self._pairs.clear()
         first = term.words[0]
         if first.wild:
             self.prefix.setdefault(first.text, []).append((group, term, ref))
@@ -217,32 +222,79 @@ class TermIndex:
             self._by_token[token] = cached
         return cached
 
-    def hits(self, tokens: list[str]) -> dict[int, list["Hit"]]:
-        found: dict[int, dict[tuple[int, int], Hit]] = {}
-        n = len(tokens)
-        starting = self._starting
-        for i, token in enumerate(tokens):
-            by_next, other = starting(token)
-            if not other and not by_next:  # most words start no term
-                continue
-            cands = other
-            if by_next and i + 1 < n:
-                more = by_next.get(tokens[i + 1])
-                if more:
-                    cands = cands + more
-            for group, term, ref in cands:
-                words = term.words
-                end = i + len(words)
-                if end > n or not all(
-                    tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(words[1:], 1)
-                ):
+    def _plan(self, token: str, nxt: str | None) -> tuple:
+        """The terms that start at a word ``token`` followed by ``nxt`` (None: the last word), in
+        the order ``_starting`` gives them: ``(group, words, text, ref)`` where a term of one or
+        two words is decided by the pair alone (``text``: the words it matched), and a longer one
+        (``text`` None, ``ref`` then ``(words, ref)``) still has its words from the third on to
+        check. Cached per pair, since news vocabulary repeats ("us forces", "drone attack")."""
+        by_next, other = self._starting(token)
+        cands = other
+        if by_next and nxt is not None:
+            more = by_next.get(nxt)
+            if more:
+                cands = cands + more
+        plan = []
+        decided: set[tuple[int, int]] = set()  # (group, words) of the one- and two-word terms planned
+        for group, term, ref in cands:
+            words = term.words
+            if len(words) > 1:
+                w = words[1]
+                if nxt is None or not (nxt == w.text or (w.wild and nxt.startswith(w.text))):
                     continue
-                g = found.get(group)
-                if g is None:
-                    g = found[group] = {}
-                if (i, end) not in g:
-                    g[(i, end)] = Hit("", " ".join(tokens[i:end]), i, ref)
-        return {g: sorted(h.values(), key=lambda h: h.position) for g, h in found.items()}
+                if len(words) > 2:  # ``ref`` travels with the words still to check
+                    plan.append((group, len(words), None, (words, ref)))
+                    continue
+            if (group, len(words)) in decided:
+                continue  # the same words for the same group: the first term found keeps them
+            decided.add((group, len(words)))
+            plan.append((group, len(words), token if len(words) == 1 else f"{token} {nxt}", ref))
+        out = tuple(plan)
+        if len(self._pairs) < 100_000:  # bounded: a long-lived worker meets ever new word pairs
+            self._pairs[(token, nxt)] = out
+        return out
+
+    def hits(self, tokens: list[str]) -> dict[int, list["Hit"]]:
+        """Each group's hits in ``tokens``, by position; one per group and span of words."""
+        found: dict[int, list[Hit]] = {}
+        n = len(tokens)
+        live = self._live
+        pairs = self._pairs
+        # Most words start no term: which do is looked up for all words at once (in C), and
+        # only those are visited.
+        flags = list(map(live.get, tokens))
+        if None in flags:
+            for i, token in enumerate(tokens):
+                if flags[i] is None:
+                    by_next, other = self._starting(token)
+                    flags[i] = bool(by_next or other)
+                    if len(live) < 200_000:
+                        live[token] = flags[i]
+        for i in compress(range(n), flags):
+            token = tokens[i]
+            nxt = tokens[i + 1] if i + 1 < n else None
+            plan = pairs.get((token, nxt))
+            if plan is None:
+                plan = self._plan(token, nxt)
+            for group, length, text, ref in plan:
+                if text is None:  # three words or more: the third on are checked here
+                    end = i + length
+                    words, ref = ref
+                    if end > n or not all(
+                        tokens[i + j] == w.text or (w.wild and tokens[i + j].startswith(w.text)) for j, w in enumerate(words[2:], 2)
+                    ):
+                        continue
+                    text = " ".join(tokens[i:end])
+                    got = found.get(group)
+                    if got is not None and any(h.position == i and h.text == text for h in got):
+                        continue  # another term of the group matched these words first
+                hs = found.get(group)
+                if hs is None:
+                    found[group] = [Hit("", text, i, ref)]
+                else:
+                    hs.append(Hit("", text, i, ref))
+        # Hits go in by increasing position, so each group's list is in position order already.
+        return found
 
 
 # --------------------------------------------------------------------------- gazetteers
@@ -362,7 +414,7 @@ class IndicatorSpec(BaseModel):
     frame: FramePredicate | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     group: str
     text: str  # the folded words that matched
@@ -385,7 +437,11 @@ class Group:
             index.add(self.uid, parse_term(text), ref)
 
     def hits(self, found: dict[int, list[Hit]]) -> list[Hit]:
-        return [Hit(self.name, h.text, h.position, h.ref) for h in found.get(self.uid, ())]
+        hs = found.get(self.uid)
+        if not hs:
+            return []
+        name = self.name
+        return [Hit(name, h.text, h.position, h.ref) for h in hs]
 
 
 def _window_ok(per_group: list[list[Hit]], within: int | None) -> bool:
@@ -456,11 +512,12 @@ class Indicator:
     def _keywords(self, found: dict[int, list[Hit]], vetoes: list[Hit]) -> Verdict:
         verdict = Verdict(self.id, False)
         for ci, (groups, within, nones) in enumerate(self.clauses):
-            per_group = [g.hits(found) for g in groups]
-            missing = [g.name for g, hs in zip(groups, per_group) if not hs]
+            # ``found`` holds only groups with hits: a clause missing one is decided without copying any
+            missing = [g.name for g in groups if not found.get(g.uid)]
             if missing:
                 verdict.near_misses.append(f"clause {ci + 1}: no {', '.join(missing)}")
                 continue
+            per_group = [g.hits(found) for g in groups]
             if not _window_ok(per_group, within):
                 verdict.near_misses.append(f"clause {ci + 1}: groups not within {within} words")
                 continue
@@ -650,8 +707,10 @@ class Classifier:
             v = ind.evaluate(folded, found, frames)
             if v.matched:
                 out.append(v)
-        order = {ind.id: i for i, ind in enumerate(self.indicators)}
-        return sorted(out, key=lambda v: order[v.indicator])
+        if len(out) > 1:
+            order = {ind.id: i for i, ind in enumerate(self.indicators)}
+            out.sort(key=lambda v: order[v.indicator])
+        return out
 
 
 def _check_predicate(doc: Document, pred: FramePredicate | None, reader: FrameReader) -> list[str]:

@@ -27,11 +27,16 @@ variations of the accepted shapes, and asserts every stored field is identical.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-from feedparser.datetimes import _parse_date
+from feedparser.datetimes import _parse_date as _feedparser_date
 from feedparser.html import _cp1252
 from feedparser.urls import _urljoin
 from lxml import etree
+
+# feedparser's date parser (it tries its formats one after another), remembered per string: a
+# feed re-serves the same entries poll after poll, and its struct_time results are immutable.
+_parse_date = lru_cache(maxsize=16384)(_feedparser_date)
 
 _NS_DC = "http://purl.org/dc/elements/1.1/"
 _NS_CONTENT = "http://purl.org/rss/1.0/modules/content/"

@@ -55,7 +55,7 @@ def html_to_text(html: str | None) -> str:
         html = remove_tags(html)
     if "&" in html:
         html = replace_entities(html)
-    return _WS.sub(" ", html).strip()
+    return " ".join(html.split())  # == _WS.sub(" ", html).strip(): str.split and \s agree on whitespace
 
 
 # The three tables above as one, applied in a single pass: no table maps a character into
@@ -64,6 +64,9 @@ _FOLD = {**_DIGITS, **_LETTERS, **_STRIP}
 # Everything that is not a letter or a digit (any script) separates words: a run of them
 # ("_" included) becomes one space.
 _SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
+# The words between separators: joining them with one space is _SEPARATORS.sub(" ", ...).strip()
+# (whitespace is a separator), in one pass.
+_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def fold(text: str | None) -> str:
@@ -72,9 +75,9 @@ def fold(text: str | None) -> str:
         return ""
     if text.isascii():
         # NFKC and the Arabic tables leave ASCII as it is (NFKC changes no ASCII character).
-        return _SEPARATORS.sub(" ", text.lower()).strip()
+        return " ".join(_WORDS.findall(text.lower()))
     text = unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
-    return _SEPARATORS.sub(" ", text).strip()
+    return " ".join(_WORDS.findall(text))
 
 
 def content_hash(title: str, summary: str = "", folded: tuple[str, str] | None = None) -> str:

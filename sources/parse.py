@@ -8,6 +8,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from urllib.parse import urljoin
 
 import feedparser
@@ -161,8 +162,9 @@ def article_id(source_id: str, key: str) -> str:
     return hashlib.sha1(f"{source_id}\x1f{key}".encode("utf-8")).hexdigest()
 
 
+@lru_cache(maxsize=4096)  # a feed's entries share the fetch time, and dates repeat poll after poll
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat()
+    return dt.astimezone(timezone.utc).isoformat()  # equal instants give equal strings: a safe cache key
 
 
 def _published(entry, fetched_at: datetime) -> tuple[datetime, str | None]:
