@@ -290,6 +290,38 @@ class Clusterer:
         for a in ev.actors if actors is None else actors:
             bisect.insort(self._by_actor.setdefault((ev.indicator, a), []), entry)
 
+    def add_known_event(self, ev: Event, entities) -> None:
+        """An event already linked to reports, given the entities its reports name instead of
+        the reports: ``(gazetteer, id, kind, launch)`` rows, ``launch`` when that report names
+        the id as a launch place. Its places, countries, actors, weapons, cues and umbrella are
+        the union over its reports of what ``add_member`` would take from each report, so
+        rules 2 to 6, which read only these sets and the event's time, decide as if its
+        reports had been added; its members' keys and sketches are added apart
+        (``add_member_keys``, ``add_member_sketch``) only where a rule still reads them."""
+        h = self.places
+        places, countries, actors, weapons, cues = set(), set(), set(), set(), set()
+        for g, i, k, launch in entities:
+            if g == "places":
+                if launch:
+                    continue
+                if k in PLACE_KINDS or (k in NESTED_KINDS and i in h.parent):
+                    places.add(h.resolve(i))
+                elif k == "country":
+                    countries.add(i)
+            elif g == "actors":
+                if k in ACTOR_KINDS:
+                    actors.add(i)
+                ev.umbrella |= k == "militia_umbrella"
+            elif g == "weapons":
+                weapons.add(i)
+            elif g == "cues":
+                cues.add(i)
+        ev.places, ev.countries = frozenset(places) or _NONE, frozenset(countries) or _NONE
+        ev.actors, ev.weapons, ev.cues = frozenset(actors) or _NONE, frozenset(weapons) or _NONE, frozenset(cues) or _NONE
+        if ev.places:
+            ev.core = frozenset(h.most_specific(ev.places))
+        self.add_event(ev)
+
     def add_member(self, event_id: str, r: Report, where: frozenset[str] | None = None) -> None:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
@@ -298,17 +330,29 @@ class Clusterer:
         ev.absorb(r, where)
         if new_places:
             ev.core = frozenset(self.places.most_specific(ev.places))
-        self._index_event(ev, new_places, new_actors)
-        for key, _ in r.keys():
-            if (r.indicator, key) not in self._keys:
-                self._keys[(r.indicator, key)] = event_id
-                self._key_expiry.append((ev.first_report_at, (r.indicator, key), event_id))
-        pool = self._pools.get(r.indicator)
+        if new_places or new_actors:
+            self._index_event(ev, new_places, new_actors)
+        self.add_member_keys(event_id, r.indicator, r.url, r.guid, r.content_hash)
+        self.add_member_sketch(event_id, r.indicator, r.article_id, r.sketch, r.claim)
+
+    def add_member_keys(self, event_id: str, indicator: str, url: str | None, guid: str | None, content_hash: str) -> None:
+        """Rule 1's keys of a report of the event (canonical URL, entry id, content hash): the
+        first event to hold a key keeps it until it expires (``EXACT_HORIZON`` after the event)."""
+        keys = self._keys
+        for key in (("u:" + url) if url else None, ("g:" + guid) if guid else None, "h:" + content_hash):
+            if key is not None and (indicator, key) not in keys:
+                keys[(indicator, key)] = event_id
+                self._key_expiry.append((self.events[event_id].first_report_at, (indicator, key), event_id))
+
+    def add_member_sketch(self, event_id: str, indicator: str, article_id: str, sketch, claim: tuple) -> None:
+        """A report of the event among those near-duplicates are sought in (rule 3), until the
+        event is older than ``WINDOW``."""
+        pool = self._pools.get(indicator)
         if pool is None:
-            pool = self._pools[r.indicator] = _Pool()
-        member = f"{event_id}:{r.article_id}"
-        if pool.add(member, event_id, r.sketch, r.claim):
-            heapq.heappush(self._live, (ev.first_report_at, r.indicator, member))
+            pool = self._pools[indicator] = _Pool()
+        member = f"{event_id}:{article_id}"
+        if pool.add(member, event_id, sketch, claim):
+            heapq.heappush(self._live, (self.events[event_id].first_report_at, indicator, member))
 
     def _advance(self, now: datetime) -> None:
         """Forget what no report at or after ``now`` can match. An event's time only moves
