@@ -523,6 +523,11 @@ class _Pool:
 
     def __init__(self) -> None:
         self.matrix = np.empty((64, neardup.NUM_PERM), dtype=neardup._DTYPE)
+        # The low byte of each hash value, one column per row: a cheap first comparison
+        # (agreeing values agree in their low bytes, so it never undercounts) whose
+        # sum over the 128 rows is a fast vertical add; only the rows it lets through are
+        # compared in full.
+        self.low = np.empty((neardup.NUM_PERM, 64), dtype=np.uint8)
         self.events = np.empty(64, dtype=np.int64)  # row -> event code
         self.claims = np.empty(64, dtype=np.int64)  # row -> claim code
         self.alive = np.zeros(64, dtype=bool)
@@ -555,6 +560,7 @@ class _Pool:
             code = self._event_code[event_id] = len(self.event_ids)
             self.event_ids.append(event_id)
         self.matrix[n] = hashvalues
+        self.low[:, n] = self.matrix[n]  # (a cast to uint8 keeps the low byte)
         self.events[n] = code
         ccode = self._claim_code.get(claim)
         if ccode is None:
@@ -589,10 +595,13 @@ class _Pool:
     def similar(self, sketch: MinHash | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities) of the live reports at or above the threshold."""
         n = len(self.members)
-        hashvalues = getattr(sketch, "hashvalues", sketch)
+        hashvalues = np.asarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
         if self.lsh is None:
-            agree = _agreements(self.matrix[:n], hashvalues)
-            rows = np.flatnonzero(self.alive[:n] & (agree >= neardup.THRESHOLD * neardup.NUM_PERM))
+            low = np.add.reduce(self.low[:, :n] == hashvalues.astype(np.uint8)[:, None], axis=0, dtype=np.uint8)
+            rows = np.flatnonzero(self.alive[:n] & (low >= neardup.THRESHOLD * neardup.NUM_PERM))
+            agree = _agreements(self.matrix[rows], hashvalues)
+            keep = agree >= neardup.THRESHOLD * neardup.NUM_PERM
+            return rows[keep], agree[keep] / neardup.NUM_PERM
         else:
             query = sketch if isinstance(sketch, MinHash) else neardup.from_signature(hashvalues)
             rows = np.fromiter((self.row_of[m] for m in self.lsh.query(query)), dtype=np.int64)
@@ -607,6 +616,9 @@ class _Pool:
         matrix = np.empty((cap, neardup.NUM_PERM), dtype=self.matrix.dtype)
         matrix[: len(self.matrix)] = self.matrix
         self.matrix = matrix
+        low = np.empty((neardup.NUM_PERM, cap), dtype=np.uint8)
+        low[:, : self.low.shape[1]] = self.low
+        self.low = low
         for name in ("events", "claims", "alive"):
             arr = getattr(self, name)
             grown = np.zeros(cap, dtype=arr.dtype)
@@ -617,6 +629,7 @@ class _Pool:
         keep = np.flatnonzero(self.alive[: len(self.members)])
         k = len(keep)
         self.matrix[:k] = self.matrix[keep]
+        self.low[:, :k] = self.low[:, keep]
         self.events[:k] = self.events[keep]
         self.claims[:k] = self.claims[keep]
         self.alive[:k] = True
