@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
@@ -333,7 +334,7 @@ class Clusterer:
         if new_places or new_actors:
             self._index_event(ev, new_places, new_actors)
         self.add_member_keys(event_id, r.indicator, r.url, r.guid, r.content_hash)
-        self.add_member_sketch(event_id, r.indicator, r.article_id, r.sketch, r.claim)
+        self.add_member_sketch(event_id, r.indicator, r.article_id, r.sketch, r.__dict__.get("claim") or r.folded)
 
     def add_member_keys(self, event_id: str, indicator: str, url: str | None, guid: str | None, content_hash: str) -> None:
         """Rule 1's keys of a report of the event (canonical URL, entry id, content hash): the
@@ -344,9 +345,10 @@ class Clusterer:
                 keys[(indicator, key)] = event_id
                 self._key_expiry.append((self.events[event_id].first_report_at, (indicator, key), event_id))
 
-    def add_member_sketch(self, event_id: str, indicator: str, article_id: str, sketch, claim: tuple) -> None:
+    def add_member_sketch(self, event_id: str, indicator: str, article_id: str, sketch, claim: tuple | str) -> None:
         """A report of the event among those near-duplicates are sought in (rule 3), until the
-        event is older than ``WINDOW``."""
+        event is older than ``WINDOW``; ``claim`` is its ``neardup.claim``, or its folded text
+        to take the claim from when a near-duplicate search first needs it."""
         pool = self._pools.get(indicator)
         if pool is None:
             pool = self._pools[indicator] = _Pool()
@@ -484,8 +486,8 @@ class Clusterer:
         rows, sims = pool.similar(r.sketch)
         if not len(rows):
             return None
-        mine = pool.claim_code(r.claim)
-        keep = pool.claims[rows] == mine
+        mine, claim = r.claim, pool.claim
+        keep = np.fromiter((claim(i) == mine for i in rows.tolist()), dtype=bool, count=len(rows))
         rows, sims = rows[keep], sims[keep]
         if not len(rows):
             return None
@@ -509,6 +511,10 @@ def _agreements(matrix: np.ndarray, row: np.ndarray) -> np.ndarray:
     return ((eq.sum(axis=1, dtype=np.uint64) * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
 
 
+_AGREE = math.ceil(neardup.THRESHOLD * neardup.NUM_PERM)  # hash values two near-duplicates share, at least
+_NO_SIMS = np.empty(0)
+
+
 class _Pool:
     """The reports of one indicator that near-duplicates are sought among (those of events
     within ``WINDOW``): their sketches as rows of one matrix, so similarities to all of them
@@ -529,22 +535,26 @@ class _Pool:
         # compared in full.
         self.low = np.empty((neardup.NUM_PERM, 64), dtype=np.uint8)
         self.events = np.empty(64, dtype=np.int64)  # row -> event code
-        self.claims = np.empty(64, dtype=np.int64)  # row -> claim code
         self.alive = np.zeros(64, dtype=bool)
         self.members: list[str] = []  # row -> member id
         self.row_of: dict[str, int] = {}
         self.event_ids: list[str] = []  # event code -> event id
         self._event_code: dict[str, int] = {}
-        self._claim_code: dict[tuple, int] = {}
-        self._claims: list[tuple] = []  # claim code -> claim
+        self.claims: list[tuple | str] = []  # row -> its claim, or its folded text until the claim is needed
         self.live = 0
         self.lsh: MinHashLSH | None = None
 
-    def claim_code(self, claim: tuple) -> int:
-        return self._claim_code.get(claim, -1)
+    def claim(self, row: int) -> tuple:
+        """The row's ``neardup.claim`` (taken from its text the first time it is asked for:
+        most reports are never compared with any other)."""
+        c = self.claims[row]
+        if isinstance(c, str):
+            c = self.claims[row] = neardup.claim(c)
+        return c
 
-    def add(self, member: str, event_id: str, sketch: MinHash | np.ndarray, claim: tuple) -> bool:
-        """Add a report (its sketch as a MinHash or as its hash values)."""
+    def add(self, member: str, event_id: str, sketch: MinHash | np.ndarray, claim: tuple | str) -> bool:
+        """Add a report (its sketch as a MinHash or as its hash values; its claim, or its
+        folded text to take the claim from when needed)."""
         if member in self.row_of:
             return False
         n = len(self.members)
@@ -562,11 +572,7 @@ class _Pool:
         self.matrix[n] = hashvalues
         self.low[:, n] = self.matrix[n]  # (a cast to uint8 keeps the low byte)
         self.events[n] = code
-        ccode = self._claim_code.get(claim)
-        if ccode is None:
-            ccode = self._claim_code[claim] = len(self._claims)
-            self._claims.append(claim)
-        self.claims[n] = ccode
+        self.claims.append(claim)
         self.alive[n] = True
         self.members.append(member)
         self.row_of[member] = n
@@ -598,9 +604,12 @@ class _Pool:
         hashvalues = np.asarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
         if self.lsh is None:
             low = np.add.reduce(self.low[:, :n] == hashvalues.astype(np.uint8)[:, None], axis=0, dtype=np.uint8)
-            rows = np.flatnonzero(self.alive[:n] & (low >= neardup.THRESHOLD * neardup.NUM_PERM))
+            low &= self.alive[:n].view(np.uint8) * np.uint8(0xFF)  # dead rows count 0
+            rows = np.flatnonzero(low >= _AGREE)
+            if not len(rows):
+                return rows, _NO_SIMS
             agree = _agreements(self.matrix[rows], hashvalues)
-            keep = agree >= neardup.THRESHOLD * neardup.NUM_PERM
+            keep = agree >= _AGREE
             return rows[keep], agree[keep] / neardup.NUM_PERM
         else:
             query = sketch if isinstance(sketch, MinHash) else neardup.from_signature(hashvalues)
@@ -619,7 +628,7 @@ class _Pool:
         low = np.empty((neardup.NUM_PERM, cap), dtype=np.uint8)
         low[:, : self.low.shape[1]] = self.low
         self.low = low
-        for name in ("events", "claims", "alive"):
+        for name in ("events", "alive"):
             arr = getattr(self, name)
             grown = np.zeros(cap, dtype=arr.dtype)
             grown[: len(arr)] = arr
@@ -631,16 +640,15 @@ class _Pool:
         self.matrix[:k] = self.matrix[keep]
         self.low[:, :k] = self.low[:, keep]
         self.events[:k] = self.events[keep]
-        self.claims[:k] = self.claims[keep]
         self.alive[:k] = True
         self.alive[k:] = False
-        self.members = [self.members[i] for i in keep.tolist()]
+        kept = keep.tolist()
+        self.members = [self.members[i] for i in kept]
+        self.claims = [self.claims[i] for i in kept]
         self.row_of = {m: i for i, m in enumerate(self.members)}
-        # Renumber the events and claims of the live rows and forget the others: codes of
+        # Renumber the events of the live rows and forget the others: codes of
         # evicted reports would otherwise be kept for ever (a leak that grows with the load).
         codes, self.events[:k] = np.unique(self.events[:k], return_inverse=True)
         self.event_ids = [self.event_ids[c] for c in codes.tolist()]
         self._event_code = {e: i for i, e in enumerate(self.event_ids)}
-        codes, self.claims[:k] = np.unique(self.claims[:k], return_inverse=True)
-        self._claims = [self._claims[c] for c in codes.tolist()]
-        self._claim_code = {c: i for i, c in enumerate(self._claims)}
+

@@ -179,7 +179,7 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     if len(sketches) != len(rows):
         raise RuntimeError(f"{len(rows) - len(sketches)} reports of recent events have no sketch")
     for (event_id, indicator, article_id, folded), sketch in zip(rows, sketches):
-        clusterer.add_member_sketch(event_id, indicator, article_id, sketch, neardup.claim(folded))
+        clusterer.add_member_sketch(event_id, indicator, article_id, sketch, folded)
 
 
 def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None) -> int:
