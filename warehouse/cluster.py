@@ -129,6 +129,10 @@ class Report:
     entities: set[tuple[str, str, str]] = field(default_factory=set)  # (gazetteer, id, kind)
     launch: frozenset[str] = frozenset()  # places named only as where the attack came from
 
+    def __post_init__(self) -> None:
+        if not self.entities:  # most reports name nothing: their sets are known without a look
+            self.__dict__.update(_NOTHING_NAMED)
+
     def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> frozenset[str]:
         if not self.entities:
             return _NONE
@@ -180,6 +184,9 @@ class Report:
         keys = [("u:" + self.url, "same_url")] if self.url else []
         keys += [("g:" + self.guid, "same_guid")] if self.guid else []
         return keys + [("h:" + self.content_hash, "same_content")]
+
+
+_NOTHING_NAMED = dict(places=_NONE, countries=_NONE, umbrella=False, actors=_NONE, weapons=_NONE, cues=_NONE)
 
 
 @dataclass(slots=True)
