@@ -10,6 +10,7 @@ The event's time is its earliest report; ``events_v`` shows each event's corrobo
 from __future__ import annotations
 
 import gc
+import re
 from datetime import datetime
 
 import duckdb
@@ -191,6 +192,43 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
     pending reports are read ``CHUNK`` at a time (only their keys are staged), links are
     written after each chunk, and events no report can join any more
     (``Clusterer.take_closed``) are written and dropped as the reports' time passes them."""
+    restore = _limit_memory(con)
+    try:
+        return _assign(con, now, places)
+    finally:
+        if restore:
+            con.execute(f"SET memory_limit = '{restore}'")
+
+
+def _limit_memory(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Lower DuckDB's memory limit to ``warehouse.assign_memory`` (marsad/settings.yaml) while
+    events are assigned: what assignment writes and reads is spilled beyond it instead of
+    held (at 1M reports DuckDB would otherwise keep about 1 GB of table data). Returns the
+    limit to restore, or None when it is not lowered: it is lower already, or DuckDB cannot
+    free enough memory to go under it now (then it keeps its limit, as without the setting)."""
+    from marsad.settings import current
+
+    want = current("warehouse.assign_memory").get("warehouse.assign_memory")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    if _bytes(before) <= _bytes(want):
+        return None
+    try:
+        con.execute(f"SET memory_limit = '{want}'")
+    except duckdb.OutOfMemoryError:
+        return None
+    return before
+
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _bytes(size: str) -> float:
+    """Bytes of a DuckDB memory size ("256MB", "18.8 GiB")."""
+    number, unit = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]+)\s*", size).groups()
+    return float(number) * _UNITS[unit.upper()]
+
+
+def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None) -> int:
     _sketch_pending(con)
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
