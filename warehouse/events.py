@@ -113,7 +113,7 @@ def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list
     ).fetchall():
         entities.setdefault(rn, []).append((g, i, k, r))
     flat = con.execute(
-        """SELECT unnest(s.minhash) AS h FROM (SELECT s.minhash FROM _marsad_pending p JOIN article_sketches s USING (article_id)
+        """SELECT CAST(unnest(s.minhash) AS UINTEGER) AS h FROM (SELECT s.minhash FROM _marsad_pending p JOIN article_sketches s USING (article_id)
            WHERE p.rn BETWEEN ? AND ? ORDER BY p.rn) s""", params
     ).fetchnumpy()["h"]
     sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
@@ -173,7 +173,7 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     if not rows:
         return
     flat = con.execute(
-        f"""SELECT unnest(minhash) AS h FROM (SELECT s.minhash FROM {members}
+        f"""SELECT CAST(unnest(minhash) AS UINTEGER) AS h FROM (SELECT s.minhash FROM {members}
             WHERE {chosen} {order})""", params
     ).fetchnumpy()["h"]
     sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)

@@ -86,8 +86,15 @@ def signatures(folded: list[str]) -> np.ndarray:
     are permuted a block at a time in one numpy operation and each text's minima taken with
     ``minimum.reduceat``, instead of one MinHash object (and its arrays) per text."""
     out = np.empty((len(folded), NUM_PERM), dtype=_DTYPE)
-    if not folded:
-        return out
+    for first in range(0, len(folded), _TEXTS):  # a bounded number of texts' 3-grams in memory at a time
+        _signatures(folded[first : first + _TEXTS], out[first : first + _TEXTS])
+    return out
+
+
+_TEXTS = 4_096
+
+
+def _signatures(folded: list[str], out: np.ndarray) -> None:
     hashes, starts = _all_gram_hashes(folded)
     a, b = _PERMUTATIONS
     ends = np.append(starts[1:], len(hashes))
@@ -100,7 +107,6 @@ def signatures(folded: list[str]) -> np.ndarray:
         permuted += b[:, None]
         out[start:end] = np.minimum.reduceat(permuted, starts[start:end] - lo, axis=1).T
         start = end
-    return out
 
 
 def _all_gram_hashes(folded: list[str]) -> tuple[np.ndarray, np.ndarray]:
