@@ -143,14 +143,18 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     * the sketches and texts of the reports of those within ``WINDOW`` (rules 2 and 3).
     """
     params = [indicators, lo - LOOKBACK, hi]
-    chosen = "list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ?"
+    chosen = "list_contains($1, e.indicator) AND e.first_report_at BETWEEN $2 AND $3"
+    # An event's reports are published at or after its time: said on the articles too, so
+    # DuckDB skips the blocks of older articles (min/max per block) instead of joining all.
+    reports = f"{chosen} AND a.published_at >= $2"
     entities: dict[str, list] = {}
     for event_id, g, i, k, launch in con.execute(
         f"""SELECT DISTINCT event_id, gazetteer, entity_id, kind, launch FROM (
                 SELECT ea.event_id, x.gazetteer, x.entity_id, x.kind,
                        bool_or(x.role = 'launch') OVER (PARTITION BY x.article_id, x.entity_id) AS launch
-                FROM events e JOIN event_articles ea USING (event_id) JOIN article_entities x USING (article_id)
-                WHERE {chosen})""", params,
+                FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
+                     JOIN article_entities x USING (article_id)
+                WHERE {reports})""", params,
     ).fetchall():
         entities.setdefault(event_id, []).append((g, i, k, launch))
     for event_id, indicator, first_report, first_seen, title in con.execute(
@@ -162,19 +166,19 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     order = "ORDER BY a.published_at, a.article_id, e.event_id"
     for event_id, indicator, url, guid, chash in con.execute(
         f"""SELECT e.event_id, e.indicator, a.canonical_url, a.guid, a.content_hash FROM {members}
-            WHERE {chosen} {order}""", [indicators, lo - EXACT_HORIZON, hi],
+            WHERE {reports} {order}""", [indicators, lo - EXACT_HORIZON, hi],
     ).fetchall():
         clusterer.add_member_keys(event_id, indicator, url or None, guid or None, chash)
     params = [indicators, lo - WINDOW, hi]
     members += " JOIN article_sketches s USING (article_id)"  # a report never sketched is no near-duplicate
     rows = con.execute(
-        f"SELECT e.event_id, e.indicator, a.article_id, a.text_folded FROM {members} WHERE {chosen} {order}", params
+        f"SELECT e.event_id, e.indicator, a.article_id, a.text_folded FROM {members} WHERE {reports} {order}", params
     ).fetchall()
     if not rows:
         return
     flat = con.execute(
         f"""SELECT CAST(unnest(minhash) AS UINTEGER) AS h FROM (SELECT s.minhash FROM {members}
-            WHERE {chosen} {order})""", params
+            WHERE {reports} {order})""", params
     ).fetchnumpy()["h"]
     sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
     if len(sketches) != len(rows):
