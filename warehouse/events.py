@@ -199,6 +199,16 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
     restore = _limit_memory(con)
     try:
         return _assign(con, now, places)
+    except duckdb.OutOfMemoryException:
+        if not restore:
+            raise
+        # DuckDB could not keep under the lowered limit what it cannot spill (the tables'
+        # key indexes grow with the warehouse): drop the links whose events were not
+        # written yet, and assign the rest again under the limit it had before.
+        con.execute(f"SET memory_limit = '{restore}'")
+        restore = None
+        con.execute("DELETE FROM event_articles ea WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ea.event_id)")
+        return _assign(con, now, places)
     finally:
         if restore:
             con.execute(f"SET memory_limit = '{restore}'")
@@ -209,7 +219,9 @@ def _limit_memory(con: duckdb.DuckDBPyConnection) -> str | None:
     events are assigned: what assignment writes and reads is spilled beyond it instead of
     held (at 1M reports DuckDB would otherwise keep about 1 GB of table data). Returns the
     limit to restore, or None when it is not lowered: it is lower already, or DuckDB cannot
-    free enough memory to go under it now (then it keeps its limit, as without the setting)."""
+    free enough memory to go under it now (then it keeps its limit, as without the setting).
+    Should assignment run out of memory under the lowered limit, ``assign_events`` assigns
+    again under the previous one."""
     from marsad.settings import current
 
     want = current("warehouse.assign_memory").get("warehouse.assign_memory")
@@ -218,7 +230,7 @@ def _limit_memory(con: duckdb.DuckDBPyConnection) -> str | None:
         return None
     try:
         con.execute(f"SET memory_limit = '{want}'")
-    except duckdb.OutOfMemoryError:
+    except duckdb.OutOfMemoryException:
         return None
     return before
 
