@@ -373,7 +373,7 @@ def report(rows: list[Row], info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.run")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--only", nargs="*", help="ingest poll dedupe rules parse airflow")
+    ap.add_argument("--only", nargs="*", help="ingest poll dedupe events rules parse airflow")
     ap.add_argument("--no-airflow", dest="airflow", action="store_false",
                     help="skip alert latency and memory under airflow standalone (about 10 minutes)")
     args = ap.parse_args(argv)
@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": lambda: bench_ingest(40 if q else 200),
         "poll": lambda: bench_poll(100 if q else 1000, 50),
         "dedupe": lambda: bench_dedupe([2_000, 20_000] if q else [10_000, 100_000, 1_000_000]),
+        "events": lambda: __import__("bench.events").events.bench_events_history(100_000 if q else 1_000_000),
         "rules": lambda: bench_rules(50_000 if q else 1_000_000),
         "parse": lambda: bench_dag_parse(3 if q else 5),
     }

@@ -154,6 +154,7 @@ def check_private_networks(value: Any) -> str:
 
 PrivateNetworks = Annotated[str, BeforeValidator(check_private_networks)]
 PathText = Annotated[str, Field(min_length=1)]
+MemorySize = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)? ?([KMGT]i?B)$")]  # as DuckDB's memory_limit takes it
 
 
 class _Section(BaseModel):
@@ -187,6 +188,7 @@ class Warehouse(_Section):
     fetch_log_retention: Duration = 30 * 86400
     pool: Name = "marsad_warehouse"
     queue: Name = "default"
+    assign_memory: MemorySize = "256MB"
 
 
 class Delivery(_Section):
@@ -242,6 +244,7 @@ ENV: dict[str, str] = {
     "warehouse.fetch_log_retention": "MARSAD_FETCH_LOG_RETENTION",
     "warehouse.pool": "MARSAD_WAREHOUSE_POOL",
     "warehouse.queue": "MARSAD_WAREHOUSE_QUEUE",
+    "warehouse.assign_memory": "MARSAD_ASSIGN_MEMORY",
     "delivery.budget": "MARSAD_DELIVER_BUDGET",
     "tasks.retries": "MARSAD_TASK_RETRIES",
     "ops.channel": "MARSAD_OPS_CHANNEL",

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
@@ -128,6 +129,10 @@ class Report:
     entities: set[tuple[str, str, str]] = field(default_factory=set)  # (gazetteer, id, kind)
     launch: frozenset[str] = frozenset()  # places named only as where the attack came from
 
+    def __post_init__(self) -> None:
+        if not self.entities:  # most reports name nothing: their sets are known without a look
+            self.__dict__.update(_NOTHING_NAMED)
+
     def _ids(self, gazetteer: str, kinds: frozenset | None = None) -> frozenset[str]:
         if not self.entities:
             return _NONE
@@ -179,6 +184,9 @@ class Report:
         keys = [("u:" + self.url, "same_url")] if self.url else []
         keys += [("g:" + self.guid, "same_guid")] if self.guid else []
         return keys + [("h:" + self.content_hash, "same_content")]
+
+
+_NOTHING_NAMED = dict(places=_NONE, countries=_NONE, umbrella=False, actors=_NONE, weapons=_NONE, cues=_NONE)
 
 
 @dataclass(slots=True)
@@ -290,6 +298,38 @@ class Clusterer:
         for a in ev.actors if actors is None else actors:
             bisect.insort(self._by_actor.setdefault((ev.indicator, a), []), entry)
 
+    def add_known_event(self, ev: Event, entities) -> None:
+        """An event already linked to reports, given the entities its reports name instead of
+        the reports: ``(gazetteer, id, kind, launch)`` rows, ``launch`` when that report names
+        the id as a launch place. Its places, countries, actors, weapons, cues and umbrella are
+        the union over its reports of what ``add_member`` would take from each report, so
+        rules 2 to 6, which read only these sets and the event's time, decide as if its
+        reports had been added; its members' keys and sketches are added apart
+        (``add_member_keys``, ``add_member_sketch``) only where a rule still reads them."""
+        h = self.places
+        places, countries, actors, weapons, cues = set(), set(), set(), set(), set()
+        for g, i, k, launch in entities:
+            if g == "places":
+                if launch:
+                    continue
+                if k in PLACE_KINDS or (k in NESTED_KINDS and i in h.parent):
+                    places.add(h.resolve(i))
+                elif k == "country":
+                    countries.add(i)
+            elif g == "actors":
+                if k in ACTOR_KINDS:
+                    actors.add(i)
+                ev.umbrella |= k == "militia_umbrella"
+            elif g == "weapons":
+                weapons.add(i)
+            elif g == "cues":
+                cues.add(i)
+        ev.places, ev.countries = frozenset(places) or _NONE, frozenset(countries) or _NONE
+        ev.actors, ev.weapons, ev.cues = frozenset(actors) or _NONE, frozenset(weapons) or _NONE, frozenset(cues) or _NONE
+        if ev.places:
+            ev.core = frozenset(h.most_specific(ev.places))
+        self.add_event(ev)
+
     def add_member(self, event_id: str, r: Report, where: frozenset[str] | None = None) -> None:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
@@ -298,17 +338,30 @@ class Clusterer:
         ev.absorb(r, where)
         if new_places:
             ev.core = frozenset(self.places.most_specific(ev.places))
-        self._index_event(ev, new_places, new_actors)
-        for key, _ in r.keys():
-            if (r.indicator, key) not in self._keys:
-                self._keys[(r.indicator, key)] = event_id
-                self._key_expiry.append((ev.first_report_at, (r.indicator, key), event_id))
-        pool = self._pools.get(r.indicator)
+        if new_places or new_actors:
+            self._index_event(ev, new_places, new_actors)
+        self.add_member_keys(event_id, r.indicator, r.url, r.guid, r.content_hash)
+        self.add_member_sketch(event_id, r.indicator, r.article_id, r.sketch, r.__dict__.get("claim") or r.folded)
+
+    def add_member_keys(self, event_id: str, indicator: str, url: str | None, guid: str | None, content_hash: str) -> None:
+        """Rule 1's keys of a report of the event (canonical URL, entry id, content hash): the
+        first event to hold a key keeps it until it expires (``EXACT_HORIZON`` after the event)."""
+        keys = self._keys
+        for key in (("u:" + url) if url else None, ("g:" + guid) if guid else None, "h:" + content_hash):
+            if key is not None and (indicator, key) not in keys:
+                keys[(indicator, key)] = event_id
+                self._key_expiry.append((self.events[event_id].first_report_at, (indicator, key), event_id))
+
+    def add_member_sketch(self, event_id: str, indicator: str, article_id: str, sketch, claim: tuple | str) -> None:
+        """A report of the event among those near-duplicates are sought in (rule 3), until the
+        event is older than ``WINDOW``; ``claim`` is its ``neardup.claim``, or its folded text
+        to take the claim from when a near-duplicate search first needs it."""
+        pool = self._pools.get(indicator)
         if pool is None:
-            pool = self._pools[r.indicator] = _Pool()
-        member = f"{event_id}:{r.article_id}"
-        if pool.add(member, event_id, r.sketch, r.claim):
-            heapq.heappush(self._live, (ev.first_report_at, r.indicator, member))
+            pool = self._pools[indicator] = _Pool()
+        member = f"{event_id}:{article_id}"
+        if pool.add(member, event_id, sketch, claim):
+            heapq.heappush(self._live, (self.events[event_id].first_report_at, indicator, member))
 
     def _advance(self, now: datetime) -> None:
         """Forget what no report at or after ``now`` can match. An event's time only moves
@@ -440,8 +493,8 @@ class Clusterer:
         rows, sims = pool.similar(r.sketch)
         if not len(rows):
             return None
-        mine = pool.claim_code(r.claim)
-        keep = pool.claims[rows] == mine
+        mine, claim = r.claim, pool.claim
+        keep = np.fromiter((claim(i) == mine for i in rows.tolist()), dtype=bool, count=len(rows))
         rows, sims = rows[keep], sims[keep]
         if not len(rows):
             return None
@@ -465,6 +518,10 @@ def _agreements(matrix: np.ndarray, row: np.ndarray) -> np.ndarray:
     return ((eq.sum(axis=1, dtype=np.uint64) * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
 
 
+_AGREE = math.ceil(neardup.THRESHOLD * neardup.NUM_PERM)  # hash values two near-duplicates share, at least
+_NO_SIMS = np.empty(0)
+
+
 class _Pool:
     """The reports of one indicator that near-duplicates are sought among (those of events
     within ``WINDOW``): their sketches as rows of one matrix, so similarities to all of them
@@ -479,23 +536,32 @@ class _Pool:
 
     def __init__(self) -> None:
         self.matrix = np.empty((64, neardup.NUM_PERM), dtype=neardup._DTYPE)
+        # The low byte of each hash value, one column per row: a cheap first comparison
+        # (agreeing values agree in their low bytes, so it never undercounts) whose
+        # sum over the 128 rows is a fast vertical add; only the rows it lets through are
+        # compared in full.
+        self.low = np.empty((neardup.NUM_PERM, 64), dtype=np.uint8)
         self.events = np.empty(64, dtype=np.int64)  # row -> event code
-        self.claims = np.empty(64, dtype=np.int64)  # row -> claim code
         self.alive = np.zeros(64, dtype=bool)
         self.members: list[str] = []  # row -> member id
         self.row_of: dict[str, int] = {}
         self.event_ids: list[str] = []  # event code -> event id
         self._event_code: dict[str, int] = {}
-        self._claim_code: dict[tuple, int] = {}
-        self._claims: list[tuple] = []  # claim code -> claim
+        self.claims: list[tuple | str] = []  # row -> its claim, or its folded text until the claim is needed
         self.live = 0
         self.lsh: MinHashLSH | None = None
 
-    def claim_code(self, claim: tuple) -> int:
-        return self._claim_code.get(claim, -1)
+    def claim(self, row: int) -> tuple:
+        """The row's ``neardup.claim`` (taken from its text the first time it is asked for:
+        most reports are never compared with any other)."""
+        c = self.claims[row]
+        if isinstance(c, str):
+            c = self.claims[row] = neardup.claim(c)
+        return c
 
-    def add(self, member: str, event_id: str, sketch: MinHash | np.ndarray, claim: tuple) -> bool:
-        """Add a report (its sketch as a MinHash or as its hash values)."""
+    def add(self, member: str, event_id: str, sketch: MinHash | np.ndarray, claim: tuple | str) -> bool:
+        """Add a report (its sketch as a MinHash or as its hash values; its claim, or its
+        folded text to take the claim from when needed)."""
         if member in self.row_of:
             return False
         n = len(self.members)
@@ -511,12 +577,9 @@ class _Pool:
             code = self._event_code[event_id] = len(self.event_ids)
             self.event_ids.append(event_id)
         self.matrix[n] = hashvalues
+        self.low[:, n] = self.matrix[n]  # (a cast to uint8 keeps the low byte)
         self.events[n] = code
-        ccode = self._claim_code.get(claim)
-        if ccode is None:
-            ccode = self._claim_code[claim] = len(self._claims)
-            self._claims.append(claim)
-        self.claims[n] = ccode
+        self.claims.append(claim)
         self.alive[n] = True
         self.members.append(member)
         self.row_of[member] = n
@@ -545,10 +608,16 @@ class _Pool:
     def similar(self, sketch: MinHash | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities) of the live reports at or above the threshold."""
         n = len(self.members)
-        hashvalues = getattr(sketch, "hashvalues", sketch)
+        hashvalues = np.asarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
         if self.lsh is None:
-            agree = _agreements(self.matrix[:n], hashvalues)
-            rows = np.flatnonzero(self.alive[:n] & (agree >= neardup.THRESHOLD * neardup.NUM_PERM))
+            low = np.add.reduce(self.low[:, :n] == hashvalues.astype(np.uint8)[:, None], axis=0, dtype=np.uint8)
+            low &= self.alive[:n].view(np.uint8) * np.uint8(0xFF)  # dead rows count 0
+            rows = np.flatnonzero(low >= _AGREE)
+            if not len(rows):
+                return rows, _NO_SIMS
+            agree = _agreements(self.matrix[rows], hashvalues)
+            keep = agree >= _AGREE
+            return rows[keep], agree[keep] / neardup.NUM_PERM
         else:
             query = sketch if isinstance(sketch, MinHash) else neardup.from_signature(hashvalues)
             rows = np.fromiter((self.row_of[m] for m in self.lsh.query(query)), dtype=np.int64)
@@ -563,7 +632,10 @@ class _Pool:
         matrix = np.empty((cap, neardup.NUM_PERM), dtype=self.matrix.dtype)
         matrix[: len(self.matrix)] = self.matrix
         self.matrix = matrix
-        for name in ("events", "claims", "alive"):
+        low = np.empty((neardup.NUM_PERM, cap), dtype=np.uint8)
+        low[:, : self.low.shape[1]] = self.low
+        self.low = low
+        for name in ("events", "alive"):
             arr = getattr(self, name)
             grown = np.zeros(cap, dtype=arr.dtype)
             grown[: len(arr)] = arr
@@ -573,17 +645,17 @@ class _Pool:
         keep = np.flatnonzero(self.alive[: len(self.members)])
         k = len(keep)
         self.matrix[:k] = self.matrix[keep]
+        self.low[:, :k] = self.low[:, keep]
         self.events[:k] = self.events[keep]
-        self.claims[:k] = self.claims[keep]
         self.alive[:k] = True
         self.alive[k:] = False
-        self.members = [self.members[i] for i in keep.tolist()]
+        kept = keep.tolist()
+        self.members = [self.members[i] for i in kept]
+        self.claims = [self.claims[i] for i in kept]
         self.row_of = {m: i for i, m in enumerate(self.members)}
-        # Renumber the events and claims of the live rows and forget the others: codes of
+        # Renumber the events of the live rows and forget the others: codes of
         # evicted reports would otherwise be kept for ever (a leak that grows with the load).
         codes, self.events[:k] = np.unique(self.events[:k], return_inverse=True)
         self.event_ids = [self.event_ids[c] for c in codes.tolist()]
         self._event_code = {e: i for i, e in enumerate(self.event_ids)}
-        codes, self.claims[:k] = np.unique(self.claims[:k], return_inverse=True)
-        self._claims = [self._claims[c] for c in codes.tolist()]
-        self._claim_code = {c: i for i, c in enumerate(self._claims)}
+

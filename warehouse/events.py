@@ -10,6 +10,7 @@ The event's time is its earliest report; ``events_v`` shows each event's corrobo
 from __future__ import annotations
 
 import gc
+import re
 from datetime import datetime
 
 import duckdb
@@ -22,11 +23,10 @@ from warehouse.load import bulk_insert
 
 LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
-# What a Report is made of; the sketch is read apart, as one array (``_read_reports``).
+# What a Report is made of besides its entities and sketch, which are read apart as columns
+# (``_read_reports``): a list of structs per row costs more than the rest of the row.
 _REPORT_COLUMNS = """a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
-                     a.text_folded, a.guid,
-                     coalesce((SELECT list({'g': x.gazetteer, 'i': x.entity_id, 'k': x.kind, 'r': x.role})
-                               FROM article_entities x WHERE x.article_id = a.article_id), []) AS entities"""
+                     a.text_folded, a.guid"""
 
 
 CHUNK = 20_000  # reports sketched, or read and held as Report objects, at a time
@@ -95,37 +95,156 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
         con.unregister("_marsad_new_sketches")
 
 
-def _read_reports(con: duckdb.DuckDBPyConnection, sel: str, src: str, rest: str, params: list) -> list[tuple[tuple, Report]]:
-    """(row, Report) for the reports of ``src`` (joined to articles ``a`` and their sketches)
-    that ``rest`` (WHERE ... ORDER BY a unique key) selects; ``sel`` are columns before
-    them, the indicator last. The sketches come as one array, not as 128 Python ints per
-    row: a second pass over the same rows, in the same order."""
-    src = f"{src} JOIN articles a USING (article_id) JOIN article_sketches s USING (article_id)"
-    rows = con.execute(f"SELECT {sel} {_REPORT_COLUMNS} FROM {src} {rest}", params).fetchall()
+def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list[Report]:
+    """The Reports of the pending pairs numbered ``first..last`` (``_marsad_pending``), in
+    that order. Three passes over the same rows: the columns, the entities (one row each,
+    grouped here), and the sketches as one flat array (not 128 Python ints per row)."""
+    params = [first, last]
+    src = "_marsad_pending p JOIN articles a USING (article_id)"
+    rows = con.execute(
+        f"SELECT p.rn, p.indicator, {_REPORT_COLUMNS} FROM {src} WHERE p.rn BETWEEN ? AND ? ORDER BY p.rn", params
+    ).fetchall()
     if not rows:
         return []
-    sketches = np.stack(con.execute(f"SELECT s.minhash FROM {src} {rest}", params).fetchnumpy()["minhash"])
-    sketches = sketches.astype(neardup._DTYPE)
-    return [(row, _report(row[-10], row[-9:], sk)) for row, sk in zip(rows, sketches)]
+    entities: dict[int, list] = {}
+    for rn, g, i, k, r in con.execute(
+        """SELECT p.rn, x.gazetteer, x.entity_id, x.kind, x.role FROM _marsad_pending p JOIN article_entities x USING (article_id)
+           WHERE p.rn BETWEEN ? AND ?""", params
+    ).fetchall():
+        entities.setdefault(rn, []).append((g, i, k, r))
+    flat = con.execute(
+        """SELECT CAST(unnest(s.minhash) AS UINTEGER) AS h FROM (SELECT s.minhash FROM _marsad_pending p JOIN article_sketches s USING (article_id)
+           WHERE p.rn BETWEEN ? AND ? ORDER BY p.rn) s""", params
+    ).fetchnumpy()["h"]
+    sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
+    if len(sketches) != len(rows):
+        raise RuntimeError(f"{len(rows) - len(sketches)} pending reports have no sketch")
+    return [_report(row, entities.get(row[0]), sk) for row, sk in zip(rows, sketches)]
 
 
-def _report(indicator: str, row: tuple, minhash) -> Report:
-    article_id, published, fetched, title, url, chash, folded, guid, ents = row
+def _report(row: tuple, ents: list | None, minhash) -> Report:
+    _, indicator, article_id, published, fetched, title, url, chash, folded, guid = row
     return Report(
         article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
-        minhash, {(e["g"], e["i"], e["k"]) for e in ents} if ents else set(),
-        frozenset(e["i"] for e in ents if e["r"] == "launch") if ents else frozenset(),
+        minhash, {(g, i, k) for g, i, k, _ in ents} if ents else set(),
+        frozenset(i for _, i, _, r in ents if r == "launch") if ents else frozenset(),
     )
+
+
+def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime) -> None:
+    """Give ``clusterer`` what the rules can reach of the events already stored, each thing at
+    its own horizon around the pending reports' times ``lo..hi`` (``cluster``'s rules):
+
+    * events first reported within ``LOOKBACK`` before ``lo`` (follow-ups, rule 6) up to
+      ``WINDOW`` after ``hi``: their times and the union of their reports' entities, read
+      as rows and gathered by the Clusterer, not their reports;
+    * the keys (URL, entry id, content hash) of the reports of those within
+      ``EXACT_HORIZON`` (rule 1);
+    * the sketches and texts of the reports of those within ``WINDOW`` (rules 2 and 3).
+    """
+    params = [indicators, lo - LOOKBACK, hi]
+    chosen = "list_contains($1, e.indicator) AND e.first_report_at BETWEEN $2 AND $3"
+    # An event's reports are published at or after its time: said on the articles too, so
+    # DuckDB skips the blocks of older articles (min/max per block) instead of joining all.
+    reports = f"{chosen} AND a.published_at >= $2"
+    entities: dict[str, list] = {}
+    for event_id, g, i, k, launch in con.execute(
+        f"""SELECT DISTINCT event_id, gazetteer, entity_id, kind, launch FROM (
+                SELECT ea.event_id, x.gazetteer, x.entity_id, x.kind,
+                       bool_or(x.role = 'launch') OVER (PARTITION BY x.article_id, x.entity_id) AS launch
+                FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
+                     JOIN article_entities x USING (article_id)
+                WHERE {reports})""", params,
+    ).fetchall():
+        entities.setdefault(event_id, []).append((g, i, k, launch))
+    for event_id, indicator, first_report, first_seen, title in con.execute(
+        f"""SELECT event_id, indicator, first_report_at, first_seen_at, title FROM events e
+            WHERE {chosen} ORDER BY first_report_at, event_id""", params,
+    ).fetchall():
+        clusterer.add_known_event(Event(event_id, indicator, first_report, first_seen, title), entities.pop(event_id, ()))
+    members = "events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)"
+    order = "ORDER BY a.published_at, a.article_id, e.event_id"
+    for event_id, indicator, url, guid, chash in con.execute(
+        f"""SELECT e.event_id, e.indicator, a.canonical_url, a.guid, a.content_hash FROM {members}
+            WHERE {reports} {order}""", [indicators, lo - EXACT_HORIZON, hi],
+    ).fetchall():
+        clusterer.add_member_keys(event_id, indicator, url or None, guid or None, chash)
+    params = [indicators, lo - WINDOW, hi]
+    members += " JOIN article_sketches s USING (article_id)"  # a report never sketched is no near-duplicate
+    rows = con.execute(
+        f"SELECT e.event_id, e.indicator, a.article_id, a.text_folded FROM {members} WHERE {reports} {order}", params
+    ).fetchall()
+    if not rows:
+        return
+    flat = con.execute(
+        f"""SELECT CAST(unnest(minhash) AS UINTEGER) AS h FROM (SELECT s.minhash FROM {members}
+            WHERE {reports} {order})""", params
+    ).fetchnumpy()["h"]
+    sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
+    if len(sketches) != len(rows):
+        raise RuntimeError(f"{len(rows) - len(sketches)} reports of recent events have no sketch")
+    for (event_id, indicator, article_id, folded), sketch in zip(rows, sketches):
+        clusterer.add_member_sketch(event_id, indicator, article_id, sketch, folded)
 
 
 def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None) -> int:
     """Link unlinked (article, indicator) pairs to events; returns how many events were opened.
     ``places`` is the nesting of places.yaml (without it, only the same place joins).
 
-    Memory holds what the rules can still reach, not the load: pending reports are read
-    ``CHUNK`` at a time (only their keys are staged), links are written after each chunk,
-    and events no report can join any more (``Clusterer.take_closed``) are written and
-    dropped as the reports' time passes them."""
+    What is read of the past follows the rules' horizons around the pending reports, not the
+    history (``_read_events``). Memory holds what the rules can still reach, not the load:
+    pending reports are read ``CHUNK`` at a time (only their keys are staged), links are
+    written after each chunk, and events no report can join any more
+    (``Clusterer.take_closed``) are written and dropped as the reports' time passes them."""
+    restore = _limit_memory(con)
+    try:
+        return _assign(con, now, places)
+    except duckdb.OutOfMemoryException:
+        if not restore:
+            raise
+        # DuckDB could not keep under the lowered limit what it cannot spill (the tables'
+        # key indexes grow with the warehouse): drop the links whose events were not
+        # written yet, and assign the rest again under the limit it had before.
+        con.execute(f"SET memory_limit = '{restore}'")
+        restore = None
+        con.execute("DELETE FROM event_articles ea WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ea.event_id)")
+        return _assign(con, now, places)
+    finally:
+        if restore:
+            con.execute(f"SET memory_limit = '{restore}'")
+
+
+def _limit_memory(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Lower DuckDB's memory limit to ``warehouse.assign_memory`` (marsad/settings.yaml) while
+    events are assigned: what assignment writes and reads is spilled beyond it instead of
+    held (at 1M reports DuckDB would otherwise keep about 1 GB of table data). Returns the
+    limit to restore, or None when it is not lowered: it is lower already, or DuckDB cannot
+    free enough memory to go under it now (then it keeps its limit, as without the setting).
+    Should assignment run out of memory under the lowered limit, ``assign_events`` assigns
+    again under the previous one."""
+    from marsad.settings import current
+
+    want = current("warehouse.assign_memory").get("warehouse.assign_memory")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    if _bytes(before) <= _bytes(want):
+        return None
+    try:
+        con.execute(f"SET memory_limit = '{want}'")
+    except duckdb.OutOfMemoryException:
+        return None
+    return before
+
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _bytes(size: str) -> float:
+    """Bytes of a DuckDB memory size ("256MB", "18.8 GiB")."""
+    number, unit = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]+)\s*", size).groups()
+    return float(number) * _UNITS[unit.upper()]
+
+
+def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None) -> int:
     _sketch_pending(con)
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
@@ -144,28 +263,12 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
         ).fetchone()
         if not n:
             return 0
-        lo, hi = lo - LOOKBACK, hi + WINDOW
 
         clusterer = Clusterer(places)
-        for event_id, indicator, first_report, first_seen, title in con.execute(
-            """SELECT event_id, indicator, first_report_at, first_seen_at, title FROM events
-               WHERE list_contains(?, indicator) AND first_report_at BETWEEN ? AND ?
-               ORDER BY first_report_at, event_id""",
-            [indicators, lo, hi],
-        ).fetchall():
-            clusterer.add_event(Event(event_id, indicator, first_report, first_seen, title))
-        for row, r in _read_reports(
-            con, "e.event_id, e.indicator,", "events e JOIN event_articles ea USING (event_id)",
-            "WHERE list_contains(?, e.indicator) AND e.first_report_at BETWEEN ? AND ? ORDER BY a.published_at, a.article_id, e.event_id",
-            [indicators, lo, hi],
-        ):
-            clusterer.add_member(row[0], r)
-
+        _read_events(con, clusterer, indicators, lo, hi + WINDOW)
         for first in range(1, n + 1, CHUNK):
             links: list[tuple[str, str, str]] = []
-            for _, r in _read_reports(
-                con, "p.indicator,", "_marsad_pending p", "WHERE p.rn BETWEEN ? AND ? ORDER BY p.rn", [first, first + CHUNK - 1],
-            ):
+            for r in _read_reports(con, first, first + CHUNK - 1):
                 event_id, how = clusterer.assign(r)
                 links.append((event_id, r.article_id, how))
             _write_links(con, links)

@@ -82,25 +82,79 @@ def _shingle_hashes(items: set[bytes]) -> list[int]:
 
 def signatures(folded: list[str]) -> np.ndarray:
     """The sketches of many texts as one ``(len(folded), NUM_PERM)`` array, the same values as
-    ``sketch(t).hashvalues`` for each: the shingle hashes of a block of texts are permuted
-    in one numpy operation and each text's minima taken with ``minimum.reduceat``, instead
-    of one MinHash object (and its arrays) per text."""
+    ``sketch(t).hashvalues`` for each: the shingle hashes of all texts (``_all_gram_hashes``)
+    are permuted a block at a time in one numpy operation and each text's minima taken with
+    ``minimum.reduceat``, instead of one MinHash object (and its arrays) per text."""
     out = np.empty((len(folded), NUM_PERM), dtype=_DTYPE)
+    for first in range(0, len(folded), _TEXTS):  # a bounded number of texts' 3-grams in memory at a time
+        _signatures(folded[first : first + _TEXTS], out[first : first + _TEXTS])
+    return out
+
+
+_TEXTS = 4_096
+
+
+def _signatures(folded: list[str], out: np.ndarray) -> None:
+    hashes, starts = _all_gram_hashes(folded)
     a, b = _PERMUTATIONS
+    ends = np.append(starts[1:], len(hashes))
     start = 0
     while start < len(folded):
-        hashes: list[int] = []
-        offsets: list[int] = []
-        end = start
-        while end < len(folded) and len(hashes) < _BLOCK:
-            offsets.append(len(hashes))
-            hashes += _gram_hashes(folded[end])  # never empty: a text has >= 1 shingle
-            end += 1
-        permuted = np.multiply.outer(a, _mix(np.array(hashes, dtype=_DTYPE)))  # (NUM_PERM, shingles)
+        # the texts whose shingles fit in one block (at least one text)
+        end = max(start + 1, int(np.searchsorted(ends, starts[start] + _BLOCK, side="right")))
+        lo, hi = int(starts[start]), int(ends[end - 1])
+        permuted = np.multiply.outer(a, _mix(hashes[lo:hi]))  # (NUM_PERM, shingles)
         permuted += b[:, None]
-        out[start:end] = np.minimum.reduceat(permuted, offsets, axis=1).T
+        out[start:end] = np.minimum.reduceat(permuted, starts[start:end] - lo, axis=1).T
         start = end
-    return out
+
+
+def _all_gram_hashes(folded: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, starts): the hashes of the character 3-grams of every text, one after another
+    (a text's repeated 3-grams repeated: a minimum does not care), and where each text's
+    begin. The 3-grams are cut from the texts' code points as integers in numpy, and each
+    distinct 3-gram is hashed (datasketch's ``sha1_hash32`` of its UTF-8 bytes, remembered)
+    once, not once per occurrence. Texts too short for one 3-gram go through ``_gram_hashes``."""
+    padded = [f" {t} " for t in folded]
+    lens = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
+    if lens.min() < SHINGLE:  # an empty text: its one shingle is two spaces
+        short = np.flatnonzero(lens < SHINGLE).tolist()
+        long = [t for t, n in zip(folded, lens.tolist()) if n >= SHINGLE]
+        hashes, starts = _all_gram_hashes(long) if long else (np.empty(0, dtype=_DTYPE), np.empty(0, dtype=np.int64))
+        ends = np.append(starts[1:], len(hashes)).tolist()
+        pieces, k = [], 0
+        for i, t in enumerate(folded):
+            if short and short[0] == i:
+                short.pop(0)
+                pieces.append(np.array(_gram_hashes(t), dtype=_DTYPE))
+            else:
+                pieces.append(hashes[int(starts[k]) : ends[k]])
+                k += 1
+        counts = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        return np.concatenate(pieces), np.cumsum(counts) - counts
+    points = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    grams = (points[:-2] << np.uint64(42)) | (points[1:-1] << np.uint64(21)) | points[2:]
+    keep = np.ones(len(grams) + 2, dtype=bool)  # no 3-gram that runs into the next text
+    ends = np.cumsum(lens)
+    keep[ends - 1] = keep[ends - 2] = False
+    grams = grams[keep[:-2]]
+    distinct, inverse = np.unique(grams, return_inverse=True)
+    cache = _CODES
+    values = [cache.get(c) for c in distinct.tolist()]
+    if None in values:
+        if len(cache) > _HASHES_MAX:
+            cache.clear()
+        values = [cache[c] if c in cache else cache.setdefault(c, sha1_hash32(_gram_text(c).encode("utf-8")))
+                  for c in distinct.tolist()]
+    counts = lens - (SHINGLE - 1)
+    return np.array(values, dtype=_DTYPE)[inverse.ravel()], np.cumsum(counts) - counts
+
+
+_CODES: dict[int, int] = {}  # as _HASHES, keyed by the 3-gram's three code points as one integer
+
+
+def _gram_text(code: int) -> str:
+    return chr(code >> 42) + chr((code >> 21) & 0x1FFFFF) + chr(code & 0x1FFFFF)
 
 
 _BLOCK = 8_192  # shingles permuted at a time (8k x 128 values: 4 MB)
