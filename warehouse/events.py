@@ -18,7 +18,7 @@ import numpy as np
 from alerts.places import PlaceHierarchy
 from warehouse import neardup
 from warehouse.cluster import EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW, Clusterer, Event, Report
-from warehouse.load import bulk_insert
+from warehouse.load import append_new_sql, bulk_insert
 
 LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
@@ -32,22 +32,42 @@ _REPORT_COLUMNS = """a.article_id, a.published_at, a.fetched_at, a.title, a.cano
 CHUNK = 20_000  # reports sketched, or read and held as Report objects, at a time
 
 
-def _pending_sql(table: str = "article_indicators") -> str:
-    """(article, indicator) pairs of ``table`` not linked to an event of that indicator."""
-    return f"""SELECT ai.article_id, ai.indicator FROM {table} ai
-               WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
-                                 WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)"""
+def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
+    """SQL and parameters of the (article, indicator) pairs of ``article_indicators`` not linked
+    to an event of that indicator: one definition, two scopes.
+
+    * ``classified_at`` given (the loader's ``now``): the pairs of the articles classified at
+      that time. ``marsad.pipeline.load`` classifies (staged verdicts, its own, corrected
+      articles again) and assigns in one transaction with one ``now``, so these are all the
+      pairs the load made and the only ones that can be waiting: the cost follows the load,
+      not the history (the history's link tables are read for these articles only).
+    * ``None``: every pair of the whole history, for writers that insert verdicts themselves
+      (tests/events_gen.py, the dedupe bench) and for a repair of a warehouse whose pairs a
+      crashed or older Marsad left unassigned (``marsad`` does not need it per load)."""
+    mine = "" if classified_at is None else "SEMI JOIN (SELECT article_id FROM articles WHERE classified_at = ?) mine USING (article_id)"
+    return f"""SELECT ai.article_id, ai.indicator FROM article_indicators ai {mine}
+               ANTI JOIN (SELECT ea.article_id, e.indicator FROM event_articles ea JOIN events e USING (event_id) {mine}) linked
+                    USING (article_id, indicator)""", [] if classified_at is None else [classified_at, classified_at]
 
 
-def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
+def pending_pairs(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> list[tuple[str, str]]:
+    """The pending (article_id, indicator) pairs of ``_pending_sql``, sorted."""
+    sql, params = _pending_sql(classified_at)
+    return sorted(con.execute(sql, params).fetchall())
+
+
+def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> None:
     """MinHash every article waiting for an event that has no sketch yet (once per article),
     ``CHUNK`` at a time, sketched together (``neardup.signatures``) and written from numpy
-    arrays, one column per hash value: no Python int or JSON per value."""
+    arrays, one column per hash value: no Python int or JSON per value. ``classified_at``:
+    the scope of ``_pending_sql``."""
+    pending, params = _pending_sql(classified_at)
     n = con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
             SELECT row_number() OVER () AS rn, article_id FROM (
-                SELECT DISTINCT p.article_id FROM ({_pending_sql()}) p
-                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))"""
+                SELECT DISTINCT p.article_id FROM ({pending}) p
+                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))""",
+        params,
     ).fetchone()[0]
     try:
         for first in range(1, n + 1, CHUNK):
@@ -90,7 +110,7 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
                         SELECT i.article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches JOIN
                                (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
                                 FROM (SELECT {_strings(1)} AS l)) i USING (r)
-                        ON CONFLICT DO NOTHING""", [_joined(article_ids)])
+                        ANTI JOIN article_sketches s USING (article_id)""", [_joined(article_ids)])
     finally:
         con.unregister("_marsad_new_sketches")
 
@@ -118,15 +138,19 @@ def _report(indicator: str, row: tuple, minhash) -> Report:
     )
 
 
-def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None) -> int:
+def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None, *, this_load: bool = False) -> int:
     """Link unlinked (article, indicator) pairs to events; returns how many events were opened.
     ``places`` is the nesting of places.yaml (without it, only the same place joins).
 
     Memory holds what the rules can still reach, not the load: pending reports are read
     ``CHUNK`` at a time (only their keys are staged), links are written after each chunk,
     and events no report can join any more (``Clusterer.take_closed``) are written and
-    dropped as the reports' time passes them."""
-    _sketch_pending(con)
+    dropped as the reports' time passes them.
+
+    ``this_load``: the pending pairs are those of the articles classified at ``now`` (the
+    loader's scope, ``_pending_sql``); without it, every unlinked pair of the history."""
+    scope = now if this_load else None
+    _sketch_pending(con, scope)
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
     collecting = gc.isenabled()
@@ -136,7 +160,8 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _marsad_pending AS
                 SELECT row_number() OVER (ORDER BY a.published_at, p.article_id, p.indicator) AS rn, p.indicator, p.article_id
-                FROM ({_pending_sql()}) p JOIN articles a USING (article_id)"""
+                FROM ({_pending_sql(scope)[0]}) p JOIN articles a USING (article_id)""",
+            _pending_sql(scope)[1],
         )
         n, indicators, lo, hi = con.execute(
             """SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
@@ -183,8 +208,8 @@ def _write_links(con: duckdb.DuckDBPyConnection, links: list[tuple[str, str, str
         return
     event_ids, article_ids, hows = zip(*links)
     con.execute(
-        f"""INSERT INTO event_articles (event_id, article_id, how)
-            SELECT unnest({_strings(1)}), unnest({_strings(2)}), unnest({_strings(3)}) ON CONFLICT DO NOTHING""",
+        append_new_sql("event_articles", "event_id, article_id, how",
+                       f"(SELECT unnest({_strings(1)}) AS event_id, unnest({_strings(2)}) AS article_id, unnest({_strings(3)}) AS how)"),
         [_joined(event_ids), _joined(article_ids), _joined(hows)],
     )
 

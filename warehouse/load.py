@@ -91,6 +91,26 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+# Tables written for append (migration 0018): no primary key, whose ART index DuckDB would
+# rewrite whole at every checkpoint; each keeps its key by inserting only the keys not stored
+# yet. ``bulk_insert`` (``conflict="DO NOTHING"``) does it for them with these keys.
+APPEND_KEYS = {
+    "articles": ("article_id",),
+    "article_indicators": ("article_id", "indicator"),
+    "article_entities": ("article_id", "gazetteer", "entity_id"),
+    "article_sketches": ("article_id",),
+    "event_articles": ("event_id", "article_id"),
+}
+
+
+def append_new_sql(table: str, cols: str, src: str) -> str:
+    """``INSERT`` of the rows of ``src`` whose key (``APPEND_KEYS``) ``table`` does not hold
+    yet, the first of each key in ``src``: what ``ON CONFLICT DO NOTHING`` did with a primary key."""
+    keys = ", ".join(APPEND_KEYS[table])
+    return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM "
+            f"(SELECT DISTINCT ON ({keys}) {cols} FROM {src} ANTI JOIN {table} USING ({keys}))")
+
+
 def bulk_insert(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -99,7 +119,8 @@ def bulk_insert(
     conflict: str = "DO NOTHING",
     returning: str | None = None,
 ) -> list[tuple]:
-    """Insert rows in one statement through a temporary NDJSON file."""
+    """Insert rows in one statement through a temporary NDJSON file. Rows whose key is stored
+    already are skipped (``ON CONFLICT``; for the append tables, their ``APPEND_KEYS``)."""
     if not rows:
         return []
     fd, tmp = tempfile.mkstemp(prefix=f"marsad-{table}-", suffix=".jsonl")
@@ -108,7 +129,12 @@ def bulk_insert(
         write_jsonl(tmp, ({k: r.get(k) for k in columns} for r in rows))
         src, params = read_json_sql([tmp], columns)
         cols = ", ".join(columns)
-        sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {src} ON CONFLICT {conflict}"
+        if table in APPEND_KEYS:
+            if conflict != "DO NOTHING":
+                raise ValueError(f"{table} is written for append: only new keys are inserted (conflict {conflict!r})")
+            sql = append_new_sql(table, cols, src)
+        else:
+            sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {src} ON CONFLICT {conflict}"
         if returning:
             sql += f" RETURNING {returning}"
         return con.execute(sql, params).fetchall()
@@ -197,7 +223,6 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
                               WHERE a.source_id = r.source_id
                                 AND a.fetched_at >= r.fetched_at - INTERVAL {DEDUPE_HORIZON_DAYS} DAY
                                 AND (a.content_hash = r.content_hash OR a.canonical_url = r.url_key))
-            ON CONFLICT DO NOTHING
             RETURNING article_id, source_id
             """
         ).fetchall()
