@@ -71,10 +71,12 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | No
     ).fetchone()[0]
     try:
         for first in range(1, n + 1, CHUNK):
+            # Scoped to a load, the articles' scan is bounded by classified_at (zone maps skip
+            # the row groups of the past): text_folded is not read for the whole history.
             rows = con.execute(
-                """SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
-                   WHERE u.rn BETWEEN ? AND ?""",
-                [first, first + CHUNK - 1],
+                f"""SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
+                    WHERE u.rn BETWEEN ? AND ? {"" if classified_at is None else "AND a.classified_at = ?"}""",
+                [first, first + CHUNK - 1] + ([] if classified_at is None else [classified_at]),
             ).fetchall()
             if rows:
                 write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
