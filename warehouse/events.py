@@ -50,6 +50,12 @@ def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
                     USING (article_id, indicator)""", [] if classified_at is None else [classified_at, classified_at]
 
 
+def _in_load(scope: datetime | None, word: str = "WHERE") -> tuple[str, list]:
+    """A filter on ``articles a`` bounding the pending articles' reads to the load's (zone maps
+    of classified_at skip the past), and its parameters; nothing for the whole-history scope."""
+    return ("", []) if scope is None else (f"{word} a.classified_at = ?", [scope])
+
+
 def pending_pairs(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> list[tuple[str, str]]:
     """The pending (article_id, indicator) pairs of ``_pending_sql``, sorted."""
     sql, params = _pending_sql(classified_at)
@@ -152,6 +158,7 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
     ``this_load``: the pending pairs are those of the articles classified at ``now`` (the
     loader's scope, ``_pending_sql``); without it, every unlinked pair of the history."""
     scope = now if this_load else None
+    (mine, mine_params), (and_mine, _) = _in_load(scope), _in_load(scope, "AND")
     _sketch_pending(con, scope)
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
@@ -162,8 +169,8 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _marsad_pending AS
                 SELECT row_number() OVER (ORDER BY a.published_at, p.article_id, p.indicator) AS rn, p.indicator, p.article_id
-                FROM ({_pending_sql(scope)[0]}) p JOIN articles a USING (article_id)""",
-            _pending_sql(scope)[1],
+                FROM ({_pending_sql(scope)[0]}) p JOIN articles a USING (article_id) {mine}""",
+            _pending_sql(scope)[1] + mine_params,
         )
         n, indicators, lo, hi = con.execute(
             """SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
@@ -191,7 +198,8 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
         for first in range(1, n + 1, CHUNK):
             links: list[tuple[str, str, str]] = []
             for _, r in _read_reports(
-                con, "p.indicator,", "_marsad_pending p", "WHERE p.rn BETWEEN ? AND ? ORDER BY p.rn", [first, first + CHUNK - 1],
+                con, "p.indicator,", "_marsad_pending p", f"WHERE p.rn BETWEEN ? AND ? {and_mine} ORDER BY p.rn",
+                [first, first + CHUNK - 1] + mine_params,
             ):
                 event_id, how = clusterer.assign(r)
                 links.append((event_id, r.article_id, how))
