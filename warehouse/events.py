@@ -228,12 +228,17 @@ def _write_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: date
     """Insert the new events, and move existing ones that gained an earlier report (a
     late-arriving first report); returns how many were new."""
     new = [e.row() | {"created_at": now} for e in events if e.new]
-    bulk_insert(con, "events", new, EVENT_COLUMNS)
-    bulk_insert(
-        con, "events", [e.row() | {"created_at": now} for e in events if e.changed], EVENT_COLUMNS,
-        conflict="(event_id) DO UPDATE SET first_report_at = least(events.first_report_at, excluded.first_report_at), "
-        "first_seen_at = least(events.first_seen_at, excluded.first_seen_at)",
-    )
+    bulk_insert(con, "events", new, EVENT_COLUMNS)  # new ids only (APPEND_KEYS: events has no index)
+    moved = [e.row() for e in events if e.changed]
+    if moved:
+        con.execute(
+            """UPDATE events SET first_report_at = least(events.first_report_at, m.first_report_at),
+                                 first_seen_at = least(events.first_seen_at, m.first_seen_at)
+               FROM (SELECT unnest(?::VARCHAR[]) AS event_id, unnest(?::TIMESTAMPTZ[]) AS first_report_at,
+                            unnest(?::TIMESTAMPTZ[]) AS first_seen_at) m
+               WHERE events.event_id = m.event_id""",
+            [[r["event_id"] for r in moved], [r["first_report_at"] for r in moved], [r["first_seen_at"] for r in moved]],
+        )
     return len(new)
 
 

@@ -100,6 +100,7 @@ APPEND_KEYS = {
     "article_entities": ("article_id", "gazetteer", "entity_id"),
     "article_sketches": ("article_id",),
     "event_articles": ("event_id", "article_id"),
+    "events": ("event_id",),
 }
 
 
