@@ -173,8 +173,9 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
             _pending_sql(scope)[1] + mine_params,
         )
         n, indicators, lo, hi = con.execute(
-            """SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
-               FROM _marsad_pending JOIN articles USING (article_id)"""
+            f"""SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
+                FROM _marsad_pending JOIN articles a USING (article_id) {mine}""",
+            mine_params,
         ).fetchone()
         if not n:
             return 0
