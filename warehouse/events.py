@@ -42,8 +42,9 @@ def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
       pairs the load made and the only ones that can be waiting: the cost follows the load,
       not the history (the history's link tables are read for these articles only).
     * ``None``: every pair of the whole history, for writers that insert verdicts themselves
-      (tests/events_gen.py, the dedupe bench) and for a repair of a warehouse whose pairs a
-      crashed or older Marsad left unassigned (``marsad`` does not need it per load)."""
+      (tests/events_gen.py, the dedupe bench) and for a repair of a warehouse an older Marsad
+      left with unassigned pairs (its loads without an indicator pack took staged verdicts
+      without assigning them; a failed load rolls back both). Loads never need it."""
     mine = "" if classified_at is None else "SEMI JOIN (SELECT article_id FROM articles WHERE classified_at = ?) mine USING (article_id)"
     return f"""SELECT ai.article_id, ai.indicator FROM article_indicators ai {mine}
                ANTI JOIN (SELECT ea.article_id, e.indicator FROM event_articles ea JOIN events e USING (event_id) {mine}) linked
@@ -79,10 +80,11 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | No
         for first in range(1, n + 1, CHUNK):
             # Scoped to a load, the articles' scan is bounded by classified_at (zone maps skip
             # the row groups of the past): text_folded is not read for the whole history.
+            and_mine, mine_params = _in_load(classified_at, "AND")
             rows = con.execute(
                 f"""SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
-                    WHERE u.rn BETWEEN ? AND ? {"" if classified_at is None else "AND a.classified_at = ?"}""",
-                [first, first + CHUNK - 1] + ([] if classified_at is None else [classified_at]),
+                    WHERE u.rn BETWEEN ? AND ? {and_mine}""",
+                [first, first + CHUNK - 1] + mine_params,
             ).fetchall()
             if rows:
                 write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
