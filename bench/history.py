@@ -55,7 +55,6 @@ def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> Non
         if not n:
             con.execute("CHECKPOINT")
             return
-        p = {"n": n, "now": now, "ar": _WORDS_AR, "en": _WORDS_EN, "ind": indicators, "src": N_SOURCES}
         # One year of history, oldest first; 5% matched (every 20th row).
         con.execute(
             f"""INSERT INTO articles
@@ -67,7 +66,7 @@ def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> Non
                              {_text(10, 1)} || ' ' || i AS title, {_text(45, 2)} AS summary,
                              $now - to_microseconds(CAST(($n - i) * (365 * 86400 * 1e6) / $n AS BIGINT)) AS pub
                       FROM range($n) t(i))""",
-            {k: p[k] for k in ("n", "now", "ar", "en", "src")},
+            {"n": n, "now": now, "ar": _WORDS_AR, "en": _WORDS_EN, "src": N_SOURCES},
         )
         # Matched articles: every 20th; events of 4 reports each (consecutive matched rows).
         con.execute(
