@@ -373,7 +373,9 @@ def report(rows: list[Row], info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.run")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--only", nargs="*", help="ingest poll dedupe events rules parse airflow")
+    ap.add_argument("--only", nargs="*", help="ingest poll dedupe events rules parse airflow history")
+    ap.add_argument("--history-sizes", type=lambda v: [int(x) for x in v.split(",")],
+                    help="articles held by the warehouses of the history bench, e.g. 0,1000000,2000000")
     ap.add_argument("--no-airflow", dest="airflow", action="store_false",
                     help="skip alert latency and memory under airflow standalone (about 10 minutes)")
     args = ap.parse_args(argv)
@@ -385,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         "events": lambda: __import__("bench.events").events.bench_events_history(100_000 if q else 1_000_000),
         "rules": lambda: bench_rules(50_000 if q else 1_000_000),
         "parse": lambda: bench_dag_parse(3 if q else 5),
+        "history": lambda: bench_history(args.history_sizes or ([0, 100_000, 200_000] if q else [0, 1_000_000, 2_000_000])),
     }
+    from bench.history import bench_history
+
     if args.airflow:
         from bench.latency import bench_airflow
 

@@ -423,8 +423,12 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
         data_files = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file")]
         new, corrected = load_articles(con, data_files)
         report.new_articles, report.corrected = len(new), len(corrected)
+        # Staged verdicts are taken only when this load can assign them to events (it has an
+        # indicator pack): every article classified in a load is assigned in that load, so
+        # event assignment reads this load's articles only (``assign_events(this_load=True)``).
+        # Without a pack, the articles wait unclassified and a later load classifies them.
         classified = [settings.staging / m["articles_file"] for m in metas if m.get("articles_file") and m.get("classified")]
-        report.matches = match_rows.insert_staged(con, classified, now)
+        report.matches = match_rows.insert_staged(con, classified, now) if classifier is not None else 0
         per_source: dict[str, int] = {}
         for _, source_id in new:
             per_source[source_id] = per_source.get(source_id, 0) + 1
@@ -434,7 +438,7 @@ def _load_staged(settings: Settings, con, manifests: list[Path], metas: list[dic
             report.matches += late
             tag_new_matches(con, classifier, now)
             unlink_unmatched(con, corrected)
-            report.new_events = assign_events(con, now, PlaceHierarchy.from_gazetteers(classifier.gazetteers))
+            report.new_events = assign_events(con, now, PlaceHierarchy.from_gazetteers(classifier.gazetteers), this_load=True)
         prune_fetch_log(con, now, settings.fetch_log_retention)
     return report
 

@@ -79,3 +79,27 @@ def test_each_rule_reads_the_past_at_its_own_horizon(tmp_path):
     assert (joined["follow"], event_of["follow"]) == ("followup", event_of["old20d"])
     assert (joined["near30"], event_of["near30"]) == ("near_duplicate", event_of["old30h"])
     assert joined["near40"] == "first"  # a near-duplicate of an event of 40 h ago: outside the window
+
+
+def test_after_running_out_of_memory_under_the_setting_the_next_load_assigns_without_it(tmp_path, monkeypatch):
+    """DuckDB aborts the load's transaction on an out-of-memory error, so nothing can be retried
+    inside it: the marker next to the warehouse makes the next attempt assign without the lowered
+    limit, until the setting changes."""
+    from warehouse import db
+    from warehouse.events import _limit_memory, _memory_marker
+
+    monkeypatch.setenv("MARSAD_ASSIGN_MEMORY", "300MB")
+    with db.connect(tmp_path / "wh.duckdb") as con:
+        con.execute("SET memory_limit = '2GB'")
+        marker = _memory_marker(con)
+        assert marker == tmp_path / "wh.duckdb.assign-memory"
+        restore, want = _limit_memory(con)  # no marker: lowered
+        assert want == "300MB" and restore is not None
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].startswith("286")  # 300 MB in MiB
+        con.execute(f"SET memory_limit = '{restore}'")
+        marker.write_text("300MB", encoding="utf-8")  # what assign_events writes when it runs out
+        assert _limit_memory(con) == (None, "300MB")  # not lowered again under the value that failed
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].endswith("GiB")  # left as it was
+        monkeypatch.setenv("MARSAD_ASSIGN_MEMORY", "600MB")  # the admin raised it: the new value is tried
+        restore, want = _limit_memory(con)
+        assert want == "600MB" and restore is not None and not marker.exists()

@@ -10,8 +10,10 @@ The event's time is its earliest report; ``events_v`` shows each event's corrobo
 from __future__ import annotations
 
 import gc
+import logging
 import re
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -19,7 +21,9 @@ import numpy as np
 from alerts.places import PlaceHierarchy
 from warehouse import neardup
 from warehouse.cluster import EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW, Clusterer, Event, Report
-from warehouse.load import bulk_insert
+from warehouse.load import append_new_sql, bulk_insert
+
+log = logging.getLogger("marsad.events")
 
 LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
@@ -32,29 +36,59 @@ _REPORT_COLUMNS = """a.article_id, a.published_at, a.fetched_at, a.title, a.cano
 CHUNK = 20_000  # reports sketched, or read and held as Report objects, at a time
 
 
-def _pending_sql(table: str = "article_indicators") -> str:
-    """(article, indicator) pairs of ``table`` not linked to an event of that indicator."""
-    return f"""SELECT ai.article_id, ai.indicator FROM {table} ai
-               WHERE NOT EXISTS (SELECT 1 FROM event_articles ea JOIN events e USING (event_id)
-                                 WHERE ea.article_id = ai.article_id AND e.indicator = ai.indicator)"""
+def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
+    """SQL and parameters of the (article, indicator) pairs of ``article_indicators`` not linked
+    to an event of that indicator: one definition, two scopes.
+
+    * ``classified_at`` given (the loader's ``now``): the pairs of the articles classified at
+      that time. ``marsad.pipeline.load`` classifies (staged verdicts, its own, corrected
+      articles again) and assigns in one transaction with one ``now``, so these are all the
+      pairs the load made and the only ones that can be waiting: the cost follows the load,
+      not the history (the history's link tables are read for these articles only).
+    * ``None``: every pair of the whole history, for writers that insert verdicts themselves
+      (tests/events_gen.py, the dedupe bench) and for a repair of a warehouse an older Marsad
+      left with unassigned pairs (its loads without an indicator pack took staged verdicts
+      without assigning them; a failed load rolls back both). Loads never need it."""
+    mine = "" if classified_at is None else "SEMI JOIN (SELECT article_id FROM articles WHERE classified_at = ?) mine USING (article_id)"
+    return f"""SELECT ai.article_id, ai.indicator FROM article_indicators ai {mine}
+               ANTI JOIN (SELECT ea.article_id, e.indicator FROM event_articles ea JOIN events e USING (event_id) {mine}) linked
+                    USING (article_id, indicator)""", [] if classified_at is None else [classified_at, classified_at]
 
 
-def _sketch_pending(con: duckdb.DuckDBPyConnection) -> None:
+def _in_load(scope: datetime | None, word: str = "WHERE") -> tuple[str, list]:
+    """A filter on ``articles a`` bounding the pending articles' reads to the load's (zone maps
+    of classified_at skip the past), and its parameters; nothing for the whole-history scope."""
+    return ("", []) if scope is None else (f"{word} a.classified_at = ?", [scope])
+
+
+def pending_pairs(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> list[tuple[str, str]]:
+    """The pending (article_id, indicator) pairs of ``_pending_sql``, sorted."""
+    sql, params = _pending_sql(classified_at)
+    return sorted(con.execute(sql, params).fetchall())
+
+
+def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> None:
     """MinHash every article waiting for an event that has no sketch yet (once per article),
     ``CHUNK`` at a time, sketched together (``neardup.signatures``) and written from numpy
-    arrays, one column per hash value: no Python int or JSON per value."""
+    arrays, one column per hash value: no Python int or JSON per value. ``classified_at``:
+    the scope of ``_pending_sql``."""
+    pending, params = _pending_sql(classified_at)
     n = con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
             SELECT row_number() OVER () AS rn, article_id FROM (
-                SELECT DISTINCT p.article_id FROM ({_pending_sql()}) p
-                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))"""
+                SELECT DISTINCT p.article_id FROM ({pending}) p
+                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))""",
+        params,
     ).fetchone()[0]
     try:
         for first in range(1, n + 1, CHUNK):
+            # Scoped to a load, the articles' scan is bounded by classified_at (zone maps skip
+            # the row groups of the past): text_folded is not read for the whole history.
+            and_mine, mine_params = _in_load(classified_at, "AND")
             rows = con.execute(
-                """SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
-                   WHERE u.rn BETWEEN ? AND ?""",
-                [first, first + CHUNK - 1],
+                f"""SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
+                    WHERE u.rn BETWEEN ? AND ? {and_mine}""",
+                [first, first + CHUNK - 1] + mine_params,
             ).fetchall()
             if rows:
                 write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
@@ -90,7 +124,7 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
                         SELECT i.article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches JOIN
                                (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
                                 FROM (SELECT {_strings(1)} AS l)) i USING (r)
-                        ON CONFLICT DO NOTHING""", [_joined(article_ids)])
+                        ANTI JOIN article_sketches s USING (article_id)""", [_joined(article_ids)])
     finally:
         con.unregister("_marsad_new_sketches")
 
@@ -187,7 +221,7 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
         clusterer.add_member_sketch(event_id, indicator, article_id, sketch, folded)
 
 
-def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None) -> int:
+def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None = None, *, this_load: bool = False) -> int:
     """Link unlinked (article, indicator) pairs to events; returns how many events were opened.
     ``places`` is the nesting of places.yaml (without it, only the same place joins).
 
@@ -195,44 +229,72 @@ def assign_events(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHi
     history (``_read_events``). Memory holds what the rules can still reach, not the load:
     pending reports are read ``CHUNK`` at a time (only their keys are staged), links are
     written after each chunk, and events no report can join any more
-    (``Clusterer.take_closed``) are written and dropped as the reports' time passes them."""
-    restore = _limit_memory(con)
+    (``Clusterer.take_closed``) are written and dropped as the reports' time passes them.
+
+    ``this_load``: the pending pairs are those of the articles classified at ``now`` (the
+    loader's scope, ``_pending_sql``); without it, every unlinked pair of the history."""
+    scope = now if this_load else None
+    restore, want = _limit_memory(con)
     try:
-        return _assign(con, now, places)
-    except duckdb.OutOfMemoryException:
+        return _assign(con, now, places, scope)
+    except duckdb.OutOfMemoryException as exc:
         if not restore:
             raise
-        # DuckDB could not keep under the lowered limit what it cannot spill (the tables'
-        # key indexes grow with the warehouse): drop the links whose events were not
-        # written yet, and assign the rest again under the limit it had before.
-        con.execute(f"SET memory_limit = '{restore}'")
-        restore = None
-        con.execute("DELETE FROM event_articles ea WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ea.event_id)")
-        return _assign(con, now, places)
+        # DuckDB aborts the transaction on an out-of-memory error: nothing can be retried in
+        # it, and the load rolls back whole (nothing is lost: its staged files stay). What is
+        # left is to make the next attempt succeed: it assigns without the lowered limit
+        # until the setting changes, and the error says so and what to change.
+        marker = _memory_marker(con)
+        if marker is not None:
+            marker.write_text(want, encoding="utf-8")
+        raise AssignMemoryError(
+            f"event assignment needed more memory than warehouse.assign_memory ({want}, MARSAD_ASSIGN_MEMORY): "
+            f"the load is rolled back and its next attempt assigns without that limit (until the setting changes; "
+            f"{marker}); raise warehouse.assign_memory: {exc}") from exc
     finally:
         if restore:
-            con.execute(f"SET memory_limit = '{restore}'")
+            try:
+                con.execute(f"SET memory_limit = '{restore}'")
+            except duckdb.Error:  # an aborted transaction refuses even SET: the connection is closed after the load
+                pass
 
 
-def _limit_memory(con: duckdb.DuckDBPyConnection) -> str | None:
+class AssignMemoryError(RuntimeError):
+    """Event assignment ran out of memory under ``warehouse.assign_memory``."""
+
+
+def _memory_marker(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """``<warehouse>.assign-memory``: the ``warehouse.assign_memory`` value under which
+    assignment ran out of memory (None for an in-memory database)."""
+    path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    return Path(path + ".assign-memory") if path else None
+
+
+def _limit_memory(con: duckdb.DuckDBPyConnection) -> tuple[str | None, str]:
     """Lower DuckDB's memory limit to ``warehouse.assign_memory`` (marsad/settings.yaml) while
     events are assigned: what assignment writes and reads is spilled beyond it instead of
     held (at 1M reports DuckDB would otherwise keep about 1 GB of table data). Returns the
-    limit to restore, or None when it is not lowered: it is lower already, or DuckDB cannot
-    free enough memory to go under it now (then it keeps its limit, as without the setting).
-    Should assignment run out of memory under the lowered limit, ``assign_events`` assigns
-    again under the previous one."""
+    limit to restore (None when it is not lowered: it is lower already, DuckDB cannot free
+    enough memory to go under it now, or assignment ran out of memory under this very value
+    before, ``_memory_marker``) and the setting's value."""
     from marsad.settings import current
 
     want = current("warehouse.assign_memory").get("warehouse.assign_memory")
+    marker = _memory_marker(con)
+    if marker is not None and marker.exists():
+        if marker.read_text(encoding="utf-8").strip() == want:
+            log.warning("event assignment ran out of memory under warehouse.assign_memory=%s before: assigning without "
+                        "that limit until the setting changes (%s)", want, marker)
+            return None, want
+        marker.unlink(missing_ok=True)  # the setting changed: try the new value
     before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     if _bytes(before) <= _bytes(want):
-        return None
+        return None, want
     try:
         con.execute(f"SET memory_limit = '{want}'")
     except duckdb.OutOfMemoryException:
-        return None
-    return before
+        return None, want
+    return before, want
 
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -244,8 +306,9 @@ def _bytes(size: str) -> float:
     return float(number) * _UNITS[unit.upper()]
 
 
-def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None) -> int:
-    _sketch_pending(con)
+def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None, scope: datetime | None) -> int:
+    (mine, mine_params) = _in_load(scope)
+    _sketch_pending(con, scope)
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
     collecting = gc.isenabled()
@@ -255,11 +318,13 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _marsad_pending AS
                 SELECT row_number() OVER (ORDER BY a.published_at, p.article_id, p.indicator) AS rn, p.indicator, p.article_id
-                FROM ({_pending_sql()}) p JOIN articles a USING (article_id)"""
+                FROM ({_pending_sql(scope)[0]}) p JOIN articles a USING (article_id) {mine}""",
+            _pending_sql(scope)[1] + mine_params,
         )
         n, indicators, lo, hi = con.execute(
-            """SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
-               FROM _marsad_pending JOIN articles USING (article_id)"""
+            f"""SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
+                FROM _marsad_pending JOIN articles a USING (article_id) {mine}""",
+            mine_params,
         ).fetchone()
         if not n:
             return 0
@@ -286,8 +351,8 @@ def _write_links(con: duckdb.DuckDBPyConnection, links: list[tuple[str, str, str
         return
     event_ids, article_ids, hows = zip(*links)
     con.execute(
-        f"""INSERT INTO event_articles (event_id, article_id, how)
-            SELECT unnest({_strings(1)}), unnest({_strings(2)}), unnest({_strings(3)}) ON CONFLICT DO NOTHING""",
+        append_new_sql("event_articles", "event_id, article_id, how",
+                       f"(SELECT unnest({_strings(1)}) AS event_id, unnest({_strings(2)}) AS article_id, unnest({_strings(3)}) AS how)"),
         [_joined(event_ids), _joined(article_ids), _joined(hows)],
     )
 
@@ -296,12 +361,17 @@ def _write_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: date
     """Insert the new events, and move existing ones that gained an earlier report (a
     late-arriving first report); returns how many were new."""
     new = [e.row() | {"created_at": now} for e in events if e.new]
-    bulk_insert(con, "events", new, EVENT_COLUMNS)
-    bulk_insert(
-        con, "events", [e.row() | {"created_at": now} for e in events if e.changed], EVENT_COLUMNS,
-        conflict="(event_id) DO UPDATE SET first_report_at = least(events.first_report_at, excluded.first_report_at), "
-        "first_seen_at = least(events.first_seen_at, excluded.first_seen_at)",
-    )
+    bulk_insert(con, "events", new, EVENT_COLUMNS)  # new ids only (APPEND_KEYS: events has no index)
+    moved = [e.row() for e in events if e.changed]
+    if moved:
+        con.execute(
+            """UPDATE events SET first_report_at = least(events.first_report_at, m.first_report_at),
+                                 first_seen_at = least(events.first_seen_at, m.first_seen_at)
+               FROM (SELECT unnest(?::VARCHAR[]) AS event_id, unnest(?::TIMESTAMPTZ[]) AS first_report_at,
+                            unnest(?::TIMESTAMPTZ[]) AS first_seen_at) m
+               WHERE events.event_id = m.event_id""",
+            [[r["event_id"] for r in moved], [r["first_report_at"] for r in moved], [r["first_seen_at"] for r in moved]],
+        )
     return len(new)
 
 

@@ -91,6 +91,27 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+# Tables written for append (migration 0018): no primary key, whose ART index DuckDB would
+# rewrite whole at every checkpoint; each keeps its key by inserting only the keys not stored
+# yet. ``bulk_insert`` (``conflict="DO NOTHING"``) does it for them with these keys.
+APPEND_KEYS = {
+    "articles": ("article_id",),
+    "article_indicators": ("article_id", "indicator"),
+    "article_entities": ("article_id", "gazetteer", "entity_id"),
+    "article_sketches": ("article_id",),
+    "event_articles": ("event_id", "article_id"),
+    "events": ("event_id",),
+}
+
+
+def append_new_sql(table: str, cols: str, src: str) -> str:
+    """``INSERT`` of the rows of ``src`` whose key (``APPEND_KEYS``) ``table`` does not hold
+    yet, the first of each key in ``src``: what ``ON CONFLICT DO NOTHING`` did with a primary key."""
+    keys = ", ".join(APPEND_KEYS[table])
+    return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM "
+            f"(SELECT DISTINCT ON ({keys}) {cols} FROM {src} ANTI JOIN {table} USING ({keys}))")
+
+
 def bulk_insert(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -99,7 +120,8 @@ def bulk_insert(
     conflict: str = "DO NOTHING",
     returning: str | None = None,
 ) -> list[tuple]:
-    """Insert rows in one statement through a temporary NDJSON file."""
+    """Insert rows in one statement through a temporary NDJSON file. Rows whose key is stored
+    already are skipped (``ON CONFLICT``; for the append tables, their ``APPEND_KEYS``)."""
     if not rows:
         return []
     fd, tmp = tempfile.mkstemp(prefix=f"marsad-{table}-", suffix=".jsonl")
@@ -108,7 +130,12 @@ def bulk_insert(
         write_jsonl(tmp, ({k: r.get(k) for k in columns} for r in rows))
         src, params = read_json_sql([tmp], columns)
         cols = ", ".join(columns)
-        sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {src} ON CONFLICT {conflict}"
+        if table in APPEND_KEYS:
+            if conflict != "DO NOTHING":
+                raise ValueError(f"{table} is written for append: only new keys are inserted (conflict {conflict!r})")
+            sql = append_new_sql(table, cols, src)
+        else:
+            sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {src} ON CONFLICT {conflict}"
         if returning:
             sql += f" RETURNING {returning}"
         return con.execute(sql, params).fetchall()
@@ -158,20 +185,28 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
         params,
     )
     try:
+        # The copies a new entry is compared with are those of the horizon before the batch's
+        # first fetch: a constant bound, so the scan skips the row groups of the past (zone maps).
+        horizon = con.execute(f"SELECT min(fetched_at) - INTERVAL {DEDUPE_HORIZON_DAYS} DAY FROM _marsad_staged").fetchone()[0]
         sets = ", ".join(f"{c} = s.{c}" for c in _CORRECTABLE)
+        # The stored articles among the staged ones, by id, with their row ids: the one scan of
+        # the history's ids (one column); corrections then touch only those rows.
+        con.execute("""CREATE OR REPLACE TEMP TABLE _marsad_known AS
+                       SELECT a.rowid AS rid, a.article_id FROM articles a SEMI JOIN _marsad_staged USING (article_id)""")
         corrected = [
             r[0]
             for r in con.execute(
                 f"""UPDATE articles SET {sets}, classified_at = NULL
-                    FROM _marsad_staged s
-                    WHERE articles.article_id = s.article_id AND articles.content_hash <> s.content_hash
+                    FROM _marsad_staged s, _marsad_known k
+                    WHERE articles.rowid IN (SELECT rid FROM _marsad_known) AND articles.rowid = k.rid
+                      AND k.article_id = s.article_id AND articles.content_hash <> s.content_hash
                     RETURNING articles.article_id"""
             ).fetchall()
         ]
         new = con.execute(
             f"""
             WITH fresh AS (
-                SELECT s.* FROM _marsad_staged s ANTI JOIN articles a USING (article_id)
+                SELECT s.* FROM _marsad_staged s ANTI JOIN _marsad_known k USING (article_id)
             ),
             shared_urls AS (  -- one URL, several texts in this batch: a home or section page
                 SELECT source_id, canonical_url FROM _marsad_staged WHERE canonical_url IS NOT NULL
@@ -193,16 +228,18 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
             INSERT INTO articles ({cols})
             SELECT {cols} FROM ranked r
             WHERE by_hash = 1 AND by_url = 1
-              AND NOT EXISTS (SELECT 1 FROM articles a
+              AND NOT EXISTS (SELECT 1 FROM (SELECT source_id, fetched_at, content_hash, canonical_url FROM articles
+                                             WHERE fetched_at >= $horizon) a
                               WHERE a.source_id = r.source_id
                                 AND a.fetched_at >= r.fetched_at - INTERVAL {DEDUPE_HORIZON_DAYS} DAY
                                 AND (a.content_hash = r.content_hash OR a.canonical_url = r.url_key))
-            ON CONFLICT DO NOTHING
             RETURNING article_id, source_id
-            """
+            """,
+            {"horizon": horizon},
         ).fetchall()
     finally:
         con.execute("DROP TABLE IF EXISTS _marsad_staged")
+        con.execute("DROP TABLE IF EXISTS _marsad_known")
     if corrected:
         forget_derived(con, corrected)
     return new, corrected

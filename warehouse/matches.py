@@ -27,7 +27,8 @@ def insert_staged(con: duckdb.DuckDBPyConnection, files: list[Path], now: dateti
             SELECT DISTINCT ON (s.article_id, m.indicator) s.article_id, m.indicator, m.clause, m.hits, m.refs, m.frame
             FROM (SELECT article_id, unnest(matches) AS m FROM {src}) s(article_id, m)
             JOIN articles a ON a.article_id = s.article_id AND a.classified_at IS NULL
-            ON CONFLICT DO NOTHING RETURNING 1""",
+            ANTI JOIN article_indicators ai ON ai.article_id = s.article_id AND ai.indicator = m.indicator
+            RETURNING 1""",
         params,
     ).fetchall()
     con.execute(

@@ -1,0 +1,217 @@
+"""The cost of a load cycle against the history already stored (#17 item 1).
+
+Warehouses holding 0, 1M and 2M articles are grown in SQL (``INSERT ... SELECT FROM range()``):
+one year of synthetic history from 200 sources, realistic text lengths, ~5% matched in
+``article_indicators``, every matched article in an event (``event_articles``, a few
+reports per event) with its sketch and entities. Each is built once per size and copied for
+every measurement. Then, per size:
+
+* a load of 10k new staged entries (``pipeline.stage`` with the classifier, as the fetch
+  tasks stage them; 5% attack reports; times at the head of the history), opening and
+  closing the warehouse as ``pipeline.load`` does (the close and its checkpoint are part of
+  the cycle);
+* a load with nothing new (200 manifests, all 304 Not Modified);
+* ten loads of 10k in a row (the first and the last, and the checkpoints among them).
+
+The baseline of every row is the same measurement on the empty warehouse, in the same run.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+N_SOURCES = 200  # the bench feeds' sources (bench-0 .. bench-199): the history is theirs too
+NEW = 10_000
+NOW = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+
+_WORDS_EN = ("drone attack rocket base forces officials said report market oil prices parliament budget protest league "
+             "floods traffic capital ministers electricity imports militia statement security sources local witnesses "
+             "government week city province border talks minister army police strike air defence region").split()
+_WORDS_AR = ("هجوم طائرة مسيرة قاعدة قوات أمريكية صواريخ مصادر محلية الحادث مزيد التفاصيل المسؤولين أسعار النفط "
+             "البرلمان الموازنة احتجاجات الفريق الدوري أمطار العاصمة وزراء الكهرباء فصائل بيان الأمن الحكومة "
+             "المحافظة الحدود الجيش الشرطة ضربة الدفاع الجوي المنطقة الأسبوع المدينة").split()
+
+
+def _text(n_words: int, salt: int) -> str:
+    """SQL: ``n_words`` words of row ``i`` in its language (``ar`` on odd sources)."""
+    return (f"array_to_string(list_transform(range({n_words}), k -> CASE WHEN i % 2 = 1 "
+            f"THEN $ar[1 + (hash(i, k, {salt}) % {len(_WORDS_AR)})::INT] "
+            f"ELSE $en[1 + (hash(i, k, {salt}) % {len(_WORDS_EN)})::INT] END), ' ')")
+
+
+def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> None:
+    """A warehouse at ``path`` holding ``n`` articles of the year before ``now``."""
+    from warehouse import db
+
+    with db.connect(path) as con:
+        con.execute(
+            """INSERT INTO sources (source_id, name, lang, url, interval_s, reliability, enabled, updated_at)
+               SELECT 'bench-' || i, 'Bench ' || i, CASE WHEN i % 2 = 1 THEN 'ar' ELSE 'en' END,
+                      'https://bench' || i || '.example/feed', 300, 'B', true, ?
+               FROM range(?) t(i)""", [now, N_SOURCES])
+        if not n:
+            con.execute("CHECKPOINT")
+            return
+        # One year of history, oldest first; 5% matched (every 20th row).
+        con.execute(
+            f"""INSERT INTO articles
+                SELECT article_id, 'bench-' || (i % $src), guid, url, url, title, summary,
+                       CASE WHEN i % 2 = 1 THEN 'ar' ELSE 'en' END, pub, NULL, pub + INTERVAL 5 MINUTE,
+                       lower(title), lower(title || ' ' || summary), md5(title || summary), pub + INTERVAL 5 MINUTE
+                FROM (SELECT i, md5('hist-' || i) AS article_id, 'hist-' || i AS guid,
+                             'https://bench' || (i % $src) || '.example/hist-' || i AS url,
+                             {_text(10, 1)} || ' ' || i AS title, {_text(45, 2)} AS summary,
+                             $now - to_microseconds(CAST(($n - i) * (365 * 86400 * 1e6) / $n AS BIGINT)) AS pub
+                      FROM range($n) t(i))""",
+            {"n": n, "now": now, "ar": _WORDS_AR, "en": _WORDS_EN, "src": N_SOURCES},
+        )
+        # Matched articles: every 20th; events of 4 reports each (consecutive matched rows).
+        con.execute(
+            """INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, frame)
+               SELECT md5('hist-' || i), $ind[1 + ((i // 20) % len($ind))::INT], 0,
+                      '[{"group": "attack", "text": "drone attack"}]', '["base:ain_al_asad"]', NULL
+               FROM range(0, $n, 20) t(i)""", {"n": n, "ind": indicators})
+        con.execute(
+            """INSERT INTO events (event_id, indicator, first_report_at, first_seen_at, title, created_at)
+               SELECT md5('ev-' || e), any_value(ai.indicator), min(a.published_at), min(a.fetched_at), arg_min(a.title, a.published_at), min(a.fetched_at)
+               FROM (SELECT i, (i // 20) // 4 AS e FROM range(0, $n, 20) t(i)) m
+               JOIN articles a ON a.article_id = md5('hist-' || m.i)
+               JOIN article_indicators ai ON ai.article_id = a.article_id
+               GROUP BY e""", {"n": n})
+        con.execute(
+            """INSERT INTO event_articles (event_id, article_id, how)
+               SELECT md5('ev-' || ((i // 20) // 4)), md5('hist-' || i), CASE WHEN (i // 20) % 4 = 0 THEN 'first' ELSE 'same_place' END
+               FROM range(0, $n, 20) t(i)""", {"n": n})
+        con.execute(
+            """INSERT INTO article_sketches (article_id, minhash)
+               SELECT md5('hist-' || i), list_transform(range(128), k -> hash(i, k))::UBIGINT[]
+               FROM range(0, $n, 20) t(i)""", {"n": n})
+        con.execute(
+            """INSERT INTO article_entities (article_id, gazetteer, entity_id, kind, role)
+               SELECT md5('hist-' || i), g, g || '-' || (hash(i, g) % 40), CASE g WHEN 'places' THEN 'us_base' WHEN 'actors' THEN 'militia' ELSE 'drone' END,
+                      CASE g WHEN 'places' THEN 'target' END
+               FROM range(0, $n, 20) t(i), (VALUES ('places'), ('actors'), ('weapons')) g(g)""", {"n": n})
+        con.execute("CHECKPOINT")
+
+
+def _staged_sets(k: int) -> list[list]:
+    """``k`` sets of 10k parsed articles (200 feeds x 50 entries, 5% attack reports), new to
+    each other and to the history: parsed once, staged again for every measurement."""
+    from bench.feeds import feed_xml
+    from sources.parse import parse_feed
+
+    sets = []
+    for seed in range(k):
+        feeds = []
+        for f in range(N_SOURCES):
+            parsed = parse_feed(feed_xml(f, NEW // N_SOURCES, seed=seed + 1, now=NOW), f"bench-{f}", None, NOW)
+            feeds.append(parsed.articles)
+        sets.append(feeds)
+    return sets
+
+
+def _stage(s, feeds: list[list], clf, now: datetime) -> None:
+    from marsad import pipeline
+
+    for f, articles in enumerate(feeds):
+        meta = dict(source_id=f"bench-{f}", url=f"https://bench{f}.example/feed", status="ok" if articles else "not_modified",
+                    http_status=200 if articles else 304, started_at=now.isoformat(), finished_at=now.isoformat())
+        pipeline.stage(s, meta, articles, clf if articles else None)
+
+
+def _timed_load(s, clf, now: datetime) -> tuple[float, object]:
+    from marsad import pipeline
+
+    t = time.perf_counter()
+    rep = pipeline.load(s, now, clf)
+    return time.perf_counter() - t, rep
+
+
+def measure(sizes: list[int], rounds: int = 10, repeats: int = 2) -> dict:
+    """Per size: best of ``repeats`` 10k loads, best of ``repeats`` all-304 loads, and ``rounds``
+    10k loads in a row; each on a fresh copy of the size's warehouse."""
+    from bench.run import _settings
+    from marsad.pipeline import Settings  # noqa: F401  (import cost outside the timings)
+
+    out: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="marsad-history-") as d:
+        d = Path(d)
+        s = _settings(d / "work")
+        clf = s.classifier()
+        sets = _staged_sets(max(rounds, repeats))
+        # The indicators the bench's attack reports match: the history's matches are of the same.
+        from marsad.pipeline import _verdicts
+
+        inds = sorted({v["indicator"] for feeds in sets[:1] for arts in feeds for a in arts
+                       for v in _verdicts(clf, a.text_folded, a.title_folded)}) or list(clf.ids)[:3]
+        for n in sizes:
+            base = d / f"base-{n}.duckdb"
+            t0 = time.perf_counter()
+            build(base, n, inds)
+            built_s = time.perf_counter() - t0
+            r: dict = {"build_s": built_s, "mb": base.stat().st_size / 1e6}
+
+            def fresh():
+                shutil.rmtree(s.staging, ignore_errors=True)
+                s.warehouse.unlink(missing_ok=True)
+                Path(str(s.warehouse) + ".wal").unlink(missing_ok=True)
+                s.warehouse.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(base, s.warehouse)
+
+            loads, idle = [], []
+            for k in range(repeats):
+                fresh()
+                _stage(s, sets[k], clf, NOW)
+                t, rep = _timed_load(s, clf, NOW)
+                assert rep.new_articles == NEW, rep
+                loads.append(t)
+                # An all-304 cycle right after it (the WAL holds the 10k load, as in production).
+                later = NOW + timedelta(minutes=5)
+                _stage(s, [[] for _ in range(N_SOURCES)], clf, later)
+                t, rep = _timed_load(s, clf, later)
+                assert rep.new_articles == 0, rep
+                idle.append(t)
+            fresh()
+            row = []
+            for k in range(rounds):
+                at = NOW + timedelta(minutes=5 * k)
+                _stage(s, sets[k], clf, at)
+                t, rep = _timed_load(s, clf, at)
+                assert rep.new_articles == NEW, rep
+                row.append(t)
+            r.update(load=min(loads), loads=loads, idle=min(idle), idles=idle, rounds=row, events=rep.new_events)
+            out[n] = r
+            print(f"history: {n:,} articles (built {built_s:.1f} s, {r['mb']:.0f} MB): load 10k {min(loads):.3f} s {loads}, "
+                  f"all-304 {min(idle):.3f} s, ten in a row {[round(x, 2) for x in row]}", flush=True)
+            base.unlink()
+    return out
+
+
+def bench_history(sizes: list[int]) -> list:
+    from bench.run import Row
+
+    got = measure(sizes)
+    zero, top = got[sizes[0]], got[sizes[-1]]
+    rows = []
+    for n in sizes[1:]:
+        r = got[n]
+        ratio = r["load"] / zero["load"]
+        target = 1.2 if n == sizes[-1] else None
+        rows.append(Row("history", f"load of 10k new into {n:,} articles (open, load, classify, events, close)", round(r["load"], 3),
+                        round(zero["load"], 3), "s", round(ratio, 2), "<= 1.2 x empty" if target else "-",
+                        ratio <= target if target else None,
+                        f"baseline: the same 10k load into an empty warehouse, same run; best of {len(r['loads'])} "
+                        f"({', '.join(f'{x:.2f}' for x in r['loads'])} vs {', '.join(f'{x:.2f}' for x in zero['loads'])}); "
+                        f"warehouse {r['mb']:.0f} MB, built in SQL in {r['build_s']:.0f} s"))
+    rows.append(Row("history", f"all-304 load (nothing new) at {sizes[-1]:,} articles", round(top["idle"], 3), round(zero["idle"], 3), "s",
+                    round(top["idle"] / zero["idle"], 2), "<= 0.15 s", top["idle"] <= 0.15,
+                    "baseline: the same all-304 load on an empty warehouse; 200 manifests, right after a 10k load"))
+    for n in (sizes[0], sizes[-1]):
+        r = got[n]
+        rows.append(Row("history", f"ten loads of 10k in a row at {n:,}: last vs first", round(r["rounds"][-1], 3), round(r["rounds"][0], 3), "s",
+                        round(r["rounds"][-1] / r["rounds"][0], 2), "-", None,
+                        f"baseline: the first of the ten; all: {', '.join(f'{x:.2f}' for x in r['rounds'])}"))
+    return rows
