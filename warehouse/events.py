@@ -55,6 +55,15 @@ def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
                     USING (article_id, indicator)""", [] if classified_at is None else [classified_at, classified_at]
 
 
+def _drop_temp(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Drop a temporary table on the way out; after an error that aborted the transaction
+    DuckDB refuses even that (the rollback drops it), and the error that matters is the first."""
+    try:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    except duckdb.TransactionException:
+        pass
+
+
 def _in_load(scope: datetime | None, word: str = "WHERE") -> tuple[str, list]:
     """A filter on ``articles a`` bounding the pending articles' reads to the load's (zone maps
     of classified_at skip the past), and its parameters; nothing for the whole-history scope."""
@@ -93,7 +102,7 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | No
             if rows:
                 write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
     finally:
-        con.execute("DROP TABLE IF EXISTS _marsad_unsketched")
+        _drop_temp(con, "_marsad_unsketched")
 
 
 _SEP = "\x1f"  # joins the ids of one statement into one string parameter (ids are hex digests)
@@ -342,7 +351,7 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
     finally:
         if collecting:
             gc.enable()
-        con.execute("DROP TABLE IF EXISTS _marsad_pending")
+        _drop_temp(con, "_marsad_pending")
     return opened
 
 
