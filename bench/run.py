@@ -365,7 +365,7 @@ def report(rows: list[Row], info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.run")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--only", nargs="*", help="ingest poll dedupe rules parse airflow")
+    ap.add_argument("--only", nargs="*", help="ingest poll dedupe rules parse publish airflow")
     ap.add_argument("--no-airflow", dest="airflow", action="store_false",
                     help="skip alert latency and memory under airflow standalone (about 10 minutes)")
     args = ap.parse_args(argv)
@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         "dedupe": lambda: bench_dedupe([2_000, 20_000] if q else [10_000, 100_000, 1_000_000]),
         "rules": lambda: bench_rules(50_000 if q else 1_000_000),
         "parse": lambda: bench_dag_parse(3 if q else 5),
+        "publish": lambda: __import__("bench.publish", fromlist=["bench_publish"]).bench_publish(
+            [10_000, 100_000] if q else [100_000, 1_000_000], ducklake_at=100_000 if q else 1_000_000),
     }
     if args.airflow:
         from bench.latency import bench_airflow

@@ -42,25 +42,26 @@ INDEX_VERSION = 2
 BM25_K1, BM25_B = 1.2, 0.75
 INDEX_TABLES = ("search_dict", "search_docs", "search_postings")
 
-# RE2 in DuckDB counts characters, not bytes: .{3,} is three letters.
-# marsad_light: the query side and the base of the index side (light stemming, one form per word).
+# RE2 in DuckDB counts characters, not bytes: \S{3,} is three letters. Each rule is one
+# regexp_replace over the whole text, word by word (a word starts at the text's start or
+# after a space and runs to the next space); a list of words with a lambda per word is
+# several times slower at 10k articles a cycle.
+# marsad_light: the query side and the base of the index side (light stemming, one form
+# per word): a leading و when three letters remain, then ال / بال / كال / فال / لل when two do.
 # marsad_index_text: the index side also adds, after a word that starts with one of the
 # clitics ب ل ك ف, the word without it ("بعين" -> "بعين عين"), since those letters also
 # start ordinary words ("بغداد") and cannot simply be dropped. Searching "عين الأسد" then
 # finds "بعين الأسد" while "بغداد" still finds "بغداد".
 # marsad_terms: the terms of a text, as fts splits and stems them (its tokenizer, with the
 # token pattern that keeps every letter and digit of any script, and no stopwords).
+TOKENIZE = r"string_split_regex(regexp_replace(lower(strip_accents(CAST({} AS VARCHAR))), '[^\p{{L}}\p{{N}}]+', ' ', 'g'), '\s+')"
 LIGHT_MACROS = [
-    r"""CREATE OR REPLACE MACRO marsad_light_word(w) AS CASE WHEN left(w, 1) IN ('و', 'ا', 'ب', 'ك', 'ف', 'ل')
-        THEN regexp_replace(regexp_replace(w, '^و(.{3,})$', '\1'), '^(ال|بال|كال|فال|لل)(.{2,})$', '\2') ELSE w END""",
-    """CREATE OR REPLACE MACRO marsad_light(t) AS
-        array_to_string(list_transform(string_split(t, ' '), w -> marsad_light_word(w)), ' ')""",
+    r"""CREATE OR REPLACE MACRO marsad_light(t) AS
+        regexp_replace(regexp_replace(t, '(^| )و(\S{3,})', '\1\2', 'g'), '(^| )(ال|بال|كال|فال|لل)(\S{2,})', '\1\3', 'g')""",
     r"""CREATE OR REPLACE MACRO marsad_index_text(t) AS
-        array_to_string(list_transform(list_transform(string_split(t, ' '), w -> marsad_light_word(w)),
-            w -> CASE WHEN left(w, 1) IN ('ب', 'ل', 'ك', 'ف') AND length(w) >= 4 THEN w || ' ' || substr(w, 2) ELSE w END), ' ')""",
-    r"""CREATE OR REPLACE MACRO marsad_terms(t) AS
-        list_filter(list_transform(string_split_regex(regexp_replace(lower(strip_accents(CAST(t AS VARCHAR))),
-            '[^\p{L}\p{N}]+', ' ', 'g'), '\s+'), w -> stem(w, '""" + STEMMER + """')), w -> w <> '')""",
+        regexp_replace(marsad_light(t), '(^| )([بلكف])(\S{3,})', '\1\2\3 \3', 'g')""",
+    "CREATE OR REPLACE MACRO marsad_terms(t) AS list_filter(list_transform(" + TOKENIZE.format("t")
+    + f", w -> stem(w, '{STEMMER}')), w -> w <> '')",
     # The articles holding every term of ``q`` (already folded and light-stemmed), with fts's BM25.
     f"""CREATE OR REPLACE MACRO marsad_match(q) AS TABLE
         WITH qterms AS (SELECT DISTINCT unnest(marsad_terms(q)) AS term),
@@ -98,26 +99,16 @@ def build_index(con: duckdb.DuckDBPyConnection, db: str | None = None) -> int:
     Returns the number of articles indexed."""
     load_fts(con)
     macros(con)
-    p = f'"{db}".' if db else ""
+    db = db or con.execute("SELECT current_database()").fetchone()[0]
+    p = f'"{db}".main.'
     con.execute(f"DROP TABLE IF EXISTS {p}article_search")  # the fts-based index of earlier versions
-    con.execute(f"DROP SCHEMA IF EXISTS {p}fts_main_article_search CASCADE")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_tokens AS
-        SELECT row_number() OVER (ORDER BY article_id) AS docid, article_id,
-               marsad_terms(marsad_index_text(text_folded)) AS terms
-        FROM {p}articles""")
-    con.execute(f"""CREATE OR REPLACE TABLE {p}search_dict AS
-        SELECT term, (row_number() OVER (ORDER BY term))::INTEGER AS termid
-        FROM (SELECT DISTINCT unnest(terms) AS term FROM _marsad_tokens)""")
-    con.execute(f"CREATE OR REPLACE TABLE {p}search_docs AS SELECT docid, article_id, len(terms)::INTEGER AS len FROM _marsad_tokens")
-    con.execute(f"""CREATE OR REPLACE TABLE {p}search_postings AS
-        SELECT d.termid, t.docid, t.tf FROM (
-            SELECT docid, term, count(*)::INTEGER AS tf
-            FROM (SELECT docid, unnest(terms) AS term FROM _marsad_tokens) GROUP BY ALL) t
-        JOIN {p}search_dict d USING (term)
-        ORDER BY d.termid, t.docid""")
-    con.execute("DROP TABLE _marsad_tokens")
-    macros(con, db or con.execute("SELECT current_database()").fetchone()[0])
-    return con.execute(f"SELECT count(*) FROM {p}search_docs").fetchone()[0]
+    con.execute(f'DROP SCHEMA IF EXISTS "{db}".fts_main_article_search CASCADE')
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_dict (term VARCHAR, termid INTEGER)")
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_docs (docid BIGINT, article_id VARCHAR, len INTEGER)")
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_postings (termid INTEGER, docid BIGINT, tf INTEGER)")
+    n = _index(con, p, f"SELECT row_number() OVER (ORDER BY article_id) AS docid, article_id, text_folded FROM {p}articles")
+    macros(con, db)
+    return n
 
 
 def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
@@ -126,26 +117,39 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
     entries go, their current text (if any) is indexed. Returns the number indexed."""
     load_fts(con)
     macros(con)
-    p = f'"{db}".'
+    p = f'"{db}".main.'
     con.execute(f"""DELETE FROM {p}search_postings WHERE docid IN (
                       SELECT docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id))""")
     con.execute(f"DELETE FROM {p}search_docs WHERE article_id IN (SELECT article_id FROM {changed})")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_tokens AS
+    return _index(con, p, f"""
         SELECT (SELECT coalesce(max(docid), 0) FROM {p}search_docs) + row_number() OVER (ORDER BY article_id) AS docid,
-               article_id, marsad_terms(marsad_index_text(text_folded)) AS terms
+               article_id, text_folded
         FROM {p}articles SEMI JOIN {changed} USING (article_id)""")
+
+
+def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
+    """Add the ``(docid, article_id, text_folded)`` rows of query ``docs`` to the index tables
+    (prefix ``p``). Words are split once, and each distinct word is stemmed once."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_docs AS
+        SELECT docid, article_id, {TOKENIZE.format("marsad_index_text(text_folded)")} AS words FROM ({docs})""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE _marsad_words AS
+        SELECT docid, word, count(*)::INTEGER AS tf
+        FROM (SELECT docid, unnest(words) AS word FROM _marsad_docs) WHERE word <> '' GROUP BY ALL""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_stems AS
+        SELECT word, stem(word, '{STEMMER}') AS term FROM (SELECT DISTINCT word FROM _marsad_words)""")
     con.execute(f"""INSERT INTO {p}search_dict
         SELECT term, ((SELECT coalesce(max(termid), 0) FROM {p}search_dict) + row_number() OVER (ORDER BY term))::INTEGER
-        FROM (SELECT DISTINCT unnest(terms) AS term FROM _marsad_tokens) ANTI JOIN {p}search_dict USING (term)""")
-    con.execute(f"INSERT INTO {p}search_docs SELECT docid, article_id, len(terms)::INTEGER FROM _marsad_tokens")
+        FROM (SELECT DISTINCT term FROM _marsad_stems) ANTI JOIN {p}search_dict USING (term)""")
+    con.execute(f"""INSERT INTO {p}search_docs
+        SELECT d.docid, d.article_id, coalesce(w.len, 0)::INTEGER
+        FROM _marsad_docs d LEFT JOIN (SELECT docid, sum(tf) AS len FROM _marsad_words GROUP BY docid) w USING (docid)""")
     con.execute(f"""INSERT INTO {p}search_postings
-        SELECT d.termid, t.docid, t.tf FROM (
-            SELECT docid, term, count(*)::INTEGER AS tf
-            FROM (SELECT docid, unnest(terms) AS term FROM _marsad_tokens) GROUP BY ALL) t
-        JOIN {p}search_dict d USING (term)
-        ORDER BY d.termid, t.docid""")
-    n = con.execute("SELECT count(*) FROM _marsad_tokens").fetchone()[0]
-    con.execute("DROP TABLE _marsad_tokens")
+        SELECT t.termid, w.docid, sum(w.tf)::INTEGER
+        FROM _marsad_words w JOIN _marsad_stems s USING (word) JOIN {p}search_dict t USING (term)
+        GROUP BY ALL ORDER BY 1, 2""")
+    n = con.execute("SELECT count(*) FROM _marsad_docs").fetchone()[0]
+    for table in ("_marsad_docs", "_marsad_words", "_marsad_stems"):
+        con.execute(f"DROP TABLE {table}")
     return n
 
 
