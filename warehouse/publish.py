@@ -111,15 +111,22 @@ def publish(warehouse: str | Path, target: str | Path | None = None, full: bool 
         if report is None:
             report = _full(warehouse, work, t0)
             report.reason = reason
+        # The generation being replaced becomes the next spare, under that name only once it
+        # is no longer the read copy (another publisher may take the spare at any moment).
         spare = spare_path(target)
-        if target.exists():  # the generation being replaced becomes the next spare
-            link = spare.with_name(f"{spare.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                os.link(target, link)
-                os.replace(link, spare)
-            except OSError:  # no hard links here: the next publish copies the file instead
-                _unlink(link)
-        os.replace(work, target)
+        link = spare.with_name(f"{spare.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.link(target, link)
+        except OSError:  # no read copy yet, or no hard links here: the next publish copies the file
+            link = None
+        try:
+            os.replace(work, target)
+        except BaseException:
+            if link is not None:
+                link.unlink(missing_ok=True)
+            raise
+        if link is not None:
+            os.replace(link, spare)
         report.path = str(target)
         report.total_s = round(time.perf_counter() - t0, 3)
         return report
