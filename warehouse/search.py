@@ -17,7 +17,9 @@ that a publish updates with only the articles that changed (``update_index``):
 
 * ``search_dict (term, termid)``: every term ever indexed;
 * ``search_docs (docid, article_id, len)``: one row per indexed article (``len``: terms);
-* ``search_postings (termid, docid, tf)``: one row per term of an article.
+* ``search_postings (termid, docid, tf)``: one row per term of an article;
+* ``search_gone (docid)``: documents replaced since the last full build (a corrected
+  article gets a new docid; its old postings stay until then and are skipped).
 
 Scores are fts's BM25 (k1 = 1.2, b = 0.75, the same idf), with document frequencies and
 average length counted when the query runs, so they are always those of the whole copy.
@@ -38,9 +40,9 @@ from sources.normalize import fold
 
 STEMMER = "porter"
 # Changes whenever the index tables or macros change: a read copy with another version is rebuilt whole.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 BM25_K1, BM25_B = 1.2, 0.75
-INDEX_TABLES = ("search_dict", "search_docs", "search_postings")
+INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
 
 # RE2 in DuckDB counts characters, not bytes: \S{3,} is three letters. Each rule is one
 # regexp_replace over the whole text, word by word (a word starts at the text's start or
@@ -66,7 +68,8 @@ LIGHT_MACROS = [
     f"""CREATE OR REPLACE MACRO marsad_match(q) AS TABLE
         WITH qterms AS (SELECT DISTINCT unnest(marsad_terms(q)) AS term),
              qids AS (SELECT d.termid FROM search_dict d JOIN qterms USING (term)),
-             hits AS (SELECT p.termid, p.docid, p.tf FROM search_postings p SEMI JOIN qids USING (termid)),
+             hits AS (SELECT p.termid, p.docid, p.tf FROM search_postings p SEMI JOIN qids USING (termid)
+                      ANTI JOIN search_gone USING (docid)),
              df AS (SELECT termid, count(*) AS df FROM hits GROUP BY termid),
              stats AS (SELECT count(*) AS n, avg(len) AS avgdl FROM search_docs),
              whole AS (SELECT docid FROM hits GROUP BY docid
@@ -106,6 +109,7 @@ def build_index(con: duckdb.DuckDBPyConnection, db: str | None = None) -> int:
     con.execute(f"CREATE OR REPLACE TABLE {p}search_dict (term VARCHAR, termid INTEGER)")
     con.execute(f"CREATE OR REPLACE TABLE {p}search_docs (docid BIGINT, article_id VARCHAR, len INTEGER)")
     con.execute(f"CREATE OR REPLACE TABLE {p}search_postings (termid INTEGER, docid BIGINT, tf INTEGER)")
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_gone (docid BIGINT)")
     n = _index(con, p, f"SELECT row_number() OVER (ORDER BY article_id) AS docid, article_id, text_folded FROM {p}articles")
     macros(con, db)
     return n
@@ -118,8 +122,9 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
     load_fts(con)
     macros(con)
     p = f'"{db}".main.'
-    con.execute(f"""DELETE FROM {p}search_postings WHERE docid IN (
-                      SELECT docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id))""")
+    # The postings of a replaced article stay (deleting them would read every posting) and
+    # its old docid is listed in search_gone, which queries skip; a full build drops both.
+    con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id)")
     con.execute(f"DELETE FROM {p}search_docs WHERE article_id IN (SELECT article_id FROM {changed})")
     return _index(con, p, f"""
         SELECT (SELECT coalesce(max(docid), 0) FROM {p}search_docs) + row_number() OVER (ORDER BY article_id) AS docid,
