@@ -51,7 +51,6 @@ from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts,
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
 ALIAS = "marsad_publish"
-CURRENT = "marsad_current"
 # Tables only the read copy has (not compared with the primary).
 COPY_ONLY = {"publish_info", "article_search", *INDEX_TABLES}
 ROW_GROUP = 122_880  # DuckDB's rows per row group
@@ -174,7 +173,7 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float) -> Publis
         how = _attach_base(con, source, target, work)
         changed = _apply_delta(con, source)
         t1 = time.perf_counter()
-        n = update_index(con, ALIAS, "_marsad_changed", _attach_current(con, target) if how == "spare" else None)
+        n = update_index(con, ALIAS, "_marsad_changed")
         _publish_info(con, ALIAS, "incremental")
         con.execute(f"CHECKPOINT {ALIAS}")
         con.execute(f"DETACH {ALIAS}")
@@ -210,23 +209,6 @@ def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work
         raise _NeedFull(f"the read copy cannot be copied: {str(exc).splitlines()[0]}") from None
     _check_compatible(con, source)
     return "file copy"
-
-
-def _attach_current(con: duckdb.DuckDBPyConnection, target: Path) -> str | None:
-    """The current read copy, attached read-only, so that the spare can take the terms it
-    already split (``warehouse.search.update_index``); None if it cannot serve."""
-    try:
-        con.execute(f"ATTACH '{_sql_path(target)}' AS {CURRENT} (READ_ONLY)")
-    except duckdb.Error:
-        return None
-    try:
-        if con.execute(f"SELECT max(index_version) FROM {CURRENT}.publish_info").fetchone()[0] == INDEX_VERSION:
-            con.execute(f"SELECT count(*) FROM {CURRENT}.search_recent LIMIT 0")
-            return CURRENT
-    except duckdb.Error:
-        pass
-    con.execute(f"DETACH {CURRENT}")
-    return None
 
 
 def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:

@@ -19,9 +19,7 @@ that a publish updates with only the articles that changed (``update_index``):
 * ``search_docs (docid, article_id, len)``: one row per indexed article (``len``: terms);
 * ``search_postings (termid, docid, tf)``: one row per term of an article;
 * ``search_gone (docid)``: documents replaced since the last full build (a corrected
-  article gets a new docid; its old postings stay until then and are skipped);
-* ``search_recent (article_id, content_hash, term, tf)``: the terms this publish computed,
-  which the next publish copies instead of splitting the same texts again.
+  article gets a new docid; its old postings stay until then and are skipped).
 
 Scores are fts's BM25 (k1 = 1.2, b = 0.75, the same idf), with document frequencies and
 average length counted when the query runs, so they are always those of the whole copy.
@@ -42,9 +40,9 @@ from sources.normalize import fold
 
 STEMMER = "porter"
 # Changes whenever the index tables or macros change: a read copy with another version is rebuilt whole.
-INDEX_VERSION = 4
+INDEX_VERSION = 3
 BM25_K1, BM25_B = 1.2, 0.75
-INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone", "search_recent")
+INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
 
 # RE2 in DuckDB counts characters, not bytes: \S{3,} is three letters. Each rule is one
 # regexp_replace over the whole text, word by word (a word starts at the text's start or
@@ -113,19 +111,14 @@ def build_index(con: duckdb.DuckDBPyConnection, db: str | None = None) -> int:
     con.execute(f"CREATE OR REPLACE TABLE {p}search_postings (termid INTEGER, docid BIGINT, tf INTEGER)")
     con.execute(f"CREATE OR REPLACE TABLE {p}search_gone (docid BIGINT)")
     n = _index(con, p, f"SELECT row_number() OVER (ORDER BY article_id) AS docid, article_id, text_folded FROM {p}articles")
-    con.execute("DROP TABLE _marsad_terms")
-    con.execute(f"CREATE OR REPLACE TABLE {p}search_recent (article_id VARCHAR, content_hash VARCHAR, term VARCHAR, tf INTEGER)")
     macros(con, db)
     return n
 
 
-def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, reuse: str | None = None) -> int:
+def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
     """Bring the index of database ``db`` up to date for the article ids in table ``changed``
     (new, corrected or removed articles; ``db``'s ``articles`` already updated): their old
-    entries go, their current text (if any) is indexed. ``reuse``: another attached read copy
-    (the current one) whose ``search_recent`` holds the terms of articles it indexed; those
-    with the same text are taken from there instead of being split again. Returns the number
-    indexed."""
+    entries go, their current text (if any) is indexed. Returns the number indexed."""
     load_fts(con)
     macros(con)
     p = f'"{db}".main.'
@@ -133,33 +126,15 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, reuse: s
     # its old docid is listed in search_gone, which queries skip; a full build drops both.
     con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id)")
     con.execute(f"DELETE FROM {p}search_docs WHERE article_id IN (SELECT article_id FROM {changed})")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_new_docs AS
+    return _index(con, p, f"""
         SELECT (SELECT coalesce(max(docid), 0) FROM {p}search_docs) + row_number() OVER (ORDER BY article_id) AS docid,
-               article_id, content_hash, text_folded
+               article_id, text_folded
         FROM {p}articles SEMI JOIN {changed} USING (article_id)""")
-    reused = None
-    if reuse:
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_reused AS
-            SELECT d.docid, d.article_id, r.term, r.tf
-            FROM _marsad_new_docs d JOIN "{reuse}".main.search_recent r
-              ON r.article_id = d.article_id AND r.content_hash = d.content_hash""")
-        reused = "_marsad_reused"
-    n = _index(con, p, "SELECT docid, article_id, text_folded FROM _marsad_new_docs"
-               + (" ANTI JOIN _marsad_reused USING (docid)" if reused else ""), reused)
-    # The terms this publish split, for the next one (which starts from an older generation).
-    con.execute(f"""CREATE OR REPLACE TABLE {p}search_recent AS
-        SELECT d.article_id, d.content_hash, t.term, t.tf FROM _marsad_terms t JOIN _marsad_new_docs d USING (docid)
-        {"ANTI JOIN _marsad_reused r USING (docid)" if reused else ""}""")
-    for table in ("_marsad_new_docs", "_marsad_terms", *([reused] if reused else [])):
-        con.execute(f"DROP TABLE {table}")
-    return n
 
 
-def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str, reused: str | None = None) -> int:
+def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
     """Add the ``(docid, article_id, text_folded)`` rows of query ``docs`` to the index tables
-    (prefix ``p``), and the ``(docid, article_id, term, tf)`` rows of table ``reused`` (already
-    split). Words are split once, and each distinct word is stemmed once. Leaves the temp
-    table ``_marsad_terms (docid, term, tf)`` of everything added."""
+    (prefix ``p``). Words are split once, and each distinct word is stemmed once."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_docs AS
         SELECT docid, article_id, {TOKENIZE.format("marsad_index_text(text_folded)")} AS words FROM ({docs})""")
     con.execute("""CREATE OR REPLACE TEMP TABLE _marsad_words AS
@@ -167,19 +142,16 @@ def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str, reused: str | None
         FROM (SELECT docid, unnest(words) AS word FROM _marsad_docs) WHERE word <> '' GROUP BY ALL""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_stems AS
         SELECT word, stem(word, '{STEMMER}') AS term FROM (SELECT DISTINCT word FROM _marsad_words)""")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_terms AS
-        SELECT w.docid, s.term, sum(w.tf)::INTEGER AS tf FROM _marsad_words w JOIN _marsad_stems s USING (word) GROUP BY ALL
-        {f"UNION ALL SELECT docid, term, tf FROM {reused}" if reused else ""}""")
     con.execute(f"""INSERT INTO {p}search_dict
         SELECT term, ((SELECT coalesce(max(termid), 0) FROM {p}search_dict) + row_number() OVER (ORDER BY term))::INTEGER
-        FROM (SELECT DISTINCT term FROM _marsad_terms) ANTI JOIN {p}search_dict USING (term)""")
+        FROM (SELECT DISTINCT term FROM _marsad_stems) ANTI JOIN {p}search_dict USING (term)""")
     con.execute(f"""INSERT INTO {p}search_docs
-        SELECT d.docid, d.article_id, coalesce(t.len, 0)::INTEGER
-        FROM (SELECT docid, article_id FROM _marsad_docs
-              {f"UNION ALL SELECT DISTINCT docid, article_id FROM {reused}" if reused else ""}) d
-        LEFT JOIN (SELECT docid, sum(tf) AS len FROM _marsad_terms GROUP BY docid) t USING (docid)""")
+        SELECT d.docid, d.article_id, coalesce(w.len, 0)::INTEGER
+        FROM _marsad_docs d LEFT JOIN (SELECT docid, sum(tf) AS len FROM _marsad_words GROUP BY docid) w USING (docid)""")
     con.execute(f"""INSERT INTO {p}search_postings
-        SELECT t.termid, m.docid, m.tf FROM _marsad_terms m JOIN {p}search_dict t USING (term) ORDER BY 1, 2""")
+        SELECT t.termid, w.docid, sum(w.tf)::INTEGER
+        FROM _marsad_words w JOIN _marsad_stems s USING (word) JOIN {p}search_dict t USING (term)
+        GROUP BY ALL ORDER BY 1, 2""")
     n = con.execute("SELECT count(*) FROM _marsad_docs").fetchone()[0]
     for table in ("_marsad_docs", "_marsad_words", "_marsad_stems"):
         con.execute(f"DROP TABLE {table}")
