@@ -373,7 +373,7 @@ def report(rows: list[Row], info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.run")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--only", nargs="*", help="ingest poll dedupe events rules parse airflow history")
+    ap.add_argument("--only", nargs="*", help="ingest poll dedupe events rules parse airflow history publish")
     ap.add_argument("--history-sizes", type=lambda v: [int(x) for x in v.split(",")],
                     help="articles held by the warehouses of the history bench, e.g. 0,1000000,2000000")
     ap.add_argument("--no-airflow", dest="airflow", action="store_false",
@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         "rules": lambda: bench_rules(50_000 if q else 1_000_000),
         "parse": lambda: bench_dag_parse(3 if q else 5),
         "history": lambda: bench_history(args.history_sizes or ([0, 100_000, 200_000] if q else [0, 1_000_000, 2_000_000])),
+        "publish": lambda: __import__("bench.publish", fromlist=["bench_publish"]).bench_publish(
+            [10_000, 100_000] if q else [100_000, 1_000_000], ducklake_at=100_000 if q else 1_000_000),
     }
     from bench.history import bench_history
 

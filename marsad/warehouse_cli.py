@@ -101,7 +101,7 @@ def cmd_publish(args) -> int:
     from warehouse.publish import publish
 
     s = _settings(args)
-    print(json.dumps(publish(s.warehouse, s.read_copy).as_dict()))
+    print(json.dumps(publish(s.warehouse, s.read_copy, full=args.full).as_dict()))
     return 0
 
 
@@ -157,6 +157,7 @@ def add_commands(sub) -> None:
 
     s = sub.add_parser("publish", help="publish the analysts' read copy now (the pipeline does it after load and evaluate)")
     s.add_argument("--db", help="warehouse file")
+    s.add_argument("--full", action="store_true", help="copy the whole warehouse and rebuild the search index (otherwise only what changed)")
     s.set_defaults(fn=cmd_publish)
 
     s = sub.add_parser("prune", help="delete fetch_log rows older than warehouse.fetch_log_retention in marsad/settings.yaml (30d)")

@@ -2,23 +2,41 @@
 
 DuckDB lets one process open a file read-write, or many processes read-only, never both.
 So analysts never open the primary file (``var/marsad.duckdb``). After each load and each
-evaluation the pipeline publishes ``marsad-read.duckdb`` next to it:
+evaluation the pipeline publishes ``marsad-read.duckdb`` next to it. The published file is
+never written again: a publish prepares a *new* file and renames it over the read copy.
 
-1. open the primary (read-only, so publishing can never change it) and
-   ``COPY FROM DATABASE`` it into a new temporary file; the primary's lock is held only
-   for this copy;
-2. in the temporary file, build the full-text index (``warehouse.search``) and record
-   ``publish_info`` (when it was published, newest article);
-3. ``os.replace`` the temporary file over the read copy: one atomic rename.
+Incremental (every cycle): the file prepared is the previous generation, kept under a
+hidden name (``.marsad-read.duckdb.spare``) when it was replaced, and brought up to date
+with only what changed since it was made:
+
+1. take the spare (a rename: one publisher at a time owns it) and open it read-write. If a
+   reader still has that generation open, DuckDB refuses at once (it never waits); the
+   publish then copies the current read copy file instead (a plain file copy: the file is
+   never written after it is published);
+2. with the primary open read-only: articles whose ``(content_hash, classified_at)`` differ
+   from the copy's (new, corrected, re-classified) or that left the primary are replaced;
+   every other table gets the rows it lacks and loses the rows the primary no longer has
+   (a set difference of row hashes, in SQL); the search index (``warehouse.search.update_index``) is
+   updated for the changed articles only; ``publish_info`` is rewritten;
+3. checkpoint, then hard-link the current read copy as the next spare and ``os.replace``
+   the prepared file over the read copy: one atomic rename.
+
+Full (``publish(full=True)``, ``marsad publish --full``, and automatically when there is no
+read copy, when its schema migrations or tables differ from the primary's, e.g. after a
+migration, or when its search index is of another version): ``COPY FROM DATABASE`` of the
+primary into a new file, the whole search index built (``warehouse.search.build_index``),
+renamed over the read copy.
 
 Readers that have the old copy open keep its inode (POSIX keeps an unlinked file alive
 while it is open) and are never blocked or broken; the next connection they open sees the
-new copy. The read copy is never written in place, so readers never hold a lock that the
-pipeline waits for.
+new copy. Since the delta is computed by comparing the file with the primary (not from a
+log of what happened since), any older generation, or a copy left half-updated by a
+publisher that was killed, is brought exactly up to date.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -29,9 +47,13 @@ from typing import Sequence
 import duckdb
 
 from warehouse import db
-from warehouse.search import build_index, load_fts
+from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts, update_index
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
+ALIAS = "marsad_publish"
+# Tables only the read copy has (not compared with the primary).
+COPY_ONLY = {"publish_info", "article_search", *INDEX_TABLES}
+ROW_GROUP = 122_880  # DuckDB's rows per row group
 
 
 def read_copy_path(warehouse: str | Path) -> Path:
@@ -46,52 +68,242 @@ def read_copy_path(warehouse: str | Path) -> Path:
     return warehouse.with_name(f"{warehouse.stem}-read{warehouse.suffix or '.duckdb'}")
 
 
+def spare_path(target: Path) -> Path:
+    """The previous generation of the read copy, which the next publish brings up to date."""
+    return target.with_name(f".{target.name}.spare")
+
+
 @dataclass
 class PublishReport:
     path: str
     articles: int
-    copy_s: float
-    index_s: float
+    copy_s: float      # full: COPY FROM DATABASE; incremental: taking the spare (or copying the file) and the delta
+    index_s: float     # search index (whole or the changed articles) and checkpoint
     total_s: float
+    mode: str = "full"  # full | incremental
+    reason: str = ""    # why full, or how the incremental base was obtained (spare / file copy)
+    changed: int = 0    # articles (re)indexed
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
 
 
-def publish(warehouse: str | Path, target: str | Path | None = None) -> PublishReport:
-    """Snapshot ``warehouse`` into a fresh file with a search index, then swap it in atomically."""
+class _NeedFull(Exception):
+    """The base file cannot be brought up to date incrementally (the message says why)."""
+
+
+def publish(warehouse: str | Path, target: str | Path | None = None, full: bool = False) -> PublishReport:
+    """Bring a read copy of ``warehouse`` up to date (incrementally when it can, see the module
+    docstring), then swap it in atomically."""
     warehouse = Path(warehouse)
     target = Path(target or read_copy_path(warehouse))
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    work = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     _remove_stale(target)
     t0 = time.perf_counter()
     try:
-        con = db.open_db(warehouse, read_only=True)
+        report = None
+        reason = "asked for (--full)" if full else ""
+        if not full:
+            try:
+                report = _incremental(warehouse, target, work, t0)
+            except _NeedFull as why:
+                reason = str(why)
+                _unlink(work)
+        if report is None:
+            report = _full(warehouse, work, t0)
+            report.reason = reason
+        # The generation being replaced becomes the next spare, under that name only once it
+        # is no longer the read copy (another publisher may take the spare at any moment).
+        spare = spare_path(target)
+        link = spare.with_name(f"{spare.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            source = con.execute("SELECT current_database()").fetchone()[0]
-            con.execute(f"ATTACH '{tmp}' AS marsad_publish (READ_WRITE)")
-            con.execute(f'COPY FROM DATABASE "{source}" TO marsad_publish')
-            con.execute("DETACH marsad_publish")
-        finally:
-            con.close()
-        t1 = time.perf_counter()
-        con = duckdb.connect(str(tmp))
+            os.link(target, link)
+        except OSError:  # no read copy yet, or no hard links here: the next publish copies the file
+            link = None
         try:
-            con.execute("SET TimeZone = 'UTC'")
-            n = build_index(con)
-            con.execute(
-                """CREATE OR REPLACE TABLE publish_info AS
-                   SELECT now() AS published_at, count(*) AS articles, max(fetched_at) AS newest_fetched_at FROM articles"""
-            )
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        t2 = time.perf_counter()
-        os.replace(tmp, target)
+            os.replace(work, target)
+        except BaseException:
+            if link is not None:
+                link.unlink(missing_ok=True)
+            raise
+        if link is not None:
+            os.replace(link, spare)
+        report.path = str(target)
+        report.total_s = round(time.perf_counter() - t0, 3)
+        return report
     finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
-            leftover.unlink(missing_ok=True)
-    return PublishReport(str(target), n, round(t1 - t0, 3), round(t2 - t1, 3), round(time.perf_counter() - t0, 3))
+        _unlink(work)
+
+
+def _full(warehouse: Path, work: Path, t0: float) -> PublishReport:
+    con = db.open_db(warehouse, read_only=True)
+    try:
+        source = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute(f"ATTACH '{_sql_path(work)}' AS {ALIAS} (READ_WRITE)")
+        # The schema (tables, views, macros), then each table again without its keys and
+        # indexes: readers never write, and a checkpoint after each cycle's rows would
+        # otherwise rewrite the whole of every index (a million-key ART for articles).
+        con.execute(f'COPY FROM DATABASE "{source}" TO {ALIAS} (SCHEMA)')
+        for table in _tables(con, source):
+            con.execute(f'DROP TABLE {ALIAS}.main."{table}"')
+            con.execute(f'CREATE TABLE {ALIAS}.main."{table}" AS SELECT * FROM "{source}".main."{table}"')
+        con.execute(f"DETACH {ALIAS}")
+    finally:
+        con.close()
+    t1 = time.perf_counter()
+    con = duckdb.connect(str(work))  # the primary's lock is no longer held while the index builds
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        n = build_index(con)
+        _publish_info(con, con.execute("SELECT current_database()").fetchone()[0], "full")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    t2 = time.perf_counter()
+    return PublishReport("", n, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "full", "", n)
+
+
+def _incremental(warehouse: Path, target: Path, work: Path, t0: float) -> PublishReport:
+    if not target.exists():
+        raise _NeedFull("no read copy yet")
+    con = db.open_db(warehouse, read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        source = con.execute("SELECT current_database()").fetchone()[0]
+        how = _attach_base(con, source, target, work)
+        changed = _apply_delta(con, source)
+        t1 = time.perf_counter()
+        n = update_index(con, ALIAS, "_marsad_changed")
+        _publish_info(con, ALIAS, "incremental")
+        con.execute(f"CHECKPOINT {ALIAS}")
+        con.execute(f"DETACH {ALIAS}")
+        articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
+    finally:
+        con.close()
+    t2 = time.perf_counter()
+    return PublishReport("", articles, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "incremental", how, max(n, changed))
+
+
+def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> str:
+    """Attach, read-write as ``ALIAS``, the file this publish will bring up to date: the spare
+    (the previous generation) when no reader holds it and it has the primary's schema, else a
+    file copy of the read copy. _NeedFull when neither will do."""
+    try:
+        os.replace(spare_path(target), work)  # ours alone now (another publisher gets the next branch)
+        try:
+            con.execute(f"ATTACH '{_sql_path(work)}' AS {ALIAS} (READ_WRITE)")
+            try:
+                _check_compatible(con, source)
+                return "spare"
+            except _NeedFull:  # e.g. made before a migration, which the read copy has
+                con.execute(f"DETACH {ALIAS}")
+        except duckdb.Error:  # a reader still has this generation open (DuckDB never waits), or it is damaged
+            pass
+        _unlink(work)  # a reader keeps the inode
+    except FileNotFoundError:
+        pass
+    try:
+        shutil.copyfile(target, work)  # the published file is never written: a plain copy is consistent
+        con.execute(f"ATTACH '{_sql_path(work)}' AS {ALIAS} (READ_WRITE)")
+    except (OSError, duckdb.Error) as exc:
+        raise _NeedFull(f"the read copy cannot be copied: {str(exc).splitlines()[0]}") from None
+    _check_compatible(con, source)
+    return "file copy"
+
+
+def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Same migrations, same tables and columns, same search index version; else _NeedFull."""
+    def migrations(dbname):
+        return con.execute(f'SELECT list(version ORDER BY version) FROM "{dbname}".schema_migrations').fetchone()[0]
+
+    def columns(dbname):
+        return con.execute(
+            """SELECT list((table_name, column_name, data_type) ORDER BY table_name, column_index)
+               FROM duckdb_columns() WHERE database_name = ? AND schema_name = 'main'
+                 AND table_name IN (SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main')
+                 AND NOT list_contains(?, table_name)""",
+            [dbname, dbname, sorted(COPY_ONLY)]).fetchone()[0]
+
+    try:
+        version = con.execute(f"SELECT max(index_version) FROM {ALIAS}.publish_info").fetchone()[0]
+        ours = migrations(ALIAS)
+    except duckdb.Error:
+        raise _NeedFull("the read copy predates incremental publishing") from None
+    if version != INDEX_VERSION:
+        raise _NeedFull(f"search index version {version}, this version builds {INDEX_VERSION}")
+    if ours != migrations(source):
+        raise _NeedFull("schema migrations differ from the primary's")
+    if columns(ALIAS) != columns(source):
+        raise _NeedFull("tables or columns differ from the primary's")
+
+
+def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> int:
+    """Make every table of the attached copy equal to the primary's; returns the number of
+    articles added, changed or removed (their ids left in temp table ``_marsad_changed``)."""
+    src, dst = f'"{source}".main', f"{ALIAS}.main"
+    # Articles change only by being added, corrected (new content_hash) or (re)classified
+    # (classified_at); comparing those two columns avoids hashing every text every cycle.
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_changed AS
+        SELECT article_id, p.rowid AS rid FROM {src}.articles p
+        ANTI JOIN {dst}.articles c ON c.article_id = p.article_id AND c.content_hash = p.content_hash
+                                  AND c.classified_at IS NOT DISTINCT FROM p.classified_at
+        UNION ALL
+        SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)""")
+    changed = con.execute("SELECT count(*) FROM _marsad_changed").fetchone()[0]
+    if changed:
+        con.execute(f"DELETE FROM {dst}.articles WHERE article_id IN (SELECT article_id FROM _marsad_changed)")
+        # Read the changed rows by row id, one row group at a time: DuckDB then skips every
+        # other row group of the primary instead of reading a million texts to find 10k.
+        groups = [r[0] for r in con.execute(
+            f"SELECT DISTINCT rid // {ROW_GROUP} FROM _marsad_changed WHERE rid IS NOT NULL ORDER BY 1").fetchall()]
+        for g in groups:
+            con.execute(f"""INSERT INTO {dst}.articles SELECT * FROM {src}.articles
+                            WHERE rowid BETWEEN {g * ROW_GROUP} AND {(g + 1) * ROW_GROUP - 1}
+                              AND rowid IN (SELECT rid FROM _marsad_changed)""")
+    for table in _tables(con, source):
+        if table == "articles" or table in COPY_ONLY:
+            continue
+        _sync_table(con, f'{src}."{table}"', f'{dst}."{table}"')
+    return changed
+
+
+def _tables(con: duckdb.DuckDBPyConnection, dbname: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' ORDER BY table_name",
+        [dbname]).fetchall()]
+
+
+def _sync_table(con: duckdb.DuckDBPyConnection, src: str, dst: str) -> None:
+    """Make ``dst`` hold exactly the rows of ``src`` (multisets, so tables without a key are
+    right too). Rows are compared by their 64-bit hash (a tenth of the time of comparing the
+    rows themselves: sketches are 128 numbers); for every hash the two sides hold a different
+    number of times, ``dst``'s rows with it are replaced by ``src``'s. Two different rows with
+    the same hash and count on both sides would go unnoticed (odds ~ rows / 2^64)."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_diff AS
+        SELECT h FROM (SELECT hash(x) AS h, 1 AS side FROM {src} x UNION ALL SELECT hash(y), 2 FROM {dst} y)
+        GROUP BY h HAVING count(*) FILTER (side = 1) <> count(*) FILTER (side = 2)""")
+    if con.execute("SELECT count(*) FROM _marsad_diff").fetchone()[0]:
+        con.execute(f"DELETE FROM {dst} WHERE rowid IN (SELECT rowid FROM {dst} y WHERE hash(y) IN (SELECT h FROM _marsad_diff))")
+        con.execute(f"INSERT INTO {dst} SELECT * FROM {src} x WHERE hash(x) IN (SELECT h FROM _marsad_diff)")
+    con.execute("DROP TABLE _marsad_diff")
+
+
+def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str) -> None:
+    con.execute(
+        f"""CREATE OR REPLACE TABLE "{dbname}".main.publish_info AS
+           SELECT now() AS published_at, count(*) AS articles, max(fetched_at) AS newest_fetched_at,
+                  '{mode}' AS mode, {INDEX_VERSION} AS index_version
+           FROM "{dbname}".main.articles"""
+    )
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _unlink(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def _remove_stale(target: Path, older_than_s: float = 3600) -> None:

@@ -1,18 +1,32 @@
-"""Full-text search over the warehouse, in Arabic and English, with DuckDB's fts extension.
+"""Full-text search over the warehouse, in Arabic and English: an incremental BM25 index.
 
-The index lives in the analysts' read copy (built by ``warehouse.publish``), never in the
-primary file. It covers ``articles.text_folded`` (title + summary, already folded: hamza,
-taa marbuta, alef maqsura, diacritics and tatweel variants are one form), passed through
-``marsad_light``: a light Arabic prefix stemmer in SQL that drops the conjunction و and
-the article forms ال / بال / كال / فال / لل when enough of the word is left, so that
-"والأسد", "بالأسد" and "الأسد" all index as "اسد" (and words behind ب ل ك ف are also
-indexed without that letter, see ``LIGHT_MACROS``). English words go through Snowball's
-Porter stemmer (the measurements that chose it are in docs/warehouse.md). Queries are
-folded with ``sources.normalize.fold`` and go through the same macro, so both sides
-always agree.
+The index lives in the analysts' read copy (kept up to date by ``warehouse.publish``),
+never in the primary file. It covers ``articles.text_folded`` (title + summary, already
+folded: hamza, taa marbuta, alef maqsura, diacritics and tatweel variants are one form),
+passed through ``marsad_light``: a light Arabic prefix stemmer in SQL that drops the
+conjunction و and the article forms ال / بال / كال / فال / لل when enough of the word is
+left, so that "والأسد", "بالأسد" and "الأسد" all index as "اسد" (and words behind ب ل ك ف
+are also indexed without that letter, see ``LIGHT_MACROS``). Words are then split and
+stemmed exactly as DuckDB's fts extension does (its tokenizer, Snowball's Porter stemmer;
+the measurements that chose it are in docs/warehouse.md). Queries are folded with
+``sources.normalize.fold`` and go through the same macros, so both sides always agree.
 
-The extension is loaded from its PyPI package (``duckdb-extension-fts``); DuckDB is never
-allowed to download anything.
+Why not fts's own index: ``PRAGMA create_fts_index`` can only rebuild the whole index,
+which at a million articles takes most of a minute. The index here is three plain tables
+that a publish updates with only the articles that changed (``update_index``):
+
+* ``search_dict (term, termid)``: every term ever indexed;
+* ``search_docs (docid, article_id, len)``: one row per indexed article (``len``: terms);
+* ``search_postings (termid, docid, tf)``: one row per term of an article;
+* ``search_gone (docid)``: documents replaced since the last full build (a corrected
+  article gets a new docid; its old postings stay until then and are skipped).
+
+Scores are fts's BM25 (k1 = 1.2, b = 0.75, the same idf), with document frequencies and
+average length counted when the query runs, so they are always those of the whole copy.
+``marsad_match(terms)`` (a table macro stored in the read copy) returns
+``(article_id, score)`` of the articles holding every term. The stemmer comes from the fts
+extension (its ``stem`` function), loaded from its PyPI package (``duckdb-extension-fts``);
+DuckDB is never allowed to download anything.
 """
 from __future__ import annotations
 
@@ -24,24 +38,47 @@ import duckdb
 
 from sources.normalize import fold
 
-SEARCH_TABLE = "article_search"
-INDEX_SCHEMA = f"fts_main_{SEARCH_TABLE}"
 STEMMER = "porter"
+# Changes whenever the index tables or macros change: a read copy with another version is rebuilt whole.
+INDEX_VERSION = 3
+BM25_K1, BM25_B = 1.2, 0.75
+INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
 
-# RE2 in DuckDB counts characters, not bytes: .{3,} is three letters.
-# marsad_light: the query side and the base of the index side (light stemming, one form per word).
+# RE2 in DuckDB counts characters, not bytes: \S{3,} is three letters. Each rule is one
+# regexp_replace over the whole text, word by word (a word starts at the text's start or
+# after a space and runs to the next space); a list of words with a lambda per word is
+# several times slower at 10k articles a cycle.
+# marsad_light: the query side and the base of the index side (light stemming, one form
+# per word): a leading و when three letters remain, then ال / بال / كال / فال / لل when two do.
 # marsad_index_text: the index side also adds, after a word that starts with one of the
 # clitics ب ل ك ف, the word without it ("بعين" -> "بعين عين"), since those letters also
 # start ordinary words ("بغداد") and cannot simply be dropped. Searching "عين الأسد" then
 # finds "بعين الأسد" while "بغداد" still finds "بغداد".
+# marsad_terms: the terms of a text, as fts splits and stems them (its tokenizer, with the
+# token pattern that keeps every letter and digit of any script, and no stopwords).
+TOKENIZE = r"string_split_regex(regexp_replace(lower(strip_accents(CAST({} AS VARCHAR))), '[^\p{{L}}\p{{N}}]+', ' ', 'g'), '\s+')"
 LIGHT_MACROS = [
-    r"""CREATE OR REPLACE MACRO marsad_light_word(w) AS CASE WHEN left(w, 1) IN ('و', 'ا', 'ب', 'ك', 'ف', 'ل')
-        THEN regexp_replace(regexp_replace(w, '^و(.{3,})$', '\1'), '^(ال|بال|كال|فال|لل)(.{2,})$', '\2') ELSE w END""",
-    """CREATE OR REPLACE MACRO marsad_light(t) AS
-        array_to_string(list_transform(string_split(t, ' '), w -> marsad_light_word(w)), ' ')""",
+    r"""CREATE OR REPLACE MACRO marsad_light(t) AS
+        regexp_replace(regexp_replace(t, '(^| )و(\S{3,})', '\1\2', 'g'), '(^| )(ال|بال|كال|فال|لل)(\S{2,})', '\1\3', 'g')""",
     r"""CREATE OR REPLACE MACRO marsad_index_text(t) AS
-        array_to_string(list_transform(list_transform(string_split(t, ' '), w -> marsad_light_word(w)),
-            w -> CASE WHEN left(w, 1) IN ('ب', 'ل', 'ك', 'ف') AND length(w) >= 4 THEN w || ' ' || substr(w, 2) ELSE w END), ' ')""",
+        regexp_replace(marsad_light(t), '(^| )([بلكف])(\S{3,})', '\1\2\3 \3', 'g')""",
+    "CREATE OR REPLACE MACRO marsad_terms(t) AS list_filter(list_transform(" + TOKENIZE.format("t")
+    + f", w -> stem(w, '{STEMMER}')), w -> w <> '')",
+    # The articles holding every term of ``q`` (already folded and light-stemmed), with fts's BM25.
+    f"""CREATE OR REPLACE MACRO marsad_match(q) AS TABLE
+        WITH qterms AS (SELECT DISTINCT unnest(marsad_terms(q)) AS term),
+             qids AS (SELECT d.termid FROM search_dict d JOIN qterms USING (term)),
+             hits AS (SELECT p.termid, p.docid, p.tf FROM search_postings p SEMI JOIN qids USING (termid)
+                      ANTI JOIN search_gone USING (docid)),
+             df AS (SELECT termid, count(*) AS df FROM hits GROUP BY termid),
+             stats AS (SELECT count(*) AS n, avg(len) AS avgdl FROM search_docs),
+             whole AS (SELECT docid FROM hits GROUP BY docid
+                       HAVING count(*) = (SELECT count(*) FROM qterms) AND (SELECT count(*) FROM qterms) > 0)
+        SELECT d.article_id,
+               sum(log((stats.n - df.df + 0.5) / (df.df + 0.5) + 1)
+                   * (h.tf * ({BM25_K1} + 1)) / (h.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * d.len / stats.avgdl))) AS score
+        FROM hits h JOIN whole USING (docid) JOIN df USING (termid) JOIN search_docs d USING (docid), stats
+        GROUP BY d.article_id""",
 ]
 
 
@@ -52,28 +89,84 @@ def fts_extension_path() -> Path:
 
 
 def load_fts(con: duckdb.DuckDBPyConnection) -> None:
-    """Load fts from the installed package; turn off every automatic download first."""
+    """Load fts (for its ``stem``) from the installed package; turn off every automatic download first."""
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute(f"INSTALL '{fts_extension_path()}'")
     con.execute("LOAD fts")
 
 
-def build_index(con: duckdb.DuckDBPyConnection, stemmer: str = STEMMER) -> int:
-    """(Re)build the search table and its fts index in the database ``con`` writes; returns rows indexed."""
+def build_index(con: duckdb.DuckDBPyConnection, db: str | None = None) -> int:
+    """(Re)build the whole search index in database ``db`` (default: the current one) from its
+    ``articles``; postings sorted by term, so a query reads only the blocks of its terms.
+    Returns the number of articles indexed."""
     load_fts(con)
+    macros(con)
+    db = db or con.execute("SELECT current_database()").fetchone()[0]
+    p = f'"{db}".main.'
+    con.execute(f"DROP TABLE IF EXISTS {p}article_search")  # the fts-based index of earlier versions
+    con.execute(f'DROP SCHEMA IF EXISTS "{db}".fts_main_article_search CASCADE')
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_dict (term VARCHAR, termid INTEGER)")
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_docs (docid BIGINT, article_id VARCHAR, len INTEGER)")
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_postings (termid INTEGER, docid BIGINT, tf INTEGER)")
+    con.execute(f"CREATE OR REPLACE TABLE {p}search_gone (docid BIGINT)")
+    n = _index(con, p, f"SELECT row_number() OVER (ORDER BY article_id) AS docid, article_id, text_folded FROM {p}articles")
+    macros(con, db)
+    return n
+
+
+def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
+    """Bring the index of database ``db`` up to date for the article ids in table ``changed``
+    (new, corrected or removed articles; ``db``'s ``articles`` already updated): their old
+    entries go, their current text (if any) is indexed. Returns the number indexed."""
+    load_fts(con)
+    macros(con)
+    p = f'"{db}".main.'
+    # The postings of a replaced article stay (deleting them would read every posting) and
+    # its old docid is listed in search_gone, which queries skip; a full build drops both.
+    con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id)")
+    con.execute(f"DELETE FROM {p}search_docs WHERE article_id IN (SELECT article_id FROM {changed})")
+    return _index(con, p, f"""
+        SELECT (SELECT coalesce(max(docid), 0) FROM {p}search_docs) + row_number() OVER (ORDER BY article_id) AS docid,
+               article_id, text_folded
+        FROM {p}articles SEMI JOIN {changed} USING (article_id)""")
+
+
+def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
+    """Add the ``(docid, article_id, text_folded)`` rows of query ``docs`` to the index tables
+    (prefix ``p``). Words are split once, and each distinct word is stemmed once."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_docs AS
+        SELECT docid, article_id, {TOKENIZE.format("marsad_index_text(text_folded)")} AS words FROM ({docs})""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE _marsad_words AS
+        SELECT docid, word, count(*)::INTEGER AS tf
+        FROM (SELECT docid, unnest(words) AS word FROM _marsad_docs) WHERE word <> '' GROUP BY ALL""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_stems AS
+        SELECT word, stem(word, '{STEMMER}') AS term FROM (SELECT DISTINCT word FROM _marsad_words)""")
+    con.execute(f"""INSERT INTO {p}search_dict
+        SELECT term, ((SELECT coalesce(max(termid), 0) FROM {p}search_dict) + row_number() OVER (ORDER BY term))::INTEGER
+        FROM (SELECT DISTINCT term FROM _marsad_stems) ANTI JOIN {p}search_dict USING (term)""")
+    con.execute(f"""INSERT INTO {p}search_docs
+        SELECT d.docid, d.article_id, coalesce(w.len, 0)::INTEGER
+        FROM _marsad_docs d LEFT JOIN (SELECT docid, sum(tf) AS len FROM _marsad_words GROUP BY docid) w USING (docid)""")
+    con.execute(f"""INSERT INTO {p}search_postings
+        SELECT t.termid, w.docid, sum(w.tf)::INTEGER
+        FROM _marsad_words w JOIN _marsad_stems s USING (word) JOIN {p}search_dict t USING (term)
+        GROUP BY ALL ORDER BY 1, 2""")
+    n = con.execute("SELECT count(*) FROM _marsad_docs").fetchone()[0]
+    for table in ("_marsad_docs", "_marsad_words", "_marsad_stems"):
+        con.execute(f"DROP TABLE {table}")
+    return n
+
+
+def macros(con: duckdb.DuckDBPyConnection, db: str | None = None) -> None:
+    """Create the macros: as temporary macros of this connection (``db`` None), or stored in
+    database ``db`` (the read copy, for analysts; ``marsad_match`` reads its tables)."""
     for macro in LIGHT_MACROS:
-        con.execute(macro)
-    con.execute(
-        f"CREATE OR REPLACE TABLE {SEARCH_TABLE} AS SELECT article_id, marsad_index_text(text_folded) AS body FROM articles"
-    )
-    # The default ignore pattern keeps only a-z (it would drop every Arabic word), and the
-    # default English stopword list holds "us" (as in "US forces"): neither suits us.
-    con.execute(
-        f"PRAGMA create_fts_index('{SEARCH_TABLE}', 'article_id', 'body', stemmer = '{stemmer}', "
-        r"ignore = '[^\p{L}\p{N}]+', stopwords = 'none', overwrite = 1)"
-    )
-    return con.execute(f"SELECT count(*) FROM {SEARCH_TABLE}").fetchone()[0]
+        name = macro.split("MACRO", 1)[1].split("(", 1)[0].strip()
+        if db is None and "AS TABLE" in macro:
+            continue  # reads the index tables: only in the database that holds them
+        where = f'TEMP MACRO {name}' if db is None else f'MACRO "{db}".main.{name}'
+        con.execute(macro.replace(f"MACRO {name}", where, 1))
 
 
 @dataclass
@@ -108,16 +201,14 @@ def search(
     if not terms:
         return []
     rows = con.execute(
-        f"""
+        """
         SELECT a.published_at, a.source_id, a.lang, a.title, a.url, s.score, a.article_id
-        FROM (SELECT article_id, body,
-                     {INDEX_SCHEMA}.match_bm25(article_id, $terms, conjunctive := 1) AS score
-              FROM {SEARCH_TABLE}) s
+        FROM marsad_match($terms) s
         JOIN articles a USING (article_id)
-        WHERE s.score IS NOT NULL
-          AND ($since IS NULL OR a.published_at >= $since)
+        WHERE ($since IS NULL OR a.published_at >= $since)
           AND ($lang IS NULL OR a.lang = $lang)
-        ORDER BY contains(' ' || s.body || ' ', ' ' || $terms || ' ') DESC, s.score DESC, a.published_at DESC
+        ORDER BY contains(' ' || marsad_index_text(a.text_folded) || ' ', ' ' || $terms || ' ') DESC,
+                 s.score DESC, a.published_at DESC
         LIMIT $limit
         """,
         {"terms": terms, "since": since, "lang": lang, "limit": limit},

@@ -1,0 +1,181 @@
+"""Incremental publishing of the analysts' read copy (warehouse.publish): after cycles of new,
+corrected, re-classified and removed rows, the copy equals a full publish; a reader holding
+a copy never blocks a publish and keeps reading; a migration forces a full publish."""
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from sources.normalize import fold
+from warehouse import db
+from warehouse.publish import COPY_ONLY, open_read_copy, publish, spare_path
+from warehouse.search import search
+
+FIXTURES = Path(__file__).parent / "fixtures"
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+QUERIES = ("عين الأسد", "طائرة مسيرة", "القوات الأمريكية", "قاعدة", "attack base", "US forces", "rockets")
+
+
+def _reports() -> list[dict]:
+    rows = []
+    for name in ("classify_ar.jsonl", "classify_en.jsonl"):
+        rows += [json.loads(line) for line in (FIXTURES / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows
+
+
+def _article(r: dict, i: int, title: str | None = None) -> tuple:
+    title = title or r["title"]
+    text = fold(f"{title} {r['summary']}")
+    t = T0 + timedelta(minutes=i)
+    aid = hashlib.sha1(f"{r['id']}".encode()).hexdigest()
+    return (aid, f"src-{i % 5}", r["id"], f"https://example.invalid/{r['id']}", None, title, r["summary"], r["lang"],
+            t, None, t, fold(title), text, hashlib.md5(text.encode()).hexdigest(), t)
+
+
+def _add(con, rows) -> None:
+    con.executemany("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, "
+                    "published_flag, fetched_at, title_folded, text_folded, content_hash, classified_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    ids = [r[0] for r in rows]
+    # every third article matches an indicator and opens an event (link tables grow with it)
+    con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
+                   SELECT article_id, 'attack', 1, '[]', '[]' FROM articles WHERE list_contains(?, article_id) AND hash(article_id) % 3 = 0""", [ids])
+    con.execute("""INSERT INTO events (event_id, indicator, first_report_at, first_seen_at, created_at, title)
+                   SELECT 'ev-' || article_id, 'attack', published_at, fetched_at, fetched_at, title FROM articles
+                   WHERE list_contains(?, article_id) AND hash(article_id) % 3 = 0""", [ids])
+    con.execute("""INSERT INTO event_articles (event_id, article_id, how)
+                   SELECT 'ev-' || article_id, article_id, 'first' FROM articles
+                   WHERE list_contains(?, article_id) AND hash(article_id) % 3 = 0""", [ids])
+
+
+def _cycle(con, reports, k: int) -> None:
+    """One load's worth of change: new articles, a correction, a re-classification, a removed link, new fetches."""
+    start = 40 + 15 * k
+    _add(con, [_article(r, start + j) for j, r in enumerate(reports[start:start + 15])])
+    old = reports[k]
+    corrected = _article(old, k, title=f"{old['title']} تحديث {k}")  # corrected text: new hash, re-classified
+    con.execute("UPDATE articles SET title = ?, title_folded = ?, text_folded = ?, content_hash = ?, classified_at = ? WHERE article_id = ?",
+                [corrected[5], corrected[11], corrected[12], corrected[13], T0 + timedelta(days=k + 1), corrected[0]])
+    con.execute("UPDATE articles SET classified_at = ? WHERE article_id = (SELECT min(article_id) FROM articles)", [T0 + timedelta(days=k)])
+    con.execute("DELETE FROM article_indicators WHERE article_id = (SELECT min(article_id) FROM article_indicators)")
+    con.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES (?, 'src-1', ?, ?, 'ok')",
+                [f"f-{k}", T0, T0])
+    con.execute("INSERT OR REPLACE INTO source_state (source_id, last_status, consecutive_failures) VALUES ('src-1', ?, ?)", [f"ok-{k}", k])
+
+
+@pytest.fixture
+def primary(tmp_path):
+    path = tmp_path / "wh.duckdb"
+    with db.connect(path) as con:
+        _add(con, [_article(r, i) for i, r in enumerate(_reports()[:40])])
+    return path
+
+
+def _contents(path: Path) -> dict:
+    """Every table and view of a read copy (sorted rows), and the ranked hits of QUERIES."""
+    con = open_read_copy(path)
+    try:
+        names = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal ORDER BY 1").fetchall()]
+        out = {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall()))
+               for n in names if n not in COPY_ONLY and n != "source_health"}  # source_health counts against now()
+        for q in QUERIES:
+            out[f"search {q}"] = [(h.article_id, round(h.score, 9)) for h in search(con, q)]
+        return out
+    finally:
+        con.close()
+
+
+def test_incremental_publish_equals_a_full_publish(primary, tmp_path):
+    reports = _reports()
+    copy, full = tmp_path / "read.duckdb", tmp_path / "full.duckdb"
+    assert publish(primary, copy).mode == "full"  # no read copy yet
+    modes = []
+    for k in range(4):
+        with db.connect(primary) as con:
+            _cycle(con, reports, k)
+        rep = publish(primary, copy)
+        modes.append((rep.mode, rep.reason))
+        publish(primary, full, full=True)
+        assert _contents(copy) == _contents(full), f"cycle {k}"
+    assert all(m == "incremental" for m, _ in modes), modes
+    assert modes[0][1] == "file copy" and modes[1][1] == "spare"  # the first spare exists after the second publish
+    con = open_read_copy(copy)
+    # an article loaded in this cycle is found after this cycle's publish
+    newest = reports[40 + 15 * 3 + 14]
+    assert con.execute("SELECT count(*) FROM articles WHERE guid = ?", [newest["id"]]).fetchone()[0] == 1
+    assert newest["id"] in {r[0] for r in con.execute(
+        "SELECT guid FROM articles WHERE article_id IN (SELECT article_id FROM marsad_match(marsad_light(?)))",
+        [fold(newest["title"].split()[0] + " " + newest["title"].split()[1])]).fetchall()}
+    # the corrected title is searchable, the old text no longer is the article's
+    assert {h.article_id for h in search(con, "تحديث 3")} == {_article(reports[3], 3)[0]}
+    assert con.execute("SELECT mode FROM publish_info").fetchone()[0] == "incremental"
+    con.close()
+
+
+HOLDER = """
+import sys
+from warehouse.publish import open_read_copy
+con = open_read_copy(sys.argv[1])
+print(con.execute("SELECT count(*) FROM articles").fetchone()[0], flush=True)
+sys.stdin.readline()
+print(con.execute("SELECT count(*) FROM articles").fetchone()[0], flush=True)
+"""
+
+
+def test_a_reader_holding_a_copy_never_blocks_publishing_and_keeps_reading(primary, tmp_path):
+    copy = tmp_path / "read.duckdb"
+    publish(primary, copy, full=True)
+    reader = subprocess.Popen([sys.executable, "-c", HOLDER, str(copy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).parent.parent)
+    try:
+        held = int(reader.stdout.readline())
+        reports = _reports()
+        reasons = []
+        for k in range(3):  # the held generation becomes the spare: the publish copies the file instead
+            with db.connect(primary) as con:
+                _cycle(con, reports, k)
+            rep = publish(primary, copy)
+            reasons.append(rep.reason)
+        assert reasons[1] == "file copy", reasons  # the spare of the second publish is the generation the reader holds
+        assert spare_path(copy).exists()
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert int(reader.stdout.readline()) == held  # the reader's copy is consistent and still readable
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=60)
+    assert reader.returncode == 0
+    con = open_read_copy(copy)
+    assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == held + 3 * 15
+    con.close()
+
+
+def test_a_migration_forces_a_full_publish(primary, tmp_path):
+    copy = tmp_path / "read.duckdb"
+    publish(primary, copy)
+    with db.connect(primary) as con:  # what a new migration does: a schema change and its version
+        con.execute("ALTER TABLE events ADD COLUMN confidence DOUBLE")
+        con.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'test_change')")
+    rep = publish(primary, copy)
+    assert (rep.mode, rep.reason) == ("full", "schema migrations differ from the primary's")
+    con = open_read_copy(copy)
+    assert "confidence" in [r[0] for r in con.execute("DESCRIBE events").fetchall()]
+    con.close()
+    assert publish(primary, copy).mode == "incremental"
+
+
+def test_a_copy_from_an_older_version_is_rebuilt(primary, tmp_path):
+    copy = tmp_path / "read.duckdb"
+    publish(primary, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("ALTER TABLE publish_info DROP COLUMN index_version")
+    con.close()
+    rep = publish(primary, copy)
+    assert (rep.mode, rep.reason) == ("full", "the read copy predates incremental publishing")
