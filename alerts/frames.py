@@ -182,6 +182,22 @@ class _Mention:
     place: bool = False
 
 
+def _absorb_flags(kept: list["_Mention"]) -> list["_Mention"]:
+    """A warship takes the flag next to it ("US destroyer", "السفن الحربية الأمريكية"): the
+    flag's mention is merged into the warship's."""
+    for m in kept:
+        if m.cat != "party" or m.cls != "warship":
+            continue
+        for n in kept:
+            if n.cat == "party" and n is not m and n.entity is None and n.cls in _FLAGS and (n.start == m.end or n.end == m.start):
+                m.cls = n.cls
+                m.text = f"{m.text} {n.text}" if n.start == m.end else f"{n.text} {m.text}"
+                m.start, m.end = min(m.start, n.start), max(m.end, n.end)
+                n.cat = "absorbed"
+                break
+    return [m for m in kept if m.cat != "absorbed"]
+
+
 class FrameReader:
     """Reads frames with one pass of a term index over each text (title, summary)."""
 
@@ -275,20 +291,7 @@ class FrameReader:
                 spans[m.cat] = [(m.start, m.end)]
             else:
                 mine.append((m.start, m.end))
-        # A warship takes the flag next to it ("US destroyer", "السفن الحربية الأمريكية").
-        for m in kept:
-            if m.cat != "party" or m.cls != "warship":
-                continue
-            for n in kept:
-                if n.cat == "party" and n is not m and n.entity is None and n.cls in _FLAGS and (
-                    n.start == m.end or n.end == m.start
-                ):
-                    m.cls = n.cls
-                    m.text = f"{m.text} {n.text}" if n.start == m.end else f"{n.text} {m.text}"
-                    m.start, m.end = min(m.start, n.start), max(m.end, n.end)
-                    n.cat = "absorbed"
-                    break
-        return [m for m in kept if m.cat != "absorbed"]
+        return _absorb_flags(kept)
 
     # ------------------------------------------------------------------ reading
 

@@ -117,7 +117,7 @@ def test_frames_mentions_keep_the_longest_per_category(clf, texts):
 
 def _plain_mentions(reader, tokens, found, lo):
     """The mentions rule written plainly: every kept mention compared with every other."""
-    from alerts.frames import _FLAGS, _is_arabic, _Mention
+    from alerts.frames import _absorb_flags, _is_arabic, _Mention
 
     hi = lo + len(tokens)
     out = []
@@ -136,14 +136,4 @@ def _plain_mentions(reader, tokens, found, lo):
         if any(k.cat == m.cat and k.start == m.start and k.end == m.end and k.cls == m.cls for k in kept):
             continue
         kept.append(m)
-    for m in kept:  # a warship takes the flag next to it
-        if m.cat != "party" or m.cls != "warship":
-            continue
-        for n in kept:
-            if n.cat == "party" and n is not m and n.entity is None and n.cls in _FLAGS and (n.start == m.end or n.end == m.start):
-                m.cls = n.cls
-                m.text = f"{m.text} {n.text}" if n.start == m.end else f"{n.text} {m.text}"
-                m.start, m.end = min(m.start, n.start), max(m.end, n.end)
-                n.cat = "absorbed"
-                break
-    return [m for m in kept if m.cat != "absorbed"]
+    return _absorb_flags(kept)  # unchanged by the faster overlap check
