@@ -135,6 +135,10 @@ async def _response(resp: httpx.Response, req: FetchRequest, started: datetime, 
         final_url=str(resp.url),
     )
     if resp.status_code == 304:
+        # A 304 has no body (RFC 9110), but until h11 has seen the message's end the pool
+        # closes the connection instead of keeping it: an all-304 poll connected once per feed.
+        async for _ in resp.aiter_raw():
+            pass
         return FetchResult(status="not_modified", finished_at=_now(), etag=req.etag, last_modified=req.last_modified, **info)
     if resp.status_code >= 300:
         return FetchResult(status="error", finished_at=_now(), error=f"HTTP {resp.status_code}", **info)
