@@ -105,7 +105,7 @@ def test_incremental_publish_equals_a_full_publish(primary, tmp_path):
         publish(primary, full, full=True)
         assert _contents(copy) == _contents(full), f"cycle {k}"
     assert all(m == "incremental" for m, _ in modes), modes
-    assert modes[0][1] == "file copy" and modes[1][1] == "spare"  # the first spare exists after the second publish
+    assert modes[0][1].startswith("file copy") and modes[1][1].startswith("spare")  # the first spare exists after the second publish
     con = open_read_copy(copy)
     # an article loaded in this cycle is found after this cycle's publish
     newest = reports[40 + 15 * 3 + 14]
@@ -143,7 +143,7 @@ def test_a_reader_holding_a_copy_never_blocks_publishing_and_keeps_reading(prima
                 _cycle(con, reports, k)
             rep = publish(primary, copy)
             reasons.append(rep.reason)
-        assert reasons[1] == "file copy", reasons  # the spare of the second publish is the generation the reader holds
+        assert reasons[1].startswith("file copy"), reasons  # the spare of the second publish is the generation the reader holds
         assert spare_path(copy).exists()
         reader.stdin.write("\n")
         reader.stdin.flush()

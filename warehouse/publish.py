@@ -171,17 +171,17 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float) -> Publis
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
         how = _attach_base(con, source, target, work)
-        changed = _apply_delta(con, source)
+        changed, found, sync = _apply_delta(con, source)
         t1 = time.perf_counter()
         n = update_index(con, ALIAS, "_marsad_changed")
-        _publish_info(con, ALIAS, "incremental")
+        _publish_info(con, ALIAS, "incremental", sync)
         con.execute(f"CHECKPOINT {ALIAS}")
         con.execute(f"DETACH {ALIAS}")
         articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
     finally:
         con.close()
     t2 = time.perf_counter()
-    return PublishReport("", articles, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "incremental", how, max(n, changed))
+    return PublishReport("", articles, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "incremental", f"{how}, {found}", max(n, changed))
 
 
 def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> str:
@@ -237,18 +237,35 @@ def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:
         raise _NeedFull("tables or columns differ from the primary's")
 
 
-def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> int:
+# Tables whose rows are appended and change only with an article (migration 0018: no keys;
+# warehouse/load.py load_articles, forget_derived, unlink_unmatched; warehouse/events.py
+# _write_events): each cycle replaces exactly the rows of the articles that changed.
+ARTICLE_TABLES = ("article_indicators", "article_entities", "article_sketches", "event_articles")
+
+
+def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> tuple[int, str, tuple]:
     """Make every table of the attached copy equal to the primary's; returns the number of
-    articles added, changed or removed (their ids left in temp table ``_marsad_changed``)."""
+    articles added, changed or removed (their ids left in temp table ``_marsad_changed``) and
+    how they were found ("watermark" or "full compare")."""
     src, dst = f'"{source}".main', f"{ALIAS}.main"
-    # Articles change only by being added, corrected (new content_hash) or (re)classified
-    # (classified_at); comparing those two columns avoids hashing every text every cycle.
+    how = "watermark"
+    mark, *fp = con.execute(f"SELECT synced_classified_at, synced_count, synced_sum FROM {dst}.publish_info").fetchone()
+    # The copy holds the primary as it was when every classified_at was <= mark. A load sets
+    # classified_at to its own time (later than mark) on what it adds, corrects (NULL until
+    # classified) or classifies late; so the articles that changed are those with classified_at
+    # NULL or after mark, unless an older row changed or left (a clock set back, a deletion):
+    # the fingerprint of the older rows (one scan of three columns) says so, and then every
+    # article is compared as before.
+    since = "" if mark is None else f"classified_at IS NULL OR classified_at > '{mark.isoformat()}'::TIMESTAMPTZ"
+    if mark is None or list(_fingerprint(con, f"{src}.articles", f"classified_at <= '{mark.isoformat()}'::TIMESTAMPTZ")) != fp:
+        how, since = "full compare", "true"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_changed AS
-        SELECT article_id, p.rowid AS rid FROM {src}.articles p
+        SELECT article_id, p.rid FROM (SELECT article_id, content_hash, classified_at, rowid AS rid
+                                       FROM {src}.articles WHERE {since}) p
         ANTI JOIN {dst}.articles c ON c.article_id = p.article_id AND c.content_hash = p.content_hash
-                                  AND c.classified_at IS NOT DISTINCT FROM p.classified_at
-        UNION ALL
-        SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)""")
+                                  AND c.classified_at IS NOT DISTINCT FROM p.classified_at""")
+    if how == "full compare":
+        con.execute(f"INSERT INTO _marsad_changed SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
     changed = con.execute("SELECT count(*) FROM _marsad_changed").fetchone()[0]
     if changed:
         con.execute(f"DELETE FROM {dst}.articles WHERE article_id IN (SELECT article_id FROM _marsad_changed)")
@@ -260,11 +277,55 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> int:
             con.execute(f"""INSERT INTO {dst}.articles SELECT * FROM {src}.articles
                             WHERE rowid BETWEEN {g * ROW_GROUP} AND {(g + 1) * ROW_GROUP - 1}
                               AND rowid IN (SELECT rid FROM _marsad_changed)""")
-    for table in _tables(con, source):
-        if table == "articles" or table in COPY_ONLY:
-            continue
+    tables = [t for t in _tables(con, source) if t != "articles" and t not in COPY_ONLY]
+    if how == "watermark" and set(ARTICLE_TABLES) | {"events"} <= set(tables):
+        # events that can have changed: new ids, and those linked (before or after) to a changed
+        # article (an earlier report moves first_report_at; an event emptied by unlink goes)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_events AS
+            SELECT event_id FROM {dst}.event_articles SEMI JOIN _marsad_changed USING (article_id)
+            UNION SELECT event_id FROM {src}.event_articles SEMI JOIN _marsad_changed USING (article_id)
+            UNION SELECT event_id FROM (SELECT DISTINCT event_id FROM {src}.events) ANTI JOIN {dst}.events USING (event_id)""")
+        for table in ARTICLE_TABLES:
+            _replace_keyed(con, f'{src}."{table}"', f'{dst}."{table}"', "article_id", "_marsad_changed")
+        _replace_keyed(con, f"{src}.events", f"{dst}.events", "event_id", "_marsad_events")
+        con.execute("DROP TABLE _marsad_events")
+        # a change these rules did not foresee shows in the row counts (kept in the tables'
+        # metadata): such a table is compared row by row
+        for table in (*ARTICLE_TABLES, "events"):
+            if _count(con, f'{src}."{table}"') != _count(con, f'{dst}."{table}"'):
+                _sync_table(con, f'{src}."{table}"', f'{dst}."{table}"')
+        tables = [t for t in tables if t not in ARTICLE_TABLES and t != "events"]
+    for table in tables:
         _sync_table(con, f'{src}."{table}"', f'{dst}."{table}"')
-    return changed
+    # what the copy now holds, for the next publish: the newest classified_at, and the
+    # fingerprint of the rows up to it (a sum: the older part was just checked, the rest is new)
+    new_mark = con.execute(f"SELECT max(classified_at) FROM {src}.articles").fetchone()[0]
+    if new_mark is None:
+        sync = (None, 0, 0)
+    elif how == "watermark":
+        n, total = _fingerprint(con, f"{src}.articles", f"classified_at > '{mark.isoformat()}'::TIMESTAMPTZ "
+                                                         f"AND classified_at <= '{new_mark.isoformat()}'::TIMESTAMPTZ")
+        sync = (new_mark, fp[0] + n, fp[1] + total)
+    else:
+        sync = (new_mark, *_fingerprint(con, f"{src}.articles", f"classified_at <= '{new_mark.isoformat()}'::TIMESTAMPTZ"))
+    return changed, how, sync
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, table: str, where: str) -> tuple[int, int]:
+    """Count and sum of row hashes of the articles matching ``where``: any article added,
+    changed or removed among them changes it (odds of a miss ~ 2^-64)."""
+    return tuple(con.execute(f"""SELECT count(*), coalesce(sum(hash(article_id, content_hash, classified_at)::HUGEINT), 0)
+                                 FROM {table} WHERE {where}""").fetchone())
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def _replace_keyed(con: duckdb.DuckDBPyConnection, src: str, dst: str, key: str, keys: str) -> None:
+    """``dst``'s rows whose ``key`` is in table ``keys`` become ``src``'s."""
+    con.execute(f"DELETE FROM {dst} WHERE {key} IN (SELECT {key} FROM {keys})")
+    con.execute(f"INSERT INTO {dst} SELECT * FROM {src} WHERE {key} IN (SELECT {key} FROM {keys})")
 
 
 def _tables(con: duckdb.DuckDBPyConnection, dbname: str) -> list[str]:
@@ -288,13 +349,21 @@ def _sync_table(con: duckdb.DuckDBPyConnection, src: str, dst: str) -> None:
     con.execute("DROP TABLE _marsad_diff")
 
 
-def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str) -> None:
+def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str, sync: tuple | None = None) -> None:
+    """``publish_info``: what analysts see (when, how many articles), and what the next
+    incremental publish starts from (``synced_*``: see ``_apply_delta``; ``sync`` None:
+    computed from the copy's own articles, as after a full publish)."""
+    articles = f'"{dbname}".main.articles'
+    if sync is None:
+        mark = con.execute(f"SELECT max(classified_at) FROM {articles}").fetchone()[0]
+        sync = (mark, 0, 0) if mark is None else (
+            mark, *_fingerprint(con, articles, f"classified_at <= '{mark.isoformat()}'::TIMESTAMPTZ"))
     con.execute(
         f"""CREATE OR REPLACE TABLE "{dbname}".main.publish_info AS
            SELECT now() AS published_at, count(*) AS articles, max(fetched_at) AS newest_fetched_at,
-                  '{mode}' AS mode, {INDEX_VERSION} AS index_version
-           FROM "{dbname}".main.articles"""
-    )
+                  '{mode}' AS mode, {INDEX_VERSION} AS index_version,
+                  ?::TIMESTAMPTZ AS synced_classified_at, ?::BIGINT AS synced_count, ?::HUGEINT AS synced_sum
+           FROM {articles}""", list(sync))
 
 
 def _sql_path(path: Path) -> str:

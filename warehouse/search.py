@@ -40,7 +40,7 @@ from sources.normalize import fold
 
 STEMMER = "porter"
 # Changes whenever the index tables or macros change: a read copy with another version is rebuilt whole.
-INDEX_VERSION = 3
+INDEX_VERSION = 4  # 4: publish_info holds what the copy was synced to (warehouse.publish)
 BM25_K1, BM25_B = 1.2, 0.75
 INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
 
