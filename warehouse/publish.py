@@ -252,18 +252,31 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> tuple[int, str,
     mark, *fp = con.execute(f"SELECT synced_classified_at, synced_count, synced_sum FROM {dst}.publish_info").fetchone()
     # The copy holds the primary as it was when every classified_at was <= mark. A load sets
     # classified_at to its own time (later than mark) on what it adds, corrects (NULL until
-    # classified) or classifies late; so the articles that changed are those with classified_at
-    # NULL or after mark, unless an older row changed or left (a clock set back, a deletion):
-    # the fingerprint of the older rows (one scan of three columns) says so, and then every
-    # article is compared as before.
-    since = "" if mark is None else f"classified_at IS NULL OR classified_at > '{mark.isoformat()}'::TIMESTAMPTZ"
-    if mark is None or list(_fingerprint(con, f"{src}.articles", f"classified_at <= '{mark.isoformat()}'::TIMESTAMPTZ")) != fp:
-        how, since = "full compare", "true"
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_changed AS
-        SELECT article_id, p.rid FROM (SELECT article_id, content_hash, classified_at, rowid AS rid
-                                       FROM {src}.articles WHERE {since}) p
-        ANTI JOIN {dst}.articles c ON c.article_id = p.article_id AND c.content_hash = p.content_hash
-                                  AND c.classified_at IS NOT DISTINCT FROM p.classified_at""")
+    # classified) or classifies late; so the articles that changed are among those with
+    # classified_at NULL or after mark. Unless an older row changed or left otherwise (a clock
+    # set back, a deletion): then the older rows of the primary plus those the copy held for
+    # the candidates no longer add up to the fingerprint of the copy's older rows (a count and
+    # a sum of row hashes, one scan of three columns), and every article is compared.
+    def candidates(where: str) -> None:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_cand AS
+            SELECT p.article_id, p.rid, p.content_hash <> c.content_hash OR c.article_id IS NULL
+                                        OR p.classified_at IS DISTINCT FROM c.classified_at AS differs,
+                   CASE WHEN c.classified_at <= $mark THEN hash(c.article_id, c.content_hash, c.classified_at) END AS was_old
+            FROM (SELECT article_id, content_hash, classified_at, rowid AS rid FROM {src}.articles WHERE {where}) p
+            LEFT JOIN {dst}.articles c USING (article_id)""", {"mark": mark})
+
+    if mark is not None:
+        candidates("classified_at IS NULL OR classified_at > $mark")
+        n, total = _fingerprint(con, f"{src}.articles", "classified_at <= ?", [mark])
+        n2, total2 = con.execute("SELECT count(was_old), coalesce(sum(was_old::HUGEINT), 0) FROM _marsad_cand").fetchone()
+        if [n + n2, total + total2] != fp:
+            how = "full compare"
+    else:
+        how = "full compare"
+    if how == "full compare":
+        candidates("true")
+    con.execute("CREATE OR REPLACE TEMP TABLE _marsad_changed AS SELECT article_id, rid FROM _marsad_cand WHERE differs")
+    con.execute("DROP TABLE _marsad_cand")
     if how == "full compare":
         con.execute(f"INSERT INTO _marsad_changed SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
     changed = con.execute("SELECT count(*) FROM _marsad_changed").fetchone()[0]
@@ -302,20 +315,19 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> tuple[int, str,
     new_mark = con.execute(f"SELECT max(classified_at) FROM {src}.articles").fetchone()[0]
     if new_mark is None:
         sync = (None, 0, 0)
-    elif how == "watermark":
-        n, total = _fingerprint(con, f"{src}.articles", f"classified_at > '{mark.isoformat()}'::TIMESTAMPTZ "
-                                                         f"AND classified_at <= '{new_mark.isoformat()}'::TIMESTAMPTZ")
-        sync = (new_mark, fp[0] + n, fp[1] + total)
+    elif how == "watermark":  # the older rows still there (checked above) and those classified since
+        n1, total1 = _fingerprint(con, f"{src}.articles", "classified_at > ? AND classified_at <= ?", [mark, new_mark])
+        sync = (new_mark, n + n1, total + total1)
     else:
-        sync = (new_mark, *_fingerprint(con, f"{src}.articles", f"classified_at <= '{new_mark.isoformat()}'::TIMESTAMPTZ"))
+        sync = (new_mark, *_fingerprint(con, f"{src}.articles", "classified_at <= ?", [new_mark]))
     return changed, how, sync
 
 
-def _fingerprint(con: duckdb.DuckDBPyConnection, table: str, where: str) -> tuple[int, int]:
+def _fingerprint(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list) -> tuple[int, int]:
     """Count and sum of row hashes of the articles matching ``where``: any article added,
     changed or removed among them changes it (odds of a miss ~ 2^-64)."""
     return tuple(con.execute(f"""SELECT count(*), coalesce(sum(hash(article_id, content_hash, classified_at)::HUGEINT), 0)
-                                 FROM {table} WHERE {where}""").fetchone())
+                                 FROM {table} WHERE {where}""", params).fetchone())
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -357,7 +369,7 @@ def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str, sync: 
     if sync is None:
         mark = con.execute(f"SELECT max(classified_at) FROM {articles}").fetchone()[0]
         sync = (mark, 0, 0) if mark is None else (
-            mark, *_fingerprint(con, articles, f"classified_at <= '{mark.isoformat()}'::TIMESTAMPTZ"))
+            mark, *_fingerprint(con, articles, "classified_at <= ?", [mark]))
     con.execute(
         f"""CREATE OR REPLACE TABLE "{dbname}".main.publish_info AS
            SELECT now() AS published_at, count(*) AS articles, max(fetched_at) AS newest_fetched_at,
