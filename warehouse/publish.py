@@ -92,9 +92,11 @@ class _NeedFull(Exception):
     """The base file cannot be brought up to date incrementally (the message says why)."""
 
 
-def publish(warehouse: str | Path, target: str | Path | None = None, full: bool = False) -> PublishReport:
+def publish(warehouse: str | Path, target: str | Path | None = None, full: bool = False,
+            compare_all: bool = False) -> PublishReport:
     """Bring a read copy of ``warehouse`` up to date (incrementally when it can, see the module
-    docstring), then swap it in atomically."""
+    docstring), then swap it in atomically. ``compare_all``: compare every row with the
+    primary instead of trusting the watermark (a check; the bench's baseline)."""
     warehouse = Path(warehouse)
     target = Path(target or read_copy_path(warehouse))
     work = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
@@ -105,7 +107,7 @@ def publish(warehouse: str | Path, target: str | Path | None = None, full: bool 
         reason = "asked for (--full)" if full else ""
         if not full:
             try:
-                report = _incremental(warehouse, target, work, t0)
+                report = _incremental(warehouse, target, work, t0, compare_all)
             except _NeedFull as why:
                 reason = str(why)
                 _unlink(work)
@@ -163,7 +165,7 @@ def _full(warehouse: Path, work: Path, t0: float) -> PublishReport:
     return PublishReport("", n, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "full", "", n)
 
 
-def _incremental(warehouse: Path, target: Path, work: Path, t0: float) -> PublishReport:
+def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_all: bool = False) -> PublishReport:
     if not target.exists():
         raise _NeedFull("no read copy yet")
     con = db.open_db(warehouse, read_only=True)
@@ -171,7 +173,7 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float) -> Publis
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
         how = _attach_base(con, source, target, work)
-        changed, found, sync = _apply_delta(con, source)
+        changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
         n = update_index(con, ALIAS, "_marsad_changed")
         _publish_info(con, ALIAS, "incremental", sync)
@@ -243,7 +245,7 @@ def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:
 ARTICLE_TABLES = ("article_indicators", "article_entities", "article_sketches", "event_articles")
 
 
-def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> tuple[int, str, tuple]:
+def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool = False) -> tuple[int, str, tuple]:
     """Make every table of the attached copy equal to the primary's; returns the number of
     articles added, changed or removed (their ids left in temp table ``_marsad_changed``) and
     how they were found ("watermark" or "full compare")."""
@@ -265,7 +267,7 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> tuple[int, str,
             FROM (SELECT article_id, content_hash, classified_at, rowid AS rid FROM {src}.articles WHERE {where}) p
             LEFT JOIN {dst}.articles c USING (article_id)""", {"mark": mark})
 
-    if mark is not None:
+    if mark is not None and not compare_all:
         candidates("classified_at IS NULL OR classified_at > $mark")
         n, total = _fingerprint(con, f"{src}.articles", "classified_at <= ?", [mark])
         n2, total2 = con.execute("SELECT count(was_old), coalesce(sum(was_old::HUGEINT), 0) FROM _marsad_cand").fetchone()
