@@ -172,11 +172,13 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
     try:
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
-        how = _attach_base(con, source, target, work)
+        how, rates = _attach_base(con, source, target, work)
         changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
         n = update_index(con, ALIAS, "_marsad_changed")
-        _publish_info(con, ALIAS, "incremental", sync)
+        if n >= 1000:  # enough articles for the rate to mean something
+            rates[0] = (time.perf_counter() - t1) / n
+        _publish_info(con, ALIAS, "incremental", sync, rates)
         con.execute(f"CHECKPOINT {ALIAS}")
         con.execute(f"DETACH {ALIAS}")
         articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
@@ -186,31 +188,76 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
     return PublishReport("", articles, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "incremental", f"{how}, {found}", max(n, changed))
 
 
-def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> str:
+# Until a publish has measured them (publish_info keeps the last measurements).
+INDEX_S_PER_ARTICLE, COPY_BYTES_PER_S = 1e-4, 500e6
+
+
+def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> tuple[str, list]:
     """Attach, read-write as ``ALIAS``, the file this publish will bring up to date: the spare
-    (the previous generation) when no reader holds it and it has the primary's schema, else a
-    file copy of the read copy. _NeedFull when neither will do."""
+    (the previous generation) when no reader holds it, it has the primary's schema and
+    bringing it up to date is expected to cost less than a file copy of the read copy (one
+    generation newer) brought up to date; else that file copy. _NeedFull when neither will
+    do. Returns how, and the rates to keep in publish_info [s per article indexed, bytes
+    per s copied]."""
+    why = ""
     try:
         os.replace(spare_path(target), work)  # ours alone now (another publisher gets the next branch)
         try:
             con.execute(f"ATTACH '{_sql_path(work)}' AS {ALIAS} (READ_WRITE)")
             try:
                 _check_compatible(con, source)
-                return "spare"
+                rates = _rates(con, ALIAS)
+                spare_lag = _lag(con, source, ALIAS)
+                con.execute(f"ATTACH '{_sql_path(target)}' AS marsad_current (READ_ONLY)")
+                try:
+                    current_lag = _lag(con, source, "marsad_current")
+                finally:
+                    con.execute("DETACH marsad_current")
+                if spare_lag is None or current_lag is None:
+                    return "spare", rates
+                spare_s = spare_lag * rates[0]
+                copy_s = target.stat().st_size / rates[1] + current_lag * rates[0]
+                if spare_s <= copy_s:
+                    return "spare", rates
+                why = f" (expected {copy_s:.2f} s against {spare_s:.2f} s for the spare)"
+                con.execute(f"DETACH {ALIAS}")
             except _NeedFull:  # e.g. made before a migration, which the read copy has
                 con.execute(f"DETACH {ALIAS}")
         except duckdb.Error:  # a reader still has this generation open (DuckDB never waits), or it is damaged
-            pass
+            try:
+                con.execute(f"DETACH {ALIAS}")
+            except duckdb.Error:
+                pass
         _unlink(work)  # a reader keeps the inode
     except FileNotFoundError:
         pass
     try:
+        t = time.perf_counter()
         shutil.copyfile(target, work)  # the published file is never written: a plain copy is consistent
+        copied_s = time.perf_counter() - t
         con.execute(f"ATTACH '{_sql_path(work)}' AS {ALIAS} (READ_WRITE)")
     except (OSError, duckdb.Error) as exc:
         raise _NeedFull(f"the read copy cannot be copied: {str(exc).splitlines()[0]}") from None
     _check_compatible(con, source)
-    return "file copy"
+    rates = _rates(con, ALIAS)
+    if copied_s > 0.05:  # too short a copy says little about the disk
+        rates[1] = work.stat().st_size / copied_s
+    return "file copy" + why, rates
+
+
+def _rates(con: duckdb.DuckDBPyConnection, dbname: str) -> list:
+    index_s, copy_bps = con.execute(f"SELECT index_s_per_article, copy_bytes_per_s FROM {dbname}.publish_info").fetchone()
+    return [index_s or INDEX_S_PER_ARTICLE, copy_bps or COPY_BYTES_PER_S]
+
+
+def _lag(con: duckdb.DuckDBPyConnection, source: str, dbname: str) -> int | None:
+    """Articles of the primary added, changed or classified since ``dbname`` was synced (None: unknown)."""
+    try:
+        mark = con.execute(f"SELECT synced_classified_at FROM {dbname}.publish_info").fetchone()[0]
+    except duckdb.Error:
+        return None
+    return con.execute(f"""SELECT count(*) FROM "{source}".main.articles
+                           WHERE $mark IS NULL OR classified_at IS NULL OR classified_at > $mark""", {"mark": mark}).fetchone()[0]
 
 
 def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:
@@ -363,7 +410,8 @@ def _sync_table(con: duckdb.DuckDBPyConnection, src: str, dst: str) -> None:
     con.execute("DROP TABLE _marsad_diff")
 
 
-def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str, sync: tuple | None = None) -> None:
+def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str, sync: tuple | None = None,
+                  rates: Sequence = (None, None)) -> None:
     """``publish_info``: what analysts see (when, how many articles), and what the next
     incremental publish starts from (``synced_*``: see ``_apply_delta``; ``sync`` None:
     computed from the copy's own articles, as after a full publish)."""
@@ -376,8 +424,9 @@ def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str, sync: 
         f"""CREATE OR REPLACE TABLE "{dbname}".main.publish_info AS
            SELECT now() AS published_at, count(*) AS articles, max(fetched_at) AS newest_fetched_at,
                   '{mode}' AS mode, {INDEX_VERSION} AS index_version,
-                  ?::TIMESTAMPTZ AS synced_classified_at, ?::BIGINT AS synced_count, ?::HUGEINT AS synced_sum
-           FROM {articles}""", list(sync))
+                  ?::TIMESTAMPTZ AS synced_classified_at, ?::BIGINT AS synced_count, ?::HUGEINT AS synced_sum,
+                  ?::DOUBLE AS index_s_per_article, ?::DOUBLE AS copy_bytes_per_s
+           FROM {articles}""", [*sync, *rates])
 
 
 def _sql_path(path: Path) -> str:
