@@ -228,3 +228,25 @@ def test_a_copy_from_an_older_version_is_rebuilt(primary, tmp_path):
     con.close()
     rep = publish(primary, copy)
     assert (rep.mode, rep.reason) == ("full", "the read copy predates incremental publishing")
+
+
+def test_the_base_is_the_cheaper_of_the_spare_and_a_file_copy(primary, tmp_path):
+    """The spare lacks two cycles, the read copy one: with indexing dear and copying cheap
+    (rates as publish_info records them), the publish copies the read copy instead."""
+    reports = _reports()
+    copy = tmp_path / "read.duckdb"
+    publish(primary, copy)
+    for k in range(2):
+        with db.connect(primary) as con:
+            _cycle(con, reports, k)
+        publish(primary, copy)
+    con = duckdb.connect(str(spare_path(copy)))
+    con.execute("UPDATE publish_info SET index_s_per_article = 10, copy_bytes_per_s = 1e12")
+    con.close()
+    with db.connect(primary) as con:
+        _cycle(con, reports, 2)
+    rep = publish(primary, copy)
+    assert rep.reason.startswith("file copy (expected"), rep.reason
+    full = tmp_path / "full.duckdb"
+    publish(primary, full, full=True)
+    assert _contents(copy) == _contents(full)
