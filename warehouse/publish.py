@@ -9,15 +9,25 @@ Incremental (every cycle): the file prepared is the previous generation, kept un
 hidden name (``.marsad-read.duckdb.spare``) when it was replaced, and brought up to date
 with only what changed since it was made:
 
-1. take the spare (a rename: one publisher at a time owns it) and open it read-write. If a
-   reader still has that generation open, DuckDB refuses at once (it never waits); the
-   publish then copies the current read copy file instead (a plain file copy: the file is
-   never written after it is published);
-2. with the primary open read-only: articles whose ``(content_hash, classified_at)`` differ
-   from the copy's (new, corrected, re-classified) or that left the primary are replaced;
-   every other table gets the rows it lacks and loses the rows the primary no longer has
-   (a set difference of row hashes, in SQL); the search index (``warehouse.search.update_index``) is
-   updated for the changed articles only; ``publish_info`` is rewritten;
+1. take the spare (a rename: one publisher at a time owns it) and open it read-write, unless
+   a file copy of the current read copy (one cycle newer) is expected to cost less to bring
+   up to date: the articles each lacks (counted from their watermarks, below) at the index
+   rate, plus the file at the copy rate, both as the last publishes measured them
+   (``publish_info``). If a reader still has the spare open, DuckDB refuses at once (it never
+   waits); the publish then copies the read copy's file (never written after it is
+   published, so a plain copy is consistent);
+2. with the primary open read-only: the copy's ``publish_info`` holds the newest
+   ``classified_at`` it was synced to (the watermark) and a fingerprint (count, sum of row
+   hashes) of its articles up to it. A load sets ``classified_at`` to its own time on every
+   article it adds, corrects (NULL until classified) or classifies late, so the changed
+   articles are those with ``classified_at`` NULL or after the watermark; they are replaced,
+   and so are exactly their rows in the article-keyed tables (``ARTICLE_TABLES``) and the
+   events linked to them (before or after) or new. If the older rows no longer add up to
+   the fingerprint (a deletion, a clock set back), or a synced table's row count differs from
+   the primary's, every row is compared instead (as ``compare_all=True`` does). The other
+   (small) tables get the rows they lack and lose the rows the primary no longer has (a set
+   difference of row hashes, in SQL); the search index (``warehouse.search.update_index``)
+   is updated for the changed articles only; ``publish_info`` is rewritten;
 3. checkpoint, then hard-link the current read copy as the next spare and ``os.replace``
    the prepared file over the read copy: one atomic rename.
 
@@ -29,9 +39,10 @@ renamed over the read copy.
 
 Readers that have the old copy open keep its inode (POSIX keeps an unlinked file alive
 while it is open) and are never blocked or broken; the next connection they open sees the
-new copy. Since the delta is computed by comparing the file with the primary (not from a
-log of what happened since), any older generation, or a copy left half-updated by a
-publisher that was killed, is brought exactly up to date.
+new copy. Since the delta is computed from what the file itself records it holds (not from
+a log of what happened since), any older generation is brought exactly up to date; a copy
+left half-updated by a publisher that was killed is never renamed in (the spare is taken
+by a rename, and a file copy is made afresh).
 """
 from __future__ import annotations
 
