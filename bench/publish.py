@@ -46,8 +46,9 @@ def _vocab() -> tuple[list[str], list[str]]:
     return sorted(set(ar)), sorted(set(en))
 
 
-def _articles_sql(first: int, count: int, tag: str = "") -> str:
-    """INSERT of ``count`` generated articles numbered from ``first`` (needs temp table _vocab)."""
+def _articles_sql(first: int, count: int, tag: str = "", classified: str = "") -> str:
+    """INSERT of ``count`` generated articles numbered from ``first`` (needs temp table _vocab);
+    ``classified``: their classified_at (SQL; default: a minute after fetching)."""
     word = "v.{l}[1 + floor(pow((hash(i * 7919 + j) % 1000003) / 1000003.0, 2.5) * len(v.{l}))::INT]"
     words = (f"list_transform(range(50 + (hash(i) % 40)::INT), j -> CASE WHEN i % 2 = 0 THEN {word.format(l='ar')} "
              f"ELSE {word.format(l='en')} END)")
@@ -58,7 +59,7 @@ def _articles_sql(first: int, count: int, tag: str = "") -> str:
                title, summary, CASE WHEN i % 2 = 0 THEN 'ar' ELSE 'en' END,
                TIMESTAMPTZ '2025-03-01 00:00:00+00' + INTERVAL 30 SECOND * i, NULL,
                TIMESTAMPTZ '2025-03-01 00:01:00+00' + INTERVAL 30 SECOND * i, title, title || ' ' || summary,
-               md5(title || ' ' || summary), TIMESTAMPTZ '2025-03-01 00:01:00+00' + INTERVAL 30 SECOND * i
+               md5(title || ' ' || summary), {classified or "TIMESTAMPTZ '2025-03-01 00:01:00+00' + INTERVAL 30 SECOND * i"}
         FROM (SELECT i, array_to_string(w[1:10], ' ') AS title,
                      array_to_string(w[11:], ' ') || CASE WHEN i = {first} THEN ' {tag}' ELSE '' END AS summary
               FROM (SELECT i, {words} AS w FROM range({first}, {first + count}) r(i), _vocab v))"""
@@ -103,7 +104,7 @@ def _cycle(path: Path, first: int, k: int) -> str:
     tag = f"marsadfresh{k}x{first}"
     with db.connect(path) as con:
         con.execute("CREATE TEMP TABLE _vocab AS SELECT ?::VARCHAR[] AS ar, ?::VARCHAR[] AS en", [ar, en])
-        con.execute(_articles_sql(first, CYCLE_NEW, tag))
+        con.execute(_articles_sql(first, CYCLE_NEW, tag, classified="now()"))  # a load classifies at its own time
         for sql in _links_sql(first, CYCLE_NEW):
             con.execute(sql)
         con.execute(f"""UPDATE articles SET text_folded = text_folded || ' corrected{k}', content_hash = md5(text_folded || '{k}'),
@@ -174,7 +175,11 @@ def bench_publish(sizes: list[int], ducklake_at: int | None = None) -> list[Row]
     from warehouse.publish import open_read_copy, publish, spare_path
     from warehouse.search import search
 
+    import shutil
+
     rows: list[Row] = []
+    if os.environ.get("MARSAD_BENCH_PUBLISH_SIZES"):  # e.g. "1000000": only that size
+        sizes = [int(x) for x in os.environ["MARSAD_BENCH_PUBLISH_SIZES"].split(",")]
     for n in sizes:
         with tempfile.TemporaryDirectory(dir=os.environ.get("MARSAD_BENCH_TMP")) as d:
             d = Path(d)
@@ -187,7 +192,10 @@ def bench_publish(sizes: list[int], ducklake_at: int | None = None) -> list[Row]
             fts_s = _fts_search_s(d / "today.duckdb", "اسد")
             today_mb = _mb(d / "today.duckdb")
             (d / "today.duckdb").unlink()
-            times, fresh, reasons = [], [], []
+            # the baseline copy: the same publish comparing every row with the primary (H3's delta)
+            cmp_copy = d / "cmp-read.duckdb"
+            shutil.copyfile(copy, cmp_copy)
+            times, fresh, reasons, cmp_times, cmp_reasons = [], [], [], [], []
             first = n
             for k in range(CYCLES):
                 tag = _cycle(primary, first, k)
@@ -198,6 +206,9 @@ def bench_publish(sizes: list[int], ducklake_at: int | None = None) -> list[Row]
                 con = open_read_copy(copy)
                 fresh.append(len(search(con, tag)) == 1)
                 con.close()
+                cmp = publish(primary, cmp_copy, compare_all=True)
+                cmp_times.append(cmp.total_s)
+                cmp_reasons.append(f"{cmp.reason} {cmp.total_s:.2f} s (delta {cmp.copy_s:.2f}, index {cmp.index_s:.2f})")
             # a reader holding the previous generation: the publish copies the read copy's file instead
             tag = _cycle(primary, first, CYCLES)
             first += CYCLE_NEW
@@ -213,6 +224,12 @@ def bench_publish(sizes: list[int], ducklake_at: int | None = None) -> list[Row]
                             f"(file copy then delta): {held.total_s:.2f} s; new full publish (--full) {full.total_s:.1f} s; "
                             f"primary built in {build_s:.0f} s, {_mb(primary)} MB; read copy {_mb(copy)} MB + spare {_mb(spare_path(copy))} MB "
                             f"(today's copy {today_mb} MB)"))
+            cmp_s = statistics.median(cmp_times)
+            rows.append(Row("publish", f"{n:,} articles: publish per cycle, watermark vs comparing every row",
+                            round(per_cycle, 3), round(cmp_s, 3), "s", round(per_cycle / cmp_s, 3), "-", None,
+                            f"baseline: the same cycles published into a second copy with compare_all=True (every article's "
+                            f"hash and classified_at compared, every table's row hashes: the delta before the watermark), "
+                            f"interleaved in this run, median of {CYCLES}: {'; '.join(cmp_reasons)}"))
             rows.append(Row("publish", f"{n:,} articles: search freshness (this cycle's word found after this cycle's publish)",
                             sum(fresh), CYCLES, "cycles", round(sum(fresh) / CYCLES, 3), "all", all(fresh),
                             "baseline: the number of cycles (today's publish is as fresh: it copies everything)"))

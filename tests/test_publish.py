@@ -28,13 +28,13 @@ def _reports() -> list[dict]:
     return rows
 
 
-def _article(r: dict, i: int, title: str | None = None) -> tuple:
+def _article(r: dict, i: int, title: str | None = None, classified: datetime | None = None) -> tuple:
     title = title or r["title"]
     text = fold(f"{title} {r['summary']}")
     t = T0 + timedelta(minutes=i)
     aid = hashlib.sha1(f"{r['id']}".encode()).hexdigest()
     return (aid, f"src-{i % 5}", r["id"], f"https://example.invalid/{r['id']}", None, title, r["summary"], r["lang"],
-            t, None, t, fold(title), text, hashlib.md5(text.encode()).hexdigest(), t)
+            t, None, t, fold(title), text, hashlib.md5(text.encode()).hexdigest(), classified or t)
 
 
 def _add(con, rows) -> None:
@@ -54,15 +54,38 @@ def _add(con, rows) -> None:
 
 
 def _cycle(con, reports, k: int) -> None:
-    """One load's worth of change: new articles, a correction, a re-classification, a removed link, new fetches."""
+    """One load's worth of change, as the loader makes them (its time later than any before):
+    new articles (one left unclassified, classified by the next load, when it joins an older
+    event whose first report moves earlier), a correction still unclassified (classified at
+    the next load), a correction that no longer matches (its derived rows and links go, its
+    emptied event is deleted), new fetches and small tables changed in place."""
+    now = T0 + timedelta(days=k + 1)
+    late = [r[0] for r in con.execute("SELECT article_id FROM articles WHERE classified_at IS NULL ORDER BY 1").fetchall()]
+    con.execute("UPDATE articles SET classified_at = ? WHERE classified_at IS NULL", [now])
+    for aid in late:  # classified late: it matches, and joins the oldest event, which it predates
+        con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) VALUES (?, 'attack', 2, '[]', '[]')", [aid])
+        event = con.execute("SELECT min(event_id) FROM events").fetchone()[0]
+        con.execute("INSERT INTO event_articles (event_id, article_id, how) VALUES (?, ?, 'joined')", [event, aid])
+        con.execute("UPDATE events SET first_report_at = first_report_at - INTERVAL 1 DAY, first_seen_at = first_seen_at - INTERVAL 1 DAY "
+                    "WHERE event_id = ?", [event])
     start = 40 + 15 * k
-    _add(con, [_article(r, start + j) for j, r in enumerate(reports[start:start + 15])])
+    rows = [_article(r, start + j, classified=now) for j, r in enumerate(reports[start:start + 15])]
+    rows[0] = rows[0][:-1] + (None,)  # no indicator pack at this load
+    _add(con, rows)
     old = reports[k]
-    corrected = _article(old, k, title=f"{old['title']} تحديث {k}")  # corrected text: new hash, re-classified
-    con.execute("UPDATE articles SET title = ?, title_folded = ?, text_folded = ?, content_hash = ?, classified_at = ? WHERE article_id = ?",
-                [corrected[5], corrected[11], corrected[12], corrected[13], T0 + timedelta(days=k + 1), corrected[0]])
-    con.execute("UPDATE articles SET classified_at = ? WHERE article_id = (SELECT min(article_id) FROM articles)", [T0 + timedelta(days=k)])
-    con.execute("DELETE FROM article_indicators WHERE article_id = (SELECT min(article_id) FROM article_indicators)")
+    corrected = _article(old, k, title=f"{old['title']} تحديث {k}")  # corrected text: new hash, classified at the next load
+    con.execute("UPDATE articles SET title = ?, title_folded = ?, text_folded = ?, content_hash = ?, classified_at = NULL WHERE article_id = ?",
+                [corrected[5], corrected[11], corrected[12], corrected[13], corrected[0]])
+    # a correction that no longer matches: derived rows deleted, its link and the event it alone held go
+    aid = con.execute("""SELECT min(article_id) FROM event_articles WHERE event_id IN
+                         (SELECT event_id FROM event_articles GROUP BY ALL HAVING count(*) = 1)""").fetchone()[0]
+    con.execute("UPDATE articles SET text_folded = text_folded || ' تصحيح', content_hash = md5(text_folded || ' تصحيح'), classified_at = ? "
+                "WHERE article_id = ?", [now, aid])
+    for table in ("article_indicators", "article_entities", "article_sketches"):
+        con.execute(f"DELETE FROM {table} WHERE article_id = ?", [aid])
+    gone = con.execute("SELECT event_id FROM event_articles WHERE article_id = ?", [aid]).fetchone()[0]
+    con.execute("DELETE FROM event_articles WHERE article_id = ?", [aid])
+    con.execute("DELETE FROM events WHERE event_id = ?", [gone])
     con.execute("INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status) VALUES (?, 'src-1', ?, ?, 'ok')",
                 [f"f-{k}", T0, T0])
     con.execute("INSERT OR REPLACE INTO source_state (source_id, last_status, consecutive_failures) VALUES ('src-1', ?, ?)", [f"ok-{k}", k])
@@ -104,8 +127,8 @@ def test_incremental_publish_equals_a_full_publish(primary, tmp_path):
         modes.append((rep.mode, rep.reason))
         publish(primary, full, full=True)
         assert _contents(copy) == _contents(full), f"cycle {k}"
-    assert all(m == "incremental" for m, _ in modes), modes
-    assert modes[0][1] == "file copy" and modes[1][1] == "spare"  # the first spare exists after the second publish
+    assert all(m == "incremental" and r.endswith("watermark") for m, r in modes), modes
+    assert modes[0][1].startswith("file copy") and modes[1][1].startswith("spare")  # the first spare exists after the second publish
     con = open_read_copy(copy)
     # an article loaded in this cycle is found after this cycle's publish
     newest = reports[40 + 15 * 3 + 14]
@@ -129,6 +152,32 @@ print(con.execute("SELECT count(*) FROM articles").fetchone()[0], flush=True)
 """
 
 
+def test_changes_the_watermark_cannot_see_are_found_by_comparing_everything(primary, tmp_path):
+    """An older article changed without a later classified_at (a clock set back), or one
+    removed: the fingerprint of the older rows differs, every article is compared."""
+    reports = _reports()
+    copy, full = tmp_path / "read.duckdb", tmp_path / "full.duckdb"
+    publish(primary, copy)
+    with db.connect(primary) as con:
+        _cycle(con, reports, 0)
+    assert publish(primary, copy).reason.endswith("watermark")
+    changes = [
+        ("UPDATE articles SET text_folded = text_folded || ' مكرر', content_hash = 'x', classified_at = ? "
+         "WHERE article_id = (SELECT max(article_id) FROM articles WHERE classified_at < ?)", [T0, T0 + timedelta(hours=1)]),
+        ("DELETE FROM articles WHERE article_id = (SELECT min(article_id) FROM articles WHERE article_id NOT IN "
+         "(SELECT article_id FROM event_articles))", []),
+    ]
+    for sql, params in changes:
+        with db.connect(primary) as con:
+            con.execute(sql, params)
+        rep = publish(primary, copy)
+        assert (rep.mode, rep.reason.split(", ")[-1]) == ("incremental", "full compare")
+        publish(primary, full, full=True)
+        assert _contents(copy) == _contents(full), sql
+    # the spare (one generation older) predates the deletion: compared whole once more, then the fast path
+    assert [publish(primary, copy).reason.split(", ")[-1] for _ in range(2)] == ["full compare", "watermark"]
+
+
 def test_a_reader_holding_a_copy_never_blocks_publishing_and_keeps_reading(primary, tmp_path):
     copy = tmp_path / "read.duckdb"
     publish(primary, copy, full=True)
@@ -143,7 +192,7 @@ def test_a_reader_holding_a_copy_never_blocks_publishing_and_keeps_reading(prima
                 _cycle(con, reports, k)
             rep = publish(primary, copy)
             reasons.append(rep.reason)
-        assert reasons[1] == "file copy", reasons  # the spare of the second publish is the generation the reader holds
+        assert reasons[1].startswith("file copy"), reasons  # the spare of the second publish is the generation the reader holds
         assert spare_path(copy).exists()
         reader.stdin.write("\n")
         reader.stdin.flush()
@@ -179,3 +228,25 @@ def test_a_copy_from_an_older_version_is_rebuilt(primary, tmp_path):
     con.close()
     rep = publish(primary, copy)
     assert (rep.mode, rep.reason) == ("full", "the read copy predates incremental publishing")
+
+
+def test_the_base_is_the_cheaper_of_the_spare_and_a_file_copy(primary, tmp_path):
+    """The spare lacks two cycles, the read copy one: with indexing dear and copying cheap
+    (rates as publish_info records them), the publish copies the read copy instead."""
+    reports = _reports()
+    copy = tmp_path / "read.duckdb"
+    publish(primary, copy)
+    for k in range(2):
+        with db.connect(primary) as con:
+            _cycle(con, reports, k)
+        publish(primary, copy)
+    con = duckdb.connect(str(spare_path(copy)))
+    con.execute("UPDATE publish_info SET index_s_per_article = 10, copy_bytes_per_s = 1e12")
+    con.close()
+    with db.connect(primary) as con:
+        _cycle(con, reports, 2)
+    rep = publish(primary, copy)
+    assert rep.reason.startswith("file copy (expected"), rep.reason
+    full = tmp_path / "full.duckdb"
+    publish(primary, full, full=True)
+    assert _contents(copy) == _contents(full)

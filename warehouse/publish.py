@@ -9,15 +9,25 @@ Incremental (every cycle): the file prepared is the previous generation, kept un
 hidden name (``.marsad-read.duckdb.spare``) when it was replaced, and brought up to date
 with only what changed since it was made:
 
-1. take the spare (a rename: one publisher at a time owns it) and open it read-write. If a
-   reader still has that generation open, DuckDB refuses at once (it never waits); the
-   publish then copies the current read copy file instead (a plain file copy: the file is
-   never written after it is published);
-2. with the primary open read-only: articles whose ``(content_hash, classified_at)`` differ
-   from the copy's (new, corrected, re-classified) or that left the primary are replaced;
-   every other table gets the rows it lacks and loses the rows the primary no longer has
-   (a set difference of row hashes, in SQL); the search index (``warehouse.search.update_index``) is
-   updated for the changed articles only; ``publish_info`` is rewritten;
+1. take the spare (a rename: one publisher at a time owns it) and open it read-write, unless
+   a file copy of the current read copy (one cycle newer) is expected to cost less to bring
+   up to date: the articles each lacks (counted from their watermarks, below) at the index
+   rate, plus the file at the copy rate, both as the last publishes measured them
+   (``publish_info``). If a reader still has the spare open, DuckDB refuses at once (it never
+   waits); the publish then copies the read copy's file (never written after it is
+   published, so a plain copy is consistent);
+2. with the primary open read-only: the copy's ``publish_info`` holds the newest
+   ``classified_at`` it was synced to (the watermark) and a fingerprint (count, sum of row
+   hashes) of its articles up to it. A load sets ``classified_at`` to its own time on every
+   article it adds, corrects (NULL until classified) or classifies late, so the changed
+   articles are those with ``classified_at`` NULL or after the watermark; they are replaced,
+   and so are exactly their rows in the article-keyed tables (``ARTICLE_TABLES``) and the
+   events linked to them (before or after) or new. If the older rows no longer add up to
+   the fingerprint (a deletion, a clock set back), or a synced table's row count differs from
+   the primary's, every row is compared instead (as ``compare_all=True`` does). The other
+   (small) tables get the rows they lack and lose the rows the primary no longer has (a set
+   difference of row hashes, in SQL); the search index (``warehouse.search.update_index``)
+   is updated for the changed articles only; ``publish_info`` is rewritten;
 3. checkpoint, then hard-link the current read copy as the next spare and ``os.replace``
    the prepared file over the read copy: one atomic rename.
 
@@ -29,9 +39,10 @@ renamed over the read copy.
 
 Readers that have the old copy open keep its inode (POSIX keeps an unlinked file alive
 while it is open) and are never blocked or broken; the next connection they open sees the
-new copy. Since the delta is computed by comparing the file with the primary (not from a
-log of what happened since), any older generation, or a copy left half-updated by a
-publisher that was killed, is brought exactly up to date.
+new copy. Since the delta is computed from what the file itself records it holds (not from
+a log of what happened since), any older generation is brought exactly up to date; a copy
+left half-updated by a publisher that was killed is never renamed in (the spare is taken
+by a rename, and a file copy is made afresh).
 """
 from __future__ import annotations
 
@@ -92,9 +103,11 @@ class _NeedFull(Exception):
     """The base file cannot be brought up to date incrementally (the message says why)."""
 
 
-def publish(warehouse: str | Path, target: str | Path | None = None, full: bool = False) -> PublishReport:
+def publish(warehouse: str | Path, target: str | Path | None = None, full: bool = False,
+            compare_all: bool = False) -> PublishReport:
     """Bring a read copy of ``warehouse`` up to date (incrementally when it can, see the module
-    docstring), then swap it in atomically."""
+    docstring), then swap it in atomically. ``compare_all``: compare every row with the
+    primary instead of trusting the watermark (a check; the bench's baseline)."""
     warehouse = Path(warehouse)
     target = Path(target or read_copy_path(warehouse))
     work = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
@@ -105,7 +118,7 @@ def publish(warehouse: str | Path, target: str | Path | None = None, full: bool 
         reason = "asked for (--full)" if full else ""
         if not full:
             try:
-                report = _incremental(warehouse, target, work, t0)
+                report = _incremental(warehouse, target, work, t0, compare_all)
             except _NeedFull as why:
                 reason = str(why)
                 _unlink(work)
@@ -163,52 +176,99 @@ def _full(warehouse: Path, work: Path, t0: float) -> PublishReport:
     return PublishReport("", n, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "full", "", n)
 
 
-def _incremental(warehouse: Path, target: Path, work: Path, t0: float) -> PublishReport:
+def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_all: bool = False) -> PublishReport:
     if not target.exists():
         raise _NeedFull("no read copy yet")
     con = db.open_db(warehouse, read_only=True)
     try:
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
-        how = _attach_base(con, source, target, work)
-        changed = _apply_delta(con, source)
+        how, rates = _attach_base(con, source, target, work)
+        changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
         n = update_index(con, ALIAS, "_marsad_changed")
-        _publish_info(con, ALIAS, "incremental")
+        if n >= 1000:  # enough articles for the rate to mean something
+            rates[0] = (time.perf_counter() - t1) / n
+        _publish_info(con, ALIAS, "incremental", sync, rates)
         con.execute(f"CHECKPOINT {ALIAS}")
         con.execute(f"DETACH {ALIAS}")
         articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
     finally:
         con.close()
     t2 = time.perf_counter()
-    return PublishReport("", articles, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "incremental", how, max(n, changed))
+    return PublishReport("", articles, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "incremental", f"{how}, {found}", max(n, changed))
 
 
-def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> str:
+# Until a publish has measured them (publish_info keeps the last measurements).
+INDEX_S_PER_ARTICLE, COPY_BYTES_PER_S = 1e-4, 500e6
+
+
+def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> tuple[str, list]:
     """Attach, read-write as ``ALIAS``, the file this publish will bring up to date: the spare
-    (the previous generation) when no reader holds it and it has the primary's schema, else a
-    file copy of the read copy. _NeedFull when neither will do."""
+    (the previous generation) when no reader holds it, it has the primary's schema and
+    bringing it up to date is expected to cost less than a file copy of the read copy (one
+    generation newer) brought up to date; else that file copy. _NeedFull when neither will
+    do. Returns how, and the rates to keep in publish_info [s per article indexed, bytes
+    per s copied]."""
+    why = ""
     try:
         os.replace(spare_path(target), work)  # ours alone now (another publisher gets the next branch)
         try:
             con.execute(f"ATTACH '{_sql_path(work)}' AS {ALIAS} (READ_WRITE)")
             try:
                 _check_compatible(con, source)
-                return "spare"
+                rates = _rates(con, ALIAS)
+                spare_lag = _lag(con, source, ALIAS)
+                con.execute(f"ATTACH '{_sql_path(target)}' AS marsad_current (READ_ONLY)")
+                try:
+                    current_lag = _lag(con, source, "marsad_current")
+                finally:
+                    con.execute("DETACH marsad_current")
+                if spare_lag is None or current_lag is None:
+                    return "spare", rates
+                spare_s = spare_lag * rates[0]
+                copy_s = target.stat().st_size / rates[1] + current_lag * rates[0]
+                if spare_s <= copy_s:
+                    return "spare", rates
+                why = f" (expected {copy_s:.2f} s against {spare_s:.2f} s for the spare)"
+                con.execute(f"DETACH {ALIAS}")
             except _NeedFull:  # e.g. made before a migration, which the read copy has
                 con.execute(f"DETACH {ALIAS}")
         except duckdb.Error:  # a reader still has this generation open (DuckDB never waits), or it is damaged
-            pass
+            try:
+                con.execute(f"DETACH {ALIAS}")
+            except duckdb.Error:
+                pass
         _unlink(work)  # a reader keeps the inode
     except FileNotFoundError:
         pass
     try:
+        t = time.perf_counter()
         shutil.copyfile(target, work)  # the published file is never written: a plain copy is consistent
+        copied_s = time.perf_counter() - t
         con.execute(f"ATTACH '{_sql_path(work)}' AS {ALIAS} (READ_WRITE)")
     except (OSError, duckdb.Error) as exc:
         raise _NeedFull(f"the read copy cannot be copied: {str(exc).splitlines()[0]}") from None
     _check_compatible(con, source)
-    return "file copy"
+    rates = _rates(con, ALIAS)
+    if copied_s > 0.05:  # too short a copy says little about the disk
+        rates[1] = work.stat().st_size / copied_s
+    return "file copy" + why, rates
+
+
+def _rates(con: duckdb.DuckDBPyConnection, dbname: str) -> list:
+    index_s, copy_bps = con.execute(f"SELECT index_s_per_article, copy_bytes_per_s FROM {dbname}.publish_info").fetchone()
+    return [index_s or INDEX_S_PER_ARTICLE, copy_bps or COPY_BYTES_PER_S]
+
+
+def _lag(con: duckdb.DuckDBPyConnection, source: str, dbname: str) -> int | None:
+    """Articles of the primary added, changed or classified since ``dbname`` was synced (None: unknown)."""
+    try:
+        mark = con.execute(f"SELECT synced_classified_at FROM {dbname}.publish_info").fetchone()[0]
+    except duckdb.Error:
+        return None
+    return con.execute(f"""SELECT count(*) FROM "{source}".main.articles
+                           WHERE $mark IS NULL OR classified_at IS NULL OR classified_at > $mark""", {"mark": mark}).fetchone()[0]
 
 
 def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:
@@ -237,18 +297,48 @@ def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:
         raise _NeedFull("tables or columns differ from the primary's")
 
 
-def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> int:
+# Tables whose rows are appended and change only with an article (migration 0018: no keys;
+# warehouse/load.py load_articles, forget_derived, unlink_unmatched; warehouse/events.py
+# _write_events): each cycle replaces exactly the rows of the articles that changed.
+ARTICLE_TABLES = ("article_indicators", "article_entities", "article_sketches", "event_articles")
+
+
+def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool = False) -> tuple[int, str, tuple]:
     """Make every table of the attached copy equal to the primary's; returns the number of
-    articles added, changed or removed (their ids left in temp table ``_marsad_changed``)."""
+    articles added, changed or removed (their ids left in temp table ``_marsad_changed``) and
+    how they were found ("watermark" or "full compare")."""
     src, dst = f'"{source}".main', f"{ALIAS}.main"
-    # Articles change only by being added, corrected (new content_hash) or (re)classified
-    # (classified_at); comparing those two columns avoids hashing every text every cycle.
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_changed AS
-        SELECT article_id, p.rowid AS rid FROM {src}.articles p
-        ANTI JOIN {dst}.articles c ON c.article_id = p.article_id AND c.content_hash = p.content_hash
-                                  AND c.classified_at IS NOT DISTINCT FROM p.classified_at
-        UNION ALL
-        SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)""")
+    how = "watermark"
+    mark, *fp = con.execute(f"SELECT synced_classified_at, synced_count, synced_sum FROM {dst}.publish_info").fetchone()
+    # The copy holds the primary as it was when every classified_at was <= mark. A load sets
+    # classified_at to its own time (later than mark) on what it adds, corrects (NULL until
+    # classified) or classifies late; so the articles that changed are among those with
+    # classified_at NULL or after mark. Unless an older row changed or left otherwise (a clock
+    # set back, a deletion): then the older rows of the primary plus those the copy held for
+    # the candidates no longer add up to the fingerprint of the copy's older rows (a count and
+    # a sum of row hashes, one scan of three columns), and every article is compared.
+    def candidates(where: str) -> None:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_cand AS
+            SELECT p.article_id, p.rid, p.content_hash <> c.content_hash OR c.article_id IS NULL
+                                        OR p.classified_at IS DISTINCT FROM c.classified_at AS differs,
+                   CASE WHEN c.classified_at <= $mark THEN hash(c.article_id, c.content_hash, c.classified_at) END AS was_old
+            FROM (SELECT article_id, content_hash, classified_at, rowid AS rid FROM {src}.articles WHERE {where}) p
+            LEFT JOIN {dst}.articles c USING (article_id)""", {"mark": mark})
+
+    if mark is not None and not compare_all:
+        candidates("classified_at IS NULL OR classified_at > $mark")
+        n, total = _fingerprint(con, f"{src}.articles", "classified_at <= ?", [mark])
+        n2, total2 = con.execute("SELECT count(was_old), coalesce(sum(was_old::HUGEINT), 0) FROM _marsad_cand").fetchone()
+        if [n + n2, total + total2] != fp:
+            how = "full compare"
+    else:
+        how = "full compare"
+    if how == "full compare":
+        candidates("true")
+    con.execute("CREATE OR REPLACE TEMP TABLE _marsad_changed AS SELECT article_id, rid FROM _marsad_cand WHERE differs")
+    con.execute("DROP TABLE _marsad_cand")
+    if how == "full compare":
+        con.execute(f"INSERT INTO _marsad_changed SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
     changed = con.execute("SELECT count(*) FROM _marsad_changed").fetchone()[0]
     if changed:
         con.execute(f"DELETE FROM {dst}.articles WHERE article_id IN (SELECT article_id FROM _marsad_changed)")
@@ -260,11 +350,54 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str) -> int:
             con.execute(f"""INSERT INTO {dst}.articles SELECT * FROM {src}.articles
                             WHERE rowid BETWEEN {g * ROW_GROUP} AND {(g + 1) * ROW_GROUP - 1}
                               AND rowid IN (SELECT rid FROM _marsad_changed)""")
-    for table in _tables(con, source):
-        if table == "articles" or table in COPY_ONLY:
-            continue
+    tables = [t for t in _tables(con, source) if t != "articles" and t not in COPY_ONLY]
+    if how == "watermark" and set(ARTICLE_TABLES) | {"events"} <= set(tables):
+        # events that can have changed: new ids, and those linked (before or after) to a changed
+        # article (an earlier report moves first_report_at; an event emptied by unlink goes)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_events AS
+            SELECT event_id FROM {dst}.event_articles SEMI JOIN _marsad_changed USING (article_id)
+            UNION SELECT event_id FROM {src}.event_articles SEMI JOIN _marsad_changed USING (article_id)
+            UNION SELECT event_id FROM (SELECT DISTINCT event_id FROM {src}.events) ANTI JOIN {dst}.events USING (event_id)""")
+        for table in ARTICLE_TABLES:
+            _replace_keyed(con, f'{src}."{table}"', f'{dst}."{table}"', "article_id", "_marsad_changed")
+        _replace_keyed(con, f"{src}.events", f"{dst}.events", "event_id", "_marsad_events")
+        con.execute("DROP TABLE _marsad_events")
+        # a change these rules did not foresee shows in the row counts (kept in the tables'
+        # metadata): such a table is compared row by row
+        for table in (*ARTICLE_TABLES, "events"):
+            if _count(con, f'{src}."{table}"') != _count(con, f'{dst}."{table}"'):
+                _sync_table(con, f'{src}."{table}"', f'{dst}."{table}"')
+        tables = [t for t in tables if t not in ARTICLE_TABLES and t != "events"]
+    for table in tables:
         _sync_table(con, f'{src}."{table}"', f'{dst}."{table}"')
-    return changed
+    # what the copy now holds, for the next publish: the newest classified_at, and the
+    # fingerprint of the rows up to it (a sum: the older part was just checked, the rest is new)
+    new_mark = con.execute(f"SELECT max(classified_at) FROM {src}.articles").fetchone()[0]
+    if new_mark is None:
+        sync = (None, 0, 0)
+    elif how == "watermark":  # the older rows still there (checked above) and those classified since
+        n1, total1 = _fingerprint(con, f"{src}.articles", "classified_at > ? AND classified_at <= ?", [mark, new_mark])
+        sync = (new_mark, n + n1, total + total1)
+    else:
+        sync = (new_mark, *_fingerprint(con, f"{src}.articles", "classified_at <= ?", [new_mark]))
+    return changed, how, sync
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list) -> tuple[int, int]:
+    """Count and sum of row hashes of the articles matching ``where``: any article added,
+    changed or removed among them changes it (odds of a miss ~ 2^-64)."""
+    return tuple(con.execute(f"""SELECT count(*), coalesce(sum(hash(article_id, content_hash, classified_at)::HUGEINT), 0)
+                                 FROM {table} WHERE {where}""", params).fetchone())
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def _replace_keyed(con: duckdb.DuckDBPyConnection, src: str, dst: str, key: str, keys: str) -> None:
+    """``dst``'s rows whose ``key`` is in table ``keys`` become ``src``'s."""
+    con.execute(f"DELETE FROM {dst} WHERE {key} IN (SELECT {key} FROM {keys})")
+    con.execute(f"INSERT INTO {dst} SELECT * FROM {src} WHERE {key} IN (SELECT {key} FROM {keys})")
 
 
 def _tables(con: duckdb.DuckDBPyConnection, dbname: str) -> list[str]:
@@ -288,13 +421,23 @@ def _sync_table(con: duckdb.DuckDBPyConnection, src: str, dst: str) -> None:
     con.execute("DROP TABLE _marsad_diff")
 
 
-def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str) -> None:
+def _publish_info(con: duckdb.DuckDBPyConnection, dbname: str, mode: str, sync: tuple | None = None,
+                  rates: Sequence = (None, None)) -> None:
+    """``publish_info``: what analysts see (when, how many articles), and what the next
+    incremental publish starts from (``synced_*``: see ``_apply_delta``; ``sync`` None:
+    computed from the copy's own articles, as after a full publish)."""
+    articles = f'"{dbname}".main.articles'
+    if sync is None:
+        mark = con.execute(f"SELECT max(classified_at) FROM {articles}").fetchone()[0]
+        sync = (mark, 0, 0) if mark is None else (
+            mark, *_fingerprint(con, articles, "classified_at <= ?", [mark]))
     con.execute(
         f"""CREATE OR REPLACE TABLE "{dbname}".main.publish_info AS
            SELECT now() AS published_at, count(*) AS articles, max(fetched_at) AS newest_fetched_at,
-                  '{mode}' AS mode, {INDEX_VERSION} AS index_version
-           FROM "{dbname}".main.articles"""
-    )
+                  '{mode}' AS mode, {INDEX_VERSION} AS index_version,
+                  ?::TIMESTAMPTZ AS synced_classified_at, ?::BIGINT AS synced_count, ?::HUGEINT AS synced_sum,
+                  ?::DOUBLE AS index_s_per_article, ?::DOUBLE AS copy_bytes_per_s
+           FROM {articles}""", [*sync, *rates])
 
 
 def _sql_path(path: Path) -> str:

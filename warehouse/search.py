@@ -40,7 +40,7 @@ from sources.normalize import fold
 
 STEMMER = "porter"
 # Changes whenever the index tables or macros change: a read copy with another version is rebuilt whole.
-INDEX_VERSION = 3
+INDEX_VERSION = 4  # 4: publish_info holds what the copy was synced to (warehouse.publish)
 BM25_K1, BM25_B = 1.2, 0.75
 INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
 
@@ -124,10 +124,12 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
     p = f'"{db}".main.'
     # The postings of a replaced article stay (deleting them would read every posting) and
     # its old docid is listed in search_gone, which queries skip; a full build drops both.
+    # New docids start after every docid ever given (a gone one reused would be skipped).
     con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id)")
     con.execute(f"DELETE FROM {p}search_docs WHERE article_id IN (SELECT article_id FROM {changed})")
     return _index(con, p, f"""
-        SELECT (SELECT coalesce(max(docid), 0) FROM {p}search_docs) + row_number() OVER (ORDER BY article_id) AS docid,
+        SELECT (SELECT coalesce(max(docid), 0) FROM (SELECT docid FROM {p}search_docs UNION ALL SELECT docid FROM {p}search_gone))
+               + row_number() OVER (ORDER BY article_id) AS docid,
                article_id, text_folded
         FROM {p}articles SEMI JOIN {changed} USING (article_id)""")
 
