@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -369,8 +369,8 @@ def _write_links(con: duckdb.DuckDBPyConnection, links: list[tuple[str, str, str
 def _write_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime) -> int:
     """Insert the new events, and move existing ones that gained an earlier report (a
     late-arriving first report); returns how many were new."""
-    new = [e.row() | {"created_at": now} for e in events if e.new]
-    bulk_insert(con, "events", new, EVENT_COLUMNS)  # new ids only (APPEND_KEYS: events has no index)
+    new = [e for e in events if e.new]
+    _insert_events(con, new, now)
     moved = [e.row() for e in events if e.changed]
     if moved:
         con.execute(
@@ -382,6 +382,39 @@ def _write_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: date
             [[r["event_id"] for r in moved], [r["first_report_at"] for r in moved], [r["first_seen_at"] for r in moved]],
         )
     return len(new)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _insert_events(con: duckdb.DuckDBPyConnection, new: list[Event], now: datetime) -> None:
+    """Insert new events (new ids only: APPEND_KEYS, events has no index): the strings as one
+    joined parameter each and the times as numpy microseconds, no JSON (a third of the time
+    at 80k events). A missing title or one holding the separator goes the JSON way, which takes any text."""
+    if not new:
+        return
+    titles = [e.title for e in new]
+    if any(t is None or _SEP in t for t in titles):
+        bulk_insert(con, "events", [e.row() | {"created_at": now} for e in new], EVENT_COLUMNS)
+        return
+    times = {
+        "r": np.arange(len(new), dtype=np.int64),
+        "fr": np.fromiter(((e.first_report_at - _EPOCH) // _MICROSECOND for e in new), dtype=np.int64, count=len(new)),
+        "fs": np.fromiter(((e.first_seen_at - _EPOCH) // _MICROSECOND for e in new), dtype=np.int64, count=len(new)),
+    }
+    split = [_strings(k) for k in (1, 2, 3)]
+    src = f"""(SELECT s.event_id, s.indicator, make_timestamptz(t.fr) AS first_report_at, make_timestamptz(t.fs) AS first_seen_at,
+                      s.title, $4::TIMESTAMPTZ AS created_at
+               FROM _marsad_new_events t JOIN
+                    (SELECT unnest({split[0]}) AS event_id, unnest({split[1]}) AS indicator, unnest({split[2]}) AS title,
+                            generate_subscripts({split[0]}, 1) - 1 AS r) s USING (r))"""
+    con.register("_marsad_new_events", times)
+    try:
+        con.execute(append_new_sql("events", ", ".join(EVENT_COLUMNS), src),
+                    [_joined([e.event_id for e in new]), _joined([e.indicator for e in new]), _SEP.join(titles), now])
+    finally:
+        con.unregister("_marsad_new_events")
 
 
 EVENT_COLUMNS = {
