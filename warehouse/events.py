@@ -84,25 +84,34 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | No
     pending, params = _pending_sql(classified_at)
     n = con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
-            SELECT row_number() OVER () AS rn, article_id FROM (
+            SELECT row_number() OVER (ORDER BY a.published_at, article_id) AS rn, article_id, a.published_at FROM (
                 SELECT DISTINCT p.article_id FROM ({pending}) p
-                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))""",
+                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id)) JOIN articles a USING (article_id)""",
         params,
     ).fetchone()[0]
     try:
         for first in range(1, n + 1, CHUNK):
             # Scoped to a load, the articles' scan is bounded by classified_at (zone maps skip
             # the row groups of the past): text_folded is not read for the whole history.
+            # In either scope the chunk's time range bounds it too (numbered by published_at).
             and_mine, mine_params = _in_load(classified_at, "AND")
+            span = _span(con, "_marsad_unsketched", first, first + CHUNK - 1)
             rows = con.execute(
                 f"""SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
-                    WHERE u.rn BETWEEN ? AND ? {and_mine}""",
-                [first, first + CHUNK - 1] + mine_params,
+                    WHERE u.rn BETWEEN ? AND ? AND a.published_at BETWEEN ? AND ? {and_mine}""",
+                [first, first + CHUNK - 1, *span] + mine_params,
             ).fetchall()
             if rows:
                 write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
     finally:
         _drop_temp(con, "_marsad_unsketched")
+
+
+def _span(con: duckdb.DuckDBPyConnection, table: str, first: int, last: int) -> tuple:
+    """(min, max) ``published_at`` of the rows numbered ``first..last`` of a staged table
+    numbered in that order: a bound on ``articles`` that lets DuckDB skip the blocks of other
+    times (min/max per block), so a chunk's read does not scan the whole history."""
+    return con.execute(f"SELECT min(published_at), max(published_at) FROM {table} WHERE rn BETWEEN ? AND ?", [first, last]).fetchone()
 
 
 _SEP = "\x1f"  # joins the ids of one statement into one string parameter (ids are hex digests)
@@ -145,7 +154,8 @@ def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list
     params = [first, last]
     src = "_marsad_pending p JOIN articles a USING (article_id)"
     rows = con.execute(
-        f"SELECT p.rn, p.indicator, {_REPORT_COLUMNS} FROM {src} WHERE p.rn BETWEEN ? AND ? ORDER BY p.rn", params
+        f"SELECT p.rn, p.indicator, {_REPORT_COLUMNS} FROM {src} WHERE p.rn BETWEEN ? AND ? AND a.published_at BETWEEN ? AND ? ORDER BY p.rn",
+        params + list(_span(con, "_marsad_pending", first, last)),
     ).fetchall()
     if not rows:
         return []
@@ -326,14 +336,12 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
     try:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _marsad_pending AS
-                SELECT row_number() OVER (ORDER BY a.published_at, p.article_id, p.indicator) AS rn, p.indicator, p.article_id
+                SELECT row_number() OVER (ORDER BY a.published_at, p.article_id, p.indicator) AS rn, p.indicator, p.article_id, a.published_at
                 FROM ({_pending_sql(scope)[0]}) p JOIN articles a USING (article_id) {mine}""",
             _pending_sql(scope)[1] + mine_params,
         )
         n, indicators, lo, hi = con.execute(
-            f"""SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at)
-                FROM _marsad_pending JOIN articles a USING (article_id) {mine}""",
-            mine_params,
+            "SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at) FROM _marsad_pending"
         ).fetchone()
         if not n:
             return 0
