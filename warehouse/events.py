@@ -33,7 +33,7 @@ _REPORT_COLUMNS = """a.article_id, a.published_at, a.fetched_at, a.title, a.cano
                      a.text_folded, a.guid"""
 
 
-CHUNK = 20_000  # reports sketched, or read and held as Report objects, at a time
+CHUNK = 10_000  # reports sketched, or read and held as Report objects, at a time (20k: 530 MB peak at 1M, 10k: 482 MB)
 
 
 def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
