@@ -197,16 +197,29 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     """
     params = [indicators, lo - LOOKBACK, hi]
     chosen = "list_contains($1, e.indicator) AND e.first_report_at BETWEEN $2 AND $3"
+    # The links of the widest horizon's events, staged once: the three reads below join this
+    # instead of scanning every link of the history each (event_articles has no time column).
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_members AS
+                    SELECT e.event_id, e.indicator, e.first_report_at, ea.article_id FROM events e JOIN event_articles ea USING (event_id)
+                    WHERE {chosen}""", params)
+    try:
+        _read_known(con, clusterer, indicators, lo, hi, chosen, params)
+    finally:
+        _drop_temp(con, "_marsad_members")
+
+
+def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime,
+                chosen: str, params: list) -> None:
+    """``_read_events`` over the staged links (``_marsad_members``)."""
     # An event's reports are published at or after its time: said on the articles too, so
     # DuckDB skips the blocks of older articles (min/max per block) instead of joining all.
     reports = f"{chosen} AND a.published_at >= $2"
     entities: dict[str, list] = {}
     for event_id, g, i, k, launch in con.execute(
         f"""SELECT DISTINCT event_id, gazetteer, entity_id, kind, launch FROM (
-                SELECT ea.event_id, x.gazetteer, x.entity_id, x.kind,
+                SELECT e.event_id, x.gazetteer, x.entity_id, x.kind,
                        bool_or(x.role = 'launch') OVER (PARTITION BY x.article_id, x.entity_id) AS launch
-                FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
-                     JOIN article_entities x USING (article_id)
+                FROM _marsad_members e JOIN articles a USING (article_id) JOIN article_entities x USING (article_id)
                 WHERE {reports})""", params,
     ).fetchall():
         entities.setdefault(event_id, []).append((g, i, k, launch))
@@ -215,7 +228,7 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
             WHERE {chosen} ORDER BY first_report_at, event_id""", params,
     ).fetchall():
         clusterer.add_known_event(Event(event_id, indicator, first_report, first_seen, title), entities.pop(event_id, ()))
-    members = "events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)"
+    members = "_marsad_members e JOIN articles a USING (article_id)"
     order = "ORDER BY a.published_at, a.article_id, e.event_id"
     for event_id, indicator, url, guid, chash in con.execute(
         f"""SELECT e.event_id, e.indicator, a.canonical_url, a.guid, a.content_hash FROM {members}
