@@ -306,7 +306,7 @@ def _warehouse_path(warehouse) -> Path:
     if isinstance(warehouse, (str, Path)):
         return Path(warehouse)
     if isinstance(warehouse, duckdb.DuckDBPyConnection):  # a caller's connection: only its file is used
-        return Path(warehouse.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
+        return Path(db.database_path(warehouse))
     raise TypeError(f"deliver needs the warehouse file, not {type(warehouse).__name__}")
 
 
@@ -540,9 +540,9 @@ def _mark_parent_resolved(path: Path, sink: Sink, root: _Root, resolved: dict, b
     except Exception as exc:  # the reply in the thread already says it; the edit is cosmetic
         log.error("could not mark the first message of %s resolved: %s", root.nid, exc)
         return
-    _record(path, "UPDATE notifications SET parent_updated = true WHERE notification_id = ?", [root.nid])
-    if state is not None:
-        with db.connect(path) as con, db.transaction(con):
+    with db.connect(path, migrate_schema=False) as con, db.transaction(con):  # marked resolved, and what it shows of ops' actions
+        con.execute("UPDATE notifications SET parent_updated = true WHERE notification_id = ?", [root.nid])
+        if state is not None:
             record_drawn(con, [(_root_alert(root), state)], datetime.now(timezone.utc))
 
 

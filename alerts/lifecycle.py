@@ -191,10 +191,7 @@ def apply(con: duckdb.DuckDBPyConnection, observed: list[Observation], now: date
 def silenced(con: duckdb.DuckDBPyConnection, indicator: str, rule: str, at: datetime) -> bool:
     """Whether a silence holds back a notice of ``indicator`` / ``rule`` created at ``at`` (the
     rule delivery applies to the outbox, for a notice that does not go through it)."""
-    return bool(con.execute(
-        """SELECT count(*) FROM silences WHERE ? >= starts_at AND ? < ends_at
-           AND ((matcher = 'indicator' AND value = ?) OR (matcher = 'rule' AND value = ?))""",
-        [at, at, indicator, rule]).fetchone()[0])
+    return active_silence(con, rule, indicator, at) is not None
 
 
 def add_silence(

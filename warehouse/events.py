@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 
 from alerts.places import PlaceHierarchy
-from warehouse import neardup
+from warehouse import db, neardup
 from warehouse.cluster import EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW, Clusterer, Event, Report
 from warehouse.load import append_new_sql, bulk_insert
 
@@ -298,7 +298,7 @@ class AssignMemoryError(RuntimeError):
 def _memory_marker(con: duckdb.DuckDBPyConnection) -> Path | None:
     """``<warehouse>.assign-memory``: the ``warehouse.assign_memory`` value under which
     assignment ran out of memory (None for an in-memory database)."""
-    path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    path = db.database_path(con)
     return Path(path + ".assign-memory") if path else None
 
 
@@ -339,7 +339,8 @@ def _bytes(size: str) -> float:
 
 
 def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None, scope: datetime | None) -> int:
-    (mine, mine_params) = _in_load(scope)
+    mine, mine_params = _in_load(scope)
+    pending, pending_params = _pending_sql(scope)
     _sketch_pending(con, scope)
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
@@ -350,8 +351,8 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _marsad_pending AS
                 SELECT row_number() OVER (ORDER BY a.published_at, p.article_id, p.indicator) AS rn, p.indicator, p.article_id, a.published_at
-                FROM ({_pending_sql(scope)[0]}) p JOIN articles a USING (article_id) {mine}""",
-            _pending_sql(scope)[1] + mine_params,
+                FROM ({pending}) p JOIN articles a USING (article_id) {mine}""",
+            pending_params + mine_params,
         )
         n, indicators, lo, hi = con.execute(
             "SELECT count(*), list(DISTINCT indicator ORDER BY indicator), min(published_at), max(published_at) FROM _marsad_pending"
