@@ -17,6 +17,7 @@ import duckdb
 
 from alerts.lifecycle import Notice, Observation, Transition, apply
 from sources.health import SourceHealth, source_health
+from warehouse.sources import record_verdicts
 from sources.registry import HealthSettings
 from warehouse.db import transaction
 
@@ -51,7 +52,9 @@ def evaluate_source_health(
         if not firing and not con.execute("SELECT count(*) FROM sources WHERE url NOT LIKE 'replay:%'").fetchone()[0]:
             return []  # a replay database, or nothing registered yet
         cfg = config() if callable(config) else (config or HealthSettings())
-        wanted: dict[str, SourceHealth] = {f"source-{h.problem}:{h.source_id}": h for h in source_health(con, now, cfg) if h.problem}
+        judged = source_health(con, now, cfg)
+        record_verdicts(con, [(h.source_id, h.problem, h.detail) for h in judged], now)
+        wanted: dict[str, SourceHealth] = {f"source-{h.problem}:{h.source_id}": h for h in judged if h.problem}
         observed = []
         for rule_id, h in wanted.items():
             observed.append(Observation(rule_id=rule_id, indicator=INDICATOR, kind=f"source_{h.problem}", severity=SEVERITY[h.problem],

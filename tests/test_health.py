@@ -231,3 +231,38 @@ def test_an_acknowledged_source_down_alert_does_not_repeat_but_still_resolves(tm
     msgs = slack.state.messages["C0OPS"]
     assert [m.get("thread_ts") for m in msgs[1:]] == [root["ts"], root["ts"]]  # the repeat, the resolution
     assert msgs[0].get("edited") and msgs[0]["blocks"][0]["text"]["text"].startswith("RESOLVED · Source health")
+
+
+def test_the_view_says_silent_where_ops_were_paged_and_ok_once_a_new_item_arrives(tmp_path, settings, feed_server):
+    """The warehouse alone cannot judge silence (its thresholds are in feeds.yaml): the view
+    reads what the last evaluation judged, until an item newer than that verdict arrives."""
+    settings.feeds = feeds_file(tmp_path, [{"id": "wire", "name": "Wire", "lang": "en", "url": feed_server.url("/w.xml")}])
+    now = datetime.now(timezone.utc)
+    start = now - timedelta(hours=72)
+    pipeline.due_sources(settings, start)
+
+    def item(i, t):
+        art = make_article("wire", "en", f"Story {i}", "text", f"https://w.example/{i}", f"g{i}", t - timedelta(minutes=10), None, t)
+        pipeline.stage(settings, dict(source_id="wire", url="u", status="ok", http_status=200, started_at=t.isoformat(), finished_at=t.isoformat()), [art])
+
+    for i in range(48):  # hourly, then 25 quiet hours
+        item(i, start + timedelta(hours=i))
+    pipeline.load(settings, start + timedelta(hours=47))
+
+    def view():
+        with db.connect(settings.warehouse, read_only=True) as con:
+            return con.execute("SELECT health, judged_problem, judged_detail FROM source_health").fetchone()
+
+    assert view() == ("stale", None, None)  # no success for 3 intervals, and nothing judged yet
+    queued = [q for q in pipeline.evaluate(settings, now) if q["indicator"] == "source_health"]
+    assert [(q["rule"], q["state"]) for q in queued] == [("source-silent:wire", "firing")]
+    health, problem, detail = view()
+    assert (health, problem) == ("silent", "silent") and detail.startswith("nothing new for 1.0d")
+
+    later = now + timedelta(seconds=1)
+    item(48, later)
+    pipeline.load(settings, later)
+    assert view()[0] == "ok"  # the new item is newer than the verdict
+    queued = [q for q in pipeline.evaluate(settings, later) if q["indicator"] == "source_health"]
+    assert [(q["rule"], q["state"]) for q in queued] == [("source-silent:wire", "resolved")]
+    assert view() == ("ok", None, "")

@@ -140,3 +140,17 @@ def record_fetches(con: duckdb.DuckDBPyConnection, metas: list[dict], new_per_so
             WHERE s.source_id = source_state.source_id AND h.source_id = source_state.source_id""",
         [json_list(list(wait)), json_list(list(wait.values()))],
     )
+
+
+def record_verdicts(con: duckdb.DuckDBPyConnection, verdicts: list[tuple[str, str | None, str]], now: datetime) -> None:
+    """What an evaluation judged of each source, (source_id, problem, detail): the view
+    ``source_health`` reads it for the states the warehouse cannot judge alone (silent)."""
+    if not verdicts:
+        return
+    con.execute(
+        f"""INSERT INTO source_verdicts (source_id, problem, detail, judged_at)
+            SELECT unnest({VARCHARS}), unnest({VARCHARS}), unnest({VARCHARS}), ?
+            ON CONFLICT (source_id) DO UPDATE SET problem = excluded.problem, detail = excluded.detail,
+                judged_at = excluded.judged_at""",
+        [json_list([v[0] for v in verdicts]), json_list([v[1] for v in verdicts]), json_list([v[2] for v in verdicts]), now],
+    )
