@@ -15,7 +15,7 @@ first message of an alert carries an actions block ``marsad_actions:<alert_id>``
 *Acknowledge* (``marsad_ack``) and *Silence 6 h / 24 h* (``marsad_silence_6h`` /
 ``marsad_silence_24h``, the alert's rule), values the alert id; a rule alert's event
 sections (``marsad_event:<event_id>``) each carry *Not an event* (``marsad_not_event``,
-value ``<alert_id>|<event_id>``). Digests and deadline notices have no buttons.
+value ``<alert_id>|<event_id>``), in the first message and in the thread's updates and repeats. Digests and deadline notices have no buttons.
 ``MessageState`` is what ops did since: ``render`` with it draws the edited message.
 """
 from __future__ import annotations
@@ -243,6 +243,10 @@ def render(payload, run_url: str | None = None, resolved_at: str | None = None,
     ]
     kind = payload.get("kind") or ""
     interactive = bool(payload.get("alert_id")) and st == "firing" and not resolved_at and kind not in NO_BUTTONS
+    # An event told in a thread reply (an update, a repeat) can be flagged there too: the one
+    # that tips a threshold often arrives after the first message.
+    flaggable = (bool(payload.get("alert_id")) and st in ("firing", "update", "repeat") and not resolved_at
+                 and kind not in NO_BUTTONS and kind not in OPS_KINDS)
     events = events_of(payload) if st != "resolved" else []
     shown = events[:MAX_EVENTS]
     fallback = [text]
@@ -250,7 +254,7 @@ def render(payload, run_url: str | None = None, resolved_at: str | None = None,
         flagged = state.not_events.get(ev["event_id"])
         block = {"type": "section", "block_id": f"{EVENT_BLOCK}{ev['event_id']}"[:255],
                  "text": {"type": "mrkdwn", "text": _event_text(ev, flagged)}}
-        if interactive and kind not in OPS_KINDS and flagged is None:
+        if flaggable and flagged is None:
             block["accessory"] = {"type": "button", "action_id": NOT_EVENT, "text": {"type": "plain_text", "text": "Not an event"},
                                   "value": f"{payload['alert_id']}|{ev['event_id']}"}
         blocks.append(block)

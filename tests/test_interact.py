@@ -336,3 +336,23 @@ def test_make_run_reads_the_app_token_from_the_airflow_connection_and_stops_the_
     time.sleep(1)
     assert processes_with(str(home)) == [], "make run left processes behind (the listener?)"
     assert "marsad: stopped." in (tmp_path / "make-run.log").read_text()
+
+
+def test_an_event_told_in_a_thread_update_can_be_flagged_from_that_reply(alert, listening, slack):
+    path, alert_id, ts = alert
+    with db.connect(path) as con:
+        add_event(con, "e3", T0 + timedelta(hours=2, minutes=30), "Drone exercise at Harir base")
+        evaluate(con, PACK, NOW + timedelta(minutes=5))
+    deliver(path, SlackSink(slack_client(slack.state.token, slack.base_url, timeout=5)))
+    (reply,) = [m for m in slack.state.messages["C0ALERTS"] if m.get("thread_ts") == ts]
+    assert ("marsad_not_event", f"{alert_id}|e3") in buttons(reply)
+    assert not [b for b in buttons(reply) if b[0] in ("marsad_ack", "marsad_silence_6h")]  # those stay on the first message
+
+    e = slack.press("C0ALERTS", reply["ts"], "U0ALICE", "marsad_not_event", f"{alert_id}|e3")
+    assert slack.wait_for(lambda: slack.ack_of(e))
+    assert slack.wait_for(lambda: slack.calls("chat.update"))
+    with db.connect(path, read_only=True) as con:
+        assert con.execute("SELECT event_id, flagged_by FROM event_feedback WHERE undone_at IS NULL").fetchall() == [("e3", "U0ALICE")]
+    edited = slack.message("C0ALERTS", reply["ts"])
+    (line,) = [b for b in edited["blocks"] if b.get("block_id") == "marsad_event:e3"]
+    assert "flagged not an event by <@U0ALICE>" in line["text"]["text"] and "accessory" not in line

@@ -57,8 +57,14 @@ def test_buttons_of_a_rule_alert_follow_the_contract():
     assert actions["block_id"] == "marsad_actions:al1"
     assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [(ACK, "al1"), (SILENCE_6H, "al1"), (SILENCE_24H, "al1")]
     assert [(s["accessory"]["action_id"], s["accessory"]["value"]) for s in sections(blocks)] == [(NOT_EVENT, "al1|e2"), (NOT_EVENT, "al1|e1")]
-    # Follow-ups in the thread, resolved messages, digests and deadline notices: no buttons.
-    for p, kw in ((payload(ev, state="update"), {}), (payload(ev, state="repeat"), {}), (payload(ev), {"resolved_at": "2026-03-02T00:00:00+00:00"}),
+    # Follow-ups in the thread: Not an event on each event they tell, Acknowledge and Silence
+    # only on the first message.
+    for state in ("update", "repeat"):
+        _, b = render(payload(ev, state=state))
+        assert not [x for x in b if x["type"] == "actions"], state
+        assert [(s["accessory"]["action_id"], s["accessory"]["value"]) for s in sections(b)] == [(NOT_EVENT, "al1|e2"), (NOT_EVENT, "al1|e1")]
+    # Resolved messages, digests and deadline notices: no buttons.
+    for p, kw in ((payload(ev), {"resolved_at": "2026-03-02T00:00:00+00:00"}), (payload(ev, state="resolved"), {}),
                   (payload([], kind="deadline"), {}), (payload(ev, alert_id=None), {})):
         _, b = render(p, **kw)
         assert not [x for x in b if x["type"] == "actions"] and not [s for s in sections(b) if "accessory" in s], (p["state"], kw)
