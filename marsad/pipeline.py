@@ -166,9 +166,19 @@ def sync_sources(con, registry: Registry, now: datetime) -> None:
     ], now)
 
 
-def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
-    """Feeds whose interval (or error backoff) has elapsed, with their conditional-GET validators."""
+def due_sources(settings: Settings, now: datetime | None = None, schedule: str | None = None) -> list[dict]:
+    """Feeds whose interval (or error backoff) has elapsed, with their conditional-GET validators.
+
+    ``schedule``: the schedule this run belongs to (schedules.ingest, as the DAG was parsed with
+    it). A feed is then polled at the run nearest its due time: it is due now if its time comes
+    before the middle of the wait for the next scheduled run (``warehouse.sources.due``), so a
+    poll off the grid (a triggered run, the run Airflow starts on unpause) does not make the feed
+    skip a run. Without one (``none``, ``marsad run-once``), a feed is due once its time came."""
+    from marsad.settings import next_run
+
     now = now or utcnow()
+    upcoming = next_run(schedule, now) if schedule else None
+    ahead_s = max((upcoming - now).total_seconds() / 2, 0) if upcoming else 0
     guard = settings.guard()
     registry = settings.guarded_registry(guard)
     with db.connect(settings.warehouse) as con:
@@ -176,7 +186,7 @@ def due_sources(settings: Settings, now: datetime | None = None) -> list[dict]:
             with db.transaction(con):
                 sync_sources(con, registry, now)
         report_config(con, settings, guard, now)
-        return source_rows.due(con, now)
+        return source_rows.due(con, now, ahead_s)
 
 
 def fetch_batches(sources: list[dict], max_batch: int | None = None, min_batches: int | None = None) -> list[list[dict]]:

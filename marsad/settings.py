@@ -32,7 +32,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -107,6 +107,21 @@ def schedule_period(text: str) -> int | None:
     it = croniter(CRON_PRESETS.get(text, text), datetime(2026, 1, 1, tzinfo=timezone.utc))
     times = [it.get_next(float) for _ in range(600)]
     return int(min(b - a for a, b in zip(times, times[1:])))
+
+
+def next_run(text: str, after: datetime) -> datetime | None:
+    """When a schedule next runs after ``after`` (None: never on its own, ``none`` and ``@once``).
+
+    A cron expression or preset is read in UTC, as Airflow reads it for Marsad's DAGs (their
+    start_date is UTC). For a duration, and for ``@continuous``, the next run is taken to be one
+    period after ``after``: a run triggered in between is not known here."""
+    if text in ("none", "@once"):
+        return None
+    if text == "@continuous" or _DURATION.match(text):
+        return after + timedelta(seconds=schedule_period(text))
+    from croniter import croniter
+
+    return croniter(CRON_PRESETS.get(text, text), after.astimezone(timezone.utc)).get_next(datetime)
 
 
 def _duration_or_none(value: Any) -> int | None:

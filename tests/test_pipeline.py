@@ -233,3 +233,70 @@ def test_a_feed_whose_interval_is_the_schedule_period_is_due_at_every_run(tmp_pa
     assert attempted - run < timedelta(seconds=40)
     assert {d["source_id"] for d in pipeline.due_sources(settings, next_run)} == {"test-ar", "test-en"}
     assert pipeline.due_sources(settings, run + timedelta(minutes=3)) == []  # still not before 4 minutes
+
+
+# A run of the */5 schedule. The polls below are written as the load records a fetch
+# (warehouse.sources.record_fetches), at chosen times, into the real warehouse file.
+GRID = datetime(2026, 12, 7, 14, 0, tzinfo=timezone.utc)
+EVERY_5 = "*/5 * * * *"
+
+
+def _polled(settings, after_s: float, status: str = "ok", wait_s: int | None = None) -> None:
+    """test-en (interval 5m) polled ``after_s`` seconds after the run at GRID."""
+    from warehouse import sources as source_rows
+
+    at = GRID + timedelta(seconds=after_s)
+    meta = dict(fetch_id=f"f{after_s}", source_id="test-en", started_at=at, finished_at=at + timedelta(seconds=1), status=status,
+                http_status=503 if status == "error" else 200, entries=0, bytes=0, wait_s=wait_s, error="HTTP 503" if status == "error" else None)
+    with db.connect(settings.warehouse) as con:
+        source_rows.record_fetches(con, [meta], {})
+
+
+def _due_en(settings, after_s: float, schedule: str | None = EVERY_5) -> bool:
+    at = GRID + timedelta(seconds=after_s)
+    return "test-en" in {d["source_id"] for d in pipeline.due_sources(settings, at, schedule=schedule)}
+
+
+def test_a_poll_off_the_grid_does_not_make_the_feed_skip_the_next_run(tmp_path, feed_server, settings):
+    """Airflow starts a run on unpause (and on a trigger) off the */5 grid. A 5-minute feed polled
+    170 s into the period is due 4 minutes later, 110 s after the next run: it is polled at that
+    run, the one nearest its due time, not 5 minutes later at the run after it."""
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    assert _due_en(settings, -1)  # registers the feeds: never polled, due
+    _polled(settings, 170)
+    assert not _due_en(settings, 303, schedule=None)  # without a schedule: as before, it waits for its time
+    assert not _due_en(settings, 303, schedule="none")
+    assert _due_en(settings, 303)  # the next run of the grid polls it, 133 s after the last poll
+
+    # Polled 250 s into the period, the following run is the nearer one: this one skips it.
+    _polled(settings, 250)
+    assert not _due_en(settings, 303)
+    assert _due_en(settings, 603)
+
+    # On the grid, a triggered run a minute after a poll polls nothing: the next run is nearer.
+    _polled(settings, 3)
+    assert not _due_en(settings, 63) and not _due_en(settings, 180)
+    assert _due_en(settings, 303)
+    # Nor on an hourly schedule: the look-ahead is at most half the feed's interval.
+    assert not _due_en(settings, 63, schedule="@hourly")
+    assert _due_en(settings, 183, schedule="@hourly")
+
+
+def test_the_look_ahead_never_comes_before_the_server_asked(tmp_path, feed_server, settings):
+    """Retry-After (an error, backing off), max-age and the backoff itself still hold at a run
+    that would poll the feed early: at 603 s a poll due at 670 s (Retry-After 500 s) waits, and so
+    does one due at 410 s whose max-age (200 s) ends at 370 s, at the run at 303 s."""
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    _due_en(settings, -1)
+    _polled(settings, 170, status="error", wait_s=500)  # a 503 with Retry-After: 500
+    assert not _due_en(settings, 603)
+    assert _due_en(settings, 903)
+    _polled(settings, 170, wait_s=200)  # 200 with Cache-Control: max-age=200
+    assert not _due_en(settings, 303)
+    assert _due_en(settings, 603)
+    _polled(settings, 170, wait_s=100)  # a max-age that ends before the run: the look-ahead holds
+    assert _due_en(settings, 303)
+    # An error's backoff (here 240-360 s, ending within the run's look-ahead) is not shortened.
+    _polled(settings, 80, status="error")
+    assert not _due_en(settings, 303)
+    assert _due_en(settings, 603)

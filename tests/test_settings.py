@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 
 from conftest import REPO, write_feeds_yaml
 from marsad.airflow_env import airflow_env
-from marsad.settings import DEFAULT_SETTINGS, ENV, LIVE, Deployment, check_schedule, load, schedule_period
+from marsad.settings import DEFAULT_SETTINGS, ENV, LIVE, Deployment, check_schedule, load, next_run, schedule_period
 from sources.configfile import ConfigError
 
 MARSAD = [sys.executable, "-m", "marsad.cli"]
@@ -59,6 +60,21 @@ def test_readme_documents_every_setting_and_variable():
 def test_schedules_that_airflow_takes(value, canonical, period):
     assert check_schedule(value) == canonical
     assert schedule_period(canonical) == period
+
+
+@pytest.mark.parametrize("text, after, expected", [
+    ("*/5 * * * *", "14:02:50", "14:05:00"),
+    ("*/5 * * * *", "14:05:00", "14:10:00"),  # a run at 14:05 waits for the next one
+    ("@hourly", "14:02:50", "15:00:00"),
+    ("10m", "14:02:50", "14:12:50"),  # a duration: one period on
+    ("@continuous", "14:02:50", "14:02:50"),
+    ("none", "14:02:50", None),
+    ("@once", "14:02:50", None),
+])
+def test_next_run_of_a_schedule(text, after, expected):
+    day = "2026-12-07T{}+00:00"
+    want = datetime.fromisoformat(day.format(expected)) if expected else None
+    assert next_run(text, datetime.fromisoformat(day.format(after))) == want
 
 
 @pytest.mark.parametrize("value, message", [

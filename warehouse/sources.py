@@ -67,15 +67,25 @@ def upsert(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
     bulk_insert(con, "sources", rows, SOURCE_COLUMNS, conflict=f"(source_id) DO UPDATE SET {sets}")
 
 
-def due(con: duckdb.DuckDBPyConnection, now: datetime) -> list[dict]:
-    """Enabled feeds whose interval (or error backoff) has elapsed at ``now``, oldest due first,
-    with their conditional-GET validators."""
+def due(con: duckdb.DuckDBPyConnection, now: datetime, ahead_s: float = 0) -> list[dict]:
+    """Enabled feeds due at a run at ``now``, oldest due first, with their conditional-GET validators.
+
+    A feed is due when its interval (or error backoff) has elapsed, or, after a success, when it
+    will have elapsed within ``ahead_s`` seconds: ``marsad.pipeline.due_sources`` passes half the
+    time to the schedule's next run, so a feed is polled at the run nearest its due time. Without
+    this, a poll off the schedule's grid (the run Airflow starts on unpause, a triggered run)
+    sets a due time just after the next run, which skips the feed: it waited almost two periods.
+    The look-ahead is at most half the feed's interval, never applies to a backoff, and never
+    moves a poll before the server's Retry-After or max-age (``not_before``). So a healthy feed
+    is polled no sooner than ``interval / 2 - slack`` after its last poll (90 s for 5 minutes)."""
     rows = con.execute(
         """SELECT s.source_id, s.url, s.lang, st.etag, st.last_modified
            FROM sources s LEFT JOIN source_state st USING (source_id)
-           WHERE s.enabled AND (st.next_due_at IS NULL OR st.next_due_at <= ?)
+           WHERE s.enabled AND (st.next_due_at IS NULL OR st.next_due_at <= $now OR (
+                 st.last_status <> 'error' AND coalesce(st.not_before <= $now, true)
+                 AND st.next_due_at <= $now + to_seconds(least($ahead, s.interval_s / 2))))
            ORDER BY coalesce(st.next_due_at, TIMESTAMPTZ '1970-01-01'), s.source_id""",
-        [now],
+        {"now": now, "ahead": float(ahead_s)},
     ).fetchall()
     return [dict(source_id=r[0], url=r[1], lang=r[2], etag=r[3], last_modified=r[4]) for r in rows]
 
@@ -128,9 +138,12 @@ def record_fetches(con: duckdb.DuckDBPyConnection, metas: list[dict], new_per_so
                 THEN source_state.consecutive_failures + excluded.consecutive_failures ELSE 0 END""",
     )
     # Next poll: the source's interval after success, less POLL_SLACK; exponential backoff with
-    # jitter after errors; never sooner than the server asked (Retry-After on 429/503, max-age).
+    # jitter after errors; never sooner than the server asked (Retry-After on 429/503, max-age),
+    # which ``not_before`` keeps on its own for ``due``'s look-ahead.
     con.execute(
-        f"""UPDATE source_state SET next_due_at = source_state.last_attempt_at + to_seconds(greatest(
+        f"""UPDATE source_state SET
+            not_before = source_state.last_attempt_at + to_seconds(h.wait_s),
+            next_due_at = source_state.last_attempt_at + to_seconds(greatest(
                 CASE WHEN source_state.last_status = 'error'
                      THEN least(s.interval_s * pow(2, least(source_state.consecutive_failures - 1, 12)), {MAX_BACKOFF_S})
                           * (0.8 + 0.4 * random())
