@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="ingest poll dedupe events rules parse airflow history publish")
     ap.add_argument("--history-sizes", type=lambda v: [int(x) for x in v.split(",")],
                     help="articles held by the warehouses of the history bench, e.g. 0,1000000,2000000")
+    ap.add_argument("--dedupe-sizes", type=lambda v: [int(x) for x in v.split(",")],
+                    help="reports assigned by the dedupe bench, smallest first (it is the baseline), e.g. 1000000")
     ap.add_argument("--no-airflow", dest="airflow", action="store_false",
                     help="skip alert latency and memory under airflow standalone (about 10 minutes)")
     args = ap.parse_args(argv)
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = {
         "ingest": lambda: bench_ingest(40 if q else 200),
         "poll": lambda: bench_poll(100 if q else 1000, 50),
-        "dedupe": lambda: bench_dedupe([2_000, 20_000] if q else [10_000, 100_000, 1_000_000]),
+        "dedupe": lambda: bench_dedupe(args.dedupe_sizes or ([2_000, 20_000] if q else [10_000, 100_000, 1_000_000])),
         "events": lambda: __import__("bench.events").events.bench_events_history(100_000 if q else 1_000_000),
         "rules": lambda: bench_rules(50_000 if q else 1_000_000),
         "parse": lambda: bench_dag_parse(3 if q else 5),

@@ -203,7 +203,7 @@ class Warehouse(_Section):
     fetch_log_retention: Duration = 30 * 86400
     pool: Name = "marsad_warehouse"
     queue: Name = "default"
-    assign_memory: MemorySize = "256MB"
+    assign_memory: MemorySize = "160MB"
 
 
 class Delivery(_Section):
