@@ -77,20 +77,16 @@ def pending_pairs(con: duckdb.DuckDBPyConnection, classified_at: datetime | None
 
 
 def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> None:
-    """MinHash every article waiting for an event that has no sketch yet (once per article),
-    ``CHUNK`` at a time, sketched together (``neardup.signatures``) and written from numpy
-    arrays, one column per hash value: no Python int or JSON per value. ``classified_at``:
-    the scope of ``_pending_sql``."""
-    pending, params = _pending_sql(classified_at)
-    # The articles' side of the join is bounded to the load's too (zone maps of classified_at):
-    # without it DuckDB reads every id of the history to find the few pending ones.
-    mine, mine_params = _in_load(classified_at)
+    """MinHash every pending article (``_marsad_pending``, staged by ``_assign``) that has no
+    sketch yet (once per article), ``CHUNK`` at a time, sketched together
+    (``neardup.signatures``) and written from numpy arrays, one column per hash value: no
+    Python int or JSON per value. ``classified_at``: the scope of ``_pending_sql``. The
+    pending set is not computed again (its anti-join against every link of the history)."""
     n = con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
-            SELECT row_number() OVER (ORDER BY a.published_at, article_id) AS rn, article_id, a.published_at FROM (
-                SELECT DISTINCT p.article_id FROM ({pending}) p
-                WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id)) JOIN articles a USING (article_id) {mine}""",
-        params + mine_params,
+        """CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
+           SELECT row_number() OVER (ORDER BY published_at, article_id) AS rn, article_id, published_at FROM (
+               SELECT DISTINCT p.article_id, p.published_at FROM _marsad_pending p
+               WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))"""
     ).fetchone()[0]
     try:
         for first in range(1, n + 1, CHUNK):
@@ -356,7 +352,6 @@ def _bytes(size: str) -> float:
 def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None, scope: datetime | None) -> int:
     mine, mine_params = _in_load(scope)
     pending, pending_params = _pending_sql(scope)
-    _sketch_pending(con, scope)
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
     collecting = gc.isenabled()
@@ -374,6 +369,7 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
         ).fetchone()
         if not n:
             return 0
+        _sketch_pending(con, scope)
 
         clusterer = Clusterer(places)
         _read_events(con, clusterer, indicators, lo, hi + WINDOW)
