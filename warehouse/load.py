@@ -227,15 +227,19 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
                        row_number() OVER (PARTITION BY source_id, content_hash ORDER BY fetched_at, published_at, article_id) AS by_hash,
                        row_number() OVER (PARTITION BY source_id, coalesce(url_key, article_id) ORDER BY fetched_at, published_at, article_id) AS by_url
                 FROM keyed
+            ),
+            recent AS (
+                SELECT source_id, fetched_at, content_hash, canonical_url FROM articles WHERE fetched_at >= $horizon
             )
             INSERT INTO articles ({cols})
             SELECT {cols} FROM ranked r
             WHERE by_hash = 1 AND by_url = 1
-              AND NOT EXISTS (SELECT 1 FROM (SELECT source_id, fetched_at, content_hash, canonical_url FROM articles
-                                             WHERE fetched_at >= $horizon) a
-                              WHERE a.source_id = r.source_id
-                                AND a.fetched_at >= r.fetched_at - INTERVAL {DEDUPE_HORIZON_DAYS} DAY
-                                AND (a.content_hash = r.content_hash OR a.canonical_url = r.url_key))
+              -- a copy by content, or by URL: two equality joins, not one join on the source
+              -- whose OR compares each new entry with every recent article of its source
+              AND NOT EXISTS (SELECT 1 FROM recent a WHERE a.source_id = r.source_id AND a.content_hash = r.content_hash
+                                AND a.fetched_at >= r.fetched_at - INTERVAL {DEDUPE_HORIZON_DAYS} DAY)
+              AND NOT EXISTS (SELECT 1 FROM recent a WHERE a.source_id = r.source_id AND a.canonical_url = r.url_key
+                                AND a.fetched_at >= r.fetched_at - INTERVAL {DEDUPE_HORIZON_DAYS} DAY)
             RETURNING article_id, source_id
             """,
             {"horizon": horizon},

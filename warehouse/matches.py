@@ -18,23 +18,34 @@ MATCHES_TYPE = "STRUCT(indicator VARCHAR, clause INTEGER, hits JSON, refs JSON, 
 
 
 def insert_staged(con: duckdb.DuckDBPyConnection, files: list[Path], now: datetime) -> int:
-    """Verdicts staged by the fetch tasks -> article_indicators, for articles not classified yet."""
+    """Verdicts staged by the fetch tasks -> article_indicators, for articles not classified yet.
+
+    The unclassified articles are found by ``classified_at IS NULL`` alone, materialised
+    before they meet the staged ids: joined directly, DuckDB pushes the staged ids into the
+    scan of ``articles`` and reads every id of the history (0.3 s at 2M articles) instead of
+    the few row groups that hold unclassified rows. They are then marked by row id, and the
+    verdicts stored already are looked up for their ids only."""
     if not files:
         return 0
     src, params = read_json_sql(files, {"article_id": "VARCHAR", "matches": MATCHES_TYPE})
-    n = con.execute(
-        f"""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, frame)
-            SELECT DISTINCT ON (s.article_id, m.indicator) s.article_id, m.indicator, m.clause, m.hits, m.refs, m.frame
-            FROM (SELECT article_id, unnest(matches) AS m FROM {src}) s(article_id, m)
-            JOIN articles a ON a.article_id = s.article_id AND a.classified_at IS NULL
-            ANTI JOIN article_indicators ai ON ai.article_id = s.article_id AND ai.indicator = m.indicator
-            RETURNING 1""",
-        params,
-    ).fetchall()
     con.execute(
-        f"UPDATE articles SET classified_at = ? WHERE classified_at IS NULL AND article_id IN (SELECT article_id FROM {src})",
-        [now, *params],
+        f"""CREATE OR REPLACE TEMP TABLE _marsad_verdicts AS
+            WITH unclassified AS MATERIALIZED (SELECT rowid AS rid, article_id FROM articles WHERE classified_at IS NULL)
+            SELECT u.rid, s.article_id, s.matches FROM {src} s JOIN unclassified u USING (article_id)""",
+        params,
     )
+    try:
+        n = con.execute(
+            """INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, frame)
+               SELECT DISTINCT ON (s.article_id, m.indicator) s.article_id, m.indicator, m.clause, m.hits, m.refs, m.frame
+               FROM (SELECT article_id, unnest(matches) AS m FROM _marsad_verdicts) s(article_id, m)
+               ANTI JOIN (SELECT article_id, indicator FROM article_indicators SEMI JOIN _marsad_verdicts USING (article_id)) ai
+                    ON ai.article_id = s.article_id AND ai.indicator = m.indicator
+               RETURNING 1"""
+        ).fetchall()
+        con.execute("UPDATE articles SET classified_at = ? WHERE rowid IN (SELECT rid FROM _marsad_verdicts)", [now])
+    finally:
+        con.execute("DROP TABLE IF EXISTS _marsad_verdicts")
     return len(n)
 
 
