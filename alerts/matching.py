@@ -175,6 +175,8 @@ class TermIndex:
         self._by_token: dict[str, tuple[dict[str, list], list]] = {}
         self._live: dict[str, bool] = {}  # token -> can it start a term at all
         self._pairs: dict[tuple[str, str | None], tuple] = {}  # (token, next token) -> resolved plan
+        # groups -> (token -> can a term of them start at it, (token, next) -> does one start there)
+        self._starts: dict[frozenset[int], tuple[dict[str, bool], dict[tuple[str, str | None], bool]]] = {}
 
     def new_group(self) -> int:
         self.groups += 1
@@ -184,6 +186,7 @@ class TermIndex:
         self._by_token.clear()
         self._live.clear()
         self._pairs.clear()
+        self._starts.clear()
         first = term.words[0]
         if first.wild:
             self.prefix.setdefault(first.text, []).append((group, term, ref))
@@ -253,6 +256,37 @@ class TermIndex:
         if len(self._pairs) < 100_000:  # bounded: a long-lived worker meets ever new word pairs
             self._pairs[(token, nxt)] = out
         return out
+
+    def starts_any(self, tokens: list[str], groups: frozenset[int]) -> bool:
+        """Whether a term of one of ``groups`` can start at some word of ``tokens``, decided on
+        the word and the next as ``hits`` plans them (its longer terms not checked further): a
+        text where none can has no hit of these groups, and no hit need be built to know it."""
+        cache = self._starts.get(groups)
+        if cache is None:
+            cache = self._starts[groups] = ({}, {})
+        by_word, by_pair = cache
+        flags = list(map(by_word.get, tokens))
+        if None in flags:
+            for i, token in enumerate(tokens):
+                if flags[i] is None:
+                    by_next, other = self._starting(token)
+                    flags[i] = any(e[0] in groups for e in other) or any(e[0] in groups for es in by_next.values() for e in es)
+                    if len(by_word) < 200_000:
+                        by_word[token] = flags[i]
+        n = len(tokens)
+        for i in compress(range(n), flags):
+            key = (tokens[i], tokens[i + 1] if i + 1 < n else None)
+            found = by_pair.get(key)
+            if found is None:
+                plan = self._pairs.get(key)
+                if plan is None:
+                    plan = self._plan(*key)
+                found = any(p[0] in groups for p in plan)
+                if len(by_pair) < 100_000:
+                    by_pair[key] = found
+            if found:
+                return True
+        return False
 
     def hits(self, tokens: list[str]) -> dict[int, list["Hit"]]:
         """Each group's hits in ``tokens``, by position; one per group and span of words."""
@@ -630,6 +664,8 @@ class Classifier:
         self.index = index or (indicators[0].index if indicators else TermIndex())
         self.gazetteers = gazetteers or Gazetteers()  # event assignment tags places and actors with them
         self.frames = frames  # None: keywords alone (packs without frame predicates)
+        # The groups whose hits make an indicator eligible in ``classify_folded``.
+        self._triggers = frozenset().union(*(ind.all_groups if ind.accepts_frames else ind.first_groups for ind in indicators))
 
     @classmethod
     def load(cls, directory: str | Path) -> "Classifier":
@@ -689,6 +725,8 @@ class Classifier:
         folded title, then the folded summary). ``title_words``: how many of its words are the
         title (None: all of it), for the frames, which read the title first."""
         words = folded.split()
+        if not self.index.starts_any(words, self._triggers):
+            return []  # no indicator is eligible (below): most texts, found without building their hits
         found = self.index.hits(words)
         reader = self.frames
         # An indicator none of whose clauses has a hit for its first group cannot match by

@@ -137,3 +137,23 @@ def _plain_mentions(reader, tokens, found, lo):
             continue
         kept.append(m)
     return _absorb_flags(kept)  # unchanged by the faster overlap check
+
+
+def test_texts_no_indicator_can_start_in_classify_to_nothing(clf, texts):
+    """``TermIndex.starts_any`` is a necessary condition: where it says no term of the groups
+    starts, the full scan finds no hit of them; and the classifier, which skips the scan for
+    such texts, returns what the full scan's eligibility rule returns for every text."""
+    groups = [clf._triggers, *(ind.first_groups for ind in clf.indicators)]
+    skipped = 0
+    for title, summary in texts:
+        tokens = fold(f"{title} . {summary}").split()
+        found = clf.index.hits(tokens)
+        for g in groups:
+            if not clf.index.starts_any(tokens, g):
+                assert g.isdisjoint(found), title
+        if not clf.index.starts_any(tokens, clf._triggers):
+            skipped += 1
+            assert not [ind for ind in clf.indicators
+                        if not ind.first_groups.isdisjoint(found) or (ind.accepts_frames and not ind.all_groups.isdisjoint(found))]
+            assert clf.classify(title, summary) == []
+    assert 1000 < skipped < len(texts)  # both paths taken

@@ -493,14 +493,19 @@ class Clusterer:
         rows, sims = pool.similar(r.sketch)
         if not len(rows):
             return None
-        mine, claim = r.claim, pool.claim
-        keep = np.fromiter((claim(i) == mine for i in rows.tolist()), dtype=bool, count=len(rows))
+        # During a campaign a report has hundreds of near-duplicates: their claims and events
+        # are compared as codes, one numpy comparison each, not one Python call per row.
+        claims = pool.claim_codes(rows)
+        mine = pool.claim_code_of.get(r.claim)
+        if mine is None:  # no row has this claim
+            return None
+        keep = claims == mine
         rows, sims = rows[keep], sims[keep]
         if not len(rows):
             return None
-        codes = pool.events[rows]
-        ok = {c: candidate(self.events[pool.event_ids[c]]) for c in np.unique(codes).tolist()}
-        keep = np.fromiter((ok[c] for c in codes.tolist()), dtype=bool, count=len(codes))
+        codes, which = np.unique(pool.events[rows], return_inverse=True)
+        ok = np.array([candidate(self.events[pool.event_ids[c]]) for c in codes.tolist()], dtype=bool)
+        keep = ok[which]
         rows, sims = rows[keep], sims[keep]
         if not len(rows):
             return None
@@ -548,6 +553,10 @@ class _Pool:
         self.event_ids: list[str] = []  # event code -> event id
         self._event_code: dict[str, int] = {}
         self.claims: list[tuple | str] = []  # row -> its claim, or its folded text until the claim is needed
+        # row -> a code of its claim (equal claims, equal codes; 0: not taken yet). The codes
+        # are forgotten at each compaction, so claims of evicted rows are not kept.
+        self.claim_ids = np.zeros(64, dtype=np.int64)
+        self.claim_code_of: dict[tuple, int] = {}
         self.live = 0
         self.lsh: MinHashLSH | None = None
 
@@ -558,6 +567,17 @@ class _Pool:
         if isinstance(c, str):
             c = self.claims[row] = neardup.claim(c)
         return c
+
+    def claim_codes(self, rows: np.ndarray) -> np.ndarray:
+        """The codes of the rows' claims (each row's claim taken the first time it is asked for)."""
+        codes = self.claim_ids[rows]
+        todo = rows[codes == 0]
+        if len(todo):
+            of = self.claim_code_of
+            for i in todo.tolist():
+                self.claim_ids[i] = of.setdefault(self.claim(i), len(of) + 1)
+            codes = self.claim_ids[rows]
+        return codes
 
     def add(self, member: str, event_id: str, sketch: MinHash | np.ndarray, claim: tuple | str) -> bool:
         """Add a report (its sketch as a MinHash or as its hash values; its claim, or its
@@ -580,6 +600,7 @@ class _Pool:
         self.low[:, n] = self.matrix[n]  # (a cast to uint8 keeps the low byte)
         self.events[n] = code
         self.claims.append(claim)
+        self.claim_ids[n] = 0
         self.alive[n] = True
         self.members.append(member)
         self.row_of[member] = n
@@ -635,7 +656,7 @@ class _Pool:
         low = np.empty((neardup.NUM_PERM, cap), dtype=np.uint8)
         low[:, : self.low.shape[1]] = self.low
         self.low = low
-        for name in ("events", "alive"):
+        for name in ("events", "alive", "claim_ids"):
             arr = getattr(self, name)
             grown = np.zeros(cap, dtype=arr.dtype)
             grown[: len(arr)] = arr
@@ -652,6 +673,8 @@ class _Pool:
         kept = keep.tolist()
         self.members = [self.members[i] for i in kept]
         self.claims = [self.claims[i] for i in kept]
+        self.claim_ids[:] = 0  # the live rows' claims are kept in ``claims``: their codes are cheap to take again
+        self.claim_code_of = {}
         self.row_of = {m: i for i, m in enumerate(self.members)}
         # Renumber the events of the live rows and forget the others: codes of
         # evicted reports would otherwise be kept for ever (a leak that grows with the load).
