@@ -259,7 +259,8 @@ def test_the_view_says_silent_where_ops_were_paged_and_ok_once_a_new_item_arrive
     health, problem, detail = view()
     assert (health, problem) == ("silent", "silent") and detail.startswith("nothing new for 1.0d")
 
-    later = now + timedelta(seconds=1)
+    time.sleep(0.01)
+    later = datetime.now(timezone.utc)  # after the verdict, and not in the future (the view reads as of now())
     item(48, later)
     pipeline.load(settings, later)
     assert view()[0] == "ok"  # the new item is newer than the verdict
