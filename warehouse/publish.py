@@ -62,9 +62,10 @@ from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts,
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
 ALIAS = "marsad_publish"
+CURRENT = "marsad_current"  # the read copy, attached read-only beside the spare
 # Tables only the read copy has (not compared with the primary).
 COPY_ONLY = {"publish_info", "article_search", *INDEX_TABLES}
-ROW_GROUP = 122_880  # DuckDB's rows per row group
+ROW_GROUP, VECTOR = 122_880, 2_048  # DuckDB's rows per row group, per vector
 
 
 def read_copy_path(warehouse: str | Path) -> Path:
@@ -183,10 +184,13 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
     try:
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
-        how, rates = _attach_base(con, source, target, work)
+        how, rates, cache, since = _attach_base(con, source, target, work)
         changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
-        n = update_index(con, ALIAS, "_marsad_changed")
+        n = update_index(con, ALIAS, "_marsad_changed", cache, since, texts="_marsad_rows")
+        con.execute("DROP TABLE _marsad_rows")
+        if cache:
+            con.execute(f"DETACH {CURRENT}")
         if n >= 1000:  # enough articles for the rate to mean something
             rates[0] = (time.perf_counter() - t1) / n
         _publish_info(con, ALIAS, "incremental", sync, rates)
@@ -203,13 +207,16 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
 INDEX_S_PER_ARTICLE, COPY_BYTES_PER_S = 1e-4, 500e6
 
 
-def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> tuple[str, list]:
+def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> tuple[str, list, str | None, object]:
     """Attach, read-write as ``ALIAS``, the file this publish will bring up to date: the spare
     (the previous generation) when no reader holds it, it has the primary's schema and
     bringing it up to date is expected to cost less than a file copy of the read copy (one
     generation newer) brought up to date; else that file copy. _NeedFull when neither will
-    do. Returns how, and the rates to keep in publish_info [s per article indexed, bytes
-    per s copied]."""
+    do. Returns how, the rates to keep in publish_info [s per article indexed, bytes per s
+    copied], the read copy's ``search_recent`` (the words of the texts the spare lacks that
+    the read copy has: not split again) when the spare is the base (the read copy then left
+    attached read-only as ``CURRENT``), and the read copy's watermark: the words of the texts
+    changed after it are what the next publish's spare will lack beyond its own cycle."""
     why = ""
     try:
         os.replace(spare_path(target), work)  # ours alone now (another publisher gets the next branch)
@@ -219,26 +226,27 @@ def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work
                 _check_compatible(con, source)
                 rates = _rates(con, ALIAS)
                 spare_lag = _lag(con, source, ALIAS)
-                con.execute(f"ATTACH '{_sql_path(target)}' AS marsad_current (READ_ONLY)")
-                try:
-                    current_lag = _lag(con, source, "marsad_current")
-                finally:
-                    con.execute("DETACH marsad_current")
-                if spare_lag is None or current_lag is None:
-                    return "spare", rates
-                spare_s = spare_lag * rates[0]
-                copy_s = target.stat().st_size / rates[1] + current_lag * rates[0]
-                if spare_s <= copy_s:
-                    return "spare", rates
+                con.execute(f"ATTACH '{_sql_path(target)}' AS {CURRENT} (READ_ONLY)")
+                current_lag = _lag(con, source, CURRENT)
+                cache, cached = _recent_words(con)
+                spare_s = max((spare_lag or 0) - cached, 0) * rates[0]
+                copy_s = target.stat().st_size / rates[1] + (current_lag or 0) * rates[0]
+                if spare_lag is None or current_lag is None or spare_s <= copy_s:
+                    since = _mark(con, CURRENT)
+                    if cache is None:
+                        con.execute(f"DETACH {CURRENT}")
+                    return "spare", rates, cache, since
                 why = f" (expected {copy_s:.2f} s against {spare_s:.2f} s for the spare)"
+                con.execute(f"DETACH {CURRENT}")
                 con.execute(f"DETACH {ALIAS}")
             except _NeedFull:  # e.g. made before a migration, which the read copy has
                 con.execute(f"DETACH {ALIAS}")
         except duckdb.Error:  # a reader still has this generation open (DuckDB never waits), or it is damaged
-            try:
-                con.execute(f"DETACH {ALIAS}")
-            except duckdb.Error:
-                pass
+            for name in (CURRENT, ALIAS):
+                try:
+                    con.execute(f"DETACH {name}")
+                except duckdb.Error:
+                    pass
         _unlink(work)  # a reader keeps the inode
     except FileNotFoundError:
         pass
@@ -253,12 +261,30 @@ def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work
     rates = _rates(con, ALIAS)
     if copied_s > 0.05:  # too short a copy says little about the disk
         rates[1] = work.stat().st_size / copied_s
-    return "file copy" + why, rates
+    return "file copy" + why, rates, None, _mark(con, ALIAS)
+
+
+def _recent_words(con: duckdb.DuckDBPyConnection) -> tuple[str | None, int]:
+    """The attached read copy's ``search_recent`` and the number of texts it holds (None, 0:
+    a copy made before it existed)."""
+    try:
+        cached = con.execute(f"SELECT count(DISTINCT article_id) FROM {CURRENT}.main.search_recent").fetchone()[0]
+    except duckdb.CatalogException:
+        return None, 0
+    return f"{CURRENT}.main.search_recent", cached
 
 
 def _rates(con: duckdb.DuckDBPyConnection, dbname: str) -> list:
     index_s, copy_bps = con.execute(f"SELECT index_s_per_article, copy_bytes_per_s FROM {dbname}.publish_info").fetchone()
     return [index_s or INDEX_S_PER_ARTICLE, copy_bps or COPY_BYTES_PER_S]
+
+
+def _mark(con: duckdb.DuckDBPyConnection, dbname: str):
+    """The newest ``classified_at`` copy ``dbname`` was synced to (None: unknown, or no articles)."""
+    try:
+        return con.execute(f"SELECT synced_classified_at FROM {dbname}.publish_info").fetchone()[0]
+    except duckdb.Error:
+        return None
 
 
 def _lag(con: duckdb.DuckDBPyConnection, source: str, dbname: str) -> int | None:
@@ -340,16 +366,18 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
     if how == "full compare":
         con.execute(f"INSERT INTO _marsad_changed SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
     changed = con.execute("SELECT count(*) FROM _marsad_changed").fetchone()[0]
+    # The changed rows (kept in temp table _marsad_rows: the search index reads their texts
+    # there, not in the whole copy), read by row id in one scan bounded by the runs of row ids
+    # they make: DuckDB then skips every row group and every vector of the primary outside
+    # them instead of reading a million texts to find 10k (scattered corrections cost a vector
+    # each, not a row group each).
+    ranges = _row_ranges(con, "_marsad_changed", "rid")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_rows AS SELECT * FROM {src}.articles
+                    WHERE ({" OR ".join(f"rowid BETWEEN {lo} AND {hi}" for lo, hi in ranges) or "false"})
+                      AND rowid IN (SELECT rid FROM _marsad_changed)""")
     if changed:
         con.execute(f"DELETE FROM {dst}.articles WHERE article_id IN (SELECT article_id FROM _marsad_changed)")
-        # Read the changed rows by row id, one row group at a time: DuckDB then skips every
-        # other row group of the primary instead of reading a million texts to find 10k.
-        groups = [r[0] for r in con.execute(
-            f"SELECT DISTINCT rid // {ROW_GROUP} FROM _marsad_changed WHERE rid IS NOT NULL ORDER BY 1").fetchall()]
-        for g in groups:
-            con.execute(f"""INSERT INTO {dst}.articles SELECT * FROM {src}.articles
-                            WHERE rowid BETWEEN {g * ROW_GROUP} AND {(g + 1) * ROW_GROUP - 1}
-                              AND rowid IN (SELECT rid FROM _marsad_changed)""")
+        con.execute(f"INSERT INTO {dst}.articles SELECT * FROM _marsad_rows")
     tables = [t for t in _tables(con, source) if t != "articles" and t not in COPY_ONLY]
     if how == "watermark" and set(ARTICLE_TABLES) | {"events"} <= set(tables):
         # events that can have changed: new ids, and those linked (before or after) to a changed
@@ -381,6 +409,21 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
     else:
         sync = (new_mark, *_fingerprint(con, f"{src}.articles", "classified_at <= ?", [new_mark]))
     return changed, how, sync
+
+
+def _row_ranges(con: duckdb.DuckDBPyConnection, table: str, column: str, most: int = 256) -> list[tuple[int, int]]:
+    """The runs of row ids in ``table.column``: ids less than a vector (2,048 rows) apart
+    share a run; when that makes more than ``most`` runs, ids in the same row group do."""
+    for gap in (VECTOR, ROW_GROUP):
+        ranges = con.execute(f"""
+            SELECT min(r), max(r) FROM (
+                SELECT r, count(*) FILTER (r - prev > {gap}) OVER (ORDER BY r) AS run
+                FROM (SELECT {column} AS r, lag({column}) OVER (ORDER BY {column}) AS prev
+                      FROM {table} WHERE {column} IS NOT NULL))
+            GROUP BY run ORDER BY 1""").fetchall()
+        if len(ranges) <= most:
+            break
+    return ranges
 
 
 def _fingerprint(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list) -> tuple[int, int]:
