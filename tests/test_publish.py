@@ -232,47 +232,21 @@ def test_a_copy_from_an_older_version_is_rebuilt(primary, tmp_path):
 
 def test_the_base_is_the_cheaper_of_the_spare_and_a_file_copy(primary, tmp_path):
     """The spare lacks two cycles, the read copy one: with indexing dear and copying cheap
-    (rates as publish_info records them), the spare is still the base while the read copy
-    keeps the words of the cycle it has (the spare then splits no more texts than a file
-    copy would); without them the publish copies the read copy instead."""
+    (rates as publish_info records them), the publish copies the read copy instead."""
     reports = _reports()
-    copy, full = tmp_path / "read.duckdb", tmp_path / "full.duckdb"
+    copy = tmp_path / "read.duckdb"
     publish(primary, copy)
     for k in range(2):
         with db.connect(primary) as con:
             _cycle(con, reports, k)
         publish(primary, copy)
-    for k, expected in ((2, "spare"), (3, "file copy (expected")):
-        con = duckdb.connect(str(spare_path(copy)))
-        con.execute("UPDATE publish_info SET index_s_per_article = 10, copy_bytes_per_s = 1e12")
-        con.close()
-        if k == 3:  # a read copy without the words of its cycle (as made before they were kept)
-            con = duckdb.connect(str(copy))
-            con.execute("DROP TABLE search_recent")
-            con.close()
-        with db.connect(primary) as con:
-            _cycle(con, reports, k)
-        rep = publish(primary, copy)
-        assert rep.reason.startswith(expected), rep.reason
-        publish(primary, full, full=True)
-        assert _contents(copy) == _contents(full)
-
-
-def test_the_spare_takes_the_words_of_the_cycle_it_lacks_from_the_read_copy(primary, tmp_path):
-    """The spare lacks the read copy's cycle and this one: only the texts this cycle changed
-    are split (and kept for the next publish); the others' words come from the read copy."""
-    reports = _reports()
-    copy = tmp_path / "read.duckdb"
-    publish(primary, copy)
-    for k in range(3):
-        with db.connect(primary) as con:
-            _cycle(con, reports, k)
-        rep = publish(primary, copy)
-    with db.connect(primary) as con:  # what changed in the last cycle (its load ran at T0 + 3 days)
-        this_cycle = {r[0] for r in con.execute("SELECT article_id FROM articles WHERE classified_at IS NULL OR classified_at >= ?",
-                                                [T0 + timedelta(days=3)]).fetchall()}
-    con = duckdb.connect(str(copy), read_only=True)
-    split = {r[0] for r in con.execute("SELECT DISTINCT article_id FROM search_recent").fetchall()}
+    con = duckdb.connect(str(spare_path(copy)))
+    con.execute("UPDATE publish_info SET index_s_per_article = 10, copy_bytes_per_s = 1e12")
     con.close()
-    assert rep.reason == "spare, watermark"
-    assert split and split <= this_cycle and len(split) < rep.changed  # the previous cycle's texts were not split again
+    with db.connect(primary) as con:
+        _cycle(con, reports, 2)
+    rep = publish(primary, copy)
+    assert rep.reason.startswith("file copy (expected"), rep.reason
+    full = tmp_path / "full.duckdb"
+    publish(primary, full, full=True)
+    assert _contents(copy) == _contents(full)

@@ -27,7 +27,8 @@ with only what changed since it was made:
    the primary's, every row is compared instead (as ``compare_all=True`` does). The other
    (small) tables get the rows they lack and lose the rows the primary no longer has (a set
    difference of row hashes, in SQL); the search index (``warehouse.search.update_index``)
-   is updated for the changed articles only; ``publish_info`` is rewritten;
+   is updated for the changed articles only, their texts read from the rows just fetched
+   from the primary (not from the whole copy); ``publish_info`` is rewritten;
 3. checkpoint, then hard-link the current read copy as the next spare and ``os.replace``
    the prepared file over the read copy: one atomic rename.
 
@@ -62,7 +63,6 @@ from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts,
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
 ALIAS = "marsad_publish"
-CURRENT = "marsad_current"  # the read copy, attached read-only beside the spare
 # Tables only the read copy has (not compared with the primary).
 COPY_ONLY = {"publish_info", "article_search", *INDEX_TABLES}
 ROW_GROUP, VECTOR = 122_880, 2_048  # DuckDB's rows per row group, per vector
@@ -184,13 +184,11 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
     try:
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
-        how, rates, cache, since = _attach_base(con, source, target, work)
+        how, rates = _attach_base(con, source, target, work)
         changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
-        n = update_index(con, ALIAS, "_marsad_changed", cache, since, texts="_marsad_rows")
+        n = update_index(con, ALIAS, "_marsad_changed", texts="_marsad_rows")
         con.execute("DROP TABLE _marsad_rows")
-        if cache:
-            con.execute(f"DETACH {CURRENT}")
         if n >= 1000:  # enough articles for the rate to mean something
             rates[0] = (time.perf_counter() - t1) / n
         _publish_info(con, ALIAS, "incremental", sync, rates)
@@ -207,16 +205,13 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
 INDEX_S_PER_ARTICLE, COPY_BYTES_PER_S = 1e-4, 500e6
 
 
-def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> tuple[str, list, str | None, object]:
+def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> tuple[str, list]:
     """Attach, read-write as ``ALIAS``, the file this publish will bring up to date: the spare
     (the previous generation) when no reader holds it, it has the primary's schema and
     bringing it up to date is expected to cost less than a file copy of the read copy (one
     generation newer) brought up to date; else that file copy. _NeedFull when neither will
-    do. Returns how, the rates to keep in publish_info [s per article indexed, bytes per s
-    copied], the read copy's ``search_recent`` (the words of the texts the spare lacks that
-    the read copy has: not split again) when the spare is the base (the read copy then left
-    attached read-only as ``CURRENT``), and the read copy's watermark: the words of the texts
-    changed after it are what the next publish's spare will lack beyond its own cycle."""
+    do. Returns how, and the rates to keep in publish_info [s per article indexed, bytes
+    per s copied]."""
     why = ""
     try:
         os.replace(spare_path(target), work)  # ours alone now (another publisher gets the next branch)
@@ -226,27 +221,26 @@ def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work
                 _check_compatible(con, source)
                 rates = _rates(con, ALIAS)
                 spare_lag = _lag(con, source, ALIAS)
-                con.execute(f"ATTACH '{_sql_path(target)}' AS {CURRENT} (READ_ONLY)")
-                current_lag = _lag(con, source, CURRENT)
-                cache, cached = _recent_words(con)
-                spare_s = max((spare_lag or 0) - cached, 0) * rates[0]
-                copy_s = target.stat().st_size / rates[1] + (current_lag or 0) * rates[0]
-                if spare_lag is None or current_lag is None or spare_s <= copy_s:
-                    since = _mark(con, CURRENT)
-                    if cache is None:
-                        con.execute(f"DETACH {CURRENT}")
-                    return "spare", rates, cache, since
+                con.execute(f"ATTACH '{_sql_path(target)}' AS marsad_current (READ_ONLY)")
+                try:
+                    current_lag = _lag(con, source, "marsad_current")
+                finally:
+                    con.execute("DETACH marsad_current")
+                if spare_lag is None or current_lag is None:
+                    return "spare", rates
+                spare_s = spare_lag * rates[0]
+                copy_s = target.stat().st_size / rates[1] + current_lag * rates[0]
+                if spare_s <= copy_s:
+                    return "spare", rates
                 why = f" (expected {copy_s:.2f} s against {spare_s:.2f} s for the spare)"
-                con.execute(f"DETACH {CURRENT}")
                 con.execute(f"DETACH {ALIAS}")
             except _NeedFull:  # e.g. made before a migration, which the read copy has
                 con.execute(f"DETACH {ALIAS}")
         except duckdb.Error:  # a reader still has this generation open (DuckDB never waits), or it is damaged
-            for name in (CURRENT, ALIAS):
-                try:
-                    con.execute(f"DETACH {name}")
-                except duckdb.Error:
-                    pass
+            try:
+                con.execute(f"DETACH {ALIAS}")
+            except duckdb.Error:
+                pass
         _unlink(work)  # a reader keeps the inode
     except FileNotFoundError:
         pass
@@ -261,30 +255,12 @@ def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work
     rates = _rates(con, ALIAS)
     if copied_s > 0.05:  # too short a copy says little about the disk
         rates[1] = work.stat().st_size / copied_s
-    return "file copy" + why, rates, None, _mark(con, ALIAS)
-
-
-def _recent_words(con: duckdb.DuckDBPyConnection) -> tuple[str | None, int]:
-    """The attached read copy's ``search_recent`` and the number of texts it holds (None, 0:
-    a copy made before it existed)."""
-    try:
-        cached = con.execute(f"SELECT count(DISTINCT article_id) FROM {CURRENT}.main.search_recent").fetchone()[0]
-    except duckdb.CatalogException:
-        return None, 0
-    return f"{CURRENT}.main.search_recent", cached
+    return "file copy" + why, rates
 
 
 def _rates(con: duckdb.DuckDBPyConnection, dbname: str) -> list:
     index_s, copy_bps = con.execute(f"SELECT index_s_per_article, copy_bytes_per_s FROM {dbname}.publish_info").fetchone()
     return [index_s or INDEX_S_PER_ARTICLE, copy_bps or COPY_BYTES_PER_S]
-
-
-def _mark(con: duckdb.DuckDBPyConnection, dbname: str):
-    """The newest ``classified_at`` copy ``dbname`` was synced to (None: unknown, or no articles)."""
-    try:
-        return con.execute(f"SELECT synced_classified_at FROM {dbname}.publish_info").fetchone()[0]
-    except duckdb.Error:
-        return None
 
 
 def _lag(con: duckdb.DuckDBPyConnection, source: str, dbname: str) -> int | None:

@@ -19,11 +19,7 @@ that a publish updates with only the articles that changed (``update_index``):
 * ``search_docs (docid, article_id, len)``: one row per indexed article (``len``: terms);
 * ``search_postings (termid, docid, tf)``: one row per term of an article;
 * ``search_gone (docid)``: documents replaced since the last full build (a corrected
-  article gets a new docid; its old postings stay until then and are skipped);
-* ``search_recent (article_id, text_hash, word, tf)``: the words of the texts this publish
-  split (not the index itself: a cache). The next publish brings the previous generation
-  up to date, which lacks this cycle's articles too; it takes their words from here
-  instead of splitting the same texts again (``update_index(..., cache=)``).
+  article gets a new docid; its old postings stay until then and are skipped).
 
 Scores are fts's BM25 (k1 = 1.2, b = 0.75, the same idf), with document frequencies and
 average length counted when the query runs, so they are always those of the whole copy.
@@ -46,7 +42,7 @@ STEMMER = "porter"
 # Changes whenever the index tables or macros change: a read copy with another version is rebuilt whole.
 INDEX_VERSION = 4  # 4: publish_info holds what the copy was synced to (warehouse.publish)
 BM25_K1, BM25_B = 1.2, 0.75
-INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone", "search_recent")
+INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
 
 # RE2 in DuckDB counts characters, not bytes: \S{3,} is three letters. Each rule is one
 # regexp_replace over the whole text, word by word (a word starts at the text's start or
@@ -115,21 +111,16 @@ def build_index(con: duckdb.DuckDBPyConnection, db: str | None = None) -> int:
     con.execute(f"CREATE OR REPLACE TABLE {p}search_postings (termid INTEGER, docid BIGINT, tf INTEGER)")
     con.execute(f"CREATE OR REPLACE TABLE {p}search_gone (docid BIGINT)")
     n = _index(con, p, f"SELECT row_number() OVER (ORDER BY article_id) AS docid, article_id, text_folded FROM {p}articles")
-    con.execute(f"CREATE OR REPLACE TABLE {p}search_recent (article_id VARCHAR, text_hash UBIGINT, word VARCHAR, tf INTEGER)")
     macros(con, db)
     return n
 
 
-def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, cache: str | None = None, since=None,
-                 texts: str | None = None) -> int:
+def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: str | None = None) -> int:
     """Bring the index of database ``db`` up to date for the article ids in table ``changed``
     (new, corrected or removed articles; ``db``'s ``articles`` already updated): their old
-    entries go, their current text (if any) is indexed. ``cache``: a ``search_recent`` table
-    of another generation; a text found there (same article, same hash) is not split again.
-    The words of the articles classified after ``since`` (or not yet: NULL) become ``db``'s
-    ``search_recent``, all of them when ``since`` is None. ``texts``: a table holding the
-    current rows of the changed articles (default: ``db``'s ``articles``; a table of just those
-    rows spares a scan of every text). Returns the number of articles indexed."""
+    entries go, their current text (if any) is indexed. ``texts``: a table holding the
+    current rows of the changed articles (default: ``db``'s ``articles``; a table of just
+    those rows spares a scan of every text in ``db``). Returns the number indexed."""
     load_fts(con)
     macros(con)
     p = f'"{db}".main.'
@@ -141,26 +132,18 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, cache: s
     return _index(con, p, f"""
         SELECT (SELECT coalesce(max(docid), 0) FROM (SELECT docid FROM {p}search_docs UNION ALL SELECT docid FROM {p}search_gone))
                + row_number() OVER (ORDER BY article_id) AS docid,
-               article_id, text_folded, since IS NULL OR classified_at IS NULL OR classified_at > since AS keep
-        FROM {texts or p + 'articles'} SEMI JOIN {changed} USING (article_id), (SELECT $since::TIMESTAMPTZ AS since)""", cache, {"since": since},
-        keep=True)
+               article_id, text_folded
+        FROM {texts or p + 'articles'} SEMI JOIN {changed} USING (article_id)""")
 
 
-def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str, cache: str | None = None, params: dict | None = None,
-           keep: bool = False) -> int:
-    """Add the ``(docid, article_id, text_folded[, keep])`` rows of query ``docs`` (with
-    ``params``) to the index tables (prefix ``p``). Words are split once (or taken from
-    ``cache``, see ``update_index``), and each distinct word is stemmed once. ``keep``: the
-    words of the rows whose ``keep`` column is true become ``search_recent``."""
+def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
+    """Add the ``(docid, article_id, text_folded)`` rows of query ``docs`` to the index tables
+    (prefix ``p``). Words are split once, and each distinct word is stemmed once."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_docs AS
-        SELECT *, hash(text_folded) AS text_hash FROM ({docs})""", params)
-    cached = (f"""SELECT d.docid, c.word, c.tf FROM _marsad_docs d JOIN {cache} c USING (article_id, text_hash)
-                  UNION ALL """ if cache else "")
-    fresh = f"_marsad_docs ANTI JOIN (SELECT DISTINCT article_id, text_hash FROM {cache}) USING (article_id, text_hash)" if cache else "_marsad_docs"
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_words AS {cached}
+        SELECT docid, article_id, {TOKENIZE.format("marsad_index_text(text_folded)")} AS words FROM ({docs})""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE _marsad_words AS
         SELECT docid, word, count(*)::INTEGER AS tf
-        FROM (SELECT docid, unnest({TOKENIZE.format("marsad_index_text(text_folded)")}) AS word FROM {fresh})
-        WHERE word <> '' GROUP BY ALL""")
+        FROM (SELECT docid, unnest(words) AS word FROM _marsad_docs) WHERE word <> '' GROUP BY ALL""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_stems AS
         SELECT word, stem(word, '{STEMMER}') AS term FROM (SELECT DISTINCT word FROM _marsad_words)""")
     con.execute(f"""INSERT INTO {p}search_dict
@@ -173,9 +156,6 @@ def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str, cache: str | None 
         SELECT t.termid, w.docid, sum(w.tf)::INTEGER
         FROM _marsad_words w JOIN _marsad_stems s USING (word) JOIN {p}search_dict t USING (term)
         GROUP BY ALL ORDER BY 1, 2""")
-    if keep:
-        con.execute(f"""CREATE OR REPLACE TABLE {p}search_recent AS
-            SELECT d.article_id, d.text_hash, w.word, w.tf FROM _marsad_words w JOIN _marsad_docs d USING (docid) WHERE d.keep""")
     n = con.execute("SELECT count(*) FROM _marsad_docs").fetchone()[0]
     for table in ("_marsad_docs", "_marsad_words", "_marsad_stems"):
         con.execute(f"DROP TABLE {table}")
