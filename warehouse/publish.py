@@ -27,7 +27,8 @@ with only what changed since it was made:
    the primary's, every row is compared instead (as ``compare_all=True`` does). The other
    (small) tables get the rows they lack and lose the rows the primary no longer has (a set
    difference of row hashes, in SQL); the search index (``warehouse.search.update_index``)
-   is updated for the changed articles only; ``publish_info`` is rewritten;
+   is updated for the changed articles only, their texts read from the rows just fetched
+   from the primary (not from the whole copy); ``publish_info`` is rewritten;
 3. checkpoint, then hard-link the current read copy as the next spare and ``os.replace``
    the prepared file over the read copy: one atomic rename.
 
@@ -64,7 +65,7 @@ READ_COPY_ENV = "MARSAD_READ_COPY"
 ALIAS = "marsad_publish"
 # Tables only the read copy has (not compared with the primary).
 COPY_ONLY = {"publish_info", "article_search", *INDEX_TABLES}
-ROW_GROUP = 122_880  # DuckDB's rows per row group
+ROW_GROUP, VECTOR = 122_880, 2_048  # DuckDB's rows per row group, per vector
 
 
 def read_copy_path(warehouse: str | Path) -> Path:
@@ -186,7 +187,8 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
         how, rates = _attach_base(con, source, target, work)
         changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
-        n = update_index(con, ALIAS, "_marsad_changed")
+        n = update_index(con, ALIAS, "_marsad_changed", texts="_marsad_rows")
+        con.execute("DROP TABLE _marsad_rows")
         if n >= 1000:  # enough articles for the rate to mean something
             rates[0] = (time.perf_counter() - t1) / n
         _publish_info(con, ALIAS, "incremental", sync, rates)
@@ -340,16 +342,18 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
     if how == "full compare":
         con.execute(f"INSERT INTO _marsad_changed SELECT article_id, NULL FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
     changed = con.execute("SELECT count(*) FROM _marsad_changed").fetchone()[0]
+    # The changed rows (kept in temp table _marsad_rows: the search index reads their texts
+    # there, not in the whole copy), read by row id in one scan bounded by the runs of row ids
+    # they make: DuckDB then skips every row group and every vector of the primary outside
+    # them instead of reading a million texts to find 10k (scattered corrections cost a vector
+    # each, not a row group each).
+    ranges = _row_ranges(con, "_marsad_changed", "rid")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_rows AS SELECT * FROM {src}.articles
+                    WHERE ({" OR ".join(f"rowid BETWEEN {lo} AND {hi}" for lo, hi in ranges) or "false"})
+                      AND rowid IN (SELECT rid FROM _marsad_changed)""")
     if changed:
         con.execute(f"DELETE FROM {dst}.articles WHERE article_id IN (SELECT article_id FROM _marsad_changed)")
-        # Read the changed rows by row id, one row group at a time: DuckDB then skips every
-        # other row group of the primary instead of reading a million texts to find 10k.
-        groups = [r[0] for r in con.execute(
-            f"SELECT DISTINCT rid // {ROW_GROUP} FROM _marsad_changed WHERE rid IS NOT NULL ORDER BY 1").fetchall()]
-        for g in groups:
-            con.execute(f"""INSERT INTO {dst}.articles SELECT * FROM {src}.articles
-                            WHERE rowid BETWEEN {g * ROW_GROUP} AND {(g + 1) * ROW_GROUP - 1}
-                              AND rowid IN (SELECT rid FROM _marsad_changed)""")
+        con.execute(f"INSERT INTO {dst}.articles SELECT * FROM _marsad_rows")
     tables = [t for t in _tables(con, source) if t != "articles" and t not in COPY_ONLY]
     if how == "watermark" and set(ARTICLE_TABLES) | {"events"} <= set(tables):
         # events that can have changed: new ids, and those linked (before or after) to a changed
@@ -381,6 +385,21 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
     else:
         sync = (new_mark, *_fingerprint(con, f"{src}.articles", "classified_at <= ?", [new_mark]))
     return changed, how, sync
+
+
+def _row_ranges(con: duckdb.DuckDBPyConnection, table: str, column: str, most: int = 256) -> list[tuple[int, int]]:
+    """The runs of row ids in ``table.column``: ids less than a vector (2,048 rows) apart
+    share a run; when that makes more than ``most`` runs, ids in the same row group do."""
+    for gap in (VECTOR, ROW_GROUP):
+        ranges = con.execute(f"""
+            SELECT min(r), max(r) FROM (
+                SELECT r, count(*) FILTER (r - prev > {gap}) OVER (ORDER BY r) AS run
+                FROM (SELECT {column} AS r, lag({column}) OVER (ORDER BY {column}) AS prev
+                      FROM {table} WHERE {column} IS NOT NULL))
+            GROUP BY run ORDER BY 1""").fetchall()
+        if len(ranges) <= most:
+            break
+    return ranges
 
 
 def _fingerprint(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list) -> tuple[int, int]:

@@ -115,10 +115,12 @@ def build_index(con: duckdb.DuckDBPyConnection, db: str | None = None) -> int:
     return n
 
 
-def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
+def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: str | None = None) -> int:
     """Bring the index of database ``db`` up to date for the article ids in table ``changed``
     (new, corrected or removed articles; ``db``'s ``articles`` already updated): their old
-    entries go, their current text (if any) is indexed. Returns the number indexed."""
+    entries go, their current text (if any) is indexed. ``texts``: a table holding the
+    current rows of the changed articles (default: ``db``'s ``articles``; a table of just
+    those rows spares a scan of every text in ``db``). Returns the number indexed."""
     load_fts(con)
     macros(con)
     p = f'"{db}".main.'
@@ -131,7 +133,7 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> int:
         SELECT (SELECT coalesce(max(docid), 0) FROM (SELECT docid FROM {p}search_docs UNION ALL SELECT docid FROM {p}search_gone))
                + row_number() OVER (ORDER BY article_id) AS docid,
                article_id, text_folded
-        FROM {p}articles SEMI JOIN {changed} USING (article_id)""")
+        FROM {texts or p + 'articles'} SEMI JOIN {changed} USING (article_id)""")
 
 
 def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
