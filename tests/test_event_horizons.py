@@ -5,6 +5,8 @@ without reading those events' reports. A small warehouse of earlier loads, then 
 import hashlib
 from datetime import datetime, timedelta, timezone
 
+import duckdb
+import pytest
 from events_gen import _insert, hierarchy
 
 from warehouse import db
@@ -103,3 +105,20 @@ def test_after_running_out_of_memory_under_the_setting_the_next_load_assigns_wit
         monkeypatch.setenv("MARSAD_ASSIGN_MEMORY", "600MB")  # the admin raised it: the new value is tried
         restore, want = _limit_memory(con)
         assert want == "600MB" and restore is not None and not marker.exists()
+
+
+def test_temporary_tables_dropped_after_an_aborted_transaction_leave_the_first_error_raised(tmp_path):
+    """The loaders drop their temporary tables in ``finally``; after an error that aborted the
+    transaction (out of memory, a constraint) DuckDB refuses the drop too, and that refusal
+    must not replace the error that matters."""
+    with db.connect(tmp_path / "wh.duckdb") as con:
+        con.execute("BEGIN")
+        con.execute("CREATE TEMP TABLE _marsad_probe AS SELECT 1 AS x")
+        con.execute("INSERT INTO schema_migrations (version, name) VALUES (-1, 'probe')")
+        with pytest.raises(duckdb.ConstraintException):
+            try:
+                con.execute("INSERT INTO schema_migrations (version, name) VALUES (-1, 'probe again')")
+            finally:
+                db.drop_temp(con, "_marsad_probe")
+        con.execute("ROLLBACK")
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_marsad_probe'").fetchone() == (0,)

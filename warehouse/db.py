@@ -33,6 +33,17 @@ def json_list(values: list) -> str:
     return json.dumps(values, ensure_ascii=False)
 
 
+def drop_temp(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    """Drop temporary tables on the way out (a ``finally``). After an error that aborted the
+    transaction DuckDB refuses even that (the rollback drops them), and the error that matters
+    is the first one, so that refusal is not raised over it."""
+    for table in tables:
+        try:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        except duckdb.TransactionException:
+            pass
+
+
 def database_path(con: duckdb.DuckDBPyConnection) -> str | None:
     """The file of ``con``'s database (None for an in-memory one)."""
     return con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0] or None

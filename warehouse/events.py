@@ -55,15 +55,6 @@ def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
                     USING (article_id, indicator)""", [] if classified_at is None else [classified_at, classified_at]
 
 
-def _drop_temp(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Drop a temporary table on the way out; after an error that aborted the transaction
-    DuckDB refuses even that (the rollback drops it), and the error that matters is the first."""
-    try:
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-    except duckdb.TransactionException:
-        pass
-
-
 def _in_load(scope: datetime | None, word: str = "WHERE") -> tuple[str, list]:
     """A filter on ``articles a`` bounding the pending articles' reads to the load's (zone maps
     of classified_at skip the past), and its parameters; nothing for the whole-history scope."""
@@ -103,7 +94,7 @@ def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | No
             if rows:
                 write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
     finally:
-        _drop_temp(con, "_marsad_unsketched")
+        db.drop_temp(con, "_marsad_unsketched")
 
 
 def _span(con: duckdb.DuckDBPyConnection, table: str, first: int, last: int) -> tuple:
@@ -226,7 +217,7 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     try:
         _read_known(con, clusterer, indicators, lo, hi, chosen, params)
     finally:
-        _drop_temp(con, "_marsad_members")
+        db.drop_temp(con, "_marsad_members")
 
 
 def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime,
@@ -393,7 +384,7 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
     finally:
         if collecting:
             gc.enable()
-        _drop_temp(con, "_marsad_pending")
+        db.drop_temp(con, "_marsad_pending")
     return opened
 
 

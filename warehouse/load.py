@@ -15,7 +15,7 @@ from typing import Iterable
 
 import duckdb
 
-from warehouse.db import VARCHARS, json_list
+from warehouse.db import VARCHARS, drop_temp, json_list
 
 ARTICLE_COLUMNS = {
     "article_id": "VARCHAR",
@@ -245,8 +245,7 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
             {"horizon": horizon},
         ).fetchall()
     finally:
-        con.execute("DROP TABLE IF EXISTS _marsad_staged")
-        con.execute("DROP TABLE IF EXISTS _marsad_known")
+        drop_temp(con, "_marsad_staged", "_marsad_known")
     if corrected:
         forget_derived(con, corrected)
     return new, corrected

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 
+from warehouse.db import drop_temp
 from warehouse.load import bulk_insert, read_json_sql
 
 MATCH_COLUMNS = {"article_id": "VARCHAR", "indicator": "VARCHAR", "clause": "INTEGER", "hits": "JSON", "refs": "JSON", "frame": "JSON"}
@@ -45,7 +46,7 @@ def insert_staged(con: duckdb.DuckDBPyConnection, files: list[Path], now: dateti
         ).fetchall()
         con.execute("UPDATE articles SET classified_at = ? WHERE rowid IN (SELECT rid FROM _marsad_verdicts)", [now])
     finally:
-        con.execute("DROP TABLE IF EXISTS _marsad_verdicts")
+        drop_temp(con, "_marsad_verdicts")
     return len(n)
 
 
