@@ -17,9 +17,9 @@ import duckdb
 
 from alerts.lifecycle import Notice, Observation, Transition, apply
 from sources.health import SourceHealth, source_health
-from warehouse.sources import record_verdicts
 from sources.registry import HealthSettings
 from warehouse.db import transaction
+from warehouse.sources import record_verdicts
 
 INDICATOR = "source_health"
 INDICATOR_NAME = "Source health"

@@ -242,11 +242,11 @@ def render(payload, run_url: str | None = None, resolved_at: str | None = None,
         {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, FIELD_MAX)} for f in fields[:10]]},
     ]
     kind = payload.get("kind") or ""
-    interactive = bool(payload.get("alert_id")) and st == "firing" and not resolved_at and kind not in NO_BUTTONS
+    open_alert = bool(payload.get("alert_id")) and not resolved_at and kind not in NO_BUTTONS
+    interactive = open_alert and st == "firing"
     # An event told in a thread reply (an update, a repeat) can be flagged there too: the one
     # that tips a threshold often arrives after the first message.
-    flaggable = (bool(payload.get("alert_id")) and st in ("firing", "update", "repeat") and not resolved_at
-                 and kind not in NO_BUTTONS and kind not in OPS_KINDS)
+    flaggable = open_alert and st in ("firing", "update", "repeat") and kind not in OPS_KINDS
     events = events_of(payload) if st != "resolved" else []
     shown = events[:MAX_EVENTS]
     fallback = [text]

@@ -150,15 +150,16 @@ def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list
     if not rows:
         return []
     entities: dict[int, list] = {}
+    chunk = "SELECT article_id FROM _marsad_pending WHERE rn BETWEEN $1 AND $2"
     for rn, g, i, k, r in con.execute(
         f"""SELECT p.rn, x.gazetteer, x.entity_id, x.kind, x.role
-            FROM _marsad_pending p JOIN {_entities_of('SELECT article_id FROM _marsad_pending WHERE rn BETWEEN $1 AND $2')} x USING (article_id)
+            FROM _marsad_pending p JOIN {_entities_of(chunk)} x USING (article_id)
             WHERE p.rn BETWEEN $1 AND $2""", params
     ).fetchall():
         entities.setdefault(rn, []).append((g, i, k, r))
     flat = con.execute(
         f"""SELECT CAST(unnest(s.minhash) AS UINTEGER) AS h FROM (
-                SELECT s.minhash FROM _marsad_pending p JOIN {_sketches_of('SELECT article_id FROM _marsad_pending WHERE rn BETWEEN $1 AND $2')} s
+                SELECT s.minhash FROM _marsad_pending p JOIN {_sketches_of(chunk)} s
                 USING (article_id) WHERE p.rn BETWEEN $1 AND $2 ORDER BY p.rn) s""", params
     ).fetchnumpy()["h"]
     sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
