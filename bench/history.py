@@ -9,8 +9,9 @@ every measurement. Then, per size:
 * a load of 10k new staged entries (``pipeline.stage`` with the classifier, as the fetch
   tasks stage them; 5% attack reports; times at the head of the history), opening and
   closing the warehouse as ``pipeline.load`` does, into a fresh copy (checkpointed: no WAL to
-  replay at the open). Under ``warehouse.checkpoint_wal`` (``warehouse.db``) the close
-  checkpoints only when the WAL has passed that size; whether this load did is in the row;
+  replay at the open). DuckDB checkpoints when the connection closes (or, before it, at a
+  commit that takes the WAL past its ``checkpoint_threshold``); whether this load did is in
+  the row;
 * a load with nothing new (200 manifests, all 304 Not Modified);
 * ten loads of 10k in a row: the first and the last, and their mean, which is the amortised
   cost of a load: it includes the checkpoints that happen among the ten (named in the row:
@@ -126,10 +127,12 @@ def _stage(s, feeds: list[list], clf, now: datetime) -> None:
         pipeline.stage(s, meta, articles, clf if articles else None)
 
 
-def _wal_bytes(s) -> int:
-    from warehouse.db import wal_path
+def _wal(path: Path) -> Path:
+    return Path(f"{path}.wal")
 
-    p = wal_path(s.warehouse)
+
+def _wal_bytes(s) -> int:
+    p = _wal(s.warehouse)
     return p.stat().st_size if p.exists() else 0
 
 
@@ -151,7 +154,6 @@ def measure(sizes: list[int], rounds: int = 10, repeats: int = 2) -> dict:
     10k loads in a row; each on a fresh copy of the size's warehouse."""
     from bench.run import _settings
     from marsad.pipeline import Settings  # noqa: F401  (import cost outside the timings)
-    from warehouse.db import checkpoint_wal, wal_path
 
     out: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="marsad-history-") as d:
@@ -174,7 +176,7 @@ def measure(sizes: list[int], rounds: int = 10, repeats: int = 2) -> dict:
             def fresh():
                 shutil.rmtree(s.staging, ignore_errors=True)
                 s.warehouse.unlink(missing_ok=True)
-                wal_path(s.warehouse).unlink(missing_ok=True)
+                _wal(s.warehouse).unlink(missing_ok=True)
                 s.warehouse.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(base, s.warehouse)
 
@@ -203,11 +205,11 @@ def measure(sizes: list[int], rounds: int = 10, repeats: int = 2) -> dict:
                 if ckpt:
                     ckpts.append(k + 1)
             r.update(load=min(loads), loads=loads, load_ckpts=load_ckpts, idle=min(idle), idles=idle, rounds=row,
-                     ckpts=ckpts, events=rep.new_events, wal=checkpoint_wal())
+                     ckpts=ckpts, events=rep.new_events)
             out[n] = r
             print(f"history: {n:,} articles (built {built_s:.1f} s, {r['mb']:.0f} MB): load 10k {min(loads):.3f} s {loads} "
                   f"(checkpointed: {load_ckpts}), all-304 {min(idle):.3f} s, ten in a row {[round(x, 2) for x in row]} "
-                  f"(mean {sum(row) / len(row):.3f} s, checkpoints at loads {ckpts}; checkpoint_wal {r['wal']})", flush=True)
+                  f"(mean {sum(row) / len(row):.3f} s, checkpoints at loads {ckpts})", flush=True)
             base.unlink()
     return out
 
@@ -235,14 +237,14 @@ def bench_history(sizes: list[int]) -> list:
                         ratio <= target if target else None,
                         f"baseline: the same 10k load into an empty warehouse, same run; best of {len(r['loads'])} "
                         f"({', '.join(f'{x:.2f}' for x in r['loads'])} vs {', '.join(f'{x:.2f}' for x in zero['loads'])}); "
-                        f"each into a freshly checkpointed copy (no WAL to replay); checkpoint_wal {r['wal']}: "
+                        f"each into a freshly checkpointed copy (no WAL to replay); "
                         f"checkpointed at its close {_which(r['load_ckpts'])} (vs {_which(zero['load_ckpts'])} empty); "
                         f"warehouse {r['mb']:.0f} MB, built in SQL in {r['build_s']:.0f} s"))
         mean, mean0 = sum(r["rounds"]) / len(r["rounds"]), sum(zero["rounds"]) / len(zero["rounds"])
         rows.append(Row("history", f"amortised load of 10k into {n:,} articles: mean of ten in a row, checkpoints and WAL replays included",
                         round(mean, 3), round(mean0, 3), "s", round(mean / mean0, 2), "<= 1.2 x empty" if target else "-",
                         mean / mean0 <= target if target else None,
-                        f"baseline: the same ten loads on an empty warehouse, same run; checkpoint_wal {r['wal']}; "
+                        f"baseline: the same ten loads on an empty warehouse, same run; "
                         f"loads that checkpointed: {_loads(r['ckpts'])} at {n:,}, {_loads(zero['ckpts'])} empty; "
                         f"all: {', '.join(f'{x:.2f}' for x in r['rounds'])} vs {', '.join(f'{x:.2f}' for x in zero['rounds'])}"))
     rows.append(Row("history", f"all-304 load (nothing new) at {sizes[-1]:,} articles", round(top["idle"], 3), round(zero["idle"], 3), "s",

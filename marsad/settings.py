@@ -170,8 +170,6 @@ def check_private_networks(value: Any) -> str:
 PrivateNetworks = Annotated[str, BeforeValidator(check_private_networks)]
 PathText = Annotated[str, Field(min_length=1)]
 MemorySize = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)? ?([KMGT]i?B)$")]  # as DuckDB's memory_limit takes it
-WalSize = Annotated[str, BeforeValidator(lambda v: str(v).strip() if v is not None else v),
-                    Field(pattern=r"^(0|[0-9]+(\.[0-9]+)? ?([KMGT]i?B))$")]  # 0, or a size as DuckDB's checkpoint_threshold takes it
 
 
 class _Section(BaseModel):
@@ -206,7 +204,6 @@ class Warehouse(_Section):
     pool: Name = "marsad_warehouse"
     queue: Name = "default"
     assign_memory: MemorySize = "160MB"
-    checkpoint_wal: WalSize = "16MB"
 
 
 class Delivery(_Section):
@@ -263,7 +260,6 @@ ENV: dict[str, str] = {
     "warehouse.pool": "MARSAD_WAREHOUSE_POOL",
     "warehouse.queue": "MARSAD_WAREHOUSE_QUEUE",
     "warehouse.assign_memory": "MARSAD_ASSIGN_MEMORY",
-    "warehouse.checkpoint_wal": "MARSAD_CHECKPOINT_WAL",
     "delivery.budget": "MARSAD_DELIVER_BUDGET",
     "tasks.retries": "MARSAD_TASK_RETRIES",
     "ops.channel": "MARSAD_OPS_CHANNEL",

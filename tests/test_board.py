@@ -139,6 +139,7 @@ def test_flagged_events_leave_the_counts_and_cards_say_when_rules_are_armed_and_
     the timeline but keeps it listed, struck; each rule says whether it can fire now
     (alerts/armed.py); the key judgements panel (alerts/judgements.py) is on the board."""
     import dataclasses
+    import shutil
 
     from alerts.board import BoardConfig, build
     from alerts.feedback import flag_not_event
@@ -148,7 +149,7 @@ def test_flagged_events_leave_the_counts_and_cards_say_when_rules_are_armed_and_
     settings, times = filled
     now = times["resolved_at"] + timedelta(minutes=1)
     mine = dataclasses.replace(settings, warehouse=tmp_path / "wh.duckdb", read_copy=tmp_path / "wh-read.duckdb")
-    db.copy_file(settings.warehouse, mine.warehouse)  # with its WAL (warehouse.checkpoint_wal)
+    shutil.copyfile(settings.warehouse, mine.warehouse)
     cfg = BoardConfig(mine.read_copy, mine.indicators, mine.rules, mine.feeds, mine.assessments)
     pipeline.publish_read_copy(mine)
     before = _by_id(build(cfg, now=now))[FIRING]

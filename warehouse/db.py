@@ -65,50 +65,16 @@ def _is_lock_error(exc: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
-def checkpoint_wal() -> str:
-    """warehouse.checkpoint_wal as marsad.settings resolves it (``$MARSAD_CHECKPOINT_WAL``)."""
-    from marsad.settings import current
-
-    return current("warehouse.checkpoint_wal").get("warehouse.checkpoint_wal")
-
-
-def _checkpoint_policy(con: duckdb.DuckDBPyConnection, wal: str) -> None:
-    """The checkpoint policy of a writable connection (``warehouse.checkpoint_wal``).
-
-    DuckDB checkpoints (writes the WAL's changes into the file) when a connection closes, and
-    a checkpoint rewrites the last, partly filled row group of every table a load appended to
-    (up to 122,880 articles with their text), however few rows the load brought. Unless the
-    setting is ``0``, a close leaves the WAL in place (``disable_checkpoint_on_shutdown``) and
-    DuckDB checkpoints at the commit that takes the WAL past the setting (its
-    ``checkpoint_threshold``), so that rewrite is paid once per so many megabytes of changes,
-    not once per cycle. The next writer or reader to open the file replays the WAL (in memory,
-    a read-only one too). A copy of the file alone misses what is in the WAL: copy both
-    (``copy_file``) or ``checkpoint`` first."""
-    if wal == "0":
-        return
-    con.execute("PRAGMA disable_checkpoint_on_shutdown")
-    con.execute(f"SET checkpoint_threshold = '{wal}'")
-
-
-def open_db(path: str | Path, read_only: bool = False, wait_s: float = 120.0, wal: str | None = None) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting while another process holds the file lock. A writable
-    connection follows the checkpoint policy ``wal`` (default: ``warehouse.checkpoint_wal``)."""
+def open_db(path: str | Path, read_only: bool = False, wait_s: float = 120.0) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting while another process holds the file lock."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-        wal = checkpoint_wal() if wal is None else wal
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            if not read_only:
-                try:
-                    _checkpoint_policy(con, wal)
-                except BaseException:
-                    con.close()
-                    raise
-            return con
+            return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if not _is_lock_error(exc) or time.monotonic() >= deadline:
                 if _is_lock_error(exc):
@@ -167,32 +133,6 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> list[int
             raise
         applied.append(version)
     return applied
-
-
-def wal_path(path: str | Path) -> Path:
-    """The write-ahead log DuckDB keeps beside the file ``path``."""
-    return Path(f"{path}.wal")
-
-
-def checkpoint(path: str | Path, wait_s: float = 120.0) -> None:
-    """Write the WAL of the warehouse at ``path`` into the file (waiting for the write lock), so
-    that the file alone holds everything: before copying it with tools that know nothing of the WAL."""
-    con = open_db(path, wait_s=wait_s, wal="0")
-    try:
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-
-
-def copy_file(src: str | Path, dst: str | Path) -> None:
-    """Copy a warehouse that no process has open for writing: the file and its WAL, when it has
-    one (``warehouse.checkpoint_wal`` leaves the changes since the last checkpoint there)."""
-    import shutil
-
-    shutil.copyfile(src, dst)
-    wal_path(dst).unlink(missing_ok=True)
-    if wal_path(src).exists():
-        shutil.copyfile(wal_path(src), wal_path(dst))
 
 
 @contextmanager
