@@ -262,35 +262,46 @@ class FrameReader:
         article (title, then summary), of which ``tokens`` are the words from ``lo`` on."""
         hi = lo + len(tokens)
         groups = self._groups
-        out: list[_Mention] = []
+        # Candidates as plain tuples, (start, -words, order found, ...): sorted as the rule wants
+        # (by start, longest first, then in the order found) with no key function, and a
+        # _Mention is made only for those kept.
+        out: list[tuple] = []
         for uid, hits in found.items():
             cat, cls, form, place = groups[uid]
             for h in hits:
-                if h.position < lo or h.position >= hi:
+                pos = h.position
+                if pos < lo or pos >= hi:
                     continue  # in the other text
                 n = h.text.count(" ") + 1  # the words it matched (folded text: one space between)
-                if h.position + n > hi:
+                if pos + n > hi:
                     continue  # across the break between title and summary
-                start = h.position - lo
-                out.append(_Mention(start, start + n, cat, cls, h.text, h.ref, form, _is_arabic(h.text), place))
+                out.append((pos - lo, -n, len(out), cat, cls, h, form, place))
         # Longest mention wins where two of the same category overlap ("Iran backed" over "Iran").
-        out.sort(key=lambda m: (m.start, -(m.end - m.start)))
+        out.sort()
         kept: list[_Mention] = []
         spans: dict[str, list[tuple[int, int]]] = {}  # category -> spans kept
         seen: set[tuple] = set()  # (category, start, end, class) kept
-        for m in out:
-            mine = spans.get(m.cat)
-            if mine is not None and any(a <= m.start and m.end <= b and (b - a) > (m.end - m.start) for a, b in mine):
-                continue
-            key = (m.cat, m.start, m.end, m.cls)
+        for start, neg, _, cat, cls, h, form, place in out:
+            end = start - neg
+            mine = spans.get(cat)
+            if mine is not None:
+                inside = False
+                for a, b in mine:
+                    if a <= start and end <= b and (b - a) > -neg:
+                        inside = True
+                        break
+                if inside:
+                    continue
+            key = (cat, start, end, cls)
             if key in seen:
                 continue
             seen.add(key)
-            kept.append(m)
+            text = h.text
+            kept.append(_Mention(start, end, cat, cls, text, h.ref, form, _is_arabic(text), place))
             if mine is None:
-                spans[m.cat] = [(m.start, m.end)]
+                spans[cat] = [(start, end)]
             else:
-                mine.append((m.start, m.end))
+                mine.append((start, end))
         return _absorb_flags(kept)
 
     # ------------------------------------------------------------------ reading

@@ -300,3 +300,42 @@ def test_the_look_ahead_never_comes_before_the_server_asked(tmp_path, feed_serve
     _polled(settings, 80, status="error")
     assert not _due_en(settings, 303)
     assert _due_en(settings, 603)
+
+
+def test_steps_keep_their_older_heap_from_the_collector_and_give_it_back(tmp_path, feed_server, settings):
+    """fetch_stage and load move the objects alive when they start (modules, the classifier) to
+    the collector's permanent generation, so the full collections their new objects set off do
+    not re-scan them, and move them back after; a heap that someone else froze stays frozen."""
+    import gc
+
+    settings.feeds = setup_feeds(tmp_path, feed_server)
+    due = pipeline.due_sources(settings, NOW)
+    assert gc.get_freeze_count() == 0
+    frozen_during: list[int] = []
+
+    def watch(phase, info):
+        if phase == "start":
+            frozen_during.append(gc.get_freeze_count())
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50)  # a collection within each step for sure, whatever earlier tests left in the young generation
+    gc.callbacks.append(watch)
+    try:
+        pipeline.fetch_stage(settings, due)
+        assert max(frozen_during, default=0) > 0, frozen_during  # collections ran with the older heap frozen
+        assert gc.get_freeze_count() == 0
+        frozen_during.clear()
+        assert pipeline.load(settings, NOW).new_articles == 4
+        assert max(frozen_during, default=0) > 0, frozen_during  # collections ran with the older heap frozen
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.callbacks.remove(watch)
+        gc.set_threshold(*thresholds)
+
+    gc.freeze()  # as Airflow's executor does before it forks a worker
+    try:
+        theirs = gc.get_freeze_count()
+        pipeline.load(settings, NOW + timedelta(minutes=6))
+        assert gc.get_freeze_count() == theirs
+    finally:
+        gc.unfreeze()
