@@ -309,6 +309,34 @@ def test_agreement_count_matches_numpy():
     assert _agreements(m, row)[[11, 20, 30]].tolist() == [128, 128, 97]
 
 
+
+def test_pool_scan_finds_every_row_at_the_threshold_wherever_the_agreements_lie():
+    """The scan's first pass reads the low bytes of only the first values of each sketch; a
+    row sharing exactly the threshold's count of values, as few as possible of them among
+    those first values, must still be found, and one value fewer must not be."""
+    import numpy as np
+
+    from warehouse.cluster import _AGREE, _Pool
+
+    rng = np.random.default_rng(11)
+    query = rng.integers(0, 2**32, size=neardup.NUM_PERM, dtype=np.uint64).astype(neardup._DTYPE)
+    pool, want = _Pool(), []
+    for i in range(200):
+        row = rng.integers(0, 2**32, size=neardup.NUM_PERM, dtype=np.uint64).astype(neardup._DTYPE)
+        row[row == query] += 1  # no chance agreements
+        agree = _AGREE - (i % 2)  # at the threshold, or one below
+        at = np.arange(neardup.NUM_PERM)[::-1][:agree] if i % 4 < 2 else rng.choice(neardup.NUM_PERM, agree, replace=False)
+        row[at] = query[at]  # half of them: the last values, the fewest possible among the first ones
+        if i % 4 == 3:  # the other values differ but their low bytes agree: only the full comparison tells
+            rest = np.setdiff1d(np.arange(neardup.NUM_PERM), at)
+            row[rest] = query[rest] ^ 0xFF00
+        pool.add(f"m{i:03d}", f"e{i}", row, "")
+        if agree >= _AGREE:
+            want.append(f"m{i:03d}")
+    rows, sims = pool.similar(query)
+    assert sorted(pool.members[r] for r in rows.tolist()) == want
+    assert set(sims.tolist()) == {_AGREE / neardup.NUM_PERM}
+
 # --------------------------------------------------------------------------- a year of replay
 YEAR = TESTS / "fixtures" / "replay_year.jsonl"
 # What ops should get from militia attacks in the year: six resumptions after quiet spells of
