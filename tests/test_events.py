@@ -337,6 +337,36 @@ def test_pool_scan_finds_every_row_at_the_threshold_wherever_the_agreements_lie(
     assert sorted(pool.members[r] for r in rows.tolist()) == want
     assert set(sims.tolist()) == {_AGREE / neardup.NUM_PERM}
 
+
+def test_an_unsketched_member_pending_under_another_indicator_is_sketched_before_it_is_compared(tmp_path):
+    """Pending reports are sketched as their chunk is read; an article already linked under one
+    indicator (stored with no sketch) and pending under another is read earlier, as a member
+    near-duplicates are sought among: it is sketched first, so a copy under the first
+    indicator joins its event as a near-duplicate, and its sketch is stored once."""
+    from warehouse.events import assign_events
+
+    text = fold("Drone attack targets US forces at a base in eastern Syria, officials said on Monday")
+    copy = fold("UPDATE 1-Drone attack targets US forces at a base in eastern Syria, officials said on Monday")
+    with db.connect(tmp_path / "wh.duckdb") as con:
+        con.execute("""INSERT INTO articles SELECT * FROM (VALUES
+            ('a1', 's1', 'g1', 'https://a.example/1', 'https://a.example/1', 't', '', 'en', TIMESTAMPTZ '2026-03-01 10:00', NULL,
+             TIMESTAMPTZ '2026-03-01 10:00', 't', ?, 'h1', TIMESTAMPTZ '2026-03-01 10:00'),
+            ('a2', 's2', 'g2', 'https://b.example/2', 'https://b.example/2', 't', '', 'en', TIMESTAMPTZ '2026-03-01 12:00', NULL,
+             TIMESTAMPTZ '2026-03-01 12:00', 't', ?, 'h2', TIMESTAMPTZ '2026-03-01 12:00'))""", [text, copy])
+        con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) VALUES
+            ('a1', 'militia_attack_us_forces', 0, '[]', '[]'), ('a1', 'iran_strike_us_forces', 0, '[]', '[]'),
+            ('a2', 'militia_attack_us_forces', 0, '[]', '[]')""")
+        con.execute("""INSERT INTO events VALUES ('e1', 'militia_attack_us_forces', TIMESTAMPTZ '2026-03-01 10:00',
+                       TIMESTAMPTZ '2026-03-01 10:00', 't', TIMESTAMPTZ '2026-03-01 10:00')""")
+        con.execute("INSERT INTO event_articles VALUES ('e1', 'a1', 'first')")
+        assign_events(con, datetime(2026, 3, 2, tzinfo=timezone.utc))
+        links = con.execute("SELECT article_id, event_id, how FROM event_articles ea JOIN events e USING (event_id) "
+                            "WHERE e.indicator = 'militia_attack_us_forces' ORDER BY article_id").fetchall()
+        assert links == [("a1", "e1", "first"), ("a2", "e1", "near_duplicate")]
+        stored = con.execute("SELECT article_id, minhash FROM article_sketches ORDER BY article_id").fetchall()
+        assert [a for a, _ in stored] == ["a1", "a2"]
+        assert stored[0][1] == neardup.signature(text)
+
 # --------------------------------------------------------------------------- a year of replay
 YEAR = TESTS / "fixtures" / "replay_year.jsonl"
 # What ops should get from militia attacks in the year: six resumptions after quiet spells of

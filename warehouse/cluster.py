@@ -644,7 +644,7 @@ class _Pool:
         hashvalues = np.asarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
         if self.lsh is None:
             low = np.add.reduce(self.low[:, :n] == hashvalues[:_LOW].astype(np.uint8)[:, None], axis=0, dtype=np.uint8)
-            rows = np.flatnonzero(low >= _LOW_AGREE)
+            rows = (low >= _LOW_AGREE).nonzero()[0]  # (np.flatnonzero, less its ravel)
             if not len(rows):
                 return rows, _NO_SIMS
             rows = rows[self.alive[rows]]  # dead rows are skipped (they are few among those let through)
