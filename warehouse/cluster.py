@@ -446,7 +446,7 @@ class Clusterer:
             if ev is not None and abs(r.published - ev.first_report_at) <= EXACT_HORIZON:
                 return ev.event_id, why
         places, actors, weapons, countries = where, r.actors, r.weapons, r.countries
-        core = frozenset(self.places.most_specific(places))
+        core = frozenset(self.places.most_specific(places)) if places else _NONE  # most reports name no place
         renewed = "renewed" in r.cues
 
         def candidate(ev: Event) -> bool:
@@ -471,7 +471,7 @@ class Clusterer:
             best = closest(same_place)
             return best, "same_place" if core & self.events[best].core else "nested_place"
         same_actor = [
-            ev for ev in self._indexed(self._by_actor, r.indicator, actors, r.published - WINDOW)
+            ev for ev in (self._indexed(self._by_actor, r.indicator, actors, r.published - WINDOW) if actors else ())
             if candidate(ev) and not (places and ev.places) and countries & ev.countries
             and not _disjoint(weapons, ev.weapons)
         ]
