@@ -92,10 +92,14 @@ def _strings(param: int) -> str:
     return f"string_split(${param}, chr(31))"
 
 
-def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray) -> None:
+def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray, *, checked: bool = False) -> None:
     """Insert ``(article_id, sketch)`` rows (at least one) into ``article_sketches`` (its only writer): the
     hash values as numpy columns DuckDB scans in place, the ids as one string; no Python
-    object per value (a numpy array of str would cost more than the sketch)."""
+    object per value (a numpy array of str would cost more than the sketch).
+
+    ``checked``: the caller has just read, in this transaction, that none of these distinct
+    ids has a sketch (``_read_reports``), so the stored keys are not matched again (an
+    anti-join with every stored sketch's id, a scan of the whole history's)."""
     columns = {"r": np.arange(len(article_ids), dtype=np.int64)}
     columns.update((f"h{k}", np.ascontiguousarray(sketches[:, k])) for k in range(sketches.shape[1]))
     values = ", ".join(f"h{k}" for k in range(sketches.shape[1]))
@@ -105,7 +109,7 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
                         SELECT i.article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches JOIN
                                (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
                                 FROM (SELECT {_strings(1)} AS l)) i USING (r)
-                        ANTI JOIN article_sketches s USING (article_id)""", [_joined(article_ids)])
+                        {"" if checked else "ANTI JOIN article_sketches s USING (article_id)"}""", [_joined(article_ids)])
     finally:
         con.unregister("_marsad_new_sketches")
 
@@ -162,7 +166,7 @@ def _sketch_missing(con: duckdb.DuckDBPyConnection, rows: list[tuple], sketches:
     computed = neardup.signatures([rows[i][8] for i in first.values()])
     of = dict(zip(ids, range(len(ids))))
     sketches[missing] = computed[[of[rows[i][2]] for i in missing]]
-    write_sketches(con, ids, computed)
+    write_sketches(con, ids, computed, checked=True)
 
 
 def _rows_of(table: str, ids: str, cols: str) -> str:
