@@ -309,6 +309,64 @@ def test_agreement_count_matches_numpy():
     assert _agreements(m, row)[[11, 20, 30]].tolist() == [128, 128, 97]
 
 
+
+def test_pool_scan_finds_every_row_at_the_threshold_wherever_the_agreements_lie():
+    """The scan's first pass reads the low bytes of only the first values of each sketch; a
+    row sharing exactly the threshold's count of values, as few as possible of them among
+    those first values, must still be found, and one value fewer must not be."""
+    import numpy as np
+
+    from warehouse.cluster import _AGREE, _Pool
+
+    rng = np.random.default_rng(11)
+    query = rng.integers(0, 2**32, size=neardup.NUM_PERM, dtype=np.uint64).astype(neardup._DTYPE)
+    pool, want = _Pool(), []
+    for i in range(200):
+        row = rng.integers(0, 2**32, size=neardup.NUM_PERM, dtype=np.uint64).astype(neardup._DTYPE)
+        row[row == query] += 1  # no chance agreements
+        agree = _AGREE - (i % 2)  # at the threshold, or one below
+        at = np.arange(neardup.NUM_PERM)[::-1][:agree] if i % 4 < 2 else rng.choice(neardup.NUM_PERM, agree, replace=False)
+        row[at] = query[at]  # half of them: the last values, the fewest possible among the first ones
+        if i % 4 == 3:  # the other values differ but their low bytes agree: only the full comparison tells
+            rest = np.setdiff1d(np.arange(neardup.NUM_PERM), at)
+            row[rest] = query[rest] ^ 0xFF00
+        pool.add(f"m{i:03d}", f"e{i}", row, "")
+        if agree >= _AGREE:
+            want.append(f"m{i:03d}")
+    rows, sims = pool.similar(query)
+    assert sorted(pool.members[r] for r in rows.tolist()) == want
+    assert set(sims.tolist()) == {_AGREE / neardup.NUM_PERM}
+
+
+def test_an_unsketched_member_pending_under_another_indicator_is_sketched_before_it_is_compared(tmp_path):
+    """Pending reports are sketched as their chunk is read; an article already linked under one
+    indicator (stored with no sketch) and pending under another is read earlier, as a member
+    near-duplicates are sought among: it is sketched first, so a copy under the first
+    indicator joins its event as a near-duplicate, and its sketch is stored once."""
+    from warehouse.events import assign_events
+
+    text = fold("Drone attack targets US forces at a base in eastern Syria, officials said on Monday")
+    copy = fold("UPDATE 1-Drone attack targets US forces at a base in eastern Syria, officials said on Monday")
+    with db.connect(tmp_path / "wh.duckdb") as con:
+        con.execute("""INSERT INTO articles SELECT * FROM (VALUES
+            ('a1', 's1', 'g1', 'https://a.example/1', 'https://a.example/1', 't', '', 'en', TIMESTAMPTZ '2026-03-01 10:00', NULL,
+             TIMESTAMPTZ '2026-03-01 10:00', 't', ?, 'h1', TIMESTAMPTZ '2026-03-01 10:00'),
+            ('a2', 's2', 'g2', 'https://b.example/2', 'https://b.example/2', 't', '', 'en', TIMESTAMPTZ '2026-03-01 12:00', NULL,
+             TIMESTAMPTZ '2026-03-01 12:00', 't', ?, 'h2', TIMESTAMPTZ '2026-03-01 12:00'))""", [text, copy])
+        con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) VALUES
+            ('a1', 'militia_attack_us_forces', 0, '[]', '[]'), ('a1', 'iran_strike_us_forces', 0, '[]', '[]'),
+            ('a2', 'militia_attack_us_forces', 0, '[]', '[]')""")
+        con.execute("""INSERT INTO events VALUES ('e1', 'militia_attack_us_forces', TIMESTAMPTZ '2026-03-01 10:00',
+                       TIMESTAMPTZ '2026-03-01 10:00', 't', TIMESTAMPTZ '2026-03-01 10:00')""")
+        con.execute("INSERT INTO event_articles VALUES ('e1', 'a1', 'first')")
+        assign_events(con, datetime(2026, 3, 2, tzinfo=timezone.utc))
+        links = con.execute("SELECT article_id, event_id, how FROM event_articles ea JOIN events e USING (event_id) "
+                            "WHERE e.indicator = 'militia_attack_us_forces' ORDER BY article_id").fetchall()
+        assert links == [("a1", "e1", "first"), ("a2", "e1", "near_duplicate")]
+        stored = con.execute("SELECT article_id, minhash FROM article_sketches ORDER BY article_id").fetchall()
+        assert [a for a, _ in stored] == ["a1", "a2"]
+        assert stored[0][1] == neardup.signature(text)
+
 # --------------------------------------------------------------------------- a year of replay
 YEAR = TESTS / "fixtures" / "replay_year.jsonl"
 # What ops should get from militia attacks in the year: six resumptions after quiet spells of

@@ -9,6 +9,7 @@ The event's time is its earliest report; ``events_v`` shows each event's corrobo
 """
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import re
@@ -29,7 +30,9 @@ LOOKBACK = max(EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW)
 
 # What a Report is made of besides its entities and sketch, which are read apart as columns
 # (``_read_reports``): a list of structs per row costs more than the rest of the row.
-_REPORT_COLUMNS = """a.article_id, a.published_at, a.fetched_at, a.title, a.canonical_url, a.content_hash,
+# The times come as epoch microseconds, made datetimes here (``_report``): DuckDB's own
+# conversion of a TIMESTAMPTZ (pytz, per value) cost more than the rest of the row.
+_REPORT_COLUMNS = """a.article_id, epoch_us(a.published_at), epoch_us(a.fetched_at), a.title, a.canonical_url, a.content_hash,
                      a.text_folded, a.guid"""
 
 
@@ -67,36 +70,6 @@ def pending_pairs(con: duckdb.DuckDBPyConnection, classified_at: datetime | None
     return sorted(con.execute(sql, params).fetchall())
 
 
-def _sketch_pending(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> None:
-    """MinHash every pending article (``_marsad_pending``, staged by ``_assign``) that has no
-    sketch yet (once per article), ``CHUNK`` at a time, sketched together
-    (``neardup.signatures``) and written from numpy arrays, one column per hash value: no
-    Python int or JSON per value. ``classified_at``: the scope of ``_pending_sql``. The
-    pending set is not computed again (its anti-join against every link of the history)."""
-    n = con.execute(
-        """CREATE OR REPLACE TEMP TABLE _marsad_unsketched AS
-           SELECT row_number() OVER (ORDER BY published_at, article_id) AS rn, article_id, published_at FROM (
-               SELECT DISTINCT p.article_id, p.published_at FROM _marsad_pending p
-               WHERE NOT EXISTS (SELECT 1 FROM article_sketches s WHERE s.article_id = p.article_id))"""
-    ).fetchone()[0]
-    try:
-        for first in range(1, n + 1, CHUNK):
-            # Scoped to a load, the articles' scan is bounded by classified_at (zone maps skip
-            # the row groups of the past): text_folded is not read for the whole history.
-            # In either scope the chunk's time range bounds it too (numbered by published_at).
-            and_mine, mine_params = _in_load(classified_at, "AND")
-            span = _span(con, "_marsad_unsketched", first, first + CHUNK - 1)
-            rows = con.execute(
-                f"""SELECT a.article_id, a.text_folded FROM _marsad_unsketched u JOIN articles a USING (article_id)
-                    WHERE u.rn BETWEEN ? AND ? AND a.published_at BETWEEN ? AND ? {and_mine}""",
-                [first, first + CHUNK - 1, *span] + mine_params,
-            ).fetchall()
-            if rows:
-                write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
-    finally:
-        db.drop_temp(con, "_marsad_unsketched")
-
-
 def _span(con: duckdb.DuckDBPyConnection, table: str, first: int, last: int) -> tuple:
     """(min, max) ``published_at`` of the rows numbered ``first..last`` of a staged table
     numbered in that order: a bound on ``articles`` that lets DuckDB skip the blocks of other
@@ -119,10 +92,14 @@ def _strings(param: int) -> str:
     return f"string_split(${param}, chr(31))"
 
 
-def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray) -> None:
+def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray, *, checked: bool = False) -> None:
     """Insert ``(article_id, sketch)`` rows (at least one) into ``article_sketches`` (its only writer): the
     hash values as numpy columns DuckDB scans in place, the ids as one string; no Python
-    object per value (a numpy array of str would cost more than the sketch)."""
+    object per value (a numpy array of str would cost more than the sketch).
+
+    ``checked``: the caller has just read, in this transaction, that none of these distinct
+    ids has a sketch (``_read_reports``), so the stored keys are not matched again (an
+    anti-join with every stored sketch's id, a scan of the whole history's)."""
     columns = {"r": np.arange(len(article_ids), dtype=np.int64)}
     columns.update((f"h{k}", np.ascontiguousarray(sketches[:, k])) for k in range(sketches.shape[1]))
     values = ", ".join(f"h{k}" for k in range(sketches.shape[1]))
@@ -132,7 +109,7 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
                         SELECT i.article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches JOIN
                                (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
                                 FROM (SELECT {_strings(1)} AS l)) i USING (r)
-                        ANTI JOIN article_sketches s USING (article_id)""", [_joined(article_ids)])
+                        {"" if checked else "ANTI JOIN article_sketches s USING (article_id)"}""", [_joined(article_ids)])
     finally:
         con.unregister("_marsad_new_sketches")
 
@@ -140,7 +117,9 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
 def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list[Report]:
     """The Reports of the pending pairs numbered ``first..last`` (``_marsad_pending``), in
     that order. Three passes over the same rows: the columns, the entities (one row each,
-    grouped here), and the sketches as one flat array (not 128 Python ints per row)."""
+    grouped here), and the stored sketches as one flat array (not 128 Python ints per row);
+    the reports whose article has none yet are sketched from the text just read
+    (``_sketch_missing``)."""
     params = [first, last]
     src = "_marsad_pending p JOIN articles a USING (article_id)"
     rows = con.execute(
@@ -157,15 +136,37 @@ def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list
             WHERE p.rn BETWEEN $1 AND $2""", params
     ).fetchall():
         entities.setdefault(rn, []).append((g, i, k, r))
-    flat = con.execute(
-        f"""SELECT CAST(unnest(s.minhash) AS UINTEGER) AS h FROM (
-                SELECT s.minhash FROM _marsad_pending p JOIN {_sketches_of(chunk)} s
+    got = con.execute(
+        f"""SELECT rn, CAST(unnest(minhash) AS UINTEGER) AS h FROM (
+                SELECT p.rn, s.minhash FROM _marsad_pending p JOIN {_sketches_of(chunk)} s
                 USING (article_id) WHERE p.rn BETWEEN $1 AND $2 ORDER BY p.rn) s""", params
-    ).fetchnumpy()["h"]
-    sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
-    if len(sketches) != len(rows):
-        raise RuntimeError(f"{len(rows) - len(sketches)} pending reports have no sketch")
+    ).fetchnumpy()
+    rns = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    sketches = np.empty((len(rows), neardup.NUM_PERM), dtype=neardup._DTYPE)
+    have = np.zeros(len(rows), dtype=bool)
+    if len(got["h"]):
+        at = np.searchsorted(rns, np.asarray(got["rn"][:: neardup.NUM_PERM], dtype=np.int64))
+        sketches[at] = np.asarray(got["h"], dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
+        have[at] = True
+    if not have.all():
+        _sketch_missing(con, rows, sketches, np.flatnonzero(~have).tolist())
     return [_report(row, entities.get(row[0]), sk) for row, sk in zip(rows, sketches)]
+
+
+def _sketch_missing(con: duckdb.DuckDBPyConnection, rows: list[tuple], sketches: np.ndarray, missing: list[int]) -> None:
+    """Sketch the chunk's reports whose article has no sketch yet (``rows[i]`` for ``i`` in
+    ``missing``), from the folded text the chunk has just read, into ``sketches[i]``, and store
+    each article's sketch once (``write_sketches``). Sketching here, as the reports are read,
+    instead of in a pass of its own before, reads each pending article's text once, not twice,
+    and its sketch is not read back."""
+    first: dict[str, int] = {}  # article id -> its first row among the missing (an article of two indicators is one text)
+    for i in missing:
+        first.setdefault(rows[i][2], i)
+    ids = list(first)
+    computed = neardup.signatures([rows[i][8] for i in first.values()])
+    of = dict(zip(ids, range(len(ids))))
+    sketches[missing] = computed[[of[rows[i][2]] for i in missing]]
+    write_sketches(con, ids, computed, checked=True)
 
 
 def _rows_of(table: str, ids: str, cols: str) -> str:
@@ -184,8 +185,23 @@ def _entities_of(ids: str) -> str:
     return _rows_of("article_entities", ids, "article_id, gazetteer, entity_id, kind, role")
 
 
+@functools.cache
+def _utc_epoch() -> datetime:
+    """1970-01-01 UTC with the tzinfo DuckDB gives a TIMESTAMPTZ under ``SET TimeZone = 'UTC'``
+    (``db.connect``): the reports' times are made from it, and compared with the events'
+    times DuckDB made, fastest when both hold the same tzinfo object."""
+    probe = duckdb.connect()
+    try:
+        probe.execute("SET TimeZone = 'UTC'")
+        return probe.execute("SELECT TIMESTAMPTZ '1970-01-01 00:00:00+00'").fetchone()[0]
+    finally:
+        probe.close()
+
+
 def _report(row: tuple, ents: list | None, minhash) -> Report:
     _, indicator, article_id, published, fetched, title, url, chash, folded, guid = row
+    epoch = _utc_epoch()
+    published, fetched = epoch + timedelta(microseconds=published), epoch + timedelta(microseconds=fetched)
     return Report(
         article_id, indicator, published, fetched, title, url or None, chash, folded, guid or None,
         minhash, {(g, i, k) for g, i, k, _ in ents} if ents else set(),
@@ -193,7 +209,8 @@ def _report(row: tuple, ents: list | None, minhash) -> Report:
     )
 
 
-def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime) -> None:
+def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime,
+                 pending: bool = False) -> None:
     """Give ``clusterer`` what the rules can reach of the events already stored, each thing at
     its own horizon around the pending reports' times ``lo..hi`` (``cluster``'s rules):
 
@@ -203,7 +220,9 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     * the keys (URL, entry id, content hash) of the reports of those within
       ``EXACT_HORIZON`` (rule 1);
     * the sketches and texts of the reports of those within ``WINDOW`` (rules 2 and 3).
-    """
+
+    ``pending``: the pending pairs are staged (``_marsad_pending``), and those of their
+    articles that are already members and have no sketch are sketched first."""
     params = [indicators, lo - LOOKBACK, hi]
     chosen = "list_contains($1, e.indicator) AND e.first_report_at BETWEEN $2 AND $3"
     # The links of the widest horizon's events, staged once with their reports' keys: the
@@ -216,9 +235,29 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
                     FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
                     WHERE {chosen} AND a.published_at >= $2""", params)
     try:
+        if pending:
+            _sketch_pending_members(con)
         _read_known(con, clusterer, indicators, lo, hi, chosen, params)
     finally:
         db.drop_temp(con, "_marsad_members")
+
+
+def _sketch_pending_members(con: duckdb.DuckDBPyConnection) -> None:
+    """Sketch the pending articles that are already members of a staged event
+    (``_marsad_members``: an article linked under one indicator, pending under another) and
+    have no sketch: the pending reports are sketched as they are read (``_read_reports``), but
+    these are read before, as members near-duplicates are sought among. Almost always none."""
+    both = [a for a, in con.execute(
+        "SELECT DISTINCT article_id FROM _marsad_members SEMI JOIN _marsad_pending USING (article_id) ORDER BY article_id").fetchall()]
+    if not both:
+        return
+    rows = con.execute(
+        f"""SELECT a.article_id, a.text_folded FROM articles a
+            WHERE a.article_id IN (SELECT unnest({_strings(1)}))
+              AND a.article_id NOT IN (SELECT article_id FROM {_sketches_of(f'SELECT unnest({_strings(1)})')})
+            ORDER BY a.article_id""", [_joined(both)]).fetchall()
+    if rows:
+        write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
 
 
 def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime,
@@ -370,10 +409,9 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
         ).fetchone()
         if not n:
             return 0
-        _sketch_pending(con, scope)
 
         clusterer = Clusterer(places)
-        _read_events(con, clusterer, indicators, lo, hi + WINDOW)
+        _read_events(con, clusterer, indicators, lo, hi + WINDOW, pending=True)
         for first in range(1, n + 1, CHUNK):
             links: list[tuple[str, str, str]] = []
             for r in _read_reports(con, first, first + CHUNK - 1):
