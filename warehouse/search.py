@@ -43,6 +43,7 @@ STEMMER = "porter"
 INDEX_VERSION = 4  # 4: publish_info holds what the copy was synced to (warehouse.publish)
 BM25_K1, BM25_B = 1.2, 0.75
 INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
+ROW_GROUP = 122_880  # DuckDB's rows per row group: its unit of parallel scanning
 
 # RE2 in DuckDB counts characters, not bytes: \S{3,} is three letters. Each rule is one
 # regexp_replace over the whole text, word by word (a word starts at the text's start or
@@ -138,12 +139,22 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: s
 
 def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
     """Add the ``(docid, article_id, text_folded)`` rows of query ``docs`` to the index tables
-    (prefix ``p``). Words are split once, and each distinct word is stemmed once."""
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_docs AS
-        SELECT docid, article_id, {TOKENIZE.format("marsad_index_text(text_folded)")} AS words FROM ({docs})""")
-    con.execute("""CREATE OR REPLACE TEMP TABLE _marsad_words AS
-        SELECT docid, word, count(*)::INTEGER AS tf
-        FROM (SELECT docid, unnest(words) AS word FROM _marsad_docs) WHERE word <> '' GROUP BY ALL""")
+    (prefix ``p``). Words are split once, and each distinct word is stemmed once.
+
+    A cycle's few thousand texts fit in one row group, which DuckDB scans as one task: the
+    splitting (most of the cost) would run on one core while the others wait. So when the
+    texts are fewer than a row group they are split as one part per thread (by row id),
+    the parts a UNION ALL that DuckDB runs side by side."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _marsad_docs AS SELECT docid, article_id, text_folded FROM ({docs})")
+    n = con.execute("SELECT count(*) FROM _marsad_docs").fetchone()[0]
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    parts = max(1, threads) if n < ROW_GROUP else 1
+    words = f"unnest({TOKENIZE.format('marsad_index_text(text_folded)')}) AS word"
+    split = " UNION ALL ".join(
+        f"SELECT docid, {words} FROM _marsad_docs" + (f" WHERE rowid % {parts} = {i}" if parts > 1 else "")
+        for i in range(parts))
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_words AS
+        SELECT docid, word, count(*)::INTEGER AS tf FROM ({split}) WHERE word <> '' GROUP BY ALL""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_stems AS
         SELECT word, stem(word, '{STEMMER}') AS term FROM (SELECT DISTINCT word FROM _marsad_words)""")
     con.execute(f"""INSERT INTO {p}search_dict
@@ -156,7 +167,6 @@ def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
         SELECT t.termid, w.docid, sum(w.tf)::INTEGER
         FROM _marsad_words w JOIN _marsad_stems s USING (word) JOIN {p}search_dict t USING (term)
         GROUP BY ALL ORDER BY 1, 2""")
-    n = con.execute("SELECT count(*) FROM _marsad_docs").fetchone()[0]
     for table in ("_marsad_docs", "_marsad_words", "_marsad_stems"):
         con.execute(f"DROP TABLE {table}")
     return n
