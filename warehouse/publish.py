@@ -413,17 +413,20 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
 
 def _row_ranges(con: duckdb.DuckDBPyConnection, table: str, column: str, most: int = 256) -> list[tuple[int, int]]:
     """The runs of row ids in ``table.column``: ids less than a vector (2,048 rows) apart
-    share a run; when that makes more than ``most`` runs, ids in the same row group do."""
+    share a run; when that makes more than ``most`` runs, ids in the same row group do.
+    (The ids, a few thousand integers, are grouped here: a window over them in SQL is one
+    task that cost up to 0.2 s of CPU at 10k.)"""
+    ids = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY 1").fetchall()]
     for gap in (VECTOR, ROW_GROUP):
-        ranges = con.execute(f"""
-            SELECT min(r), max(r) FROM (
-                SELECT r, count(*) FILTER (r - prev > {gap}) OVER (ORDER BY r) AS run
-                FROM (SELECT {column} AS r, lag({column}) OVER (ORDER BY {column}) AS prev
-                      FROM {table} WHERE {column} IS NOT NULL))
-            GROUP BY run ORDER BY 1""").fetchall()
+        ranges = []
+        for r in ids:
+            if ranges and r - ranges[-1][1] <= gap:
+                ranges[-1][1] = r
+            else:
+                ranges.append([r, r])
         if len(ranges) <= most:
             break
-    return ranges
+    return [tuple(r) for r in ranges]
 
 
 def _fingerprint(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list) -> tuple[int, int]:

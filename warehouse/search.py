@@ -134,8 +134,13 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: s
     # The postings of a replaced article stay (deleting them would read every posting) and
     # its old docid is listed in search_gone, which queries skip; a full build drops both.
     # New docids start after every docid ever given (a gone one reused would be skipped).
-    con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id)")
-    con.execute(f"DELETE FROM {p}search_docs WHERE article_id IN (SELECT article_id FROM {changed})")
+    # One read of search_docs' article ids (a million strings at 1M) finds the replaced rows;
+    # they are deleted by row id, not by a second such read.
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_gone AS
+        SELECT rowid AS rid, docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id)""")
+    con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM _marsad_gone")
+    con.execute(f"DELETE FROM {p}search_docs WHERE rowid IN (SELECT rid FROM _marsad_gone)")
+    con.execute("DROP TABLE _marsad_gone")
     return _index(con, p, f"""
         SELECT (SELECT coalesce(max(docid), 0) FROM (SELECT docid FROM {p}search_docs UNION ALL SELECT docid FROM {p}search_gone))
                + row_number() OVER (ORDER BY article_id) AS docid,
