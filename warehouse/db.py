@@ -17,6 +17,9 @@ from typing import Iterator
 import duckdb
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# DuckDB's storage units: rows per row group (its unit of a checkpoint's rewrite and of
+# parallel scanning) and per vector (the smallest block a bounded read fetches).
+ROW_GROUP, VECTOR = 122_880, 2_048
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

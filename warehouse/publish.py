@@ -59,13 +59,13 @@ from typing import Sequence
 import duckdb
 
 from warehouse import db
+from warehouse.db import ROW_GROUP, VECTOR
 from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts, update_index
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
 ALIAS = "marsad_publish"
 # Tables only the read copy has (not compared with the primary).
 COPY_ONLY = {"publish_info", "article_search", *INDEX_TABLES}
-ROW_GROUP, VECTOR = 122_880, 2_048  # DuckDB's rows per row group, per vector
 
 
 def read_copy_path(warehouse: str | Path) -> Path:

@@ -37,13 +37,13 @@ from pathlib import Path
 import duckdb
 
 from sources.normalize import fold
+from warehouse.db import ROW_GROUP
 
 STEMMER = "porter"
 # Changes whenever the index tables or macros change: a read copy with another version is rebuilt whole.
 INDEX_VERSION = 4  # 4: publish_info holds what the copy was synced to (warehouse.publish)
 BM25_K1, BM25_B = 1.2, 0.75
 INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
-ROW_GROUP = 122_880  # DuckDB's rows per row group: its unit of parallel scanning
 
 # RE2 in DuckDB counts characters, not bytes: \S{3,} is three letters. Each rule is one
 # regexp_replace over the whole text, word by word (a word starts at the text's start or
