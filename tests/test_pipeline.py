@@ -336,6 +336,9 @@ def test_steps_keep_their_older_heap_from_the_collector_and_give_it_back(tmp_pat
     try:
         theirs = gc.get_freeze_count()
         pipeline.load(settings, NOW + timedelta(minutes=6))
-        assert gc.get_freeze_count() == theirs
+        # Left frozen: an unfreeze would empty the permanent generation, a freeze of our own would
+        # grow it. It may shrink by a few objects: a frozen object whose last reference the load
+        # drops (a replaced cache entry) is freed by its reference count like any other.
+        assert theirs * 0.9 < gc.get_freeze_count() <= theirs
     finally:
         gc.unfreeze()
