@@ -173,15 +173,30 @@ def _password(home: Path) -> str | None:
         return None
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """Stop standalone and everything it started: SIGINT to the group, then SIGKILL."""
+def stop_group(proc: subprocess.Popen, grace: float = 30.0, settle: float = 5.0) -> None:
+    """Stop standalone and everything it started: SIGINT to the group, then SIGTERM, then SIGKILL.
+
+    Standalone exits once every component has and every pipe they shared is closed. The
+    api-server, triggerer and dag-processor stop on SIGINT within seconds; the scheduler
+    (LocalExecutor) keeps scheduling through SIGINT and standalone's own SIGTERM, and its task
+    workers ignore both, so waiting for standalone took the whole ``grace`` on every stop. The
+    wait now ends at ``grace`` or as soon as none of the leader's live children has exited for
+    ``settle`` seconds (those left are not stopping on SIGINT), then SIGTERM and SIGKILL as
+    before. A leader without children (the listener) gets the whole grace."""
     if proc.poll() is not None:
         _kill_group(proc.pid, signal.SIGKILL)
         return
     _kill_group(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
+    until = time.monotonic() + grace
+    alive, changed = set(_live_children(proc.pid)), time.monotonic()
+    while proc.poll() is None and time.monotonic() < until:
+        time.sleep(0.2)
+        now = set(_live_children(proc.pid))
+        if now != alive:
+            alive, changed = now, time.monotonic()
+        elif alive and time.monotonic() - changed >= settle:
+            break
+    if proc.poll() is None:
         _kill_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=5)
@@ -191,6 +206,21 @@ def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
     time.sleep(0.5)
     _kill_group(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _live_children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` and that have not exited (zombies left out)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            state, ppid = (p / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == pid and state not in ("Z", "X"):
+            out.append(int(p.name))
+    return out
 
 
 def _kill_group(pgid: int, sig: int) -> None:
