@@ -413,3 +413,59 @@ def test_the_cli_reads_back_what_a_running_make_run_resolved_and_says_which_edit
     res = subprocess.run([*MARSAD, "config", "show"], capture_output=True, text=True, env=other_shell, timeout=120)
     assert "make run: none running" in res.stdout and "using the settings" not in res.stderr
     assert f"{tmp_path}/new.duckdb" in res.stdout and str(feeds) not in res.stdout
+
+
+# A leader that stops like airflow standalone: on SIGINT it waits for its children, one of which
+# (like the LocalExecutor scheduler and its workers) ignores SIGINT and SIGTERM; the other (like
+# the api-server) exits on SIGINT. It writes what it received to a file.
+_STANDALONE_LIKE = r"""
+import signal, subprocess, sys, time
+log = sys.argv[1]
+stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                             "signal.signal(signal.SIGTERM, signal.SIG_IGN); open(%r, 'a').write('stubborn up\\n'); time.sleep(3600)" % log])
+polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    open(log, "a").write("leader got SIGINT\n")
+    polite.wait()
+    stubborn.wait()
+"""
+
+
+def test_stop_group_does_not_wait_out_its_grace_for_children_that_ignore_sigint(tmp_path):
+    """make run's Ctrl-C and every Airflow test stop standalone with stop_group: the wait ends
+    once the children left stop exiting (not after the whole grace), and nothing of the group
+    survives; a leader without children gets its grace to exit by itself."""
+    import threading
+    import time
+
+    from conftest import processes_with
+    from marsad.airflow_env import stop_group
+
+    log = tmp_path / "signals.log"
+    marker = f"stop-group-test-{tmp_path.name}"
+    proc = subprocess.Popen([sys.executable, "-c", _STANDALONE_LIKE, str(log)], start_new_session=True,
+                            env={**os.environ, "MARSAD_TEST_MARKER": marker})
+    until = time.monotonic() + 60
+    while "stubborn up" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < until and proc.poll() is None
+        time.sleep(0.1)
+    done = threading.Thread(target=stop_group, args=(proc,), kwargs={"grace": 3600}, daemon=True)
+    done.start()
+    done.join(120)  # a hang guard, not a timing: the grace alone is an hour
+    assert not done.is_alive(), "stop_group waited out its grace for a child that ignores SIGINT"
+    assert "leader got SIGINT" in log.read_text()
+    assert proc.returncode is not None
+    until = time.monotonic() + 10  # SIGKILLed children take a moment to be gone from /proc
+    while processes_with(marker) and time.monotonic() < until:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
+
+    # No children: the leader exits by itself on SIGINT, with its own exit code.
+    lone = subprocess.Popen([sys.executable, "-c", "import sys, time\ntry:\n    time.sleep(3600)\nexcept KeyboardInterrupt:\n    time.sleep(1); sys.exit(3)"],
+                            start_new_session=True)
+    time.sleep(1)
+    stop_group(lone, grace=60)
+    assert lone.returncode == 3
