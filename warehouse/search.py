@@ -189,21 +189,26 @@ def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
     split = " UNION ALL ".join(
         f"SELECT docid, {words} FROM _marsad_docs" + (f" WHERE rowid % {parts} = {i}" if parts > 1 else "")
         for i in range(parts))
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_words AS
-        SELECT docid, word, count(*)::INTEGER AS tf FROM ({split}) WHERE word <> '' GROUP BY ALL""")
+    # One row per word occurrence (not grouped by document and word: grouping 700k strings cost
+    # more than the join below, which then groups integers). Each distinct word is stemmed
+    # once, and mapped to its termid once (_marsad_terms); a posting's tf is the number of its
+    # document's words with that term, a document's len the number of its words.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _marsad_words AS SELECT docid, word FROM ({split}) WHERE word <> ''")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_stems AS
         SELECT word, stem(word, '{STEMMER}') AS term FROM (SELECT DISTINCT word FROM _marsad_words)""")
     con.execute(f"""INSERT INTO {p}search_dict
         SELECT term, ((SELECT coalesce(max(termid), 0) FROM {p}search_dict) + row_number() OVER (ORDER BY term))::INTEGER
         FROM (SELECT DISTINCT term FROM _marsad_stems) ANTI JOIN {p}search_dict USING (term)""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_terms AS
+        SELECT s.word, t.termid FROM _marsad_stems s JOIN {p}search_dict t USING (term)""")
     con.execute(f"""INSERT INTO {p}search_docs
         SELECT d.docid, d.article_id, coalesce(w.len, 0)::INTEGER
-        FROM _marsad_docs d LEFT JOIN (SELECT docid, sum(tf) AS len FROM _marsad_words GROUP BY docid) w USING (docid)""")
+        FROM _marsad_docs d LEFT JOIN (SELECT docid, count(*) AS len FROM _marsad_words GROUP BY docid) w USING (docid)""")
     con.execute(f"""INSERT INTO {p}search_postings
-        SELECT t.termid, w.docid, sum(w.tf)::INTEGER
-        FROM _marsad_words w JOIN _marsad_stems s USING (word) JOIN {p}search_dict t USING (term)
+        SELECT t.termid, w.docid, count(*)::INTEGER
+        FROM _marsad_words w JOIN _marsad_terms t USING (word)
         GROUP BY ALL ORDER BY 1, 2""")
-    for table in ("_marsad_docs", "_marsad_words", "_marsad_stems"):
+    for table in ("_marsad_docs", "_marsad_words", "_marsad_stems", "_marsad_terms"):
         con.execute(f"DROP TABLE {table}")
     return n
 
