@@ -1,5 +1,6 @@
 """The search index of our own (warehouse.search) ranks exactly as DuckDB's fts index does on the
-same text: same articles, same BM25 scores, for Arabic and English queries."""
+same text: same articles, same BM25 scores, for Arabic and English queries; and the index's
+short-cut split (index_words) gives the words of the whole path for every text we hold."""
 import json
 
 import duckdb
