@@ -64,6 +64,31 @@ INDEX_TABLES = ("search_dict", "search_docs", "search_postings", "search_gone")
 # for 10k texts; the same lists for 114k texts: a tenth of the bench's 1M, titles, the texts of
 # tests/fixtures, and tabs, no-break spaces, marks, digits and empty texts).
 TOKENIZE = r"string_split(regexp_replace(lower(strip_accents(CAST({} AS VARCHAR))), '[^\p{{L}}\p{{N}}]+', ' ', 'g'), ' ')"
+# The index side's words of a folded text (before stemming, ``index_words``): TOKENIZE of marsad_index_text,
+# with the passes that cannot change a text skipped where they provably do not (a cycle's
+# splitting is most of a publish's CPU: ~60 us an article, 0.48 -> 0.24 s of CPU for the
+# bench's 10k texts on one thread). A folded text (sources.normalize.fold) is words of letters
+# and digits joined by single spaces, so for most texts every character is in ``PLAIN``:
+# ASCII lower-case letters, digits, the space, and the Arabic letters that have no
+# decomposition and no case. On such a text lower() and strip_accents() change nothing and
+# the non-letter replacement only turns runs of spaces into one, which splitting on ' '
+# and dropping empty words undoes; marsad_index_text only removes and repeats letters and
+# adds spaces, so its output stays in ``PLAIN``. A text of ASCII letters, digits and spaces
+# alone holds no Arabic letter for the clitic rules to match, so marsad_index_text leaves
+# it as it is. Every other text (and NULL) takes the whole path. Equal lists for every
+# character of PLAIN and every pair of them, and for the texts of the bench, tests/fixtures
+# and ../shared's captures: tests/test_search.py.
+PLAIN = r"a-z0-9 \x{0621}\x{0627}-\x{063A}\x{0641}-\x{064A}"
+
+
+def index_words(col: str) -> str:
+    """SQL: the list of words (before stemming; empty ones to be dropped) that the index
+    takes from the folded text ``col``: TOKENIZE of marsad_index_text, short-cut (see PLAIN)."""
+    return (f"CASE WHEN regexp_full_match({col}, '[a-z0-9 ]*') THEN string_split({col}, ' ') "
+            f"WHEN regexp_full_match({col}, '[{PLAIN}]*') THEN string_split(marsad_index_text({col}), ' ') "
+            f"ELSE {TOKENIZE.format(f'marsad_index_text({col})')} END")
+
+
 LIGHT_MACROS = [
     r"""CREATE OR REPLACE MACRO marsad_light(t) AS
         regexp_replace(regexp_replace(t, '(^| )و(\S{3,})', '\1\2', 'g'), '(^| )(ال|بال|كال|فال|لل)(\S{2,})', '\1\3', 'g')""",
@@ -160,25 +185,30 @@ def _index(con: duckdb.DuckDBPyConnection, p: str, docs: str) -> int:
     n = con.execute("SELECT count(*) FROM _marsad_docs").fetchone()[0]
     threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
     parts = max(1, threads) if n < ROW_GROUP else 1
-    words = f"unnest({TOKENIZE.format('marsad_index_text(text_folded)')}) AS word"
+    words = f"unnest({index_words('text_folded')}) AS word"
     split = " UNION ALL ".join(
         f"SELECT docid, {words} FROM _marsad_docs" + (f" WHERE rowid % {parts} = {i}" if parts > 1 else "")
         for i in range(parts))
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_words AS
-        SELECT docid, word, count(*)::INTEGER AS tf FROM ({split}) WHERE word <> '' GROUP BY ALL""")
+    # One row per word occurrence (not grouped by document and word: grouping 700k strings cost
+    # more than the join below, which then groups integers). Each distinct word is stemmed
+    # once, and mapped to its termid once (_marsad_terms); a posting's tf is the number of its
+    # document's words with that term, a document's len the number of its words.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _marsad_words AS SELECT docid, word FROM ({split}) WHERE word <> ''")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_stems AS
         SELECT word, stem(word, '{STEMMER}') AS term FROM (SELECT DISTINCT word FROM _marsad_words)""")
     con.execute(f"""INSERT INTO {p}search_dict
         SELECT term, ((SELECT coalesce(max(termid), 0) FROM {p}search_dict) + row_number() OVER (ORDER BY term))::INTEGER
         FROM (SELECT DISTINCT term FROM _marsad_stems) ANTI JOIN {p}search_dict USING (term)""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_terms AS
+        SELECT s.word, t.termid FROM _marsad_stems s JOIN {p}search_dict t USING (term)""")
     con.execute(f"""INSERT INTO {p}search_docs
         SELECT d.docid, d.article_id, coalesce(w.len, 0)::INTEGER
-        FROM _marsad_docs d LEFT JOIN (SELECT docid, sum(tf) AS len FROM _marsad_words GROUP BY docid) w USING (docid)""")
+        FROM _marsad_docs d LEFT JOIN (SELECT docid, count(*) AS len FROM _marsad_words GROUP BY docid) w USING (docid)""")
     con.execute(f"""INSERT INTO {p}search_postings
-        SELECT t.termid, w.docid, sum(w.tf)::INTEGER
-        FROM _marsad_words w JOIN _marsad_stems s USING (word) JOIN {p}search_dict t USING (term)
+        SELECT t.termid, w.docid, count(*)::INTEGER
+        FROM _marsad_words w JOIN _marsad_terms t USING (word)
         GROUP BY ALL ORDER BY 1, 2""")
-    for table in ("_marsad_docs", "_marsad_words", "_marsad_stems"):
+    for table in ("_marsad_docs", "_marsad_words", "_marsad_stems", "_marsad_terms"):
         con.execute(f"DROP TABLE {table}")
     return n
 
