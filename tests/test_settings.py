@@ -438,14 +438,16 @@ def test_stop_group_does_not_wait_out_its_grace_for_children_that_ignore_sigint(
     """make run's Ctrl-C and every Airflow test stop standalone with stop_group: the wait ends
     once the children left stop exiting (not after the whole grace), and nothing of the group
     survives; a leader without children gets its grace to exit by itself."""
+    import signal
     import threading
     import time
+    import uuid
 
     from conftest import processes_with
     from marsad.airflow_env import stop_group
 
     log = tmp_path / "signals.log"
-    marker = f"stop-group-test-{tmp_path.name}"
+    marker = f"stop-group-test-{uuid.uuid4()}"  # this run's processes only
     proc = subprocess.Popen([sys.executable, "-c", _STANDALONE_LIKE, str(log)], start_new_session=True,
                             env={**os.environ, "MARSAD_TEST_MARKER": marker})
     until = time.monotonic() + 60
@@ -455,6 +457,8 @@ def test_stop_group_does_not_wait_out_its_grace_for_children_that_ignore_sigint(
     done = threading.Thread(target=stop_group, args=(proc,), kwargs={"grace": 3600}, daemon=True)
     done.start()
     done.join(120)  # a hang guard, not a timing: the grace alone is an hour
+    if done.is_alive():
+        os.killpg(proc.pid, signal.SIGKILL)  # leave nothing behind for later runs
     assert not done.is_alive(), "stop_group waited out its grace for a child that ignores SIGINT"
     assert "leader got SIGINT" in log.read_text()
     assert proc.returncode is not None
