@@ -181,10 +181,10 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
     if not target.exists():
         raise _NeedFull("no read copy yet")
     con = db.open_db(warehouse, read_only=True)
+    flushing = None  # set before the try: its finally reads it whatever fails first
     try:
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
-        flushing = None
         how, rates, flushing = _attach_base(con, source, target, work)
         changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
