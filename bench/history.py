@@ -51,6 +51,7 @@ def _text(n_words: int, salt: int) -> str:
 def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> None:
     """A warehouse at ``path`` holding ``n`` articles of the year before ``now``."""
     from warehouse import db
+    from warehouse.load import id_key_sql
 
     with db.connect(path) as con:
         con.execute(
@@ -66,7 +67,8 @@ def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> Non
             f"""INSERT INTO articles
                 SELECT article_id, 'bench-' || (i % $src), guid, url, url, title, summary,
                        CASE WHEN i % 2 = 1 THEN 'ar' ELSE 'en' END, pub, NULL, pub + INTERVAL 5 MINUTE,
-                       lower(title), lower(title || ' ' || summary), md5(title || summary), pub + INTERVAL 5 MINUTE
+                       lower(title), lower(title || ' ' || summary), md5(title || summary), pub + INTERVAL 5 MINUTE,
+                       {id_key_sql()}
                 FROM (SELECT i, md5('hist-' || i) AS article_id, 'hist-' || i AS guid,
                              'https://bench' || (i % $src) || '.example/hist-' || i AS url,
                              {_text(10, 1)} || ' ' || i AS title, {_text(45, 2)} AS summary,

@@ -231,7 +231,8 @@ with db.connect(Path(d) / "wh.duckdb") as con:
         -- distinct texts of eight pseudo-random words; every 5th report copies the one before
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
-        md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-01-01' FROM range(?) t(i)''', [n])
+        md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-01-01',
+        CAST('0x' || left(md5('a' || i), 16) AS UBIGINT) FROM range(?) t(i)''', [n])
     con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
     con.execute("CHECKPOINT")
     con.close()  # DuckDB's buffers from building the data are not the assignment's memory
@@ -297,7 +298,7 @@ def bench_rules(n_events: int) -> list[Row]:
             )
             con.execute(
                 """INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, NULL, NULL, 't', '', 'en', first_report_at, NULL,
-                          first_report_at, '', '', md5(CAST(i AS VARCHAR)), first_report_at
+                          first_report_at, '', '', md5(CAST(i AS VARCHAR)), first_report_at, CAST('0x' || left(md5('a' || i), 16) AS UBIGINT)
                    FROM (SELECT i, TIMESTAMPTZ '2024-01-01' + to_seconds(i * (730 * 86400 // ?)) AS first_report_at FROM range(?) t(i))""",
                 [n_events, n_events],
             )

@@ -350,9 +350,9 @@ def test_an_unsketched_member_pending_under_another_indicator_is_sketched_before
     with db.connect(tmp_path / "wh.duckdb") as con:
         con.execute("""INSERT INTO articles SELECT * FROM (VALUES
             ('a1', 's1', 'g1', 'https://a.example/1', 'https://a.example/1', 't', '', 'en', TIMESTAMPTZ '2026-03-01 10:00', NULL,
-             TIMESTAMPTZ '2026-03-01 10:00', 't', ?, 'h1', TIMESTAMPTZ '2026-03-01 10:00'),
+             TIMESTAMPTZ '2026-03-01 10:00', 't', ?, 'h1', TIMESTAMPTZ '2026-03-01 10:00', NULL),
             ('a2', 's2', 'g2', 'https://b.example/2', 'https://b.example/2', 't', '', 'en', TIMESTAMPTZ '2026-03-01 12:00', NULL,
-             TIMESTAMPTZ '2026-03-01 12:00', 't', ?, 'h2', TIMESTAMPTZ '2026-03-01 12:00'))""", [text, copy])
+             TIMESTAMPTZ '2026-03-01 12:00', 't', ?, 'h2', TIMESTAMPTZ '2026-03-01 12:00', NULL))""", [text, copy])
         con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) VALUES
             ('a1', 'militia_attack_us_forces', 0, '[]', '[]'), ('a1', 'iran_strike_us_forces', 0, '[]', '[]'),
             ('a2', 'militia_attack_us_forces', 0, '[]', '[]')""")
