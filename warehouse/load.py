@@ -215,14 +215,17 @@ def load_articles(con: duckdb.DuckDBPyConnection, files: list[str | Path]) -> tu
             "SELECT a.rowid FROM articles a SEMI JOIN (SELECT DISTINCT id_key FROM _marsad_staged) k USING (id_key) ORDER BY 1").fetchall()]
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_known AS
                         SELECT rid, article_id FROM ({_rows_in_runs(candidates)}) SEMI JOIN _marsad_staged USING (article_id)""")
-        corrected = [
+        # Corrections: the known rows only, bounded by their first and last row id (DuckDB skips
+        # the row groups outside a BETWEEN on rowid; a list of row ids alone it reads whole).
+        lo, hi = con.execute("SELECT min(rid), max(rid) FROM _marsad_known").fetchone()
+        corrected = [] if lo is None else [
             r[0]
             for r in con.execute(
                 f"""UPDATE articles SET {sets}, classified_at = NULL
                     FROM _marsad_staged s, _marsad_known k
-                    WHERE articles.rowid IN (SELECT rid FROM _marsad_known) AND articles.rowid = k.rid
+                    WHERE articles.rowid BETWEEN ? AND ? AND articles.rowid IN (SELECT rid FROM _marsad_known) AND articles.rowid = k.rid
                       AND k.article_id = s.article_id AND articles.content_hash <> s.content_hash
-                    RETURNING articles.article_id"""
+                    RETURNING articles.article_id""", [lo, hi]
             ).fetchall()
         ]
         new = con.execute(
