@@ -202,14 +202,15 @@ def bench_publish(sizes: list[int], ducklake_at: int | None = None) -> list[Row]
                 first += CYCLE_NEW
                 rep = publish(primary, copy)
                 times.append(rep.total_s)
-                reasons.append(f"{rep.reason} {rep.total_s:.2f} s (delta {rep.copy_s:.2f}, index {rep.index_s:.2f})")
+                reasons.append(f"{rep.reason} {rep.total_s:.2f} s (delta {rep.copy_s:.2f}, index {rep.index_s:.2f}; "
+                               f"then the next base {rep.prepare_s:.2f})")
                 con = open_read_copy(copy)
                 fresh.append(len(search(con, tag)) == 1)
                 con.close()
                 cmp = publish(primary, cmp_copy, compare_all=True)
                 cmp_times.append(cmp.total_s)
                 cmp_reasons.append(f"{cmp.reason} {cmp.total_s:.2f} s (delta {cmp.copy_s:.2f}, index {cmp.index_s:.2f})")
-            # a reader holding the previous generation: the publish copies the read copy's file instead
+            # no spare (the first publish, or after a publisher was killed): the publish copies the read copy's file
             tag = _cycle(primary, first, CYCLES)
             first += CYCLE_NEW
             spare_path(copy).unlink()
@@ -220,7 +221,9 @@ def bench_publish(sizes: list[int], ducklake_at: int | None = None) -> list[Row]
                             round(per_cycle, 3), round(baseline_s, 2), "s", round(per_cycle / baseline_s, 4), "<= 2 s at 1M",
                             per_cycle <= 2.0 if n >= 1_000_000 else None,
                             f"baseline: the full publish Marsad had (COPY FROM DATABASE + whole fts index) at the same size, once; "
-                            f"median of {CYCLES} cycles: {'; '.join(reasons)}; when a reader holds the previous generation "
+                            f"per cycle: until the new copy is live (readers open it), not the copy of the next base made "
+                            f"after the swap (in parentheses, 'then the next base'); "
+                            f"median of {CYCLES} cycles: {'; '.join(reasons)}; with no spare "
                             f"(file copy then delta): {held.total_s:.2f} s; new full publish (--full) {full.total_s:.1f} s; "
                             f"primary built in {build_s:.0f} s, {_mb(primary)} MB; read copy {_mb(copy)} MB + spare {_mb(spare_path(copy))} MB "
                             f"(today's copy {today_mb} MB)"))

@@ -3,6 +3,8 @@ corrected, re-classified and removed rows, the copy equals a full publish; a rea
 a copy never blocks a publish and keeps reading; a migration forces a full publish."""
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -128,7 +130,9 @@ def test_incremental_publish_equals_a_full_publish(primary, tmp_path):
         publish(primary, full, full=True)
         assert _contents(copy) == _contents(full), f"cycle {k}"
     assert all(m == "incremental" and r.endswith("watermark") for m, r in modes), modes
-    assert modes[0][1].startswith("file copy") and modes[1][1].startswith("spare")  # the first spare exists after the second publish
+    # every publish started from the spare the one before it prepared (a copy of its read copy,
+    # made after its swap), so none copied the read copy on its own path
+    assert all(r.startswith("spare") for _, r in modes), modes
     con = open_read_copy(copy)
     # an article loaded in this cycle is found after this cycle's publish
     newest = reports[40 + 15 * 3 + 14]
@@ -174,8 +178,8 @@ def test_changes_the_watermark_cannot_see_are_found_by_comparing_everything(prim
         assert (rep.mode, rep.reason.split(", ")[-1]) == ("incremental", "full compare")
         publish(primary, full, full=True)
         assert _contents(copy) == _contents(full), sql
-    # the spare (one generation older) predates the deletion: compared whole once more, then the fast path
-    assert [publish(primary, copy).reason.split(", ")[-1] for _ in range(2)] == ["full compare", "watermark"]
+    # the spare is a copy of the read copy made after the deletion was published: the fast path again
+    assert [publish(primary, copy).reason.split(", ")[-1] for _ in range(2)] == ["watermark", "watermark"]
 
 
 def test_a_reader_holding_a_copy_never_blocks_publishing_and_keeps_reading(primary, tmp_path):
@@ -187,13 +191,15 @@ def test_a_reader_holding_a_copy_never_blocks_publishing_and_keeps_reading(prima
         held = int(reader.stdout.readline())
         reports = _reports()
         reasons = []
-        for k in range(3):  # the held generation becomes the spare: the publish copies the file instead
+        for k in range(3):
             with db.connect(primary) as con:
                 _cycle(con, reports, k)
             rep = publish(primary, copy)
             reasons.append(rep.reason)
-        assert reasons[1].startswith("file copy"), reasons  # the spare of the second publish is the generation the reader holds
-        assert spare_path(copy).exists()
+        # the spare is a file of its own (a copy made after each swap), never the generation a
+        # reader opened: the reader costs no publish a file copy
+        assert all(r.startswith("spare") for r in reasons), reasons
+        assert spare_path(copy).stat().st_ino != copy.stat().st_ino
         reader.stdin.write("\n")
         reader.stdin.flush()
         assert int(reader.stdout.readline()) == held  # the reader's copy is consistent and still readable
@@ -204,6 +210,43 @@ def test_a_reader_holding_a_copy_never_blocks_publishing_and_keeps_reading(prima
     con = open_read_copy(copy)
     assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == held + 3 * 15
     con.close()
+
+
+def test_a_spare_someone_holds_open_is_left_alone_and_the_read_copy_copied(primary, tmp_path):
+    """Nobody should open the hidden spare, but if a process does, DuckDB refuses the publish's
+    read-write attach at once: the publish copies the read copy instead, and prepares a new spare."""
+    copy, full = tmp_path / "read.duckdb", tmp_path / "full.duckdb"
+    publish(primary, copy)
+    held_spare = spare_path(copy)
+    reader = subprocess.Popen([sys.executable, "-c", HOLDER, str(held_spare)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).parent.parent)
+    try:
+        held = int(reader.stdout.readline())
+        with db.connect(primary) as con:
+            _cycle(con, _reports(), 0)
+        rep = publish(primary, copy)
+        assert rep.reason.startswith("file copy"), rep.reason
+        assert spare_path(copy).exists() and rep.prepare_s > 0
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert int(reader.stdout.readline()) == held
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=60)
+    publish(primary, full, full=True)
+    assert _contents(copy) == _contents(full)
+    assert publish(primary, copy).reason.startswith("spare")
+
+
+def test_without_prepare_no_spare_is_left_and_the_next_publish_copies_the_file(primary, tmp_path):
+    copy = tmp_path / "read.duckdb"
+    publish(primary, copy, prepare=False)
+    assert not spare_path(copy).exists()
+    with db.connect(primary) as con:
+        _cycle(con, _reports(), 0)
+    rep = publish(primary, copy)
+    assert rep.reason.startswith("file copy") and rep.prepare_s > 0 and spare_path(copy).exists()
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_a_migration_forces_a_full_publish(primary, tmp_path):
@@ -223,23 +266,27 @@ def test_a_migration_forces_a_full_publish(primary, tmp_path):
 def test_a_copy_from_an_older_version_is_rebuilt(primary, tmp_path):
     copy = tmp_path / "read.duckdb"
     publish(primary, copy)
-    con = duckdb.connect(str(copy))
-    con.execute("ALTER TABLE publish_info DROP COLUMN index_version")
-    con.close()
+    for made_by_the_older_version in (copy, spare_path(copy)):
+        con = duckdb.connect(str(made_by_the_older_version))
+        con.execute("ALTER TABLE publish_info DROP COLUMN index_version")
+        con.close()
     rep = publish(primary, copy)
     assert (rep.mode, rep.reason) == ("full", "the read copy predates incremental publishing")
 
 
 def test_the_base_is_the_cheaper_of_the_spare_and_a_file_copy(primary, tmp_path):
-    """The spare lacks two cycles, the read copy one: with indexing dear and copying cheap
-    (rates as publish_info records them), the publish copies the read copy instead."""
+    """A spare three cycles behind (an older generation put back), the read copy one: with
+    indexing dear and copying cheap (rates as publish_info records them), the publish copies
+    the read copy instead."""
     reports = _reports()
-    copy = tmp_path / "read.duckdb"
+    copy, old = tmp_path / "read.duckdb", tmp_path / "old-spare.duckdb"
     publish(primary, copy)
+    shutil.copyfile(spare_path(copy), old)
     for k in range(2):
         with db.connect(primary) as con:
             _cycle(con, reports, k)
         publish(primary, copy)
+    os.replace(old, spare_path(copy))
     con = duckdb.connect(str(spare_path(copy)))
     con.execute("UPDATE publish_info SET index_s_per_article = 10, copy_bytes_per_s = 1e12")
     con.close()

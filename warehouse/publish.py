@@ -5,17 +5,18 @@ So analysts never open the primary file (``var/marsad.duckdb``). After each load
 evaluation the pipeline publishes ``marsad-read.duckdb`` next to it. The published file is
 never written again: a publish prepares a *new* file and renames it over the read copy.
 
-Incremental (every cycle): the file prepared is the previous generation, kept under a
-hidden name (``.marsad-read.duckdb.spare``) when it was replaced, and brought up to date
-with only what changed since it was made:
+Incremental (every cycle): the file prepared is a copy of the current read copy that the
+previous publish made after its swap (``_prepare_spare``), kept under a hidden name
+(``.marsad-read.duckdb.spare``), and brought up to date with only what changed since:
 
 1. take the spare (a rename: one publisher at a time owns it) and open it read-write, unless
-   a file copy of the current read copy (one cycle newer) is expected to cost less to bring
-   up to date: the articles each lacks (counted from their watermarks, below) at the index
-   rate, plus the file at the copy rate, both as the last publishes measured them
-   (``publish_info``). If a reader still has the spare open, DuckDB refuses at once (it never
-   waits); the publish then copies the read copy's file (never written after it is
-   published, so a plain copy is consistent);
+   a file copy of the current read copy is expected to cost less to bring up to date (when
+   the spare is older than the read copy: one left by an older version, or put back): the
+   articles each lacks (counted from their watermarks, below) at the index rate, plus the
+   file at the copy rate, both as the last publishes measured them (``publish_info``). With
+   no spare (the first publish, or after a publisher was killed), or if some process holds
+   the spare open (DuckDB refuses at once, it never waits), the publish copies the read
+   copy's file (never written after it is published, so a plain copy is consistent);
 2. with the primary open read-only: the copy's ``publish_info`` holds the newest
    ``classified_at`` it was synced to (the watermark) and a fingerprint (count, sum of row
    hashes) of its articles up to it. A load sets ``classified_at`` to its own time on every
@@ -29,8 +30,11 @@ with only what changed since it was made:
    difference of row hashes, in SQL); the search index (``warehouse.search.update_index``)
    is updated for the changed articles only, their texts read from the rows just fetched
    from the primary (not from the whole copy); ``publish_info`` is rewritten;
-3. checkpoint, then hard-link the current read copy as the next spare and ``os.replace``
-   the prepared file over the read copy: one atomic rename.
+3. checkpoint, then ``os.replace`` the prepared file over the read copy: one atomic rename;
+4. after the swap (readers already open the new copy; in a cycle nothing waits for the
+   publish, the last step of the evaluate DAG), copy the new read copy to the spare name
+   and write it to disk: the next publish's base, one cycle behind, without ~1 GB (at 1M
+   articles) copied on its own path. The spare is never a generation a reader opened.
 
 Full (``publish(full=True)``, ``marsad publish --full``, and automatically when there is no
 read copy, when its schema migrations or tables differ from the primary's, e.g. after a
@@ -43,7 +47,7 @@ while it is open) and are never blocked or broken; the next connection they open
 new copy. Since the delta is computed from what the file itself records it holds (not from
 a log of what happened since), any older generation is brought exactly up to date; a copy
 left half-updated by a publisher that was killed is never renamed in (the spare is taken
-by a rename, and a file copy is made afresh).
+by a rename and prepared under a name of its own, and a file copy is made afresh).
 """
 from __future__ import annotations
 
@@ -81,7 +85,7 @@ def read_copy_path(warehouse: str | Path) -> Path:
 
 
 def spare_path(target: Path) -> Path:
-    """The previous generation of the read copy, which the next publish brings up to date."""
+    """The next publish's base: a copy of the read copy made right after it was published."""
     return target.with_name(f".{target.name}.spare")
 
 
@@ -95,6 +99,7 @@ class PublishReport:
     mode: str = "full"  # full | incremental
     reason: str = ""    # why full, or how the incremental base was obtained (spare / file copy)
     changed: int = 0    # articles (re)indexed
+    prepare_s: float = 0.0  # after the swap (not in total_s): the next publish's base, copied and written to disk
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -105,10 +110,11 @@ class _NeedFull(Exception):
 
 
 def publish(warehouse: str | Path, target: str | Path | None = None, full: bool = False,
-            compare_all: bool = False) -> PublishReport:
+            compare_all: bool = False, prepare: bool = True) -> PublishReport:
     """Bring a read copy of ``warehouse`` up to date (incrementally when it can, see the module
     docstring), then swap it in atomically. ``compare_all``: compare every row with the
-    primary instead of trusting the watermark (a check; the bench's baseline)."""
+    primary instead of trusting the watermark (a check; the bench's baseline). ``prepare``:
+    after the swap, make the next publish's base (``_prepare_spare``; ``report.prepare_s``)."""
     warehouse = Path(warehouse)
     target = Path(target or read_copy_path(warehouse))
     work = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
@@ -126,27 +132,41 @@ def publish(warehouse: str | Path, target: str | Path | None = None, full: bool 
         if report is None:
             report = _full(warehouse, work, t0)
             report.reason = reason
-        # The generation being replaced becomes the next spare, under that name only once it
-        # is no longer the read copy (another publisher may take the spare at any moment).
-        spare = spare_path(target)
-        link = spare.with_name(f"{spare.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            os.link(target, link)
-        except OSError:  # no read copy yet, or no hard links here: the next publish copies the file
-            link = None
-        try:
-            os.replace(work, target)
-        except BaseException:
-            if link is not None:
-                link.unlink(missing_ok=True)
-            raise
-        if link is not None:
-            os.replace(link, spare)
+        os.replace(work, target)
         report.path = str(target)
-        report.total_s = round(time.perf_counter() - t0, 3)
+        report.total_s = round(time.perf_counter() - t0, 3)  # the new copy is what readers open from here
+        if prepare:
+            report.prepare_s = _prepare_spare(target)
         return report
     finally:
         _unlink(work)
+
+
+def _prepare_spare(target: Path) -> float:
+    """Copy the read copy just published to the spare name and write it to disk, so that the
+    next publish starts from a base one cycle behind without copying ~1 GB (at 1M articles) on
+    its own path. Done after the swap: the new copy is already what readers open, and in a
+    cycle nothing waits for the publish (the last step of the evaluate DAG and of
+    ``run-once``). The copy gets a name of its own first and the spare name only once it is
+    whole and on disk (a publisher killed mid-way leaves a temporary file, ``_remove_stale``).
+    The published file is never written again, so a plain copy is consistent; and since the
+    spare is a file of its own, never a generation a reader opened, no reader can hold it.
+    Returns the seconds it took (0 when it failed: the next publish copies the file itself)."""
+    t = time.perf_counter()
+    spare = spare_path(target)
+    tmp = spare.with_name(f"{spare.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        shutil.copyfile(target, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, spare)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return 0.0
+    return round(time.perf_counter() - t, 3)
 
 
 def _full(warehouse: Path, work: Path, t0: float) -> PublishReport:
@@ -210,9 +230,10 @@ INDEX_S_PER_ARTICLE, COPY_BYTES_PER_S = 1e-4, 500e6
 
 def _attach_base(con: duckdb.DuckDBPyConnection, source: str, target: Path, work: Path) -> tuple[str, list, threading.Thread | None]:
     """Attach, read-write as ``ALIAS``, the file this publish will bring up to date: the spare
-    (the previous generation) when no reader holds it, it has the primary's schema and
-    bringing it up to date is expected to cost less than a file copy of the read copy (one
-    generation newer) brought up to date; else that file copy. _NeedFull when neither will
+    (a copy of the read copy made after the previous publish, ``_prepare_spare``) when no
+    process holds it, it has the primary's schema and bringing it up to date is expected to
+    cost no more than a file copy of the read copy brought up to date (it costs more only
+    when the spare is older than the read copy); else that file copy. _NeedFull when neither will
     do. Returns how, the rates to keep in publish_info [s per article indexed, bytes
     per s copied], and, for a file copy, the thread writing it to disk (``_flush``)."""
     why = ""
