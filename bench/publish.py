@@ -77,7 +77,7 @@ def _links_sql(first: int, count: int) -> list[str]:
         f"""INSERT INTO article_entities (article_id, gazetteer, entity_id, kind)
             SELECT md5(i::VARCHAR), 'places', 'place-' || ((i + k) % 300), 'city'
             FROM range({first}, {first + count}) r(i), range(3) t(k) WHERE i % 20 = 0""",
-        f"INSERT INTO article_sketches (article_id, minhash) SELECT md5(i::VARCHAR), list_transform(range(128), x -> hash(i, x)) FROM {rng}",
+        f"INSERT INTO article_sketches (article_id, minhash) SELECT md5(i::VARCHAR), list_transform(range(128), x -> hash(i, x) % 4294967296) FROM {rng}",
         f"""INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status, entries, new_articles)
             SELECT 'f' || i, 'src-' || (i % 52), now(), now(), 'ok', 50, 5 FROM range({first}, {first + count}) r(i) WHERE i % 10 = 0""",
     ]

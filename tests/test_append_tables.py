@@ -39,8 +39,9 @@ def test_a_warehouse_of_the_previous_schema_keeps_every_row_and_a_double_load_st
         con.execute("INSERT INTO events VALUES ('e0', 'ind', ?, ?, 'drone attack', ?)", [T1, T1, T1])
         con.execute("INSERT INTO event_articles VALUES ('e0', 'a0', 'first'), ('e0', 'a1', 'same_place')")
         con.execute("INSERT INTO article_entities VALUES ('a0', 'places', 'base', 'us_base', 'target'), ('a1', 'actors', 'm', 'militia', NULL)")
-        con.execute("INSERT INTO article_sketches SELECT 'a' || i, list_transform(range(128), k -> hash(i, k))::UBIGINT[] FROM range(2) t(i)")
+        con.execute("INSERT INTO article_sketches SELECT 'a' || i, list_transform(range(128), k -> hash(i, k) % 4294967296)::UBIGINT[] FROM range(2) t(i)")  # 32-bit, as MinHash values are (warehouse.neardup)
         before = _fingerprints(con)
+        sums = con.execute("SELECT list_sum(minhash) FROM article_sketches ORDER BY article_id").fetchall()
         views = {v: con.execute(f"SELECT count(*) FROM {v}").fetchone()[0] for v in ("events_v", "counted_events", "event_corroboration")}
         assert db.migrate(con)[0] == 18  # and the later ones
         assert _fingerprints(con) == before
@@ -48,6 +49,10 @@ def test_a_warehouse_of_the_previous_schema_keeps_every_row_and_a_double_load_st
         assert con.execute(f"""SELECT count(*) FROM duckdb_constraints() WHERE list_contains({list(APPEND)}, table_name)
                                AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')""").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM duckdb_indexes() WHERE table_name IN ('articles', 'events')").fetchone()[0] == 0
+        # 0028: sketches as fixed arrays of 32-bit values, the same values (the fingerprints above print both types alike)
+        assert con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'article_sketches' "
+                           "AND column_name = 'minhash'").fetchone()[0] == "UINTEGER[128]"
+        assert con.execute("SELECT list_sum(CAST(minhash AS UBIGINT[])) FROM article_sketches ORDER BY article_id").fetchall() == sums
 
     # The same staged files loaded twice (a load retried after it committed) add nothing to any table.
     now = datetime.now(timezone.utc).replace(microsecond=0)

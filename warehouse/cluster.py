@@ -643,7 +643,11 @@ class _Pool:
         n = len(self.members)
         hashvalues = np.asarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
         if self.lsh is None:
-            low = np.add.reduce(self.low[:, :n] == hashvalues[:_LOW].astype(np.uint8)[:, None], axis=0, dtype=np.uint8)
+            # The 0/1 flags are added 8 rows to a 64-bit word (each byte ends at most _LOW < 256: no
+            # carries), over the columns rounded up to a multiple of 8 (the spare ones are cut off).
+            m = (n + 7) & ~7
+            low = np.add.reduce((self.low[:, :m] == hashvalues[:_LOW].astype(np.uint8)[:, None]).view(np.uint64),
+                                axis=0).view(np.uint8)[:n]
             rows = (low >= _LOW_AGREE).nonzero()[0]  # (np.flatnonzero, less its ravel)
             if not len(rows):
                 return rows, _NO_SIMS

@@ -105,8 +105,9 @@ def _strings(param: int) -> str:
 
 def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray, *, checked: bool = False) -> None:
     """Insert ``(article_id, sketch)`` rows (at least one) into ``article_sketches`` (its only writer): the
-    hash values as numpy columns DuckDB scans in place, the ids as one string; no Python
-    object per value (a numpy array of str would cost more than the sketch).
+    hash values as numpy columns DuckDB scans in place, stored as a ``UINTEGER[128]`` (migration
+    0028: MinHash values are 32-bit), the ids as one string; no Python object per value (a
+    numpy array of str would cost more than the sketch).
 
     ``checked``: the caller has just read, in this transaction, that none of these distinct
     ids has a sketch (``_read_reports``), so the stored keys are not matched again (an
@@ -117,7 +118,7 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
     con.register("_marsad_new_sketches", columns)
     try:
         con.execute(f"""INSERT INTO article_sketches (article_id, minhash)
-                        SELECT i.article_id, CAST([{values}] AS UBIGINT[]) FROM _marsad_new_sketches JOIN
+                        SELECT i.article_id, CAST([{values}] AS UINTEGER[{neardup.NUM_PERM}]) FROM _marsad_new_sketches JOIN
                                (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
                                 FROM (SELECT {_strings(1)} AS l)) i USING (r)
                         {"" if checked else "ANTI JOIN article_sketches s USING (article_id)"}""", [_joined(article_ids)])
@@ -148,7 +149,7 @@ def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list
     ).fetchall():
         entities.setdefault(rn, []).append((g, i, k, r))
     got = con.execute(
-        f"""SELECT rn, CAST(unnest(minhash) AS UINTEGER) AS h FROM (
+        f"""SELECT rn, unnest(minhash) AS h FROM (
                 SELECT p.rn, s.minhash FROM _marsad_pending p JOIN {_sketches_of(chunk)} s
                 USING (article_id) WHERE p.rn BETWEEN $1 AND $2 ORDER BY p.rn) s""", params
     ).fetchnumpy()
