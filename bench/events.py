@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from warehouse import db
 from warehouse.events import assign_events
+from warehouse.load import id_key_sql
 history, new = int(sys.argv[1]), int(sys.argv[2])
 d = tempfile.mkdtemp()
 T0 = "TIMESTAMPTZ '2026-01-01'"
@@ -27,7 +28,7 @@ try:
         # history: h0..; five reports an event, already linked, sketched and (one in five) placed
         con.execute(f'''INSERT INTO articles SELECT 'h' || i, 's' || (i % 50), 'gh' || i, 'https://h.example/' || i, 'https://h.example/' || i,
             't' || i, '', 'en', {T0} + to_seconds(i * {STEP}), NULL, {T0} + to_seconds(i * {STEP}), 't' || i, 'old report ' || i,
-            md5('h' || i), {T0}, CAST('0x' || left(md5('h' || i), 16) AS UBIGINT) FROM range(?) t(i)''', [history])
+            md5('h' || i), {T0}, {id_key_sql("'h' || i")} FROM range(?) t(i)''', [history])
         con.execute('''INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
                        SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles''')
         con.execute(f'''INSERT INTO events SELECT 'e' || (i // 5), 'militia_attack_us_forces', min(published_at), min(fetched_at), 't', {T0}
@@ -43,7 +44,7 @@ try:
             't' || i, '', 'en', {T0} + to_seconds((? + i) * {STEP}), NULL, {T0} + to_seconds((? + i) * {STEP}),
             (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (i - (i % 5 = 0)::INT), 8 * (i - (i % 5 = 0)::INT) + 8) r(j)),
             (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (i - (i % 5 = 0)::INT), 8 * (i - (i % 5 = 0)::INT) + 8) r(j)),
-            md5(CAST(i - (i % 5 = 0)::INT AS VARCHAR)), ?, CAST('0x' || left(md5('n' || i), 16) AS UBIGINT) FROM range(?) t(i)''', [history, history, NOW, new])
+            md5(CAST(i - (i % 5 = 0)::INT AS VARCHAR)), ?, {id_key_sql("'n' || i")} FROM range(?) t(i)''', [history, history, NOW, new])
         con.execute('''INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
                        SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles WHERE article_id LIKE 'n%' ''')
         con.execute("CHECKPOINT")

@@ -95,7 +95,7 @@ def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> Non
                FROM range(0, $n, 20) t(i)""", {"n": n})
         con.execute(
             """INSERT INTO article_sketches (article_id, minhash)
-               SELECT md5('hist-' || i), list_transform(range(128), k -> hash(i, k) % 4294967296)::UBIGINT[]  -- MinHash values are 32-bit (warehouse.neardup)
+               SELECT md5('hist-' || i), list_transform(range(128), k -> hash(i, k) % 4294967296)::UINTEGER[128]  -- MinHash values are 32-bit (warehouse.neardup)
                FROM range(0, $n, 20) t(i)""", {"n": n})
         con.execute(
             """INSERT INTO article_entities (article_id, gazetteer, entity_id, kind, role)

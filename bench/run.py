@@ -220,19 +220,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from warehouse import db
 from warehouse.events import assign_events
+from warehouse.load import id_key_sql
 n = int(sys.argv[1])
 d = tempfile.mkdtemp()
 with db.connect(Path(d) / "wh.duckdb") as con:
     # n reports at a steady 500 a day (so 1M reports span 5.5 years: the warehouse grows, the
     # news does not get denser); every 5th is a verbatim copy of the one before (same content hash)
-    con.execute('''INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, 'https://x.example/' || i, 'https://x.example/' || i,
+    con.execute(f'''INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, 'https://x.example/' || i, 'https://x.example/' || i,
         't' || i, '', CASE WHEN i % 2 = 0 THEN 'ar' ELSE 'en' END,
         TIMESTAMPTZ '2026-01-01' + to_seconds(i * (86400 // 500)), NULL, TIMESTAMPTZ '2026-01-01' + to_seconds(i * (86400 // 500)),
         -- distinct texts of eight pseudo-random words; every 5th report copies the one before
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
         md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-01-01',
-        CAST('0x' || left(md5('a' || i), 16) AS UBIGINT) FROM range(?) t(i)''', [n])
+        {id_key_sql("'a' || i")} FROM range(?) t(i)''', [n])
     con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
     con.execute("CHECKPOINT")
     con.close()  # DuckDB's buffers from building the data are not the assignment's memory
@@ -284,6 +285,7 @@ def bench_rules(n_events: int) -> list[Row]:
     """The whole rule pack over a warehouse of n events (and as many reports)."""
     from alerts.evaluate import evaluate
     from warehouse import db
+    from warehouse.load import id_key_sql
 
     with tempfile.TemporaryDirectory() as d:
         s = _settings(Path(d))
@@ -297,8 +299,8 @@ def bench_rules(n_events: int) -> list[Row]:
                 [ids, len(ids), n_events, n_events, n_events],
             )
             con.execute(
-                """INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, NULL, NULL, 't', '', 'en', first_report_at, NULL,
-                          first_report_at, '', '', md5(CAST(i AS VARCHAR)), first_report_at, CAST('0x' || left(md5('a' || i), 16) AS UBIGINT)
+                f"""INSERT INTO articles SELECT 'a' || i, 's' || (i % 50), 'g' || i, NULL, NULL, 't', '', 'en', first_report_at, NULL,
+                          first_report_at, '', '', md5(CAST(i AS VARCHAR)), first_report_at, {id_key_sql("'a' || i")}
                    FROM (SELECT i, TIMESTAMPTZ '2024-01-01' + to_seconds(i * (730 * 86400 // ?)) AS first_report_at FROM range(?) t(i))""",
                 [n_events, n_events],
             )
