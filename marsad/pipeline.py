@@ -35,7 +35,7 @@ from sources.fetch import FetchRequest, FetchResult, fetch_sync, wait_hint
 from sources.parse import Article, FeedError, parse_feed
 from sources.registry import HealthSettings, Registry, feeds_path, load_registry
 from warehouse import db, matches as match_rows, sources as source_rows
-from warehouse.events import assign_events
+from warehouse.events import assign_events, indicators_with_events
 from warehouse.load import bulk_insert, load_articles, unlink_unmatched, write_jsonl_atomic, write_text_atomic
 from warehouse.publish import publish, read_copy_path
 from warehouse.retention import fetch_log_retention, prune_fetch_log
@@ -565,7 +565,7 @@ def queue_digest(settings: Settings, now: datetime | None = None, channel: str |
     channel = channel or defaults.digest_channel or defaults.channel
     classifier = settings.guarded_classifier(guard)
     with db.connect(settings.warehouse) as con:
-        ids = classifier.ids if classifier is not None else [r[0] for r in con.execute("SELECT DISTINCT indicator FROM events ORDER BY 1").fetchall()]
+        ids = classifier.ids if classifier is not None else indicators_with_events(con)
         result = queue(con, now, ids, channel, _indicator_names(settings, guard))
         report_config(con, settings, guard, now)
     return result

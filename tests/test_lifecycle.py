@@ -145,6 +145,32 @@ def test_daily_digest_posts_counts_unhealthy_sources_and_a_chart(con, slack, sin
         "files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
 
 
+def test_daily_digest_counts_stored_events_while_the_indicator_pack_is_broken(con, slack, sink, tmp_path):
+    # No valid indicator pack (and no last good copy): the digest still lists the indicators the
+    # warehouse holds events of, a quiet one with its 0, rather than only the day's.
+    import dataclasses
+
+    from marsad.pipeline import Settings, queue_digest
+
+    add_event(con, "e0", T0 - timedelta(days=3), indicator="us_strike_militia")
+    add_event(con, "e1", T0 + timedelta(hours=20), indicator="militia_attack_us_forces")
+    con.close()
+    broken = tmp_path / "indicators"
+    broken.mkdir()
+    (broken / "militia_attack_us_forces.yaml").write_text("id: [unclosed\n")
+    settings = dataclasses.replace(Settings.from_env(tmp_path / "wh.duckdb"), indicators=broken)
+    assert settings.guarded_classifier(settings.guard()) is None
+    result = queue_digest(settings, T0 + timedelta(hours=23))
+    counts = {k: v["events"] for k, v in result["payload"]["counts"].items()}
+    assert counts == {"militia_attack_us_forces": 1, "us_strike_militia": 0}
+    with db.connect(settings.warehouse) as c:
+        deliver(c, sink)
+    bodies = [str(p.get("blocks")) + str(p.get("text")) for p in slack.posts()]
+    assert any("config error" in b and "militia_attack_us_forces.yaml:2" in b for b in bodies)  # ops hear why
+    (digest,) = [b for b in bodies if "event(s)" in b]
+    assert "militia_attack_us_forces* 1 event(s)" in digest
+
+
 def test_timeout_after_slack_posted_is_recovered_not_reposted(con, slack):
     add_event(con, "e1", T0 + timedelta(hours=1))
     evaluate(con, pack(kind="tripwire"), T0 + timedelta(hours=1))

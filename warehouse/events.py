@@ -81,6 +81,12 @@ def pending_pairs(con: duckdb.DuckDBPyConnection, classified_at: datetime | None
     return sorted(con.execute(sql, params).fetchall())
 
 
+def indicators_with_events(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The indicators some stored event belongs to, sorted (the digest's list when no rule pack
+    can be read)."""
+    return [r[0] for r in con.execute("SELECT DISTINCT indicator FROM events ORDER BY 1").fetchall()]
+
+
 def _span(con: duckdb.DuckDBPyConnection, table: str, first: int, last: int) -> tuple:
     """(min, max) ``published_at`` of the rows numbered ``first..last`` of a staged table
     numbered in that order: a bound on ``articles`` that lets DuckDB skip the blocks of other
@@ -306,7 +312,7 @@ def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators
     if not rows:
         return
     flat = con.execute(
-        f"""SELECT CAST(unnest(minhash) AS UINTEGER) AS h FROM (SELECT s.minhash FROM {members}
+        f"""SELECT unnest(minhash) AS h FROM (SELECT s.minhash FROM {members}
             WHERE {reports} {order})""", params
     ).fetchnumpy()["h"]
     sketches = np.asarray(flat, dtype=neardup._DTYPE).reshape(-1, neardup.NUM_PERM)
