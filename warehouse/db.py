@@ -36,6 +36,18 @@ def json_list(values: list) -> str:
     return json.dumps(values, ensure_ascii=False)
 
 
+def row_runs(rowids: list[int], gap: int) -> list[list[int]]:
+    """Sorted row ids as runs ``[first, last]``: ids at most ``gap`` apart share a run. A scan
+    bounded by ``rowid BETWEEN first AND last`` skips the row groups and vectors outside."""
+    runs: list[list[int]] = []
+    for r in rowids:
+        if runs and r - runs[-1][1] <= gap:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return runs
+
+
 def drop_temp(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
     """Drop temporary tables on the way out (a ``finally``). After an error that aborted the
     transaction DuckDB refuses even that (the rollback drops them), and the error that matters

@@ -16,7 +16,7 @@ from typing import Iterable
 
 import duckdb
 
-from warehouse.db import VARCHARS, drop_temp, json_list
+from warehouse.db import VARCHARS, drop_temp, json_list, row_runs
 
 ARTICLE_COLUMNS = {
     "article_id": "VARCHAR",
@@ -281,12 +281,7 @@ def _runs(rowids: list[int]) -> list[tuple[int, int]]:
     """Sorted row ids as at most ``MAX_RUNS`` runs ``(first, last)`` covering them all: ids
     within ``RUN_GAP`` of each other share a run, and the closest runs are merged beyond
     ``MAX_RUNS`` (each run is a scan of its own)."""
-    runs: list[list[int]] = []
-    for r in rowids:
-        if runs and r - runs[-1][1] <= RUN_GAP:
-            runs[-1][1] = r
-        else:
-            runs.append([r, r])
+    runs = row_runs(rowids, RUN_GAP)
     while len(runs) > MAX_RUNS:
         k = min(range(len(runs) - 1), key=lambda i: runs[i + 1][0] - runs[i][1])
         runs[k:k + 2] = [[runs[k][0], runs[k + 1][1]]]

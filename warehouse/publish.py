@@ -63,7 +63,7 @@ from typing import Sequence
 import duckdb
 
 from warehouse import db
-from warehouse.db import ROW_GROUP, VECTOR
+from warehouse.db import ROW_GROUP, VECTOR, row_runs
 from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts, update_index
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
@@ -451,12 +451,7 @@ def _row_ranges(con: duckdb.DuckDBPyConnection, table: str, column: str, most: i
     task that cost up to 0.2 s of CPU at 10k.)"""
     ids = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY 1").fetchall()]
     for gap in (VECTOR, ROW_GROUP):
-        ranges = []
-        for r in ids:
-            if ranges and r - ranges[-1][1] <= gap:
-                ranges[-1][1] = r
-            else:
-                ranges.append([r, r])
+        ranges = row_runs(ids, gap)
         if len(ranges) <= most:
             break
     return [tuple(r) for r in ranges]
