@@ -6,7 +6,6 @@ and loading the same rows twice changes nothing.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -39,13 +38,8 @@ ARTICLE_COLUMNS = {
 def id_key_sql(column: str = "article_id") -> str:
     """SQL of an article's ``id_key`` (migration 0026): the first 64 bits of the md5 of its id,
     as UBIGINT. md5, not DuckDB's ``hash()``: the stored keys must mean the same to every
-    DuckDB version that opens the file. ``id_key`` in Python computes the same."""
+    DuckDB version that opens the file."""
     return f"CAST('0x' || left(md5({column}), 16) AS UBIGINT)"
-
-
-def id_key(article_id: str) -> int:
-    """``id_key_sql`` in Python."""
-    return int(hashlib.md5(article_id.encode("utf-8")).hexdigest()[:16], 16)
 
 
 def _columns_sql(columns: dict[str, str]) -> str:
