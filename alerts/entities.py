@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from alerts.matching import Gazetteers, TermIndex, parse_term
@@ -20,7 +21,9 @@ from alerts.places import PlaceHierarchy
 from sources.normalize import fold
 from warehouse.load import bulk_insert
 
-ENTITY_COLUMNS = {"article_id": "VARCHAR", "gazetteer": "VARCHAR", "entity_id": "VARCHAR", "kind": "VARCHAR", "role": "VARCHAR"}
+# article_published_at: the article's publication time, carried by every row (migration 0029)
+ENTITY_COLUMNS = {"article_id": "VARCHAR", "gazetteer": "VARCHAR", "entity_id": "VARCHAR", "kind": "VARCHAR", "role": "VARCHAR",
+                  "article_published_at": "TIMESTAMPTZ"}
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,11 @@ class EntityTagger:
         return [(e, roles.get(e.id) if g == "places" else None) for (g, _), e in sorted(entities.items())]
 
 
-def tag_articles(con, tagger: EntityTagger, rows: list[tuple[str, str]]) -> int:
-    """Tag (article_id, text_folded) rows into ``article_entities`` (one set-based insert)."""
+def tag_articles(con, tagger: EntityTagger, rows: list[tuple[str, str, datetime]]) -> int:
+    """Tag (article_id, text_folded, published_at) rows into ``article_entities`` (one set-based insert)."""
     out = [
-        dict(article_id=article_id, gazetteer=e.gazetteer, entity_id=e.id, kind=e.kind, role=role)
-        for article_id, folded in rows
+        dict(article_id=article_id, gazetteer=e.gazetteer, entity_id=e.id, kind=e.kind, role=role, article_published_at=published)
+        for article_id, folded, published in rows
         for e, role in tagger.tag_roles(folded)
     ]
     bulk_insert(con, "article_entities", out, ENTITY_COLUMNS)

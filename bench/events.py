@@ -29,24 +29,24 @@ try:
         con.execute(f'''INSERT INTO articles SELECT 'h' || i, 's' || (i % 50), 'gh' || i, 'https://h.example/' || i, 'https://h.example/' || i,
             't' || i, '', 'en', {T0} + to_seconds(i * {STEP}), NULL, {T0} + to_seconds(i * {STEP}), 't' || i, 'old report ' || i,
             md5('h' || i), {T0}, {id_key_sql("'h' || i")} FROM range(?) t(i)''', [history])
-        con.execute('''INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
-                       SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles''')
+        con.execute('''INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, article_published_at)
+                       SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]', published_at FROM articles''')
         con.execute(f'''INSERT INTO events SELECT 'e' || (i // 5), 'militia_attack_us_forces', min(published_at), min(fetched_at), 't', {T0}
                         FROM (SELECT CAST(substr(article_id, 2) AS BIGINT) AS i, published_at, fetched_at FROM articles) GROUP BY i // 5''')
-        con.execute("INSERT INTO event_articles SELECT 'e' || (CAST(substr(article_id, 2) AS BIGINT) // 5), article_id, 'first' FROM articles")
-        con.execute('''INSERT INTO article_entities (article_id, gazetteer, entity_id, kind, role)
-                       SELECT article_id, 'places', 'site' || (hash(article_id) % 40), 'base', 'target' FROM articles
+        con.execute("INSERT INTO event_articles SELECT 'e' || (CAST(substr(article_id, 2) AS BIGINT) // 5), article_id, 'first', published_at FROM articles")
+        con.execute('''INSERT INTO article_entities (article_id, gazetteer, entity_id, kind, role, article_published_at)
+                       SELECT article_id, 'places', 'site' || (hash(article_id) % 40), 'base', 'target', published_at FROM articles
                        WHERE CAST(substr(article_id, 2) AS BIGINT) % 5 = 0''')
-        con.execute('''INSERT INTO article_sketches SELECT article_id, list_transform(range(128), k -> hash(article_id, k) % 4294967296)
-                       FROM articles''')
+        con.execute('''INSERT INTO article_sketches SELECT article_id, list_transform(range(128), k -> hash(article_id, k) % 4294967296),
+                       published_at FROM articles''')
         # the new reports: published after the history, at the same pace; every 5th a copy of the one before
         con.execute(f'''INSERT INTO articles SELECT 'n' || i, 's' || (i % 50), 'gn' || i, 'https://n.example/' || i, 'https://n.example/' || i,
             't' || i, '', 'en', {T0} + to_seconds((? + i) * {STEP}), NULL, {T0} + to_seconds((? + i) * {STEP}),
             (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (i - (i % 5 = 0)::INT), 8 * (i - (i % 5 = 0)::INT) + 8) r(j)),
             (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (i - (i % 5 = 0)::INT), 8 * (i - (i % 5 = 0)::INT) + 8) r(j)),
             md5(CAST(i - (i % 5 = 0)::INT AS VARCHAR)), ?, {id_key_sql("'n' || i")} FROM range(?) t(i)''', [history, history, NOW, new])
-        con.execute('''INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
-                       SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles WHERE article_id LIKE 'n%' ''')
+        con.execute('''INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, article_published_at)
+                       SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]', published_at FROM articles WHERE article_id LIKE 'n%' ''')
         con.execute("CHECKPOINT")
     with db.connect(Path(d) / "wh.duckdb") as con:
         t = time.perf_counter()

@@ -48,6 +48,11 @@ def _text(n_words: int, salt: int) -> str:
             f"ELSE $en[1 + (hash(i, k, {salt}) % {len(_WORDS_EN)})::INT] END), ' ')")
 
 
+def _pub() -> str:
+    """SQL: the publication time of history row ``i`` (one year before ``$now``, oldest first)."""
+    return "$now - to_microseconds(CAST(($n - i) * (365 * 86400 * 1e6) / $n AS BIGINT))"
+
+
 def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> None:
     """A warehouse at ``path`` holding ``n`` articles of the year before ``now``."""
     from warehouse import db
@@ -72,16 +77,18 @@ def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> Non
                 FROM (SELECT i, md5('hist-' || i) AS article_id, 'hist-' || i AS guid,
                              'https://bench' || (i % $src) || '.example/hist-' || i AS url,
                              {_text(10, 1)} || ' ' || i AS title, {_text(45, 2)} AS summary,
-                             $now - to_microseconds(CAST(($n - i) * (365 * 86400 * 1e6) / $n AS BIGINT)) AS pub
+                             {_pub()} AS pub
                       FROM range($n) t(i))""",
             {"n": n, "now": now, "ar": _WORDS_AR, "en": _WORDS_EN, "src": N_SOURCES},
         )
         # Matched articles: every 20th; events of 4 reports each (consecutive matched rows).
+        # The link rows carry their article's published_at (migration 0029): the history's
+        # times, looked up by id (``_pub`` below).
         con.execute(
-            """INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, frame)
+            f"""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, frame, article_published_at)
                SELECT md5('hist-' || i), $ind[1 + ((i // 20) % len($ind))::INT], 0,
-                      '[{"group": "attack", "text": "drone attack"}]', '["base:ain_al_asad"]', NULL
-               FROM range(0, $n, 20) t(i)""", {"n": n, "ind": indicators})
+                      '[{{"group": "attack", "text": "drone attack"}}]', '["base:ain_al_asad"]', NULL, {_pub()}
+               FROM range(0, $n, 20) t(i)""", {"n": n, "ind": indicators, "now": now})
         con.execute(
             """INSERT INTO events (event_id, indicator, first_report_at, first_seen_at, title, created_at)
                SELECT md5('ev-' || e), any_value(ai.indicator), min(a.published_at), min(a.fetched_at), arg_min(a.title, a.published_at), min(a.fetched_at)
@@ -90,18 +97,19 @@ def build(path: Path, n: int, indicators: list[str], now: datetime = NOW) -> Non
                JOIN article_indicators ai ON ai.article_id = a.article_id
                GROUP BY e""", {"n": n})
         con.execute(
-            """INSERT INTO event_articles (event_id, article_id, how)
-               SELECT md5('ev-' || ((i // 20) // 4)), md5('hist-' || i), CASE WHEN (i // 20) % 4 = 0 THEN 'first' ELSE 'same_place' END
-               FROM range(0, $n, 20) t(i)""", {"n": n})
+            f"""INSERT INTO event_articles (event_id, article_id, how, article_published_at)
+               SELECT md5('ev-' || ((i // 20) // 4)), md5('hist-' || i), CASE WHEN (i // 20) % 4 = 0 THEN 'first' ELSE 'same_place' END, {_pub()}
+               FROM range(0, $n, 20) t(i)""", {"n": n, "now": now})
         con.execute(
-            """INSERT INTO article_sketches (article_id, minhash)
-               SELECT md5('hist-' || i), list_transform(range(128), k -> hash(i, k) % 4294967296)::UINTEGER[128]  -- MinHash values are 32-bit (warehouse.neardup)
-               FROM range(0, $n, 20) t(i)""", {"n": n})
+            f"""INSERT INTO article_sketches (article_id, minhash, article_published_at)
+               SELECT md5('hist-' || i), list_transform(range(128), k -> hash(i, k) % 4294967296)::UINTEGER[128],  -- MinHash values are 32-bit (warehouse.neardup)
+                      {_pub()}
+               FROM range(0, $n, 20) t(i)""", {"n": n, "now": now})
         con.execute(
-            """INSERT INTO article_entities (article_id, gazetteer, entity_id, kind, role)
+            f"""INSERT INTO article_entities (article_id, gazetteer, entity_id, kind, role, article_published_at)
                SELECT md5('hist-' || i), g, g || '-' || (hash(i, g) % 40), CASE g WHEN 'places' THEN 'us_base' WHEN 'actors' THEN 'militia' ELSE 'drone' END,
-                      CASE g WHEN 'places' THEN 'target' END
-               FROM range(0, $n, 20) t(i), (VALUES ('places'), ('actors'), ('weapons')) g(g)""", {"n": n})
+                      CASE g WHEN 'places' THEN 'target' END, {_pub()}
+               FROM range(0, $n, 20) t(i), (VALUES ('places'), ('actors'), ('weapons')) g(g)""", {"n": n, "now": now})
         con.execute("CHECKPOINT")
 
 

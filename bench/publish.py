@@ -68,16 +68,18 @@ def _articles_sql(first: int, count: int, tag: str = "", classified: str = "") -
 def _links_sql(first: int, count: int) -> list[str]:
     rng = f"range({first}, {first + count}) r(i) WHERE i % 20 = 0"
     return [
-        f"INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) SELECT md5(i::VARCHAR), 'ind-' || (i % 7), 1, '[\"x\"]', '[]' FROM {rng}",
+        f"INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, article_published_at) "
+        f"SELECT md5(i::VARCHAR), 'ind-' || (i % 7), 1, '[\"x\"]', '[]', TIMESTAMPTZ '2025-03-01 00:00:00+00' + INTERVAL 30 SECOND * i FROM {rng}",  # the article's published_at (0029)
         f"""INSERT INTO events (event_id, indicator, first_report_at, first_seen_at, title, created_at)
             SELECT 'ev-' || (i // 60), 'ind-' || (i % 7), TIMESTAMPTZ '2025-03-01 00:00:00+00' + INTERVAL 30 SECOND * i,
                    TIMESTAMPTZ '2025-03-01 00:00:00+00' + INTERVAL 30 SECOND * i, 'event ' || i, now()
             FROM range({first}, {first + count}) r(i) WHERE i % 60 = 0""",
-        f"INSERT INTO event_articles (event_id, article_id, how) SELECT 'ev-' || (i // 60), md5(i::VARCHAR), 'first' FROM {rng}",
-        f"""INSERT INTO article_entities (article_id, gazetteer, entity_id, kind)
-            SELECT md5(i::VARCHAR), 'places', 'place-' || ((i + k) % 300), 'city'
+        f"INSERT INTO event_articles (event_id, article_id, how, article_published_at) SELECT 'ev-' || (i // 60), md5(i::VARCHAR), 'first', TIMESTAMPTZ '2025-03-01 00:00:00+00' + INTERVAL 30 SECOND * i FROM {rng}",
+        f"""INSERT INTO article_entities (article_id, gazetteer, entity_id, kind, article_published_at)
+            SELECT md5(i::VARCHAR), 'places', 'place-' || ((i + k) % 300), 'city', TIMESTAMPTZ '2025-03-01 00:00:00+00' + INTERVAL 30 SECOND * i
             FROM range({first}, {first + count}) r(i), range(3) t(k) WHERE i % 20 = 0""",
-        f"INSERT INTO article_sketches (article_id, minhash) SELECT md5(i::VARCHAR), list_transform(range(128), x -> hash(i, x) % 4294967296) FROM {rng}",
+        f"INSERT INTO article_sketches (article_id, minhash, article_published_at) "
+        f"SELECT md5(i::VARCHAR), list_transform(range(128), x -> hash(i, x) % 4294967296), TIMESTAMPTZ '2025-03-01 00:00:00+00' + INTERVAL 30 SECOND * i FROM {rng}",
         f"""INSERT INTO fetch_log (fetch_id, source_id, started_at, finished_at, status, entries, new_articles)
             SELECT 'f' || i, 'src-' || (i % 52), now(), now(), 'ok', 50, 5 FROM range({first}, {first + count}) r(i) WHERE i % 10 = 0""",
     ]

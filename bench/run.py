@@ -234,7 +234,8 @@ with db.connect(Path(d) / "wh.duckdb") as con:
         (SELECT string_agg(substr(md5(CAST(j AS VARCHAR)), 1, 6), ' ') FROM range(8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END), 8 * (CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END) + 8) r(j)),
         md5(CAST(CASE WHEN i % 5 = 0 THEN i - 1 ELSE i END AS VARCHAR)), TIMESTAMPTZ '2026-01-01',
         {id_key_sql("'a' || i")} FROM range(?) t(i)''', [n])
-    con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]' FROM articles")
+    con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, article_published_at) "
+                "SELECT article_id, 'militia_attack_us_forces', 0, '[]', '[]', published_at FROM articles")
     con.execute("CHECKPOINT")
     con.close()  # DuckDB's buffers from building the data are not the assignment's memory
 with db.connect(Path(d) / "wh.duckdb") as con:
@@ -304,7 +305,8 @@ def bench_rules(n_events: int) -> list[Row]:
                    FROM (SELECT i, TIMESTAMPTZ '2024-01-01' + to_seconds(i * (730 * 86400 // ?)) AS first_report_at FROM range(?) t(i))""",
                 [n_events, n_events],
             )
-            con.execute("INSERT INTO event_articles SELECT 'e' || i, 'a' || i, 'first' FROM range(?) t(i)", [n_events])
+            con.execute("INSERT INTO event_articles SELECT 'e' || i, 'a' || i, 'first', TIMESTAMPTZ '2024-01-01' + to_seconds(i * (730 * 86400 // ?)) "
+                        "FROM range(?) t(i)", [n_events, n_events])  # the article's published_at (0029)
             now = datetime(2025, 12, 30, tzinfo=timezone.utc)
             times, queued = [], []
             for k in range(5):  # state changes after the first; later runs are the steady state

@@ -493,8 +493,8 @@ def classify_pending(con, classifier: Classifier, now: datetime) -> tuple[int, i
     if not rows:
         return 0, 0
     matches = [
-        {"article_id": article_id, **m}
-        for article_id, folded, title_folded in rows
+        {"article_id": article_id, **m, "article_published_at": published}
+        for article_id, folded, title_folded, published in rows
         for m in _verdicts(classifier, folded, title_folded)
     ]
     match_rows.insert_verdicts(con, matches, now)

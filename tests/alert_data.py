@@ -24,4 +24,4 @@ def add_event(con, eid: str, t: datetime, indicator: str = "ind", title: str = "
     con.execute("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, fetched_at, "
                 "title_folded, text_folded, content_hash) VALUES (?, 's1', ?, ?, ?, ?, '', ?, ?, ?, '', '', ?)",
                 [eid + "-a", eid, f"https://o.example/{eid}", f"https://o.example/{eid}", title, lang, t, t, eid])
-    con.execute("INSERT INTO event_articles VALUES (?, ?, 'first')", [eid, eid + "-a"])
+    con.execute("INSERT INTO event_articles VALUES (?, ?, 'first', ?)", [eid, eid + "-a", t])

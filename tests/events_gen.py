@@ -106,15 +106,15 @@ def generate(n: int, seed: int = 17, loads: int = 6, per_hour: int = 40) -> tupl
         arts.append(dict(article_id=aid, source_id=f"s{i % 13}", guid=guid, url=url, canonical_url=url, title=text[:40],
                          summary="", lang="ar" if i % 2 else "en", published_at=pub, fetched_at=fetched,
                          title_folded=text, text_folded=text, content_hash=hashlib.md5(text.encode()).hexdigest()))
-        inds.append(dict(article_id=aid, indicator=indicator))
+        inds.append(dict(article_id=aid, indicator=indicator, article_published_at=pub))
         if rng.random() < 0.05:  # also matches the other indicator
-            inds.append(dict(article_id=aid, indicator=INDICATORS[1] if indicator == INDICATORS[0] else INDICATORS[0]))
+            inds.append(dict(article_id=aid, indicator=INDICATORS[1] if indicator == INDICATORS[0] else INDICATORS[0], article_published_at=pub))
         # one row per (gazetteer, id), as the table's key wants
         seen = set()
         for g, e, k, role in sorted(ents_i, key=lambda x: (x[0], x[1], x[3] or "")):
             if (g, e) not in seen:
                 seen.add((g, e))
-                ents.append(dict(article_id=aid, gazetteer=g, entity_id=e, kind=k, role=role))
+                ents.append(dict(article_id=aid, gazetteer=g, entity_id=e, kind=k, role=role, article_published_at=pub))
     last = max(a["fetched_at"] for a in arts)
     first = min(a["fetched_at"] for a in arts)
     times = [first + (last - first) * (k + 1) / loads for k in range(loads)]
@@ -145,7 +145,7 @@ def load_and_assign(db_path: Path, n: int, seed: int = 17, loads: int = 6, per_h
         assert done == set(by_id)
 
 
-_TYPES = {"published_at": "TIMESTAMPTZ", "fetched_at": "TIMESTAMPTZ"}
+_TYPES = {"published_at": "TIMESTAMPTZ", "fetched_at": "TIMESTAMPTZ", "article_published_at": "TIMESTAMPTZ"}
 
 
 def _insert(con, table: str, rows: list[dict]) -> None:

@@ -22,9 +22,10 @@ def _article(con, aid: str, text: str, at: datetime, classified: datetime | None
 
 def _fingerprints(con) -> dict[str, tuple[int, str]]:
     """Per table: rows and an md5 of all of them, in a fixed order (articles' ``id_key``, derived
-    from the id by migration 0026 and the loads, aside)."""
+    from the id by migration 0026 and the loads, and the link rows' ``article_published_at``,
+    copied from the article by migration 0029 and the writers, aside)."""
     return {t: con.execute(f"SELECT count(*), md5(coalesce(string_agg(CAST(x AS VARCHAR), '|' ORDER BY CAST(x AS VARCHAR)), '')) "
-                           f"FROM (SELECT COLUMNS(c -> c <> 'id_key') FROM {t}) x").fetchone()
+                           f"FROM (SELECT COLUMNS(c -> c NOT IN ('id_key', 'article_published_at')) FROM {t}) x").fetchone()
             for t in ALL}
 
 
@@ -88,7 +89,8 @@ def test_the_pending_set_of_a_load_is_the_articles_it_classified(tmp_path):
         _article(con, "stray", "rocket attack on harir base", T1, T1)  # classified earlier, never assigned
         _article(con, "new", "drone attack on ain al asad base again", t2, t2)  # this load's
         _article(con, "quiet", "football results", t2, t2)  # this load's, no match
-        con.execute("INSERT INTO article_indicators (article_id, indicator) VALUES ('old', 'ind'), ('stray', 'ind'), ('new', 'ind'), ('new', 'other')")
+        con.execute("INSERT INTO article_indicators (article_id, indicator, article_published_at) SELECT x.a, x.i, published_at "
+                    "FROM (VALUES ('old', 'ind'), ('stray', 'ind'), ('new', 'ind'), ('new', 'other')) x(a, i) JOIN articles ON article_id = x.a")
         assign_events(con, T1, this_load=True)  # the first load: 'old' and 'stray' (both classified at T1)
         assert pending_pairs(con, T1) == [] and pending_pairs(con) == [("new", "ind"), ("new", "other")]
         con.execute("DELETE FROM event_articles WHERE article_id = 'stray'")  # as an older Marsad could leave it

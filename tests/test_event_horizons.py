@@ -29,8 +29,9 @@ def _article(aid: str, at: datetime, text: str, url: str) -> dict:
 
 def _load(con, articles: list[dict], entities: list[dict], at: datetime) -> None:
     _insert(con, "articles", articles)
-    _insert(con, "article_indicators", [dict(article_id=a["article_id"], indicator=IND) for a in articles])
-    _insert(con, "article_entities", entities)
+    _insert(con, "article_indicators", [dict(article_id=a["article_id"], indicator=IND, article_published_at=a["published_at"]) for a in articles])
+    at_of = {a["article_id"]: a["published_at"] for a in articles}
+    _insert(con, "article_entities", [e | {"article_published_at": at_of[e["article_id"]]} for e in entities])
     assign_events(con, at, hierarchy())
 
 

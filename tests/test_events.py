@@ -353,12 +353,13 @@ def test_an_unsketched_member_pending_under_another_indicator_is_sketched_before
              TIMESTAMPTZ '2026-03-01 10:00', 't', ?, 'h1', TIMESTAMPTZ '2026-03-01 10:00', NULL),
             ('a2', 's2', 'g2', 'https://b.example/2', 'https://b.example/2', 't', '', 'en', TIMESTAMPTZ '2026-03-01 12:00', NULL,
              TIMESTAMPTZ '2026-03-01 12:00', 't', ?, 'h2', TIMESTAMPTZ '2026-03-01 12:00', NULL))""", [text, copy])
-        con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) VALUES
-            ('a1', 'militia_attack_us_forces', 0, '[]', '[]'), ('a1', 'iran_strike_us_forces', 0, '[]', '[]'),
-            ('a2', 'militia_attack_us_forces', 0, '[]', '[]')""")
+        con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, article_published_at) VALUES
+            ('a1', 'militia_attack_us_forces', 0, '[]', '[]', TIMESTAMPTZ '2026-03-01 10:00'),
+            ('a1', 'iran_strike_us_forces', 0, '[]', '[]', TIMESTAMPTZ '2026-03-01 10:00'),
+            ('a2', 'militia_attack_us_forces', 0, '[]', '[]', TIMESTAMPTZ '2026-03-01 12:00')""")
         con.execute("""INSERT INTO events VALUES ('e1', 'militia_attack_us_forces', TIMESTAMPTZ '2026-03-01 10:00',
                        TIMESTAMPTZ '2026-03-01 10:00', 't', TIMESTAMPTZ '2026-03-01 10:00')""")
-        con.execute("INSERT INTO event_articles VALUES ('e1', 'a1', 'first')")
+        con.execute("INSERT INTO event_articles VALUES ('e1', 'a1', 'first', TIMESTAMPTZ '2026-03-01 10:00')")
         assign_events(con, datetime(2026, 3, 2, tzinfo=timezone.utc))
         links = con.execute("SELECT article_id, event_id, how FROM event_articles ea JOIN events e USING (event_id) "
                             "WHERE e.indicator = 'militia_attack_us_forces' ORDER BY article_id").fetchall()

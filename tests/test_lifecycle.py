@@ -185,10 +185,10 @@ def test_timeout_after_slack_posted_is_recovered_not_reposted(con, slack):
 def add_report(con, eid, aid, source, lang, t, title, entities=(), frame=None, indicator="militia_attack_us_forces"):
     con.execute("INSERT INTO articles (article_id, source_id, guid, url, canonical_url, title, summary, lang, published_at, fetched_at, title_folded, text_folded, content_hash) "
                 "VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, '', '', ?)", [aid, source, aid, f"https://{source}.example/{aid}", None, title, lang, t, t, aid])
-    con.execute("INSERT INTO event_articles VALUES (?, ?, ?)", [eid, aid, "first" if aid.endswith("-1") else "same_content"])
-    con.execute("INSERT INTO article_indicators (article_id, indicator, frame) VALUES (?, ?, ?)", [aid, indicator, frame])
+    con.execute("INSERT INTO event_articles VALUES (?, ?, ?, ?)", [eid, aid, "first" if aid.endswith("-1") else "same_content", t])
+    con.execute("INSERT INTO article_indicators (article_id, indicator, frame, article_published_at) VALUES (?, ?, ?, ?)", [aid, indicator, frame, t])
     for gazetteer, entity, kind, role in entities:
-        con.execute("INSERT INTO article_entities VALUES (?, ?, ?, ?, ?)", [aid, gazetteer, entity, kind, role])
+        con.execute("INSERT INTO article_entities VALUES (?, ?, ?, ?, ?, ?)", [aid, gazetteer, entity, kind, role, t])
 
 
 def test_messages_list_events_newest_first_with_place_actor_weapon_and_every_report(con, slack, sink):

@@ -45,13 +45,13 @@ def _add(con, rows) -> None:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     ids = [r[0] for r in rows]
     # every third article matches an indicator and opens an event (link tables grow with it)
-    con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs)
-                   SELECT article_id, 'attack', 1, '[]', '[]' FROM articles WHERE list_contains(?, article_id) AND hash(article_id) % 3 = 0""", [ids])
+    con.execute("""INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, article_published_at)
+                   SELECT article_id, 'attack', 1, '[]', '[]', published_at FROM articles WHERE list_contains(?, article_id) AND hash(article_id) % 3 = 0""", [ids])
     con.execute("""INSERT INTO events (event_id, indicator, first_report_at, first_seen_at, created_at, title)
                    SELECT 'ev-' || article_id, 'attack', published_at, fetched_at, fetched_at, title FROM articles
                    WHERE list_contains(?, article_id) AND hash(article_id) % 3 = 0""", [ids])
-    con.execute("""INSERT INTO event_articles (event_id, article_id, how)
-                   SELECT 'ev-' || article_id, article_id, 'first' FROM articles
+    con.execute("""INSERT INTO event_articles (event_id, article_id, how, article_published_at)
+                   SELECT 'ev-' || article_id, article_id, 'first', published_at FROM articles
                    WHERE list_contains(?, article_id) AND hash(article_id) % 3 = 0""", [ids])
 
 
@@ -65,9 +65,11 @@ def _cycle(con, reports, k: int) -> None:
     late = [r[0] for r in con.execute("SELECT article_id FROM articles WHERE classified_at IS NULL ORDER BY 1").fetchall()]
     con.execute("UPDATE articles SET classified_at = ? WHERE classified_at IS NULL", [now])
     for aid in late:  # classified late: it matches, and joins the oldest event, which it predates
-        con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs) VALUES (?, 'attack', 2, '[]', '[]')", [aid])
+        con.execute("INSERT INTO article_indicators (article_id, indicator, clause, hits, refs, article_published_at) "
+                    "SELECT ?, 'attack', 2, '[]', '[]', published_at FROM articles WHERE article_id = ?", [aid, aid])
         event = con.execute("SELECT min(event_id) FROM events").fetchone()[0]
-        con.execute("INSERT INTO event_articles (event_id, article_id, how) VALUES (?, ?, 'joined')", [event, aid])
+        con.execute("INSERT INTO event_articles (event_id, article_id, how, article_published_at) "
+                    "SELECT ?, ?, 'joined', published_at FROM articles WHERE article_id = ?", [event, aid, aid])
         con.execute("UPDATE events SET first_report_at = first_report_at - INTERVAL 1 DAY, first_seen_at = first_seen_at - INTERVAL 1 DAY "
                     "WHERE event_id = ?", [event])
     start = 40 + 15 * k

@@ -22,7 +22,8 @@ import numpy as np
 from alerts.places import PlaceHierarchy
 from warehouse import db, neardup
 from warehouse.cluster import EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW, Clusterer, Event, Report
-from warehouse.load import append_new_sql, bulk_insert
+from warehouse.load import append_new_sql, bulk_insert, time_bound
+from warehouse.matches import classified_span
 
 log = logging.getLogger("marsad.events")
 
@@ -39,7 +40,7 @@ _REPORT_COLUMNS = """a.article_id, epoch_us(a.published_at), epoch_us(a.fetched_
 CHUNK = 10_000  # reports sketched, or read and held as Report objects, at a time (20k: 530 MB peak at 1M, 10k: 482 MB)
 
 
-def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
+def _pending_sql(classified_at: datetime | None = None, span: tuple | None = None) -> tuple[str, list]:
     """SQL and parameters of the (article, indicator) pairs of ``article_indicators`` not linked
     to an event of that indicator: one definition, two scopes.
 
@@ -47,7 +48,9 @@ def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
       that time. ``marsad.pipeline.load`` classifies (staged verdicts, its own, corrected
       articles again) and assigns in one transaction with one ``now``, so these are all the
       pairs the load made and the only ones that can be waiting: the cost follows the load,
-      not the history (the history's link tables are read for these articles only).
+      not the history (the history's link tables are read for these articles only). ``span``:
+      their (min, max) publication time (``warehouse.matches.classified_span``), which their
+      rows in the link tables carry (migration 0029): only those row groups are read.
     * ``None``: every pair of the whole history, for writers that insert verdicts themselves
       (tests/events_gen.py, the dedupe bench) and for a repair of a warehouse an older Marsad
       left with unassigned pairs (its loads without an indicator pack took staged verdicts
@@ -59,13 +62,18 @@ def _pending_sql(classified_at: datetime | None = None) -> tuple[str, list]:
     # The load's pairs first (a few hundred), then the links of their articles only: the scan
     # of every link's id probes those few ids, not the 10k the load classified (at 2M
     # articles 31-35 ms CPU warm against 45-51 ms when both sides were semi-joined with them).
-    return """WITH mine AS MATERIALIZED (
+    # Both link tables are read in the span of these articles' times (``time_bound``: zone
+    # maps), not whole: their ids are random digests, which no row group's min/max excludes.
+    lo, hi = span
+    return f"""WITH mine AS MATERIALIZED (
                   SELECT ai.article_id, ai.indicator FROM article_indicators ai
-                  SEMI JOIN (SELECT article_id FROM articles WHERE classified_at = ?) a USING (article_id))
+                  SEMI JOIN (SELECT article_id FROM articles WHERE classified_at = ?) a USING (article_id)
+                  WHERE {time_bound(lo, hi, 'ai')})
               SELECT article_id, indicator FROM mine
               ANTI JOIN (SELECT ea.article_id, e.indicator FROM event_articles ea
                          SEMI JOIN (SELECT DISTINCT article_id FROM mine) m USING (article_id)
-                         JOIN events e USING (event_id)) linked
+                         JOIN events e USING (event_id)
+                         WHERE {time_bound(lo, hi, 'ea')}) linked
                    USING (article_id, indicator)""", [classified_at]
 
 
@@ -77,7 +85,7 @@ def _in_load(scope: datetime | None, word: str = "WHERE") -> tuple[str, list]:
 
 def pending_pairs(con: duckdb.DuckDBPyConnection, classified_at: datetime | None = None) -> list[tuple[str, str]]:
     """The pending (article_id, indicator) pairs of ``_pending_sql``, sorted."""
-    sql, params = _pending_sql(classified_at)
+    sql, params = _pending_sql(classified_at, None if classified_at is None else classified_span(con, classified_at))
     return sorted(con.execute(sql, params).fetchall())
 
 
@@ -109,27 +117,38 @@ def _strings(param: int) -> str:
     return f"string_split(${param}, chr(31))"
 
 
-def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray, *, checked: bool = False) -> None:
+def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketches: np.ndarray, published: np.ndarray, *,
+                   checked: bool = False) -> None:
     """Insert ``(article_id, sketch)`` rows (at least one) into ``article_sketches`` (its only writer): the
     hash values as numpy columns DuckDB scans in place, stored as a ``UINTEGER[128]`` (migration
     0028: MinHash values are 32-bit), the ids as one string; no Python object per value (a
-    numpy array of str would cost more than the sketch).
+    numpy array of str would cost more than the sketch). ``published``: each article's
+    ``published_at`` in epoch microseconds (``int64``), stored as ``article_published_at``
+    (migration 0029).
 
     ``checked``: the caller has just read, in this transaction, that none of these distinct
     ids has a sketch (``_read_reports``), so the stored keys are not matched again (an
     anti-join with every stored sketch's id, a scan of the whole history's)."""
-    columns = {"r": np.arange(len(article_ids), dtype=np.int64)}
+    published = np.asarray(published, dtype=np.int64)
+    columns = {"r": np.arange(len(article_ids), dtype=np.int64), "p": published}
     columns.update((f"h{k}", np.ascontiguousarray(sketches[:, k])) for k in range(sketches.shape[1]))
     values = ", ".join(f"h{k}" for k in range(sketches.shape[1]))
+    # an article's sketch is of its time: the stored ones are matched in the span of these
+    stored = f"(SELECT article_id FROM article_sketches WHERE {time_bound(*_us_span(published))})"
     con.register("_marsad_new_sketches", columns)
     try:
-        con.execute(f"""INSERT INTO article_sketches (article_id, minhash)
-                        SELECT i.article_id, CAST([{values}] AS UINTEGER[{neardup.NUM_PERM}]) FROM _marsad_new_sketches JOIN
+        con.execute(f"""INSERT INTO article_sketches (article_id, minhash, article_published_at)
+                        SELECT i.article_id, CAST([{values}] AS UINTEGER[{neardup.NUM_PERM}]), make_timestamptz(p) FROM _marsad_new_sketches JOIN
                                (SELECT unnest(l) AS article_id, generate_subscripts(l, 1) - 1 AS r
                                 FROM (SELECT {_strings(1)} AS l)) i USING (r)
-                        {"" if checked else "ANTI JOIN article_sketches s USING (article_id)"}""", [_joined(article_ids)])
+                        {"" if checked else f"ANTI JOIN {stored} s USING (article_id)"}""", [_joined(article_ids)])
     finally:
         con.unregister("_marsad_new_sketches")
+
+
+def _us_span(us) -> tuple[datetime, datetime]:
+    """(min, max) of epoch microseconds as datetimes (UTC)."""
+    return _EPOCH + timedelta(microseconds=int(np.min(us))), _EPOCH + timedelta(microseconds=int(np.max(us)))
 
 
 def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list[Report]:
@@ -140,9 +159,10 @@ def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list
     (``_sketch_missing``)."""
     params = [first, last]
     src = "_marsad_pending p JOIN articles a USING (article_id)"
+    span = _span(con, "_marsad_pending", first, last)
     rows = con.execute(
         f"SELECT p.rn, p.indicator, {_REPORT_COLUMNS} FROM {src} WHERE p.rn BETWEEN ? AND ? AND a.published_at BETWEEN ? AND ? ORDER BY p.rn",
-        params + list(_span(con, "_marsad_pending", first, last)),
+        params + list(span),
     ).fetchall()
     if not rows:
         return []
@@ -150,13 +170,13 @@ def _read_reports(con: duckdb.DuckDBPyConnection, first: int, last: int) -> list
     chunk = "SELECT article_id FROM _marsad_pending WHERE rn BETWEEN $1 AND $2"
     for rn, g, i, k, r in con.execute(
         f"""SELECT p.rn, x.gazetteer, x.entity_id, x.kind, x.role
-            FROM _marsad_pending p JOIN {_entities_of(chunk)} x USING (article_id)
+            FROM _marsad_pending p JOIN {_entities_of(chunk, *span)} x USING (article_id)
             WHERE p.rn BETWEEN $1 AND $2""", params
     ).fetchall():
         entities.setdefault(rn, []).append((g, i, k, r))
     got = con.execute(
         f"""SELECT rn, unnest(minhash) AS h FROM (
-                SELECT p.rn, s.minhash FROM _marsad_pending p JOIN {_sketches_of(chunk)} s
+                SELECT p.rn, s.minhash FROM _marsad_pending p JOIN {_sketches_of(chunk, *span)} s
                 USING (article_id) WHERE p.rn BETWEEN $1 AND $2 ORDER BY p.rn) s""", params
     ).fetchnumpy()
     rns = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
@@ -184,23 +204,27 @@ def _sketch_missing(con: duckdb.DuckDBPyConnection, rows: list[tuple], sketches:
     computed = neardup.signatures([rows[i][8] for i in first.values()])
     of = dict(zip(ids, range(len(ids))))
     sketches[missing] = computed[[of[rows[i][2]] for i in missing]]
-    write_sketches(con, ids, computed, checked=True)
+    write_sketches(con, ids, computed, np.fromiter((rows[i][3] for i in first.values()), dtype=np.int64, count=len(ids)), checked=True)
 
 
-def _rows_of(table: str, ids: str, cols: str) -> str:
+def _rows_of(table: str, ids: str, cols: str, lo: datetime | None, hi: datetime | None = None) -> str:
     """SQL for the rows (``cols``) of ``table`` whose ``article_id`` the query ``ids`` selects,
     fetched by row id: the ids are matched in a scan of the ``article_id`` column alone and
     DuckDB reads the other columns of those rows only. A join with the table would read every
-    row's columns (every sketch of the history, 128 values each: 0.1 s at 100k sketches)."""
-    return f"(SELECT {cols} FROM {table} WHERE rowid IN (SELECT t.rowid FROM {table} t WHERE t.article_id IN ({ids})))"
+    row's columns (every sketch of the history, 128 values each: 0.1 s at 100k sketches).
+
+    ``lo..hi`` (``hi`` None: unbounded): the span of those articles' ``published_at``, which
+    their rows carry (migration 0029): both scans read the row groups of that span only."""
+    bound = time_bound(lo, hi)
+    return f"(SELECT {cols} FROM {table} WHERE {bound} AND rowid IN (SELECT t.rowid FROM {table} t WHERE {bound} AND t.article_id IN ({ids})))"
 
 
-def _sketches_of(ids: str) -> str:
-    return _rows_of("article_sketches", ids, "article_id, minhash")
+def _sketches_of(ids: str, lo: datetime | None, hi: datetime | None = None) -> str:
+    return _rows_of("article_sketches", ids, "article_id, minhash", lo, hi)
 
 
-def _entities_of(ids: str) -> str:
-    return _rows_of("article_entities", ids, "article_id, gazetteer, entity_id, kind, role")
+def _entities_of(ids: str, lo: datetime | None, hi: datetime | None = None) -> str:
+    return _rows_of("article_entities", ids, "article_id, gazetteer, entity_id, kind, role", lo, hi)
 
 
 @functools.cache
@@ -251,7 +275,7 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_members AS
                     SELECT e.event_id, e.indicator, e.first_report_at, ea.article_id, a.published_at, a.canonical_url, a.guid, a.content_hash
                     FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
-                    WHERE {chosen} AND a.published_at >= $2""", params)
+                    WHERE {chosen} AND a.published_at >= $2 AND {time_bound(lo - LOOKBACK, alias='ea')}""", params)
     try:
         if pending:
             _sketch_pending_members(con)
@@ -269,13 +293,15 @@ def _sketch_pending_members(con: duckdb.DuckDBPyConnection) -> None:
         "SELECT DISTINCT article_id FROM _marsad_members SEMI JOIN _marsad_pending USING (article_id) ORDER BY article_id").fetchall()]
     if not both:
         return
+    lo, hi = con.execute("SELECT min(published_at), max(published_at) FROM _marsad_pending SEMI JOIN _marsad_members USING (article_id)").fetchone()
     rows = con.execute(
-        f"""SELECT a.article_id, a.text_folded FROM articles a
+        f"""SELECT a.article_id, a.text_folded, epoch_us(a.published_at) FROM articles a
             WHERE a.article_id IN (SELECT unnest({_strings(1)}))
-              AND a.article_id NOT IN (SELECT article_id FROM {_sketches_of(f'SELECT unnest({_strings(1)})')})
+              AND a.article_id NOT IN (SELECT article_id FROM {_sketches_of(f'SELECT unnest({_strings(1)})', lo, hi)})
             ORDER BY a.article_id""", [_joined(both)]).fetchall()
     if rows:
-        write_sketches(con, [a for a, _ in rows], neardup.signatures([t for _, t in rows]))
+        write_sketches(con, [a for a, _, _ in rows], neardup.signatures([t for _, t, _ in rows]),
+                       np.fromiter((p for _, _, p in rows), dtype=np.int64, count=len(rows)))
 
 
 def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime,
@@ -287,7 +313,7 @@ def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators
         f"""SELECT DISTINCT event_id, gazetteer, entity_id, kind, launch FROM (
                 SELECT e.event_id, x.gazetteer, x.entity_id, x.kind,
                        bool_or(x.role = 'launch') OVER (PARTITION BY x.article_id, x.entity_id) AS launch
-                FROM _marsad_members e JOIN {_entities_of(f'SELECT article_id FROM _marsad_members e WHERE {reports}')} x USING (article_id)
+                FROM _marsad_members e JOIN {_entities_of(f'SELECT article_id FROM _marsad_members e WHERE {reports}', lo - LOOKBACK)} x USING (article_id)
                 WHERE {reports})""", params,
     ).fetchall():
         entities.setdefault(event_id, []).append((g, i, k, launch))
@@ -304,7 +330,7 @@ def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators
         clusterer.add_member_keys(event_id, indicator, url or None, guid or None, chash)
     params = [indicators, lo - WINDOW, hi]
     # a report never sketched is no near-duplicate
-    members = f"_marsad_members e JOIN {_sketches_of(f'SELECT article_id FROM _marsad_members e WHERE {reports}')} s USING (article_id)"
+    members = f"_marsad_members e JOIN {_sketches_of(f'SELECT article_id FROM _marsad_members e WHERE {reports}', lo - WINDOW)} s USING (article_id)"
     rows = con.execute(
         f"""SELECT e.event_id, e.indicator, e.article_id, a.text_folded FROM {members} JOIN articles a USING (article_id)
             WHERE {reports} AND a.published_at >= $2 {order}""", params
@@ -409,7 +435,7 @@ def _bytes(size: str) -> float:
 
 def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarchy | None, scope: datetime | None) -> int:
     mine, mine_params = _in_load(scope)
-    pending, pending_params = _pending_sql(scope)
+    pending, pending_params = _pending_sql(scope, None if scope is None else classified_span(con, scope))
     # The loop below makes many small objects and no reference cycles: the cyclic
     # collector would re-scan the heap again and again.
     collecting = gc.isenabled()
@@ -431,10 +457,10 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
         clusterer = Clusterer(places)
         _read_events(con, clusterer, indicators, lo, hi + WINDOW, pending=True)
         for first in range(1, n + 1, CHUNK):
-            links: list[tuple[str, str, str]] = []
+            links: list[tuple[str, str, str, int]] = []
             for r in _read_reports(con, first, first + CHUNK - 1):
                 event_id, how = clusterer.assign(r)
-                links.append((event_id, r.article_id, how))
+                links.append((event_id, r.article_id, how, (r.published - _EPOCH) // _MICROSECOND))
             _write_links(con, links)
             opened += _write_events(con, clusterer.take_closed(), now)
         opened += _write_events(con, list(clusterer.events.values()), now)
@@ -445,15 +471,25 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
     return opened
 
 
-def _write_links(con: duckdb.DuckDBPyConnection, links: list[tuple[str, str, str]]) -> None:
+def _write_links(con: duckdb.DuckDBPyConnection, links: list[tuple[str, str, str, int]]) -> None:
+    """Insert (event_id, article_id, how, the article's published_at in epoch microseconds)
+    links not stored yet; the stored ones are matched in the span of these articles' times
+    (``append_new_sql``: a link is of its article's time, migration 0029)."""
     if not links:
         return
-    event_ids, article_ids, hows = zip(*links)
-    con.execute(
-        append_new_sql("event_articles", "event_id, article_id, how",
-                       f"(SELECT unnest({_strings(1)}) AS event_id, unnest({_strings(2)}) AS article_id, unnest({_strings(3)}) AS how)"),
-        [_joined(event_ids), _joined(article_ids), _joined(hows)],
-    )
+    event_ids, article_ids, hows, published = zip(*links)
+    con.register("_marsad_link_times", {"r": np.arange(len(links), dtype=np.int64), "p": np.asarray(published, dtype=np.int64)})
+    try:
+        con.execute(
+            append_new_sql("event_articles", "event_id, article_id, how, article_published_at",
+                           f"""(SELECT l.event_id, l.article_id, l.how, make_timestamptz(t.p) AS article_published_at FROM _marsad_link_times t JOIN
+                                    (SELECT unnest({_strings(1)}) AS event_id, unnest({_strings(2)}) AS article_id, unnest({_strings(3)}) AS how,
+                                            generate_subscripts({_strings(1)}, 1) - 1 AS r) l USING (r))""",
+                           _us_span(published)),
+            [_joined(event_ids), _joined(article_ids), _joined(hows)],
+        )
+    finally:
+        con.unregister("_marsad_link_times")
 
 
 def _write_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime) -> int:

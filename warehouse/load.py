@@ -114,12 +114,35 @@ APPEND_KEYS = {
 }
 
 
-def append_new_sql(table: str, cols: str, src: str) -> str:
+# Tables whose rows hang off an article and carry its publication time (migration 0029):
+# every row of one article has the same ``article_published_at``.
+LINK_TIME = "article_published_at"
+TIMED_TABLES = ("article_indicators", "article_entities", "article_sketches", "event_articles")
+
+
+def time_bound(lo: datetime | None, hi: datetime | None = None, alias: str = "") -> str:
+    """SQL: ``article_published_at`` within ``lo..hi`` (``hi`` None: no upper bound), as
+    constants, which DuckDB checks against each row group's min/max before it reads it (a bound
+    bound as a parameter of a join, or a subquery, prunes nothing). ``lo`` None: no rows."""
+    col = f"{alias}.{LINK_TIME}" if alias else LINK_TIME
+    if lo is None:
+        return "false"
+    out = f"{col} >= TIMESTAMPTZ '{lo.isoformat()}'"
+    return out if hi is None else f"{out} AND {col} <= TIMESTAMPTZ '{hi.isoformat()}'"
+
+
+def append_new_sql(table: str, cols: str, src: str, span: tuple[datetime, datetime] | None = None) -> str:
     """``INSERT`` of the rows of ``src`` whose key (``APPEND_KEYS``) ``table`` does not hold
-    yet, the first of each key in ``src``: what ``ON CONFLICT DO NOTHING`` did with a primary key."""
+    yet, the first of each key in ``src``: what ``ON CONFLICT DO NOTHING`` did with a primary key.
+
+    ``span``: the (min, max) ``article_published_at`` of ``src``'s rows (``TIMED_TABLES``,
+    whose keys hold the article's id): a stored row of the same key is of the same article,
+    hence of the same time, so only the stored rows of that span are matched (zone maps skip
+    the rest of the history's keys)."""
     keys = ", ".join(APPEND_KEYS[table])
+    stored = table if span is None else f"(SELECT {keys} FROM {table} WHERE {time_bound(*span)})"
     return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM "
-            f"(SELECT DISTINCT ON ({keys}) {cols} FROM {src} ANTI JOIN {table} USING ({keys}))")
+            f"(SELECT DISTINCT ON ({keys}) {cols} FROM {src} ANTI JOIN {stored} USING ({keys}))")
 
 
 def bulk_insert(
@@ -143,7 +166,12 @@ def bulk_insert(
         if table in APPEND_KEYS:
             if conflict != "DO NOTHING":
                 raise ValueError(f"{table} is written for append: only new keys are inserted (conflict {conflict!r})")
-            sql = append_new_sql(table, cols, src)
+            span = None
+            if table in TIMED_TABLES and LINK_TIME in columns:
+                times = [r.get(LINK_TIME) for r in rows]
+                if all(isinstance(t, datetime) for t in times):
+                    span = (min(times), max(times))
+            sql = append_new_sql(table, cols, src, span)
         else:
             sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {src} ON CONFLICT {conflict}"
         if returning:
