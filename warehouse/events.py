@@ -251,8 +251,23 @@ def _report(row: tuple, ents: list | None, minhash) -> Report:
     )
 
 
+def _horizon_start(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> datetime:
+    """The earliest first-report time of a stored event some pending report (``_marsad_pending``,
+    published ``lo..hi``) can join: rules 1 to 5 look back ``EXACT_HORIZON`` at most (exact
+    copies; the others ``WINDOW``), rule 6 ``FOLLOWUP_HORIZON``, and only for a report with a
+    ``followup`` cue (``cluster.Clusterer._decide``). So the events of the 30 days before are
+    read only as far back as the earliest such report needs: an older event could be joined by
+    no pending report, and giving it to the Clusterer changes no decision."""
+    start = lo - max(EXACT_HORIZON, WINDOW)
+    first = con.execute(
+        f"""SELECT min(p.published_at) FROM _marsad_pending p SEMI JOIN
+                (SELECT article_id FROM article_entities WHERE {time_bound(lo, hi)} AND gazetteer = 'cues' AND entity_id = 'followup') x
+                USING (article_id)""").fetchone()[0]
+    return start if first is None else min(start, first - FOLLOWUP_HORIZON)
+
+
 def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators: list[str], lo: datetime, hi: datetime,
-                 pending: bool = False) -> None:
+                 pending: bool = False, since: datetime | None = None) -> None:
     """Give ``clusterer`` what the rules can reach of the events already stored, each thing at
     its own horizon around the pending reports' times ``lo..hi`` (``cluster``'s rules):
 
@@ -264,8 +279,10 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     * the sketches and texts of the reports of those within ``WINDOW`` (rules 2 and 3).
 
     ``pending``: the pending pairs are staged (``_marsad_pending``), and those of their
-    articles that are already members and have no sketch are sketched first."""
-    params = [indicators, lo - LOOKBACK, hi]
+    articles that are already members and have no sketch are sketched first. ``since``: the
+    earliest event time to read instead of ``LOOKBACK`` before ``lo`` (``_horizon_start``)."""
+    since = lo - LOOKBACK if since is None else since
+    params = [indicators, since, hi]
     chosen = "list_contains($1, e.indicator) AND e.first_report_at BETWEEN $2 AND $3"
     # The links of the widest horizon's events, staged once with their reports' keys: the
     # reads below join this instead of scanning every link of the history each (event_articles
@@ -275,7 +292,7 @@ def _read_events(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicator
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_members AS
                     SELECT e.event_id, e.indicator, e.first_report_at, ea.article_id, a.published_at, a.canonical_url, a.guid, a.content_hash
                     FROM events e JOIN event_articles ea USING (event_id) JOIN articles a USING (article_id)
-                    WHERE {chosen} AND a.published_at >= $2 AND {time_bound(lo - LOOKBACK, alias='ea')}""", params)
+                    WHERE {chosen} AND a.published_at >= $2 AND {time_bound(since, alias='ea')}""", params)
     try:
         if pending:
             _sketch_pending_members(con)
@@ -313,7 +330,7 @@ def _read_known(con: duckdb.DuckDBPyConnection, clusterer: Clusterer, indicators
         f"""SELECT DISTINCT event_id, gazetteer, entity_id, kind, launch FROM (
                 SELECT e.event_id, x.gazetteer, x.entity_id, x.kind,
                        bool_or(x.role = 'launch') OVER (PARTITION BY x.article_id, x.entity_id) AS launch
-                FROM _marsad_members e JOIN {_entities_of(f'SELECT article_id FROM _marsad_members e WHERE {reports}', lo - LOOKBACK)} x USING (article_id)
+                FROM _marsad_members e JOIN {_entities_of(f'SELECT article_id FROM _marsad_members e WHERE {reports}', params[1])} x USING (article_id)
                 WHERE {reports})""", params,
     ).fetchall():
         entities.setdefault(event_id, []).append((g, i, k, launch))
@@ -455,7 +472,7 @@ def _assign(con: duckdb.DuckDBPyConnection, now: datetime, places: PlaceHierarch
             return 0
 
         clusterer = Clusterer(places)
-        _read_events(con, clusterer, indicators, lo, hi + WINDOW, pending=True)
+        _read_events(con, clusterer, indicators, lo, hi + WINDOW, pending=True, since=_horizon_start(con, lo, hi))
         for first in range(1, n + 1, CHUNK):
             links: list[tuple[str, str, str, int]] = []
             for r in _read_reports(con, first, first + CHUNK - 1):
