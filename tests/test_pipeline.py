@@ -160,6 +160,11 @@ def test_full_cycle_alerts_locally_without_slack(tmp_path, feed_server, settings
         matched = {r[0] for r in con.execute("SELECT a.guid FROM article_indicators JOIN articles a USING (article_id) WHERE indicator = 'militia_attack_us_forces'").fetchall()}
         alerts = con.execute("SELECT rule_id, state FROM alerts").fetchall()
         sent = con.execute("SELECT sink, status FROM notifications").fetchall()
+        # every row the load hung off an article carries the article's time (migration 0029)
+        times = {t: con.execute(f"SELECT count(*), count(*) FILTER (WHERE l.article_published_at = a.published_at) "
+                                f"FROM {t} l JOIN articles a USING (article_id)").fetchone()
+                 for t in ("article_indicators", "article_entities", "article_sketches", "event_articles")}
+    assert all(n > 0 and same == n for n, same in times.values()), times
     assert matched == {"ar-1", "en-1"}
     # Two attacks in the last hour: no threshold (needs 3) and no resumption (no 14 days of history).
     assert all(rule != "militia-attack-campaign" for rule, _ in alerts)
