@@ -86,7 +86,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from alerts.places import PlaceHierarchy
-from warehouse import neardup
+from warehouse import _kernels, neardup
 
 WINDOW = timedelta(hours=36)
 EXACT_HORIZON = timedelta(days=7)
@@ -537,12 +537,13 @@ _AGREE = math.ceil(neardup.THRESHOLD * neardup.NUM_PERM)  # hash values two near
 _LOW = neardup.NUM_PERM - _AGREE + 16
 _LOW_AGREE = _AGREE - (neardup.NUM_PERM - _LOW)
 _NO_SIMS = np.empty(0)
+_NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 class _Pool:
     """The reports of one indicator that near-duplicates are sought among (those of events
     within ``WINDOW``): their sketches as rows of one matrix, so similarities to all of them
-    are one numpy comparison, plus a MinHash LSH index over the same rows, used instead
+    are one compiled scan (``warehouse/_kernels.c``, ``similar``), plus a MinHash LSH index over the same rows, used instead
     when there are so many that comparing with each costs more than an LSH lookup.
     Both find near-duplicates at estimated Jaccard >= ``neardup.THRESHOLD``; the matrix is
     exact where LSH may miss a pair just above the threshold. The LSH index exists only
@@ -569,6 +570,9 @@ class _Pool:
         # are forgotten at each compaction, so claims of evicted rows are not kept.
         self.claim_ids = np.zeros(64, dtype=np.int64)
         self.claim_code_of: dict[tuple, int] = {}
+        self._acc = np.empty(64, dtype=np.uint8)  # scratch of ``_kernels.similar``: a counter a row
+        self._rows = np.empty(64, dtype=np.int64)  # ... and its results: rows, agreements
+        self._agree = np.empty(64, dtype=np.int64)
         self.live = 0
         self.lsh: MinHashLSH | None = None
 
@@ -641,20 +645,15 @@ class _Pool:
     def similar(self, sketch: MinHash | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities) of the live reports at or above the threshold."""
         n = len(self.members)
-        hashvalues = np.asarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
+        hashvalues = np.ascontiguousarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
         if self.lsh is None:
-            # The 0/1 flags are added 8 rows to a 64-bit word (each byte ends at most _LOW < 256: no
-            # carries), over the columns rounded up to a multiple of 8 (the spare ones are cut off).
-            m = (n + 7) & ~7
-            low = np.add.reduce((self.low[:, :m] == hashvalues[:_LOW].astype(np.uint8)[:, None]).view(np.uint64),
-                                axis=0).view(np.uint8)[:n]
-            rows = (low >= _LOW_AGREE).nonzero()[0]  # (np.flatnonzero, less its ravel)
-            if not len(rows):
-                return rows, _NO_SIMS
-            rows = rows[self.alive[rows]]  # dead rows are skipped (they are few among those let through)
-            agree = _agreements(self.matrix[rows], hashvalues)
-            keep = agree >= _AGREE
-            return rows[keep], agree[keep] / neardup.NUM_PERM
+            # Both passes in one compiled loop (``warehouse/_kernels.c``): the low bytes' counts,
+            # then the full comparison of the live rows that pass; no array made per call.
+            found = _kernels.similar(self.low, self.matrix, self.alive, hashvalues, n, _LOW_AGREE, _AGREE,
+                                     self._acc, self._rows, self._agree)
+            if not found:
+                return _NO_ROWS, _NO_SIMS
+            return self._rows[:found].copy(), self._agree[:found] / neardup.NUM_PERM
         else:
             query = sketch if isinstance(sketch, MinHash) else neardup.from_signature(hashvalues)
             rows = np.fromiter((self.row_of[m] for m in self.lsh.query(query)), dtype=np.int64)
@@ -672,7 +671,7 @@ class _Pool:
         low = np.empty((_LOW, cap), dtype=np.uint8)
         low[:, : self.low.shape[1]] = self.low
         self.low = low
-        for name in ("events", "alive", "claim_ids"):
+        for name in ("events", "alive", "claim_ids", "_acc", "_rows", "_agree"):
             arr = getattr(self, name)
             grown = np.zeros(cap, dtype=arr.dtype)
             grown[: len(arr)] = arr
