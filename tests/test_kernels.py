@@ -109,3 +109,22 @@ def test_the_kernels_refuse_arrays_of_the_wrong_kind():
         _kernels.similar(pool.low, pool.matrix, pool.alive, hv, len(pool.matrix) + 1, _LOW_AGREE, _AGREE, pool._acc, pool._rows, pool._agree)
     with pytest.raises(ValueError):
         _kernels.similar(pool.low, pool.matrix.astype(np.uint64), pool.alive, hv, 1, _LOW_AGREE, _AGREE, pool._acc, pool._rows, pool._agree)
+
+
+def test_pool_rows_hold_their_values_and_low_bytes_through_growth_and_compaction():
+    """``_kernels.put`` writes a row's values and its column of low bytes; after the pool
+    grows and compacts, every live member's row still holds its own sketch."""
+    rng = np.random.default_rng(3)
+    pool, sketches = _Pool(), {}
+    for i in range(700):
+        sketches[f"m{i}"] = rng.integers(0, 2**32, size=neardup.NUM_PERM, dtype=np.uint64).astype(neardup._DTYPE)
+        pool.add(f"m{i}", f"e{i}", sketches[f"m{i}"], "")
+        if i % 3 == 0:
+            pool.remove(f"m{i // 2}") if f"m{i // 2}" in pool.row_of else None
+    n = len(pool.members)
+    assert n < 700  # compacted at least once
+    for m, row in pool.row_of.items():
+        assert np.array_equal(pool.matrix[row], sketches[m])
+    assert np.array_equal(pool.low[:, :n], pool.matrix[:n, :_LOW].T.astype(np.uint8))
+    with pytest.raises(ValueError):  # a row beyond the matrix
+        _kernels.put(pool.low, pool.matrix, len(pool.matrix), sketches["m1"])

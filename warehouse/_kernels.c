@@ -210,7 +210,55 @@ fail_mixed:
     return NULL;
 }
 
+/* put(low, matrix, n, hashvalues)
+
+   Row n of a pool (cluster._Pool.add): the NUM_PERM uint32 hash values into row n of matrix
+   (cap, NUM_PERM), and the low byte of each of the first LOW into column n of low (LOW, cap). */
+static PyObject *
+put(PyObject *self, PyObject *args)
+{
+    PyObject *o_low, *o_matrix, *o_hv;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OOnO", &o_low, &o_matrix, &n, &o_hv))
+        return NULL;
+    Py_buffer low, matrix, hv;
+    if (get(o_hv, &hv, 0, 4, 1, "hashvalues") < 0)
+        return NULL;
+    Py_ssize_t perm = hv.len / 4;
+    if (get(o_matrix, &matrix, 1, 4, perm, "matrix") < 0)
+        goto fail_hv;
+    Py_ssize_t cap = matrix.len / 4 / perm;
+    if (n < 0 || n >= cap || matrix.ndim != 2 || matrix.shape[1] != perm) {
+        PyErr_SetString(PyExc_ValueError, "matrix: (cap, NUM_PERM) expected, n < cap");
+        goto fail_matrix;
+    }
+    if (get(o_low, &low, 1, 1, cap, "low") < 0)
+        goto fail_matrix;
+    Py_ssize_t nlow = low.len / cap;
+    if (low.ndim != 2 || low.shape[1] != cap || nlow > perm) {
+        PyErr_SetString(PyExc_ValueError, "low: (LOW, cap) expected, LOW <= NUM_PERM");
+        PyBuffer_Release(&low);
+        goto fail_matrix;
+    }
+    const uint32_t *h = hv.buf;
+    uint32_t *row = (uint32_t *)matrix.buf + n * perm;
+    uint8_t *col = (uint8_t *)low.buf + n;
+    memcpy(row, h, (size_t)perm * 4);
+    for (Py_ssize_t k = 0; k < nlow; k++)
+        col[k * cap] = (uint8_t)h[k];
+    PyBuffer_Release(&low);
+    PyBuffer_Release(&matrix);
+    PyBuffer_Release(&hv);
+    Py_RETURN_NONE;
+fail_matrix:
+    PyBuffer_Release(&matrix);
+fail_hv:
+    PyBuffer_Release(&hv);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"put", put, METH_VARARGS, "A row of a pool's matrix and its low bytes (see warehouse/_kernels.c)."},
     {"similar", similar, METH_VARARGS, "The near-duplicate scan of one pool (see warehouse/_kernels.c)."},
     {"minima", minima, METH_VARARGS, "MinHash minima of many texts (see warehouse/_kernels.c)."},
     {NULL, NULL, 0, NULL},
