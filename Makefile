@@ -13,8 +13,9 @@ install: $(VENV)/.installed
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
 
-# Exactly what uv.lock pins; re-synced when the lock or pyproject changes.
-$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+# Exactly what uv.lock pins; re-synced when the lock, pyproject or the compiled loops' source
+# (warehouse/_kernels.c, built in place by the editable install) change.
+$(VENV)/.installed: pyproject.toml uv.lock warehouse/_kernels.c $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 

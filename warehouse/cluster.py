@@ -86,7 +86,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from alerts.places import PlaceHierarchy
-from warehouse import neardup
+from warehouse import _kernels, neardup
 
 WINDOW = timedelta(hours=36)
 EXACT_HORIZON = timedelta(days=7)
@@ -334,7 +334,8 @@ class Clusterer:
         """Record that ``r`` belongs to the event (existing links, or a decision just made)."""
         ev = self.events[event_id]
         where = r.where(self.places) if where is None else where
-        new_places, new_actors = where - ev.places, r.actors - ev.actors
+        # (most reports name nothing: no set made for them)
+        new_places, new_actors = (where - ev.places) if where else _NONE, (r.actors - ev.actors) if r.actors else _NONE
         ev.absorb(r, where)
         if new_places:
             ev.core = frozenset(self.places.most_specific(ev.places))
@@ -346,11 +347,11 @@ class Clusterer:
     def add_member_keys(self, event_id: str, indicator: str, url: str | None, guid: str | None, content_hash: str) -> None:
         """Rule 1's keys of a report of the event (canonical URL, entry id, content hash): the
         first event to hold a key keeps it until it expires (``EXACT_HORIZON`` after the event)."""
-        keys = self._keys
+        keys, at = self._keys, self.events[event_id].first_report_at
         for key in (("u:" + url) if url else None, ("g:" + guid) if guid else None, "h:" + content_hash):
-            if key is not None and (indicator, key) not in keys:
-                keys[(indicator, key)] = event_id
-                self._key_expiry.append((self.events[event_id].first_report_at, (indicator, key), event_id))
+            if key is not None and (key := (indicator, key)) not in keys:
+                keys[key] = event_id
+                self._key_expiry.append((at, key, event_id))
 
     def add_member_sketch(self, event_id: str, indicator: str, article_id: str, sketch, claim: tuple | str) -> None:
         """A report of the event among those near-duplicates are sought in (rule 3), until the
@@ -537,12 +538,13 @@ _AGREE = math.ceil(neardup.THRESHOLD * neardup.NUM_PERM)  # hash values two near
 _LOW = neardup.NUM_PERM - _AGREE + 16
 _LOW_AGREE = _AGREE - (neardup.NUM_PERM - _LOW)
 _NO_SIMS = np.empty(0)
+_NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 class _Pool:
     """The reports of one indicator that near-duplicates are sought among (those of events
     within ``WINDOW``): their sketches as rows of one matrix, so similarities to all of them
-    are one numpy comparison, plus a MinHash LSH index over the same rows, used instead
+    are one compiled scan (``warehouse/_kernels.c``, ``similar``), plus a MinHash LSH index over the same rows, used instead
     when there are so many that comparing with each costs more than an LSH lookup.
     Both find near-duplicates at estimated Jaccard >= ``neardup.THRESHOLD``; the matrix is
     exact where LSH may miss a pair just above the threshold. The LSH index exists only
@@ -569,6 +571,9 @@ class _Pool:
         # are forgotten at each compaction, so claims of evicted rows are not kept.
         self.claim_ids = np.zeros(64, dtype=np.int64)
         self.claim_code_of: dict[tuple, int] = {}
+        self._acc = np.empty(64, dtype=np.uint8)  # scratch of ``_kernels.similar``: a counter a row
+        self._rows = np.empty(64, dtype=np.int64)  # ... and its results: rows, agreements
+        self._agree = np.empty(64, dtype=np.int64)
         self.live = 0
         self.lsh: MinHashLSH | None = None
 
@@ -608,8 +613,8 @@ class _Pool:
         if code is None:
             code = self._event_code[event_id] = len(self.event_ids)
             self.event_ids.append(event_id)
-        self.matrix[n] = hashvalues
-        self.low[:, n] = self.matrix[n, :_LOW]  # (a cast to uint8 keeps the low byte)
+        hashvalues = np.ascontiguousarray(hashvalues, dtype=neardup._DTYPE)
+        _kernels.put(self.low, self.matrix, n, hashvalues)  # its row of ``matrix``, its column of low bytes of ``low``
         self.events[n] = code
         self.claims.append(claim)
         self.claim_ids[n] = 0
@@ -630,7 +635,10 @@ class _Pool:
         row = self.row_of.pop(member)
         self.alive[row] = False
         self.live -= 1
-        if len(self.members) - self.live > max(self.live // 4, 64):  # every scan reads the dead rows too
+        # Every scan reads the dead rows too (80 bytes each, in a compiled loop: ~1 us per 300), and a
+        # compaction rebuilds the row and event maps (~0.4 ms at 750 live rows): half as many dead rows
+        # as live ones before it is done.
+        if len(self.members) - self.live > max(self.live // 2, 64):
             self._compact()
         if self.lsh is not None:
             if self.live < self.SCAN_MAX // 2:
@@ -641,20 +649,15 @@ class _Pool:
     def similar(self, sketch: MinHash | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities) of the live reports at or above the threshold."""
         n = len(self.members)
-        hashvalues = np.asarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
+        hashvalues = np.ascontiguousarray(getattr(sketch, "hashvalues", sketch), dtype=neardup._DTYPE)
         if self.lsh is None:
-            # The 0/1 flags are added 8 rows to a 64-bit word (each byte ends at most _LOW < 256: no
-            # carries), over the columns rounded up to a multiple of 8 (the spare ones are cut off).
-            m = (n + 7) & ~7
-            low = np.add.reduce((self.low[:, :m] == hashvalues[:_LOW].astype(np.uint8)[:, None]).view(np.uint64),
-                                axis=0).view(np.uint8)[:n]
-            rows = (low >= _LOW_AGREE).nonzero()[0]  # (np.flatnonzero, less its ravel)
-            if not len(rows):
-                return rows, _NO_SIMS
-            rows = rows[self.alive[rows]]  # dead rows are skipped (they are few among those let through)
-            agree = _agreements(self.matrix[rows], hashvalues)
-            keep = agree >= _AGREE
-            return rows[keep], agree[keep] / neardup.NUM_PERM
+            # Both passes in one compiled loop (``warehouse/_kernels.c``): the low bytes' counts,
+            # then the full comparison of the live rows that pass; no array made per call.
+            found = _kernels.similar(self.low, self.matrix, self.alive, hashvalues, n, _LOW_AGREE, _AGREE,
+                                     self._acc, self._rows, self._agree)
+            if not found:
+                return _NO_ROWS, _NO_SIMS
+            return self._rows[:found].copy(), self._agree[:found] / neardup.NUM_PERM
         else:
             query = sketch if isinstance(sketch, MinHash) else neardup.from_signature(hashvalues)
             rows = np.fromiter((self.row_of[m] for m in self.lsh.query(query)), dtype=np.int64)
@@ -672,7 +675,7 @@ class _Pool:
         low = np.empty((_LOW, cap), dtype=np.uint8)
         low[:, : self.low.shape[1]] = self.low
         self.low = low
-        for name in ("events", "alive", "claim_ids"):
+        for name in ("events", "alive", "claim_ids", "_acc", "_rows", "_agree"):
             arr = getattr(self, name)
             grown = np.zeros(cap, dtype=arr.dtype)
             grown[: len(arr)] = arr

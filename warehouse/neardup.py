@@ -4,7 +4,8 @@ A report is sketched once (``sketch``): the character 3-grams of its folded titl
 summary (``sources.normalize.fold``, so diacritics, hamza forms, tatweel and case do not
 matter) go into a 128-permutation MinHash (datasketch). Event assignment
 (``warehouse.cluster``) looks for a report's near-duplicates among the reports of the last
-36 hours: one numpy comparison with all of them, or a MinHash LSH index when they are many.
+36 hours: one compiled comparison with all of them (``warehouse/_kernels.c``), or a MinHash
+LSH index when they are many.
 
 Two texts are near-duplicates when their estimated Jaccard similarity is at least
 ``THRESHOLD`` and ``same_claim`` holds: they carry the same numbers and the same negation
@@ -25,6 +26,7 @@ from datasketch.hashfunc import sha1_hash32
 from datasketch.minhash import _SCHEME_WIDTHS, _fmix
 
 from sources.normalize import fold
+from warehouse import _kernels
 
 NUM_PERM = 128
 SHINGLE = 3
@@ -33,6 +35,7 @@ _PROTO = MinHash(num_perm=NUM_PERM)
 _DTYPE, _SCHEME = _PROTO.hashvalues.dtype, _PROTO.scheme  # LSH bands hash these bytes: keep one dtype
 # Drawing the permutations costs more than sketching a headline: draw them once, share them.
 _PERMUTATIONS = _PROTO.permutations
+_A, _B = (np.ascontiguousarray(p) for p in _PERMUTATIONS)  # as the compiled minima read them (``_signatures``)
 
 # Words that reverse a claim ("denies", "halt", "لم", "نفي"); folded forms. Two reports
 # that differ in them are not copies of each other however alike the rest is.
@@ -83,8 +86,8 @@ def _shingle_hashes(items: set[bytes]) -> list[int]:
 def signatures(folded: list[str]) -> np.ndarray:
     """The sketches of many texts as one ``(len(folded), NUM_PERM)`` array, the same values as
     ``sketch(t).hashvalues`` for each: the shingle hashes of all texts (``_all_gram_hashes``)
-    are permuted a block at a time in one numpy operation and each text's minima taken with
-    ``minimum.reduceat``, instead of one MinHash object (and its arrays) per text."""
+    are permuted and each text's minima taken in one compiled loop (``_signatures``), instead
+    of one MinHash object (and its arrays) per text."""
     out = np.empty((len(folded), NUM_PERM), dtype=_DTYPE)
     for first in range(0, len(folded), _TEXTS):  # a bounded number of texts' 3-grams in memory at a time
         _signatures(folded[first : first + _TEXTS], out[first : first + _TEXTS])
@@ -95,18 +98,12 @@ _TEXTS = 4_096
 
 
 def _signatures(folded: list[str], out: np.ndarray) -> None:
+    """Each text's minima of its pre-mixed 3-gram hashes under every permutation, in one
+    compiled loop (``warehouse/_kernels.c``: the same uint32 arithmetic as numpy's
+    ``minimum.reduceat`` of ``a * h + b`` over a (permutations, 3-grams) block, with no
+    block in memory)."""
     hashes, starts = _all_gram_hashes(folded)
-    a, b = _PERMUTATIONS
-    ends = np.append(starts[1:], len(hashes))
-    start = 0
-    while start < len(folded):
-        # the texts whose shingles fit in one block (at least one text)
-        end = max(start + 1, int(np.searchsorted(ends, starts[start] + _BLOCK, side="right")))
-        lo, hi = int(starts[start]), int(ends[end - 1])
-        permuted = np.multiply.outer(a, _mix(hashes[lo:hi]))  # (NUM_PERM, shingles)
-        permuted += b[:, None]
-        out[start:end] = np.minimum.reduceat(permuted, starts[start:end] - lo, axis=1).T
-        start = end
+    _kernels.minima(_mix(hashes), np.ascontiguousarray(starts, dtype=np.int64), _A, _B, out)
 
 
 def _all_gram_hashes(folded: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -155,9 +152,6 @@ _CODES: dict[int, int] = {}  # as _HASHES, keyed by the 3-gram's three code poin
 
 def _gram_text(code: int) -> str:
     return chr(code >> 42) + chr((code >> 21) & 0x1FFFFF) + chr(code & 0x1FFFFF)
-
-
-_BLOCK = 8_192  # shingles permuted at a time (8k x 128 values: 4 MB)
 
 
 def _mix(hv: np.ndarray) -> np.ndarray:
