@@ -64,7 +64,7 @@ import duckdb
 
 from warehouse import db
 from warehouse.db import ROW_GROUP, VECTOR, row_runs
-from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts, update_index
+from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, index_docs, load_fts, retire_docs
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
 ALIAS = "marsad_publish"
@@ -211,7 +211,7 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
         con.execute(f"ATTACH ':memory:' AS {SCRATCH} (READ_WRITE)")
         how, rates, flushing = _attach_base(con, source, target, work)
         index = _Indexer(con)
-        changed, found, sync = _apply_delta(con, source, compare_all, on_rows=index.start)
+        changed, found, sync = _apply_delta(con, source, compare_all, on_changed=index.start, on_rows=index.rows_ready)
         # What the delta wrote (mostly compressing the changed articles' texts) goes to the
         # file while the index is still being computed: DuckDB checkpoints what is committed
         # beside a transaction still running. The checkpoint below then writes the index.
@@ -227,7 +227,7 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
         articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
     finally:
         if index is not None:
-            index.join()  # before the connection it uses is closed
+            index.stop()  # before the connection it uses is closed
         con.close()
         if flushing is not None:
             flushing.join()
@@ -242,28 +242,39 @@ SCRATCH = "marsad_scratch"
 
 class _Indexer:
     """The search index of the changed articles, updated on a second connection (a cursor of
-    the publish's own) in a thread, beside the rest of the delta: it needs only the changed ids
-    and rows, and writes only the index tables, which nothing else in the delta touches. Most
-    of the delta (inserting the rows into the copy, the link tables, the small tables' row
-    hashes) runs one statement at a time on one core, the index's splitting and postings on
-    every core DuckDB has: side by side they fill the cores that either alone leaves idle.
-    DuckDB releases the GIL while a statement runs, and lets two transactions append to
-    different tables of one attached database at once."""
+    the publish's own) in a thread, beside the rest of the delta: it needs only the changed
+    ids and rows, and writes only the index tables, which nothing else in the delta touches.
+    It starts as soon as the ids are known (``retire_docs``: a read of search_docs' million
+    article ids, beside the read of the changed rows from the primary), then indexes the rows
+    once they are read (``index_docs``). Most of the delta (reading the rows, inserting them
+    into the copy, the link tables, the small tables' row hashes, the checkpoint) runs one
+    statement at a time on one core, the index's splitting and postings on every core DuckDB
+    has: side by side they fill the cores that either alone leaves idle. DuckDB releases the
+    GIL while a statement runs, and lets two transactions append to different tables of one
+    attached database at once."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self._con = con
         self._thread: threading.Thread | None = None
+        self._rows = threading.Event()
+        self._cancelled = False
         self._n: int | None = None
         self._error: BaseException | None = None
-        self.seconds = 0.0
+        self.seconds = 0.0  # the index's own time (beside the delta; its wait for the rows not counted)
 
     def start(self) -> None:
+        changed, rows = f"{SCRATCH}._marsad_changed", f"{SCRATCH}._marsad_rows"
         cur = self._con.cursor()
 
         def run() -> None:
             t = time.perf_counter()
             try:
-                self._n = update_index(cur, ALIAS, f"{SCRATCH}._marsad_changed", texts=f"{SCRATCH}._marsad_rows")
+                retire_docs(cur, ALIAS, changed)
+                waited = time.perf_counter()
+                self._rows.wait()
+                t += time.perf_counter() - waited
+                if not self._cancelled:
+                    self._n = index_docs(cur, ALIAS, changed, texts=rows)
             except BaseException as exc:  # raised again by result(), in the publish's thread
                 self._error = exc
             finally:
@@ -273,14 +284,21 @@ class _Indexer:
         self._thread = threading.Thread(target=run, name="marsad-publish-index", daemon=True)
         self._thread.start()
 
-    def join(self) -> None:
+    def rows_ready(self) -> None:
+        self._rows.set()
+
+    def stop(self) -> None:
+        """Wait for the thread (told to stop if the rows never came: the delta failed)."""
+        if not self._rows.is_set():
+            self._cancelled = True
+            self._rows.set()
         if self._thread is not None:
             self._thread.join()
 
     def result(self) -> int:
         if self._thread is None:
             raise RuntimeError("the index was never started")
-        self.join()
+        self.stop()
         if self._error is not None:
             raise self._error
         return self._n or 0
@@ -413,12 +431,12 @@ ARTICLE_TABLES = ("article_indicators", "article_entities", "article_sketches", 
 
 
 def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool = False,
-                 on_rows=lambda: None) -> tuple[int, str, tuple]:
+                 on_changed=lambda: None, on_rows=lambda: None) -> tuple[int, str, tuple]:
     """Make every table of the attached copy but the search index's equal to the primary's;
     returns the number of articles added, changed or removed (their ids left in
     ``SCRATCH._marsad_changed``, their current rows in ``SCRATCH._marsad_rows``), how they were
-    found ("watermark" or "full compare") and what the copy is now synced to. ``on_rows`` is
-    called as soon as both tables are complete (the index starts from them)."""
+    found ("watermark" or "full compare") and what the copy is now synced to. ``on_changed``
+    and ``on_rows`` are called as soon as each of the two is complete (the index starts from them)."""
     src, dst = f'"{source}".main', f"{ALIAS}.main"
     how = "watermark"
     CHANGED, ROWS = f"{SCRATCH}._marsad_changed", f"{SCRATCH}._marsad_rows"
@@ -458,6 +476,7 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
     if how == "full compare":
         con.execute(f"INSERT INTO {CHANGED} SELECT article_id, NULL, rowid FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
     changed = con.execute(f"SELECT count(*) FROM {CHANGED}").fetchone()[0]
+    on_changed()
     # The changed rows (kept in ROWS: the search index reads their texts there, beside the
     # rest of the delta, not in the whole copy), read without reading a million texts to find 10k. By the
     # watermark: with the candidates' own filter on classified_at, which DuckDB applies in the
