@@ -93,8 +93,8 @@ def spare_path(target: Path) -> Path:
 class PublishReport:
     path: str
     articles: int
-    copy_s: float      # full: COPY FROM DATABASE; incremental: taking the spare (or copying the file), the delta and its checkpoint (the index runs beside them)
-    index_s: float     # full: the whole search index and checkpoint; incremental: what is left of the index after the delta, and its checkpoint
+    copy_s: float      # full: COPY FROM DATABASE; incremental: taking the spare (or copying the file) and the delta (the index runs beside it)
+    index_s: float     # full: the whole search index and checkpoint; incremental: what is left of the index after the delta, and the checkpoint
     total_s: float
     mode: str = "full"  # full | incremental
     reason: str = ""    # why full, or how the incremental base was obtained (spare / file copy)
@@ -212,10 +212,6 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
         how, rates, flushing = _attach_base(con, source, target, work)
         index = _Indexer(con)
         changed, found, sync = _apply_delta(con, source, compare_all, on_changed=index.start, on_rows=index.rows_ready)
-        # What the delta wrote (mostly compressing the changed articles' texts) goes to the
-        # file while the index is still being computed: DuckDB checkpoints what is committed
-        # beside a transaction still running. The checkpoint below then writes the index.
-        con.execute(f"CHECKPOINT {ALIAS}")
         t1 = time.perf_counter()
         n = index.result()
         if n >= 1000:  # enough articles for the rate to mean something
@@ -274,7 +270,11 @@ class _Indexer:
                 self._rows.wait()
                 t += time.perf_counter() - waited
                 if not self._cancelled:
+                    # One transaction (begun once the rows are there to be seen): fewer commits,
+                    # and postings written straight to the file (optimistically) at its end.
+                    cur.execute("BEGIN")
                     self._n = index_docs(cur, ALIAS, changed, texts=rows)
+                    cur.execute("COMMIT")
             except BaseException as exc:  # raised again by result(), in the publish's thread
                 self._error = exc
             finally:
