@@ -64,7 +64,7 @@ import duckdb
 
 from warehouse import db
 from warehouse.db import ROW_GROUP, VECTOR, row_runs
-from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, index_docs, load_fts, retire_docs
+from warehouse.search import INDEX_TABLES, INDEX_VERSION, build_index, load_fts, update_index
 
 READ_COPY_ENV = "MARSAD_READ_COPY"
 ALIAS = "marsad_publish"
@@ -93,8 +93,8 @@ def spare_path(target: Path) -> Path:
 class PublishReport:
     path: str
     articles: int
-    copy_s: float      # full: COPY FROM DATABASE; incremental: taking the spare (or copying the file) and the delta (the index runs beside it)
-    index_s: float     # full: the whole search index and checkpoint; incremental: what is left of the index after the delta, and the checkpoint
+    copy_s: float      # full: COPY FROM DATABASE; incremental: taking the spare (or copying the file) and the delta
+    index_s: float     # search index (whole or the changed articles) and checkpoint
     total_s: float
     mode: str = "full"  # full | incremental
     reason: str = ""    # why full, or how the incremental base was obtained (spare / file copy)
@@ -202,106 +202,26 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
         raise _NeedFull("no read copy yet")
     con = db.open_db(warehouse, read_only=True)
     flushing = None  # set before the try: its finally reads it whatever fails first
-    index = None
     try:
         con.execute("SET TimeZone = 'UTC'")
         source = con.execute("SELECT current_database()").fetchone()[0]
-        # The changed ids and rows are kept where a second connection of this process can read
-        # them (temporary tables belong to one connection; an attached database to all).
-        con.execute(f"ATTACH ':memory:' AS {SCRATCH} (READ_WRITE)")
         how, rates, flushing = _attach_base(con, source, target, work)
-        index = _Indexer(con)
-        changed, found, sync = _apply_delta(con, source, compare_all, on_changed=index.start, on_rows=index.rows_ready)
+        changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
-        n = index.result()
+        n = update_index(con, ALIAS, "_marsad_changed", texts="_marsad_rows")
+        con.execute("DROP TABLE _marsad_rows")
         if n >= 1000:  # enough articles for the rate to mean something
-            rates[0] = index.seconds / n
+            rates[0] = (time.perf_counter() - t1) / n
         _publish_info(con, ALIAS, "incremental", sync, rates)
         con.execute(f"CHECKPOINT {ALIAS}")
         con.execute(f"DETACH {ALIAS}")
-        con.execute(f"DETACH {SCRATCH}")
         articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
     finally:
-        if index is not None:
-            index.stop()  # before the connection it uses is closed
         con.close()
         if flushing is not None:
             flushing.join()
     t2 = time.perf_counter()
     return PublishReport("", articles, round(t1 - t0, 3), round(t2 - t1, 3), 0.0, "incremental", f"{how}, {found}", max(n, changed))
-
-
-# Where the changed article ids (``_marsad_changed``) and rows (``_marsad_rows``) are kept
-# during an incremental publish: an in-memory database attached for it.
-SCRATCH = "marsad_scratch"
-
-
-class _Indexer:
-    """The search index of the changed articles, updated on a second connection (a cursor of
-    the publish's own) in a thread, beside the rest of the delta: it needs only the changed
-    ids and rows, and writes only the index tables, which nothing else in the delta touches.
-    It starts as soon as the ids are known (``retire_docs``: a read of search_docs' million
-    article ids, beside the read of the changed rows from the primary), then indexes the rows
-    once they are read (``index_docs``). Most of the delta (reading the rows, inserting them
-    into the copy, the link tables, the small tables' row hashes, the checkpoint) runs one
-    statement at a time on one core, the index's splitting and postings on every core DuckDB
-    has: side by side they fill the cores that either alone leaves idle. DuckDB releases the
-    GIL while a statement runs, and lets two transactions append to different tables of one
-    attached database at once."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection):
-        self._con = con
-        self._thread: threading.Thread | None = None
-        self._rows = threading.Event()
-        self._cancelled = False
-        self._n: int | None = None
-        self._error: BaseException | None = None
-        self.seconds = 0.0  # the index's own time (beside the delta; its wait for the rows not counted)
-
-    def start(self) -> None:
-        changed, rows = f"{SCRATCH}._marsad_changed", f"{SCRATCH}._marsad_rows"
-        cur = self._con.cursor()
-
-        def run() -> None:
-            t = time.perf_counter()
-            try:
-                retire_docs(cur, ALIAS, changed)
-                waited = time.perf_counter()
-                self._rows.wait()
-                t += time.perf_counter() - waited
-                if not self._cancelled:
-                    # One transaction (begun once the rows are there to be seen): fewer commits,
-                    # and postings written straight to the file (optimistically) at its end.
-                    cur.execute("BEGIN")
-                    self._n = index_docs(cur, ALIAS, changed, texts=rows)
-                    cur.execute("COMMIT")
-            except BaseException as exc:  # raised again by result(), in the publish's thread
-                self._error = exc
-            finally:
-                self.seconds = time.perf_counter() - t
-                cur.close()
-
-        self._thread = threading.Thread(target=run, name="marsad-publish-index", daemon=True)
-        self._thread.start()
-
-    def rows_ready(self) -> None:
-        self._rows.set()
-
-    def stop(self) -> None:
-        """Wait for the thread (told to stop if the rows never came: the delta failed)."""
-        if not self._rows.is_set():
-            self._cancelled = True
-            self._rows.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self) -> int:
-        if self._thread is None:
-            raise RuntimeError("the index was never started")
-        self.stop()
-        if self._error is not None:
-            raise self._error
-        return self._n or 0
 
 
 # Until a publish has measured them (publish_info keeps the last measurements).
@@ -430,16 +350,12 @@ def _check_compatible(con: duckdb.DuckDBPyConnection, source: str) -> None:
 ARTICLE_TABLES = ("article_indicators", "article_entities", "article_sketches", "event_articles")
 
 
-def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool = False,
-                 on_changed=lambda: None, on_rows=lambda: None) -> tuple[int, str, tuple]:
-    """Make every table of the attached copy but the search index's equal to the primary's;
-    returns the number of articles added, changed or removed (their ids left in
-    ``SCRATCH._marsad_changed``, their current rows in ``SCRATCH._marsad_rows``), how they were
-    found ("watermark" or "full compare") and what the copy is now synced to. ``on_changed``
-    and ``on_rows`` are called as soon as each of the two is complete (the index starts from them)."""
+def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool = False) -> tuple[int, str, tuple]:
+    """Make every table of the attached copy equal to the primary's; returns the number of
+    articles added, changed or removed (their ids left in temp table ``_marsad_changed``) and
+    how they were found ("watermark" or "full compare")."""
     src, dst = f'"{source}".main', f"{ALIAS}.main"
     how = "watermark"
-    CHANGED, ROWS = f"{SCRATCH}._marsad_changed", f"{SCRATCH}._marsad_rows"
     mark, *fp = con.execute(f"SELECT synced_classified_at, synced_count, synced_sum FROM {dst}.publish_info").fetchone()
     # The copy holds the primary as it was when every classified_at was <= mark. A load sets
     # classified_at to its own time (later than mark) on what it adds, corrects (NULL until
@@ -471,14 +387,13 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
         candidates("true")
     # crid: the article's row id in the copy (NULL: not there), for deleting it without another
     # read of the copy's million article ids
-    con.execute(f"CREATE OR REPLACE TABLE {CHANGED} AS SELECT article_id, rid, crid FROM _marsad_cand WHERE differs")
+    con.execute("CREATE OR REPLACE TEMP TABLE _marsad_changed AS SELECT article_id, rid, crid FROM _marsad_cand WHERE differs")
     con.execute("DROP TABLE _marsad_cand")
     if how == "full compare":
-        con.execute(f"INSERT INTO {CHANGED} SELECT article_id, NULL, rowid FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
-    changed = con.execute(f"SELECT count(*) FROM {CHANGED}").fetchone()[0]
-    on_changed()
-    # The changed rows (kept in ROWS: the search index reads their texts there, beside the
-    # rest of the delta, not in the whole copy), read without reading a million texts to find 10k. By the
+        con.execute(f"INSERT INTO _marsad_changed SELECT article_id, NULL, rowid FROM {dst}.articles c ANTI JOIN {src}.articles p USING (article_id)")
+    changed = con.execute("SELECT count(*) FROM _marsad_changed").fetchone()[0]
+    # The changed rows (kept in temp table _marsad_rows: the search index reads their texts
+    # there, not in the whole copy), read without reading a million texts to find 10k. By the
     # watermark: with the candidates' own filter on classified_at, which DuckDB applies in the
     # scan (row groups whose classified_at all precede the mark are skipped by their min/max,
     # and the other columns are read only for vectors holding a changed row). An OR of the
@@ -489,24 +404,23 @@ def _apply_delta(con: duckdb.DuckDBPyConnection, source: str, compare_all: bool 
     if how == "watermark":
         bound, params = newer, {"mark": mark}
     else:
-        bound = " OR ".join(f"rowid BETWEEN {lo} AND {hi}" for lo, hi in _row_ranges(con, CHANGED, "rid")) or "false"
+        bound = " OR ".join(f"rowid BETWEEN {lo} AND {hi}" for lo, hi in _row_ranges(con, "_marsad_changed", "rid")) or "false"
         params = {}
-    con.execute(f"""CREATE OR REPLACE TABLE {ROWS} AS SELECT * FROM {src}.articles
-                    WHERE ({bound}) AND rowid IN (SELECT rid FROM {CHANGED})""", params)
-    on_rows()
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_rows AS SELECT * FROM {src}.articles
+                    WHERE ({bound}) AND rowid IN (SELECT rid FROM _marsad_changed)""", params)
     if changed:
-        con.execute(f"DELETE FROM {dst}.articles WHERE rowid IN (SELECT crid FROM {CHANGED} WHERE crid IS NOT NULL)")
-        con.execute(f"INSERT INTO {dst}.articles SELECT * FROM {ROWS}")
+        con.execute(f"DELETE FROM {dst}.articles WHERE rowid IN (SELECT crid FROM _marsad_changed WHERE crid IS NOT NULL)")
+        con.execute(f"INSERT INTO {dst}.articles SELECT * FROM _marsad_rows")
     tables = [t for t in _tables(con, source) if t != "articles" and t not in COPY_ONLY]
     if how == "watermark" and set(ARTICLE_TABLES) | {"events"} <= set(tables):
         # events that can have changed: new ids, and those linked (before or after) to a changed
         # article (an earlier report moves first_report_at; an event emptied by unlink goes)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_events AS
-            SELECT event_id FROM {dst}.event_articles SEMI JOIN {CHANGED} USING (article_id)
-            UNION SELECT event_id FROM {src}.event_articles SEMI JOIN {CHANGED} USING (article_id)
+            SELECT event_id FROM {dst}.event_articles SEMI JOIN _marsad_changed USING (article_id)
+            UNION SELECT event_id FROM {src}.event_articles SEMI JOIN _marsad_changed USING (article_id)
             UNION SELECT event_id FROM (SELECT DISTINCT event_id FROM {src}.events) ANTI JOIN {dst}.events USING (event_id)""")
         for table in ARTICLE_TABLES:
-            _replace_keyed(con, f'{src}."{table}"', f'{dst}."{table}"', "article_id", CHANGED)
+            _replace_keyed(con, f'{src}."{table}"', f'{dst}."{table}"', "article_id", "_marsad_changed")
         _replace_keyed(con, f"{src}.events", f"{dst}.events", "event_id", "_marsad_events")
         con.execute("DROP TABLE _marsad_events")
         # a change these rules did not foresee shows in the row counts (kept in the tables'

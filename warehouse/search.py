@@ -152,18 +152,13 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: s
     (new, corrected or removed articles; ``db``'s ``articles`` already updated): their old
     entries go, their current text (if any) is indexed. ``texts``: a table holding the
     current rows of the changed articles (default: ``db``'s ``articles``; a table of just
-    those rows spares a scan of every text in ``db``). Returns the number indexed.
-    (``retire_docs`` then ``index_docs``: a publish runs the first while it still reads the rows.)"""
-    retire_docs(con, db, changed)
-    return index_docs(con, db, changed, texts)
-
-
-def retire_docs(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> None:
-    """The first half of ``update_index``: the documents of the articles in ``changed`` that
-    ``db``'s index holds are listed in ``search_gone`` and leave ``search_docs``."""
+    those rows spares a scan of every text in ``db``). Returns the number indexed."""
+    load_fts(con)
+    macros(con)
     p = f'"{db}".main.'
     # The postings of a replaced article stay (deleting them would read every posting) and
     # its old docid is listed in search_gone, which queries skip; a full build drops both.
+    # New docids start after every docid ever given (a gone one reused would be skipped).
     # One read of search_docs' article ids (a million strings at 1M) finds the replaced rows;
     # they are deleted by row id, not by a second such read.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_gone AS
@@ -171,15 +166,6 @@ def retire_docs(con: duckdb.DuckDBPyConnection, db: str, changed: str) -> None:
     con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM _marsad_gone")
     con.execute(f"DELETE FROM {p}search_docs WHERE rowid IN (SELECT rid FROM _marsad_gone)")
     con.execute("DROP TABLE _marsad_gone")
-
-
-def index_docs(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: str | None = None) -> int:
-    """The second half of ``update_index`` (after ``retire_docs``): the current text of each
-    article in ``changed`` is indexed under a new docid. Returns the number indexed."""
-    load_fts(con)
-    macros(con)
-    p = f'"{db}".main.'
-    # New docids start after every docid ever given (a gone one reused would be skipped).
     return _index(con, p, f"""
         SELECT (SELECT coalesce(max(docid), 0) FROM (SELECT docid FROM {p}search_docs UNION ALL SELECT docid FROM {p}search_gone))
                + row_number() OVER (ORDER BY article_id) AS docid,
