@@ -208,7 +208,12 @@ def _incremental(warehouse: Path, target: Path, work: Path, t0: float, compare_a
         how, rates, flushing = _attach_base(con, source, target, work)
         changed, found, sync = _apply_delta(con, source, compare_all)
         t1 = time.perf_counter()
-        n = update_index(con, ALIAS, "_marsad_changed", texts="_marsad_rows")
+        # Only an article the copy held can have entries in its index (crid: its row id in the
+        # copy): a cycle with no corrections or deletions, new articles only, then skips reading
+        # search_docs' million ids (DuckDB does not scan the probe side of a join with nothing
+        # to find: 0.002 s of CPU against 0.05-0.07 s for 50 ids, at 1M).
+        n = update_index(con, ALIAS, "_marsad_changed", texts="_marsad_rows",
+                         held="(SELECT article_id FROM _marsad_changed WHERE crid IS NOT NULL) AS held")
         con.execute("DROP TABLE _marsad_rows")
         if n >= 1000:  # enough articles for the rate to mean something
             rates[0] = (time.perf_counter() - t1) / n

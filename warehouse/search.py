@@ -147,12 +147,15 @@ def build_index(con: duckdb.DuckDBPyConnection, db: str | None = None) -> int:
     return n
 
 
-def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: str | None = None) -> int:
+def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: str | None = None,
+                 held: str | None = None) -> int:
     """Bring the index of database ``db`` up to date for the article ids in table ``changed``
     (new, corrected or removed articles; ``db``'s ``articles`` already updated): their old
     entries go, their current text (if any) is indexed. ``texts``: a table holding the
     current rows of the changed articles (default: ``db``'s ``articles``; a table of just
-    those rows spares a scan of every text in ``db``). Returns the number indexed."""
+    those rows spares a scan of every text in ``db``). ``held``: a table (or a subquery with
+    an alias) of the ids among them that ``db`` held before (default: all of ``changed``):
+    only those can have entries to go. Returns the number indexed."""
     load_fts(con)
     macros(con)
     p = f'"{db}".main.'
@@ -162,7 +165,7 @@ def update_index(con: duckdb.DuckDBPyConnection, db: str, changed: str, texts: s
     # One read of search_docs' article ids (a million strings at 1M) finds the replaced rows;
     # they are deleted by row id, not by a second such read.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _marsad_gone AS
-        SELECT rowid AS rid, docid FROM {p}search_docs SEMI JOIN {changed} USING (article_id)""")
+        SELECT rowid AS rid, docid FROM {p}search_docs SEMI JOIN {held or changed} USING (article_id)""")
     con.execute(f"INSERT INTO {p}search_gone SELECT docid FROM _marsad_gone")
     con.execute(f"DELETE FROM {p}search_docs WHERE rowid IN (SELECT rid FROM _marsad_gone)")
     con.execute("DROP TABLE _marsad_gone")
