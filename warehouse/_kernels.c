@@ -62,6 +62,40 @@ scan(const uint8_t *restrict lo, const uint32_t *restrict mx, const uint8_t *res
     return count;
 }
 
+/* The three views of a pool that similar and put share: hv, the NUM_PERM uint32 hash values
+   of one report; matrix, (cap, NUM_PERM) uint32; low, (LOW, cap) uint8 with LOW <= NUM_PERM
+   and LOW < 256 (a byte counter of similar cannot wrap). Row n must be below cap (put), or
+   at most cap (similar: n rows). On failure nothing is held and -1 returned. */
+static int
+pool(PyObject *o_hv, PyObject *o_matrix, PyObject *o_low, int writable, Py_ssize_t n, int n_may_be_cap,
+     Py_buffer *hv, Py_buffer *matrix, Py_buffer *low, Py_ssize_t *perm, Py_ssize_t *cap, Py_ssize_t *nlow)
+{
+    if (get(o_hv, hv, 0, 4, 1, "hashvalues") < 0)
+        return -1;
+    *perm = hv->len / 4;
+    if (get(o_matrix, matrix, writable, 4, *perm, "matrix") < 0)
+        goto fail_hv;
+    *cap = matrix->len / 4 / *perm;
+    if (n < 0 || n > *cap || (n == *cap && !n_may_be_cap) || matrix->ndim != 2 || matrix->shape[1] != *perm) {
+        PyErr_SetString(PyExc_ValueError, "matrix: (cap, NUM_PERM) expected, n within cap");
+        goto fail_matrix;
+    }
+    if (get(o_low, low, writable, 1, *cap, "low") < 0)
+        goto fail_matrix;
+    *nlow = low->len / *cap;
+    if (low->ndim != 2 || low->shape[1] != *cap || *nlow > *perm || *nlow > 255) {
+        PyErr_SetString(PyExc_ValueError, "low: (LOW, cap) expected, LOW <= NUM_PERM, LOW < 256");
+        PyBuffer_Release(low);
+        goto fail_matrix;
+    }
+    return 0;
+fail_matrix:
+    PyBuffer_Release(matrix);
+fail_hv:
+    PyBuffer_Release(hv);
+    return -1;
+}
+
 /* similar(low, matrix, alive, query, n, low_need, need, acc, rows, agree) -> count
 
    The near-duplicate scan of one pool (cluster._Pool.similar) over its first n rows:
@@ -81,23 +115,9 @@ similar(PyObject *self, PyObject *args)
                           &o_acc, &o_rows, &o_agree))
         return NULL;
     Py_buffer low, matrix, alive, query, acc, rows, agree;
-    if (get(o_query, &query, 0, 4, 1, "query") < 0)
+    Py_ssize_t perm, cap, nlow;
+    if (pool(o_query, o_matrix, o_low, 0, n, 1, &query, &matrix, &low, &perm, &cap, &nlow) < 0)
         return NULL;
-    Py_ssize_t perm = query.len / 4;
-    if (get(o_matrix, &matrix, 0, 4, perm, "matrix") < 0)
-        goto fail_query;
-    Py_ssize_t cap = matrix.len / 4 / perm;
-    if (n < 0 || n > cap || matrix.ndim != 2 || matrix.shape[1] != perm) {
-        PyErr_SetString(PyExc_ValueError, "matrix: (cap, NUM_PERM) expected, n <= cap");
-        goto fail_matrix;
-    }
-    if (get(o_low, &low, 0, 1, cap, "low") < 0)
-        goto fail_matrix;
-    Py_ssize_t nlow = low.len / cap;
-    if (low.ndim != 2 || low.shape[1] != cap || nlow > perm || nlow > 255) {
-        PyErr_SetString(PyExc_ValueError, "low: (LOW, cap) expected, LOW <= NUM_PERM, LOW < 256");
-        goto fail_low;
-    }
     if (get(o_alive, &alive, 0, 1, cap, "alive") < 0)
         goto fail_low;
     if (get(o_acc, &acc, 1, 1, cap, "acc") < 0)
@@ -128,9 +148,7 @@ fail_alive:
     PyBuffer_Release(&alive);
 fail_low:
     PyBuffer_Release(&low);
-fail_matrix:
     PyBuffer_Release(&matrix);
-fail_query:
     PyBuffer_Release(&query);
     return NULL;
 }
@@ -222,24 +240,9 @@ put(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOnO", &o_low, &o_matrix, &n, &o_hv))
         return NULL;
     Py_buffer low, matrix, hv;
-    if (get(o_hv, &hv, 0, 4, 1, "hashvalues") < 0)
+    Py_ssize_t perm, cap, nlow;
+    if (pool(o_hv, o_matrix, o_low, 1, n, 0, &hv, &matrix, &low, &perm, &cap, &nlow) < 0)
         return NULL;
-    Py_ssize_t perm = hv.len / 4;
-    if (get(o_matrix, &matrix, 1, 4, perm, "matrix") < 0)
-        goto fail_hv;
-    Py_ssize_t cap = matrix.len / 4 / perm;
-    if (n < 0 || n >= cap || matrix.ndim != 2 || matrix.shape[1] != perm) {
-        PyErr_SetString(PyExc_ValueError, "matrix: (cap, NUM_PERM) expected, n < cap");
-        goto fail_matrix;
-    }
-    if (get(o_low, &low, 1, 1, cap, "low") < 0)
-        goto fail_matrix;
-    Py_ssize_t nlow = low.len / cap;
-    if (low.ndim != 2 || low.shape[1] != cap || nlow > perm) {
-        PyErr_SetString(PyExc_ValueError, "low: (LOW, cap) expected, LOW <= NUM_PERM");
-        PyBuffer_Release(&low);
-        goto fail_matrix;
-    }
     const uint32_t *h = hv.buf;
     uint32_t *row = (uint32_t *)matrix.buf + n * perm;
     uint8_t *col = (uint8_t *)low.buf + n;
@@ -250,11 +253,6 @@ put(PyObject *self, PyObject *args)
     PyBuffer_Release(&matrix);
     PyBuffer_Release(&hv);
     Py_RETURN_NONE;
-fail_matrix:
-    PyBuffer_Release(&matrix);
-fail_hv:
-    PyBuffer_Release(&hv);
-    return NULL;
 }
 
 static PyMethodDef methods[] = {
