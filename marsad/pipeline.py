@@ -399,7 +399,8 @@ def load(settings: Settings, now: datetime | None = None, classifier: Classifier
     """Load everything staged (this run's fetches and any left by a failed run), then classify
     new articles and assign them to events. One transaction; staged files are removed after it.
     Publishing the analysts' read copy is a step of its own (``publish_read_copy``, after
-    delivery): it copies the whole warehouse, so it stays out of the time from a feed item to an alert."""
+    delivery): it brings the copy and its search index up to date (``warehouse.publish``), work
+    that stays out of the time from a feed item to an alert."""
     now = now or utcnow()
     guard = settings.guard()
     classifier = classifier or settings.guarded_classifier(guard)
