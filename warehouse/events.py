@@ -22,7 +22,7 @@ import numpy as np
 from alerts.places import PlaceHierarchy
 from warehouse import db, neardup
 from warehouse.cluster import EXACT_HORIZON, FOLLOWUP_HORIZON, WINDOW, Clusterer, Event, Report
-from warehouse.load import append_new_sql, bulk_insert, time_bound
+from warehouse.load import append_new_sql, bulk_insert, stored_keys_sql, time_bound
 from warehouse.matches import classified_span
 
 log = logging.getLogger("marsad.events")
@@ -134,7 +134,7 @@ def write_sketches(con: duckdb.DuckDBPyConnection, article_ids: list[str], sketc
     columns.update((f"h{k}", np.ascontiguousarray(sketches[:, k])) for k in range(sketches.shape[1]))
     values = ", ".join(f"h{k}" for k in range(sketches.shape[1]))
     # an article's sketch is of its time: the stored ones are matched in the span of these
-    stored = f"(SELECT article_id FROM article_sketches WHERE {time_bound(*_us_span(published))})"
+    stored = stored_keys_sql("article_sketches", _us_span(published))
     con.register("_marsad_new_sketches", columns)
     try:
         con.execute(f"""INSERT INTO article_sketches (article_id, minhash, article_published_at)

@@ -131,18 +131,23 @@ def time_bound(lo: datetime | None, hi: datetime | None = None, alias: str = "")
     return out if hi is None else f"{out} AND {col} <= TIMESTAMPTZ '{hi.isoformat()}'"
 
 
+def stored_keys_sql(table: str, span: tuple[datetime, datetime] | None = None) -> str:
+    """SQL of the keys (``APPEND_KEYS``) ``table`` holds, to anti-join new rows with; with a
+    ``span`` (``TIMED_TABLES``: the (min, max) ``article_published_at`` of the new rows) only
+    the stored rows of that span: a stored row of the same key is of the same article, hence
+    of the same time, and zone maps skip the rest of the history's keys."""
+    return table if span is None else f"(SELECT {', '.join(APPEND_KEYS[table])} FROM {table} WHERE {time_bound(*span)})"
+
+
 def append_new_sql(table: str, cols: str, src: str, span: tuple[datetime, datetime] | None = None) -> str:
     """``INSERT`` of the rows of ``src`` whose key (``APPEND_KEYS``) ``table`` does not hold
     yet, the first of each key in ``src``: what ``ON CONFLICT DO NOTHING`` did with a primary key.
 
-    ``span``: the (min, max) ``article_published_at`` of ``src``'s rows (``TIMED_TABLES``,
-    whose keys hold the article's id): a stored row of the same key is of the same article,
-    hence of the same time, so only the stored rows of that span are matched (zone maps skip
-    the rest of the history's keys)."""
+    ``span``: the (min, max) ``article_published_at`` of ``src``'s rows: only the stored rows
+    of that span are matched (``stored_keys_sql``)."""
     keys = ", ".join(APPEND_KEYS[table])
-    stored = table if span is None else f"(SELECT {keys} FROM {table} WHERE {time_bound(*span)})"
     return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM "
-            f"(SELECT DISTINCT ON ({keys}) {cols} FROM {src} ANTI JOIN {stored} USING ({keys}))")
+            f"(SELECT DISTINCT ON ({keys}) {cols} FROM {src} ANTI JOIN {stored_keys_sql(table, span)} USING ({keys}))")
 
 
 def bulk_insert(
